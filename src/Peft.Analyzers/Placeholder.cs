@@ -1,0 +1,2 @@
+namespace Peft.Analyzers;
+internal static class Placeholder { }

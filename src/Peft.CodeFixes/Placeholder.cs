@@ -1,0 +1,2 @@
+namespace Peft.CodeFixes;
+internal static class Placeholder { }

@@ -1,0 +1,60 @@
+namespace Peft;
+
+/// <summary>
+/// Adds a LoRA adapter (Hu et al., 2021) to a linear layer: <c>y = W x + b + s · B(A(dropout(x)))</c> with
+/// <c>A ∈ R^{r×in}</c>, <c>B ∈ R^{out×r}</c> and <c>s = alpha / r</c> (or <c>alpha / √r</c> with <see cref="UseRsLora"/>).
+/// </summary>
+/// <remarks>
+/// Put it on a field or property of type <c>Module&lt;Tensor, Tensor&gt;</c> that holds a <c>TorchSharp.Modules.Linear</c>.
+/// Defaults match Hugging Face PEFT's <c>LoraConfig</c> (r = 8, lora_alpha = 8, lora_dropout = 0). The attribute may be
+/// repeated with different <see cref="Name"/>s to declare several named adapters on one layer.
+/// </remarks>
+[AttributeUsage(AttributeTargets.Field | AttributeTargets.Property, AllowMultiple = true, Inherited = false)]
+public sealed class LoRAAttribute : Attribute
+{
+    /// <summary>Declares a LoRA adapter.</summary>
+    /// <param name="rank">The rank r of the update (positive, at most min(in, out)).</param>
+    /// <param name="alpha">The scaling numerator (positive); the update is scaled by alpha / rank.</param>
+    /// <param name="dropout">Dropout probability applied to the adapter's input, in [0, 1).</param>
+    public LoRAAttribute(int rank = 8, double alpha = 8.0, double dropout = 0.0)
+    {
+        Rank = rank;
+        Alpha = alpha;
+        Dropout = dropout;
+    }
+
+    /// <summary>The rank r of the low-rank update.</summary>
+    public int Rank { get; }
+
+    /// <summary>The scaling numerator alpha.</summary>
+    public double Alpha { get; }
+
+    /// <summary>Dropout probability on the adapter path (skipped entirely when 0).</summary>
+    public double Dropout { get; }
+
+    /// <summary>Use rank-stabilised scaling alpha / √r (rsLoRA, Kalajdzievski 2023) instead of alpha / r.</summary>
+    public bool UseRsLora { get; set; }
+
+    /// <summary>How A is initialised; B always starts at zero so the adapted layer equals the base layer.</summary>
+    public LoRAInit Init { get; set; } = LoRAInit.KaimingUniform;
+
+    /// <summary>The adapter name (PEFT's adapter_name). Defaults to <c>"default"</c>.</summary>
+    public string Name { get; set; } = AdapterNames.Default;
+}
+
+/// <summary>Initialisation of the LoRA A matrix.</summary>
+public enum LoRAInit
+{
+    /// <summary>Kaiming-uniform with a = √5 (the nn.Linear default), as PEFT's <c>init_lora_weights=True</c>.</summary>
+    KaimingUniform = 0,
+
+    /// <summary>Normal with standard deviation 1/r, as PEFT's <c>init_lora_weights="gaussian"</c>.</summary>
+    Gaussian = 1,
+}
+
+/// <summary>Well-known adapter names.</summary>
+public static class AdapterNames
+{
+    /// <summary>The name PEFT gives an adapter when none is specified.</summary>
+    public const string Default = "default";
+}
