@@ -1,0 +1,120 @@
+namespace Peft.Generators.Model;
+
+// Immutable, structurally equal descriptions of what the user declared. They hold only strings,
+// numbers, enums and EquatableArrays: never an ISymbol, SyntaxNode, Compilation or Location, so the
+// incremental pipeline can cache them and an unrelated edit leaves generated code untouched.
+
+/// <summary>One partial class that declares PEFT attributes: everything the emitter needs.</summary>
+/// <param name="Hierarchy">Where the class lives (namespace, containing types) and its file name.</param>
+/// <param name="FrozenClass">True when the class itself carries [Freeze].</param>
+/// <param name="Members">Every registrable member (modules, parameters, buffers) in declaration order,
+/// with the PEFT declarations on it. The generated registration replaces TorchSharp's reflection-based
+/// RegisterComponents(), so non-annotated modules are listed too.</param>
+internal sealed record PeftClassModel(
+    HierarchyInfo Hierarchy,
+    bool FrozenClass,
+    EquatableArray<MemberModel> Members);
+
+/// <summary>The namespace and the chain of types that contain the annotated class (outermost first).</summary>
+/// <param name="Namespace">The namespace, or "" for the global namespace.</param>
+/// <param name="Types">Containing types, outermost first, ending with the annotated class itself.</param>
+internal sealed record HierarchyInfo(string Namespace, EquatableArray<TypeDeclarationInfo> Types)
+{
+    /// <summary>File hint: "Ns.Outer.Inner.g.cs" style (generic arity appended as `N), unique per type.</summary>
+    public string HintName
+    {
+        get
+        {
+            var parts = new System.Collections.Generic.List<string>();
+            if (Namespace.Length > 0) parts.Add(Namespace);
+            foreach (var t in Types) parts.Add(t.TypeParameterCount > 0 ? t.Name + "`" + t.TypeParameterCount : t.Name);
+            return string.Join(".", parts) + ".Peft.g.cs";
+        }
+    }
+}
+
+/// <summary>A type declaration in the hierarchy.</summary>
+/// <param name="Keyword">"class" or "record" (the keyword to repeat in the partial declaration).</param>
+/// <param name="Name">The simple name.</param>
+/// <param name="TypeParameterList">E.g. "&lt;T&gt;" or "" (emitted verbatim).</param>
+/// <param name="TypeParameterCount">Number of type parameters.</param>
+internal sealed record TypeDeclarationInfo(string Keyword, string Name, string TypeParameterList, int TypeParameterCount);
+
+/// <summary>What TorchSharp registration a member needs.</summary>
+internal enum ComponentKind
+{
+    /// <summary>Not registered (not a module, parameter or tensor).</summary>
+    None = 0,
+    /// <summary>A <c>torch.nn.Module</c> (registered with register_module).</summary>
+    Module = 1,
+    /// <summary>A <c>TorchSharp.Modules.Parameter</c> (registered with register_parameter).</summary>
+    Parameter = 2,
+    /// <summary>A plain <c>torch.Tensor</c> (registered with register_buffer, as RegisterComponents does).</summary>
+    Buffer = 3,
+}
+
+/// <summary>A field or property of the annotated class.</summary>
+/// <param name="Name">The member name; also the registered module/parameter name (the state-dict key segment).</param>
+/// <param name="IsProperty">True for a property, false for a field.</param>
+/// <param name="TypeName">The member type, fully qualified with global:: (for casts in emitted code).</param>
+/// <param name="Component">How the member is registered.</param>
+/// <param name="Frozen">[Freeze] on the member.</param>
+/// <param name="Trainable">[Trainable] on the member.</param>
+/// <param name="Adapters">Adapters declared on the member, in source order.</param>
+/// <param name="Layer">What the member's initializer/constructor assignment builds, when the compiler can tell.</param>
+internal sealed record MemberModel(
+    string Name,
+    bool IsProperty,
+    string TypeName,
+    ComponentKind Component,
+    bool Frozen,
+    bool Trainable,
+    EquatableArray<AdapterModel> Adapters,
+    LayerInfo? Layer);
+
+/// <summary>The PEFT methods an attribute can declare.</summary>
+internal enum PeftMethodKind
+{
+    LoRA = 0,
+    Kronecker = 1,
+    PromptTune = 2,
+}
+
+/// <summary>One adapter attribute on a member, with every argument resolved (defaults applied).</summary>
+/// <param name="Method">Which attribute.</param>
+/// <param name="AdapterName">The adapter name (Name = ...), "default" unless given.</param>
+/// <param name="Rank">LoRA / Kronecker rank.</param>
+/// <param name="Alpha">LoRA / Kronecker alpha.</param>
+/// <param name="Dropout">LoRA dropout.</param>
+/// <param name="UseRsLora">LoRA rsLoRA switch.</param>
+/// <param name="LoRAInit">LoRA init as the integer value of Peft.LoRAInit (0 KaimingUniform, 1 Gaussian).</param>
+/// <param name="Factor">Kronecker decompose factor (-1 automatic).</param>
+/// <param name="DecomposeBoth">Kronecker decompose_both.</param>
+/// <param name="VirtualTokens">Prompt tuning virtual tokens.</param>
+/// <param name="InitText">Prompt tuning init text, or null.</param>
+internal sealed record AdapterModel(
+    PeftMethodKind Method,
+    string AdapterName,
+    int Rank,
+    double Alpha,
+    double Dropout,
+    bool UseRsLora,
+    int LoRAInit,
+    int Factor,
+    bool DecomposeBoth,
+    int VirtualTokens,
+    string? InitText);
+
+/// <summary>The kind of TorchSharp layer a member is built from.</summary>
+internal enum LayerKind
+{
+    Unknown = 0,
+    Linear = 1,
+    Embedding = 2,
+}
+
+/// <summary>A layer constructor call the compiler can see (e.g. <c>Linear(512, 64)</c>).</summary>
+/// <param name="Kind">Linear or Embedding.</param>
+/// <param name="InFeatures">Linear in-features / Embedding vocabulary size, or null when not a compile-time constant.</param>
+/// <param name="OutFeatures">Linear out-features / Embedding dimension, or null when not a compile-time constant.</param>
+internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures);
