@@ -10,10 +10,14 @@ namespace Peft.Generators.Model;
 /// <param name="Members">Every registrable member (modules, parameters, buffers) in declaration order,
 /// with the PEFT declarations on it. The generated registration replaces TorchSharp's reflection-based
 /// RegisterComponents(), so non-annotated modules are listed too.</param>
+/// <param name="IsPartial">True when the class and every containing type are declared partial (else nothing can be emitted).</param>
+/// <param name="IsModule">True when the class derives from TorchSharp.torch.nn.Module.</param>
 internal sealed record PeftClassModel(
     HierarchyInfo Hierarchy,
     bool FrozenClass,
-    EquatableArray<MemberModel> Members);
+    EquatableArray<MemberModel> Members,
+    bool IsPartial,
+    bool IsModule);
 
 /// <summary>The namespace and the chain of types that contain the annotated class (outermost first).</summary>
 /// <param name="Namespace">The namespace, or "" for the global namespace.</param>
@@ -62,6 +66,8 @@ internal enum ComponentKind
 /// <param name="Trainable">[Trainable] on the member.</param>
 /// <param name="Adapters">Adapters declared on the member, in source order.</param>
 /// <param name="Layer">What the member's initializer/constructor assignment builds, when the compiler can tell.</param>
+/// <param name="IsReadOnly">A readonly field or a property without a setter (generated code cannot replace it).</param>
+/// <param name="AcceptsWrapper">The member type can hold the runtime's wrapper layers (Module&lt;Tensor, Tensor&gt; or a base of it).</param>
 internal sealed record MemberModel(
     string Name,
     bool IsProperty,
@@ -70,7 +76,9 @@ internal sealed record MemberModel(
     bool Frozen,
     bool Trainable,
     EquatableArray<AdapterModel> Adapters,
-    LayerInfo? Layer);
+    LayerInfo? Layer,
+    bool IsReadOnly,
+    bool AcceptsWrapper);
 
 /// <summary>The PEFT methods an attribute can declare.</summary>
 internal enum PeftMethodKind

@@ -1,0 +1,359 @@
+using System;
+using System.Collections.Generic;
+using System.Globalization;
+using System.Linq;
+using System.Threading;
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.CSharp;
+using Microsoft.CodeAnalysis.CSharp.Syntax;
+using Microsoft.CodeAnalysis.Operations;
+using Peft.Generators.Model;
+
+namespace Peft.Generators.Parsing;
+
+/// <summary>
+/// Turns an annotated class symbol into an immutable <see cref="PeftClassModel"/>. Shared by the generator
+/// (which emits code for valid models) and the analyzers (which validate the same model), so both agree
+/// on what a declaration means. It reports nothing itself: validation lives in <c>PeftModelValidator</c>.
+/// </summary>
+internal static class PeftParser
+{
+    /// <summary>Builds the model of <paramref name="type"/>, or null when it is not a class.</summary>
+    public static PeftClassModel? Parse(INamedTypeSymbol type, Compilation compilation, CancellationToken cancellationToken)
+    {
+        if (type.TypeKind != TypeKind.Class) return null;
+
+        var hierarchy = BuildHierarchy(type);
+        bool frozenClass = type.GetAttributes().Any(a => Is(a, KnownNames.FreezeAttribute));
+        bool isPartial = IsPartialChain(type, cancellationToken);
+        bool isModule = DerivesFrom(type, KnownNames.Module);
+
+        var members = new List<(int Order, MemberModel Member)>();
+        foreach (var symbol in type.GetMembers())
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (symbol.IsStatic || symbol.IsImplicitlyDeclared) continue;
+
+            ITypeSymbol memberType;
+            bool isProperty;
+            bool isReadOnly;
+            switch (symbol)
+            {
+                case IFieldSymbol field when !field.IsConst && field.AssociatedSymbol is null:
+                    memberType = field.Type;
+                    isProperty = false;
+                    isReadOnly = field.IsReadOnly;
+                    break;
+                case IPropertySymbol property when !property.IsIndexer:
+                    memberType = property.Type;
+                    isProperty = true;
+                    isReadOnly = property.SetMethod is null || property.SetMethod.IsInitOnly;
+                    break;
+                default:
+                    continue;
+            }
+
+            var attributes = symbol.GetAttributes();
+            var adapters = new List<AdapterModel>();
+            bool frozen = false, trainable = false;
+            foreach (var attribute in attributes)
+            {
+                var adapter = ParseAdapter(attribute);
+                if (adapter is not null) adapters.Add(adapter);
+                else if (Is(attribute, KnownNames.FreezeAttribute)) frozen = true;
+                else if (Is(attribute, KnownNames.TrainableAttribute)) trainable = true;
+            }
+
+            var component = ClassifyComponent(memberType);
+            bool annotated = adapters.Count > 0 || frozen || trainable;
+            // Properties are registered only when annotated: TorchSharp's own convention is fields.
+            if (component == ComponentKind.None && !annotated) continue;
+            if (isProperty && !annotated) continue;
+
+            LayerInfo? layer = component == ComponentKind.Module
+                ? FindLayer(symbol, type, compilation, cancellationToken)
+                : null;
+
+            members.Add((DeclarationOrder(symbol), new MemberModel(
+                Name: symbol.Name,
+                IsProperty: isProperty,
+                TypeName: memberType.ToDisplayString(SymbolDisplayFormat.FullyQualifiedFormat),
+                Component: component,
+                Frozen: frozen,
+                Trainable: trainable,
+                Adapters: adapters.ToEquatableArray(),
+                Layer: layer,
+                IsReadOnly: isReadOnly,
+                AcceptsWrapper: AcceptsWrapper(memberType))));
+        }
+
+        return new PeftClassModel(
+            hierarchy,
+            frozenClass,
+            members.OrderBy(m => m.Order).Select(m => m.Member).ToEquatableArray(),
+            isPartial,
+            isModule);
+    }
+
+    /// <summary>True when <paramref name="attribute"/> is one of ours (by metadata name).</summary>
+    public static bool Is(AttributeData attribute, string metadataName)
+        => attribute.AttributeClass?.ToDisplayString() == metadataName;
+
+    /// <summary>Reads a [LoRA]/[Kronecker]/[PromptTune] attribute with defaults applied; null for other attributes.</summary>
+    public static AdapterModel? ParseAdapter(AttributeData attribute)
+    {
+        PeftMethodKind method;
+        if (Is(attribute, KnownNames.LoRAAttribute)) method = PeftMethodKind.LoRA;
+        else if (Is(attribute, KnownNames.KroneckerAttribute)) method = PeftMethodKind.Kronecker;
+        else if (Is(attribute, KnownNames.PromptTuneAttribute)) method = PeftMethodKind.PromptTune;
+        else return null;
+
+        var ctorArgs = attribute.ConstructorArguments;
+        var ctorParams = attribute.AttributeConstructor?.Parameters ?? default;
+        object? Ctor(string name)
+        {
+            if (ctorParams.IsDefault) return null;
+            for (int i = 0; i < ctorParams.Length && i < ctorArgs.Length; i++)
+            {
+                if (ctorParams[i].Name == name) return ctorArgs[i].Value;
+            }
+            return null;
+        }
+        object? Named(string name)
+        {
+            foreach (var pair in attribute.NamedArguments)
+            {
+                if (pair.Key == name) return pair.Value.Value;
+            }
+            return null;
+        }
+
+        string adapterName = Named("Name") as string ?? KnownNames.DefaultAdapterName;
+        switch (method)
+        {
+            case PeftMethodKind.LoRA:
+                return new AdapterModel(
+                    Method: method,
+                    AdapterName: adapterName,
+                    Rank: ToInt(Ctor("rank"), 8),
+                    Alpha: ToDouble(Ctor("alpha"), 8.0),
+                    Dropout: ToDouble(Ctor("dropout"), 0.0),
+                    UseRsLora: Named("UseRsLora") is true,
+                    LoRAInit: ToInt(Named("Init"), 0),
+                    Factor: -1,
+                    DecomposeBoth: false,
+                    VirtualTokens: 0,
+                    InitText: null);
+            case PeftMethodKind.Kronecker:
+                return new AdapterModel(
+                    Method: method,
+                    AdapterName: adapterName,
+                    Rank: ToInt(Ctor("rank"), 8),
+                    Alpha: ToDouble(Ctor("alpha"), 8.0),
+                    Dropout: 0.0,
+                    UseRsLora: false,
+                    LoRAInit: 0,
+                    Factor: ToInt(Named("Factor"), -1),
+                    DecomposeBoth: Named("DecomposeBoth") is true,
+                    VirtualTokens: 0,
+                    InitText: null);
+            default:
+                return new AdapterModel(
+                    Method: method,
+                    AdapterName: adapterName,
+                    Rank: 0,
+                    Alpha: 0.0,
+                    Dropout: 0.0,
+                    UseRsLora: false,
+                    LoRAInit: 0,
+                    Factor: -1,
+                    DecomposeBoth: false,
+                    VirtualTokens: ToInt(Ctor("virtualTokens"), 20),
+                    InitText: Named("InitText") as string);
+        }
+    }
+
+    private static int ToInt(object? value, int fallback) => value switch
+    {
+        int i => i,
+        long l => (int)l,
+        short s => s,
+        byte b => b,
+        _ => fallback,
+    };
+
+    private static double ToDouble(object? value, double fallback) => value switch
+    {
+        double d => d,
+        float f => f,
+        int i => i,
+        long l => l,
+        decimal m => (double)m,
+        _ => fallback,
+    };
+
+    private static HierarchyInfo BuildHierarchy(INamedTypeSymbol type)
+    {
+        var chain = new List<TypeDeclarationInfo>();
+        for (var t = type; t is not null; t = t.ContainingType)
+        {
+            string typeParameters = t.TypeParameters.Length == 0
+                ? string.Empty
+                : "<" + string.Join(", ", t.TypeParameters.Select(p => p.Name)) + ">";
+            chain.Add(new TypeDeclarationInfo(t.IsRecord ? "record" : "class", t.Name, typeParameters, t.TypeParameters.Length));
+        }
+        chain.Reverse();
+        string ns = type.ContainingNamespace is { IsGlobalNamespace: false } n ? n.ToDisplayString() : string.Empty;
+        return new HierarchyInfo(ns, chain.ToEquatableArray());
+    }
+
+    private static bool IsPartialChain(INamedTypeSymbol type, CancellationToken cancellationToken)
+    {
+        for (var t = type; t is not null; t = t.ContainingType)
+        {
+            bool partial = false;
+            foreach (var reference in t.DeclaringSyntaxReferences)
+            {
+                if (reference.GetSyntax(cancellationToken) is TypeDeclarationSyntax declaration
+                    && declaration.Modifiers.Any(SyntaxKind.PartialKeyword))
+                {
+                    partial = true;
+                    break;
+                }
+            }
+            if (!partial) return false;
+        }
+        return true;
+    }
+
+    /// <summary>True when <paramref name="type"/> is or derives from the class named <paramref name="displayName"/> (generic definitions match by name).</summary>
+    public static bool DerivesFrom(ITypeSymbol? type, string displayName)
+    {
+        for (var t = type; t is not null; t = t.BaseType)
+        {
+            if (FullNameWithoutTypeArguments(t.OriginalDefinition) == displayName) return true;
+        }
+        return false;
+    }
+
+    private static string FullNameWithoutTypeArguments(ITypeSymbol type)
+    {
+        var parts = new List<string>();
+        for (ISymbol? s = type; s is not null && s is not INamespaceSymbol; s = s.ContainingSymbol) parts.Add(s.Name);
+        parts.Reverse();
+        string ns = type.ContainingNamespace is { IsGlobalNamespace: false } n ? n.ToDisplayString() + "." : string.Empty;
+        return ns + string.Join(".", parts);
+    }
+
+    private static ComponentKind ClassifyComponent(ITypeSymbol type)
+    {
+        if (DerivesFrom(type, KnownNames.Module)) return ComponentKind.Module;
+        if (DerivesFrom(type, KnownNames.Parameter)) return ComponentKind.Parameter;
+        if (type.ToDisplayString() == KnownNames.Tensor) return ComponentKind.Buffer;
+        return ComponentKind.None;
+    }
+
+    private static bool AcceptsWrapper(ITypeSymbol type)
+    {
+        string display = type.WithNullableAnnotation(NullableAnnotation.NotAnnotated).ToDisplayString();
+        return display == KnownNames.ModuleOfTensorToTensor || display == KnownNames.Module;
+    }
+
+    private static int DeclarationOrder(ISymbol symbol)
+    {
+        var location = symbol.Locations.FirstOrDefault();
+        return location is null ? int.MaxValue : location.SourceSpan.Start;
+    }
+
+    /// <summary>
+    /// Finds the expression that builds the member (field/property initializer or an assignment in a
+    /// constructor) and, if it is a call to <c>torch.nn.Linear</c>/<c>Embedding</c>, reads the sizes that are
+    /// compile-time constants.
+    /// </summary>
+    private static LayerInfo? FindLayer(ISymbol member, INamedTypeSymbol type, Compilation compilation, CancellationToken cancellationToken)
+    {
+        foreach (var expression in CandidateExpressions(member, type, cancellationToken))
+        {
+            var model = compilation.GetSemanticModel(expression.SyntaxTree);
+            var operation = model.GetOperation(expression, cancellationToken);
+            while (operation is IConversionOperation conversion) operation = conversion.Operand;
+            if (operation is not IInvocationOperation invocation) continue;
+            var method = invocation.TargetMethod;
+            if (method.ContainingType?.ToDisplayString() != KnownNames.NnStaticClass) continue;
+            LayerKind kind = method.Name switch
+            {
+                "Linear" => LayerKind.Linear,
+                "Embedding" => LayerKind.Embedding,
+                _ => LayerKind.Unknown,
+            };
+            if (kind == LayerKind.Unknown) return new LayerInfo(LayerKind.Unknown, null, null);
+            long? first = null, second = null;
+            foreach (var argument in invocation.Arguments)
+            {
+                if (argument.Parameter is null) continue;
+                long? value = argument.Value.ConstantValue.HasValue
+                    ? ToLong(argument.Value.ConstantValue.Value)
+                    : null;
+                switch (argument.Parameter.Ordinal)
+                {
+                    case 0: first = value; break;
+                    case 1: second = value; break;
+                }
+            }
+            return new LayerInfo(kind, first, second);
+        }
+        return null;
+    }
+
+    private static long? ToLong(object? value) => value switch
+    {
+        int i => i,
+        long l => l,
+        short s => s,
+        byte b => b,
+        uint u => u,
+        _ => null,
+    };
+
+    private static IEnumerable<ExpressionSyntax> CandidateExpressions(ISymbol member, INamedTypeSymbol type, CancellationToken cancellationToken)
+    {
+        foreach (var reference in member.DeclaringSyntaxReferences)
+        {
+            var syntax = reference.GetSyntax(cancellationToken);
+            if (syntax is VariableDeclaratorSyntax { Initializer.Value: { } fieldValue }) yield return fieldValue;
+            if (syntax is PropertyDeclarationSyntax { Initializer.Value: { } propertyValue }) yield return propertyValue;
+        }
+
+        foreach (var constructor in type.InstanceConstructors)
+        {
+            foreach (var reference in constructor.DeclaringSyntaxReferences)
+            {
+                if (reference.GetSyntax(cancellationToken) is not ConstructorDeclarationSyntax ctor) continue;
+                SyntaxNode? body = (SyntaxNode?)ctor.Body ?? ctor.ExpressionBody;
+                if (body is null) continue;
+                foreach (var assignment in body.DescendantNodes().OfType<AssignmentExpressionSyntax>())
+                {
+                    if (!assignment.IsKind(SyntaxKind.SimpleAssignmentExpression)) continue;
+                    string? target = assignment.Left switch
+                    {
+                        IdentifierNameSyntax id => id.Identifier.ValueText,
+                        MemberAccessExpressionSyntax { Expression: ThisExpressionSyntax, Name: var name } => name.Identifier.ValueText,
+                        _ => null,
+                    };
+                    if (target == member.Name) yield return assignment.Right;
+                }
+            }
+        }
+    }
+
+    /// <summary>Formats a double for C# source (invariant culture, round-trippable, always with a decimal point).</summary>
+    public static string FormatDouble(double value)
+    {
+        if (double.IsNaN(value)) return "double.NaN";
+        if (double.IsPositiveInfinity(value)) return "double.PositiveInfinity";
+        if (double.IsNegativeInfinity(value)) return "double.NegativeInfinity";
+        string text = value.ToString("R", CultureInfo.InvariantCulture);
+        if (text.IndexOfAny(new[] { '.', 'E', 'e' }) < 0) text += ".0";
+        return text;
+    }
+}
