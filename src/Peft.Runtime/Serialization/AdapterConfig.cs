@@ -1,0 +1,259 @@
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace Peft.Serialization;
+
+/// <summary>
+/// The parts of a Hugging Face PEFT <c>adapter_config.json</c> this library reads. Unknown keys are kept in
+/// <see cref="Raw"/> and otherwise ignored, so configs written by newer PEFT versions still load.
+/// </summary>
+public sealed record AdapterConfig
+{
+    /// <summary>PEFT's <c>peft_type</c>: "LORA", "LOKR", "PROMPT_TUNING", ...</summary>
+    public required string PeftType { get; init; }
+
+    /// <summary><c>task_type</c> (e.g. "CAUSAL_LM"), or null.</summary>
+    public string? TaskType { get; init; }
+
+    /// <summary><c>base_model_name_or_path</c>, or null.</summary>
+    public string? BaseModelNameOrPath { get; init; }
+
+    /// <summary><c>target_modules</c> as a list, or empty when the config uses a regex string (see <see cref="TargetModulesRegex"/>).</summary>
+    public IReadOnlyList<string> TargetModules { get; init; } = Array.Empty<string>();
+
+    /// <summary><c>target_modules</c> when it is a regular expression string (full match).</summary>
+    public string? TargetModulesRegex { get; init; }
+
+    /// <summary><c>r</c> (LoRA, LoKr).</summary>
+    public int R { get; init; } = 8;
+
+    /// <summary><c>lora_alpha</c> (LoRA) or <c>alpha</c> (LoKr).</summary>
+    public double Alpha { get; init; } = 8;
+
+    /// <summary><c>lora_dropout</c>.</summary>
+    public double Dropout { get; init; }
+
+    /// <summary><c>use_rslora</c>.</summary>
+    public bool UseRsLora { get; init; }
+
+    /// <summary><c>use_dora</c> (not supported yet: loading such an adapter fails with a clear message).</summary>
+    public bool UseDora { get; init; }
+
+    /// <summary><c>fan_in_fan_out</c> (must be false for nn.Linear-style layers).</summary>
+    public bool FanInFanOut { get; init; }
+
+    /// <summary><c>bias</c>: "none", "all" or "lora_only" (only "none" is supported).</summary>
+    public string Bias { get; init; } = "none";
+
+    /// <summary><c>rank_pattern</c>: module name pattern to rank.</summary>
+    public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
+
+    /// <summary><c>alpha_pattern</c>: module name pattern to alpha.</summary>
+    public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
+
+    /// <summary>LoKr <c>decompose_factor</c>.</summary>
+    public int DecomposeFactor { get; init; } = -1;
+
+    /// <summary>LoKr <c>decompose_both</c>.</summary>
+    public bool DecomposeBoth { get; init; }
+
+    /// <summary>Prompt tuning <c>num_virtual_tokens</c>.</summary>
+    public int NumVirtualTokens { get; init; }
+
+    /// <summary>Prompt tuning <c>token_dim</c>.</summary>
+    public int TokenDim { get; init; }
+
+    /// <summary>The whole JSON object as read (unknown keys included).</summary>
+    public JsonObject Raw { get; init; } = new();
+
+    /// <summary>Reads and validates a config file; errors name the file and the field.</summary>
+    public static AdapterConfig Read(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"Adapter config not found: {path}", path);
+        JsonNode? node;
+        try
+        {
+            node = JsonNode.Parse(File.ReadAllText(path));
+        }
+        catch (JsonException ex)
+        {
+            throw new AdapterFormatException($"{path} is not valid JSON: {ex.Message}", ex);
+        }
+        if (node is not JsonObject obj) throw new AdapterFormatException($"{path} must hold a JSON object.");
+        return FromJson(obj, path);
+    }
+
+    /// <summary>Interprets a parsed config object; <paramref name="source"/> names it in error messages.</summary>
+    public static AdapterConfig FromJson(JsonObject obj, string source)
+    {
+        string peftType = GetString(obj, "peft_type", source)
+            ?? throw new AdapterFormatException($"{source}: \"peft_type\" is missing; PEFT configs always name their method (e.g. \"LORA\").");
+        bool isLokr = peftType == "LOKR";
+        var targets = new List<string>();
+        string? regex = null;
+        switch (obj["target_modules"])
+        {
+            case null:
+                break;
+            case JsonArray array:
+                foreach (var item in array)
+                {
+                    targets.Add(item?.GetValueKind() == JsonValueKind.String
+                        ? item.GetValue<string>()
+                        : throw new AdapterFormatException($"{source}: \"target_modules\" must hold strings."));
+                }
+                break;
+            case JsonValue value when value.GetValueKind() == JsonValueKind.String:
+                regex = value.GetValue<string>();
+                break;
+            default:
+                throw new AdapterFormatException($"{source}: \"target_modules\" must be a list of names or a regex string.");
+        }
+
+        return new AdapterConfig
+        {
+            PeftType = peftType,
+            TaskType = GetString(obj, "task_type", source),
+            BaseModelNameOrPath = GetString(obj, "base_model_name_or_path", source),
+            TargetModules = targets,
+            TargetModulesRegex = regex,
+            R = GetInt(obj, "r", source) ?? 8,
+            Alpha = GetDouble(obj, isLokr ? "alpha" : "lora_alpha", source) ?? 8,
+            Dropout = GetDouble(obj, "lora_dropout", source) ?? 0,
+            UseRsLora = GetBool(obj, "use_rslora", source) ?? false,
+            UseDora = GetBool(obj, "use_dora", source) ?? false,
+            FanInFanOut = GetBool(obj, "fan_in_fan_out", source) ?? false,
+            Bias = GetString(obj, "bias", source) ?? "none",
+            RankPattern = GetMap(obj, "rank_pattern", source, n => (int)ToDouble(n, "rank_pattern", source)),
+            AlphaPattern = GetMap(obj, "alpha_pattern", source, n => ToDouble(n, "alpha_pattern", source)),
+            DecomposeFactor = GetInt(obj, "decompose_factor", source) ?? -1,
+            DecomposeBoth = GetBool(obj, "decompose_both", source) ?? false,
+            NumVirtualTokens = GetInt(obj, "num_virtual_tokens", source) ?? 0,
+            TokenDim = GetInt(obj, "token_dim", source) ?? 0,
+            Raw = obj,
+        };
+    }
+
+    /// <summary>The rank for a module: <c>rank_pattern</c> entry matching its name (PEFT: <c>(.*\.)?key$</c>), else <see cref="R"/>.</summary>
+    public int RankFor(string modulePath) => Lookup(RankPattern, modulePath, R);
+
+    /// <summary>The alpha for a module: <c>alpha_pattern</c> entry matching its name, else <see cref="Alpha"/>.</summary>
+    public double AlphaFor(string modulePath) => Lookup(AlphaPattern, modulePath, Alpha);
+
+    /// <summary>
+    /// PEFT's target matching: a list entry matches a module whose name equals it or ends with "." + entry;
+    /// a string is a full regular-expression match.
+    /// </summary>
+    public bool Targets(string modulePath)
+    {
+        if (TargetModulesRegex is not null)
+            return System.Text.RegularExpressions.Regex.IsMatch(modulePath, "^(?:" + TargetModulesRegex + ")$");
+        foreach (var target in TargetModules)
+        {
+            if (modulePath == target || modulePath.EndsWith("." + target, StringComparison.Ordinal)) return true;
+        }
+        return false;
+    }
+
+    private static T Lookup<T>(IReadOnlyDictionary<string, T> pattern, string modulePath, T fallback)
+    {
+        foreach (var (key, value) in pattern)
+        {
+            if (modulePath == key || modulePath.EndsWith("." + key, StringComparison.Ordinal)) return value;
+        }
+        foreach (var (key, value) in pattern)
+        {
+            try
+            {
+                if (System.Text.RegularExpressions.Regex.IsMatch(modulePath, "^(?:.*\\.)?" + key + "$")) return value;
+            }
+            catch (ArgumentException)
+            {
+                // Not a valid regex: only the literal suffix match above applies.
+            }
+        }
+        return fallback;
+    }
+
+    /// <summary>Serialises like PEFT's <c>save_pretrained</c>: keys sorted, 2-space indent.</summary>
+    public static string ToJson(IDictionary<string, JsonNode?> fields)
+    {
+        var sorted = new JsonObject();
+        foreach (var key in fields.Keys.OrderBy(k => k, StringComparer.Ordinal)) sorted[key] = fields[key]?.DeepClone();
+        var options = new JsonSerializerOptions { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+        return sorted.ToJsonString(options).Replace("\r\n", "\n", StringComparison.Ordinal) + "\n";
+    }
+
+    private static string? GetString(JsonObject obj, string key, string source)
+    {
+        var node = obj[key];
+        if (node is null) return null;
+        return node.GetValueKind() == JsonValueKind.String
+            ? node.GetValue<string>()
+            : throw new AdapterFormatException($"{source}: \"{key}\" must be a string, found {node.ToJsonString()}.");
+    }
+
+    private static int? GetInt(JsonObject obj, string key, string source)
+    {
+        var d = GetDouble(obj, key, source);
+        if (d is null) return null;
+        if (d != Math.Floor(d.Value)) throw new AdapterFormatException($"{source}: \"{key}\" must be an integer, found {d}.");
+        return (int)d.Value;
+    }
+
+    private static double? GetDouble(JsonObject obj, string key, string source)
+    {
+        var node = obj[key];
+        return node is null ? null : ToDouble(node, key, source);
+    }
+
+    private static double ToDouble(JsonNode node, string key, string source)
+        => node.GetValueKind() == JsonValueKind.Number
+            ? node.GetValue<double>()
+            : throw new AdapterFormatException($"{source}: \"{key}\" must be a number, found {node.ToJsonString()}.");
+
+    private static bool? GetBool(JsonObject obj, string key, string source)
+    {
+        var node = obj[key];
+        if (node is null) return null;
+        return node.GetValueKind() switch
+        {
+            JsonValueKind.True => true,
+            JsonValueKind.False => false,
+            _ => throw new AdapterFormatException($"{source}: \"{key}\" must be true or false, found {node.ToJsonString()}."),
+        };
+    }
+
+    private static IReadOnlyDictionary<string, T> GetMap<T>(JsonObject obj, string key, string source, Func<JsonNode, T> convert)
+    {
+        var result = new Dictionary<string, T>(StringComparer.Ordinal);
+        switch (obj[key])
+        {
+            case null:
+                return result;
+            case JsonObject map:
+                foreach (var (name, value) in map)
+                {
+                    if (value is null) throw new AdapterFormatException($"{source}: \"{key}\".\"{name}\" is null.");
+                    result[name] = convert(value);
+                }
+                return result;
+            default:
+                throw new AdapterFormatException($"{source}: \"{key}\" must be an object.");
+        }
+    }
+
+    internal static byte[] Utf8(string text) => new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(text);
+}
+
+/// <summary>An adapter directory whose files do not follow PEFT's format.</summary>
+public sealed class AdapterFormatException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public AdapterFormatException(string message) : base(message) { }
+
+    /// <summary>Creates the exception with its cause.</summary>
+    public AdapterFormatException(string message, Exception inner) : base(message, inner) { }
+}

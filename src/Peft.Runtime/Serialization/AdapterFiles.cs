@@ -1,0 +1,193 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Peft.Serialization;
+
+/// <summary>Options for <see cref="AdapterFiles.Save"/>.</summary>
+public sealed record AdapterSaveOptions
+{
+    /// <summary>Written as <c>base_model_name_or_path</c>.</summary>
+    public string? BaseModelNameOrPath { get; init; }
+
+    /// <summary>Written as <c>task_type</c> (e.g. "CAUSAL_LM", "SEQ_CLS"), or null.</summary>
+    public string? TaskType { get; init; }
+
+    /// <summary>Written as <c>revision</c>.</summary>
+    public string? Revision { get; init; }
+}
+
+/// <summary>What <see cref="AdapterFiles.Load"/> did.</summary>
+/// <param name="Config">The config that was read.</param>
+/// <param name="LoadedTensors">How many tensors were copied into the model.</param>
+/// <param name="MissingKeys">Keys the model expects that the file lacks (empty unless strict is false).</param>
+/// <param name="UnexpectedKeys">Keys in the file the model has no place for (empty unless strict is false).</param>
+/// <param name="ShapeMismatches">Keys whose shapes differ, with both shapes (empty unless strict is false).</param>
+public sealed record AdapterLoadResult(
+    AdapterConfig Config,
+    int LoadedTensors,
+    IReadOnlyList<string> MissingKeys,
+    IReadOnlyList<string> UnexpectedKeys,
+    IReadOnlyList<string> ShapeMismatches);
+
+/// <summary>A weights or adapter file that does not fit the model: lists every problem by tensor name.</summary>
+public sealed class TensorMismatchException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public TensorMismatchException(string message, IReadOnlyList<string> missing, IReadOnlyList<string> unexpected, IReadOnlyList<string> shapeMismatches)
+        : base(message)
+    {
+        MissingKeys = missing;
+        UnexpectedKeys = unexpected;
+        ShapeMismatches = shapeMismatches;
+    }
+
+    /// <summary>Keys the model expects that the file lacks.</summary>
+    public IReadOnlyList<string> MissingKeys { get; }
+
+    /// <summary>Keys in the file the model has no place for.</summary>
+    public IReadOnlyList<string> UnexpectedKeys { get; }
+
+    /// <summary>Keys whose shapes differ.</summary>
+    public IReadOnlyList<string> ShapeMismatches { get; }
+}
+
+/// <summary>
+/// Saves and loads adapters in Hugging Face PEFT's format: a directory with <c>adapter_config.json</c> and
+/// <c>adapter_model.safetensors</c> (metadata <c>{"format": "pt"}</c>), tensor keys
+/// <c>base_model.model.{module path}.{lora_A.weight|lora_B.weight|lokr_w1|...}</c> or <c>prompt_embeddings</c>.
+/// </summary>
+public static class AdapterFiles
+{
+    /// <summary>PEFT's config file name.</summary>
+    public const string ConfigFileName = "adapter_config.json";
+
+    /// <summary>PEFT's weights file name.</summary>
+    public const string WeightsFileName = "adapter_model.safetensors";
+
+    /// <summary>The prefix PEFT's PeftModel adds to every module path.</summary>
+    public const string KeyPrefix = "base_model.model.";
+
+    /// <summary>The <c>peft_version</c> this library writes (the PEFT release whose format it follows).</summary>
+    public const string PeftVersion = "0.20.0";
+
+    /// <summary>
+    /// Writes adapter <paramref name="adapterName"/> of <paramref name="model"/> into <paramref name="directory"/>
+    /// (created if needed). Both files are written atomically (temporary file, then rename), the weights first, so
+    /// a crash never leaves a config that points at missing weights. To mirror PEFT's multi-adapter layout, save
+    /// named adapters into subdirectories named after them.
+    /// </summary>
+    /// <exception cref="PeftConfigurationException">No layer has the adapter, or it mixes methods (a PEFT adapter has one peft_type).</exception>
+    public static void Save(nn.Module model, string directory, string adapterName = AdapterNames.Default, AdapterSaveOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        options ??= new AdapterSaveOptions();
+        var layout = AdapterLayout.Collect(model, adapterName);
+        Directory.CreateDirectory(directory);
+
+        var tensors = new List<KeyValuePair<string, Tensor>>();
+        foreach (var (key, parameter) in layout.Tensors) tensors.Add(new(key, parameter.detach()));
+        try
+        {
+            SafetensorsFile.Write(Path.Combine(directory, WeightsFileName), tensors,
+                new Dictionary<string, string> { ["format"] = "pt" });
+        }
+        finally
+        {
+            foreach (var pair in tensors) pair.Value.Dispose();
+        }
+
+        var fields = layout.ConfigFields(model);
+        fields["base_model_name_or_path"] = options.BaseModelNameOrPath;
+        fields["task_type"] = options.TaskType;
+        fields["revision"] = options.Revision;
+        fields["inference_mode"] = true;
+        fields["peft_version"] = PeftVersion;
+        WriteAtomically(Path.Combine(directory, ConfigFileName), AdapterConfig.ToJson(fields));
+    }
+
+    /// <summary>
+    /// Loads <c>adapter_config.json</c> + <c>adapter_model.safetensors</c> from <paramref name="directory"/> into the
+    /// model's adapter <paramref name="adapterName"/>. When no layer has that adapter yet, it is created on the
+    /// wrapped layers the config targets (so a second named adapter can be loaded beside the declared one).
+    /// Everything is checked before anything is copied: with <paramref name="strict"/> (the default) any missing,
+    /// unexpected or mis-shaped tensor fails the load with all of them listed by name and the model unchanged.
+    /// </summary>
+    public static AdapterLoadResult Load(nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        string configPath = Path.Combine(directory, ConfigFileName);
+        string weightsPath = Path.Combine(directory, WeightsFileName);
+        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Adapter directory not found: {directory}");
+        var config = AdapterConfig.Read(configPath);
+        if (!File.Exists(weightsPath))
+            throw new FileNotFoundException($"{directory} has {ConfigFileName} but no {WeightsFileName}; PEFT's pickle format (adapter_model.bin) is not supported.", weightsPath);
+
+        var method = AdapterLayout.MethodOf(config, configPath);
+        AdapterLayout.EnsureAdapter(model, adapterName, method, config, configPath);
+        var layout = AdapterLayout.Collect(model, adapterName);
+        if (layout.Method != method)
+            throw new AdapterFormatException($"{configPath} holds a {config.PeftType} adapter but the model's adapter '{adapterName}' is {AdapterLayout.PeftTypeOf(layout.Method)}.");
+
+        using var reader = SafetensorsFile.Open(weightsPath);
+        var expected = layout.Tensors.ToDictionary(t => t.Key, t => t.Value, StringComparer.Ordinal);
+        var missing = expected.Keys.Where(k => !reader.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var unexpected = reader.Tensors.Select(t => t.Name).Where(n => !expected.ContainsKey(n)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+        var mismatched = new List<string>();
+        foreach (var (key, parameter) in expected)
+        {
+            if (!reader.Contains(key)) continue;
+            var info = reader.GetInfo(key);
+            if (!info.Shape.SequenceEqual(parameter.shape))
+                mismatched.Add($"{key}: file [{string.Join(", ", info.Shape)}], model [{string.Join(", ", parameter.shape)}]");
+        }
+
+        if (strict && (missing.Count > 0 || unexpected.Count > 0 || mismatched.Count > 0))
+        {
+            var message = new System.Text.StringBuilder();
+            message.Append(CultureInfo.InvariantCulture, $"Adapter {weightsPath} does not fit the model's adapter '{adapterName}'; nothing was loaded.");
+            if (missing.Count > 0) message.Append("\n  missing keys: ").AppendJoin(", ", missing);
+            if (unexpected.Count > 0) message.Append("\n  unexpected keys: ").AppendJoin(", ", unexpected);
+            if (mismatched.Count > 0) message.Append("\n  shape mismatches: ").AppendJoin("; ", mismatched);
+            message.Append("\n  Check that the adapter was trained for this model (same target modules, ranks and sizes).");
+            throw new TensorMismatchException(message.ToString(), missing, unexpected, mismatched);
+        }
+
+        int loaded = 0;
+        using (no_grad())
+        {
+            foreach (var (key, parameter) in expected)
+            {
+                if (!reader.Contains(key) || mismatched.Any(m => m.StartsWith(key + ":", StringComparison.Ordinal))) continue;
+                using var value = reader.ReadTensor(key);
+                using var converted = value.to(parameter.dtype, parameter.device);
+                if (!isfinite(converted).all().item<bool>())
+                    throw new AdapterFormatException($"Adapter tensor {key} in {weightsPath} holds NaN or infinite values; refusing to load it.");
+                parameter.copy_(converted);
+                loaded++;
+            }
+        }
+        return new AdapterLoadResult(config, loaded, missing, unexpected, mismatched);
+    }
+
+    internal static void WriteAtomically(string path, string text)
+    {
+        string tmp = path + ".tmp-" + Guid.NewGuid().ToString("N");
+        try
+        {
+            using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
+            {
+                stream.Write(AdapterConfig.Utf8(text));
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(tmp, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
+    }
+}

@@ -1,0 +1,269 @@
+using System.Text.Json.Nodes;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Peft.Serialization;
+
+/// <summary>
+/// One named adapter of a model as PEFT lays it out on disk: its method, its tensors under PEFT's keys, and the
+/// per-layer settings that become <c>adapter_config.json</c>.
+/// </summary>
+internal sealed class AdapterLayout
+{
+    private AdapterLayout(string adapterName, PeftMethod method)
+    {
+        AdapterName = adapterName;
+        Method = method;
+    }
+
+    public string AdapterName { get; }
+
+    public PeftMethod Method { get; }
+
+    /// <summary>(PEFT key, parameter) in a stable order.</summary>
+    public List<(string Key, Parameter Value)> Tensors { get; } = new();
+
+    /// <summary>Adapted linear layers: module path and the adapter's options.</summary>
+    public List<(string Path, PeftAdapterOptions Options)> Layers { get; } = new();
+
+    /// <summary>Prompt tuning: virtual tokens and token dimension.</summary>
+    public (int VirtualTokens, long TokenDim, string? InitText)? Prompt { get; private set; }
+
+    public static PeftMethod MethodOf(AdapterConfig config, string source) => config.PeftType switch
+    {
+        "LORA" when config.UseDora => throw new AdapterFormatException($"{source}: DoRA adapters (use_dora: true) are not supported yet."),
+        "LORA" when config.FanInFanOut => throw new AdapterFormatException($"{source}: fan_in_fan_out: true (GPT-2 Conv1D layers) is not supported; this library's layers are nn.Linear."),
+        "LORA" when config.Bias != "none" => throw new AdapterFormatException($"{source}: bias \"{config.Bias}\" is not supported (only \"none\")."),
+        "LORA" => PeftMethod.LoRA,
+        "LOKR" => PeftMethod.Kronecker,
+        "PROMPT_TUNING" => PeftMethod.PromptTuning,
+        _ => throw new AdapterFormatException($"{source}: peft_type \"{config.PeftType}\" is not supported (supported: LORA, LOKR, PROMPT_TUNING)."),
+    };
+
+    public static string PeftTypeOf(PeftMethod method) => method switch
+    {
+        PeftMethod.LoRA => "LORA",
+        PeftMethod.Kronecker => "LOKR",
+        PeftMethod.PromptTuning => "PROMPT_TUNING",
+        _ => method.ToString().ToUpperInvariant(),
+    };
+
+    /// <summary>Collects adapter <paramref name="adapterName"/> from every adapted layer of <paramref name="model"/>.</summary>
+    public static AdapterLayout Collect(nn.Module model, string adapterName)
+    {
+        PeftMethod? method = null;
+        var layout = new List<(string Path, LinearAdapter Adapter)>();
+        foreach (var (path, layer) in model.AdaptedLayers())
+        {
+            foreach (var adapter in layer.Adapters)
+            {
+                if (adapter.AdapterName != adapterName) continue;
+                if (method is not null && method != adapter.Method)
+                {
+                    throw new PeftConfigurationException(
+                        $"Adapter '{adapterName}' mixes {method} and {adapter.Method} layers (e.g. '{path}'). A PEFT adapter has one peft_type: give the " +
+                        $"{adapter.Method} attributes another Name and save each adapter separately.", path, adapterName);
+                }
+                method = adapter.Method;
+                layout.Add((path, adapter));
+            }
+        }
+
+        var prompts = model.PromptEmbeddings().Where(p => p.Layer.HasPrompt(adapterName)).ToList();
+        if (prompts.Count > 0 && method is not null)
+        {
+            throw new PeftConfigurationException(
+                $"Adapter '{adapterName}' mixes prompt tuning with {method} layers. Give the [PromptTune] attribute another Name.", prompts[0].Path, adapterName);
+        }
+        if (prompts.Count > 1)
+        {
+            throw new PeftConfigurationException(
+                $"Adapter '{adapterName}' is a prompt on {prompts.Count} embeddings ({string.Join(", ", prompts.Select(p => p.Path))}); PEFT's format holds one prompt per adapter.",
+                prompts[1].Path, adapterName);
+        }
+
+        if (prompts.Count == 1)
+        {
+            var (path, embedding) = prompts[0];
+            var result = new AdapterLayout(adapterName, PeftMethod.PromptTuning);
+            var prompt = embedding.PromptParameter(adapterName);
+            result.Tensors.Add(("prompt_embeddings", prompt));
+            result.Prompt = ((int)prompt.shape[0], prompt.shape[1], embedding.PromptOptions(adapterName).InitText);
+            return result;
+        }
+
+        if (method is null)
+        {
+            var known = model.AdapterNames();
+            throw new PeftConfigurationException(
+                $"The model has no adapter named '{adapterName}'" + (known.Count > 0 ? $" (it has: {string.Join(", ", known)})." : " (it declares no adapters)."),
+                null, adapterName);
+        }
+
+        var linear = new AdapterLayout(adapterName, method.Value);
+        foreach (var (path, adapter) in layout)
+        {
+            linear.Layers.Add((path, adapter.Config));
+            foreach (var (peftName, parameter) in adapter.PeftTensors())
+            {
+                linear.Tensors.Add((AdapterFiles.KeyPrefix + path + "." + peftName, parameter));
+            }
+        }
+        return linear;
+    }
+
+    /// <summary>The config fields PEFT writes for this method (everything but the caller-supplied metadata).</summary>
+    public Dictionary<string, JsonNode?> ConfigFields(nn.Module model)
+    {
+        var fields = new Dictionary<string, JsonNode?>(StringComparer.Ordinal);
+        switch (Method)
+        {
+            case PeftMethod.PromptTuning:
+            {
+                var (tokens, dim, initText) = Prompt!.Value;
+                fields["peft_type"] = "PROMPT_TUNING";
+                fields["num_virtual_tokens"] = tokens;
+                fields["token_dim"] = dim;
+                fields["num_transformer_submodules"] = 1;
+                fields["num_attention_heads"] = null;
+                fields["num_layers"] = null;
+                fields["prompt_tuning_init"] = initText is null ? "RANDOM" : "TEXT";
+                fields["prompt_tuning_init_text"] = initText;
+                fields["tokenizer_name_or_path"] = null;
+                fields["tokenizer_kwargs"] = null;
+                return fields;
+            }
+            case PeftMethod.LoRA:
+            {
+                var options = Layers.Select(l => (l.Path, Options: (LoRAOptions)l.Options)).ToList();
+                int r = MostCommon(options.Select(o => o.Options.Rank));
+                double alpha = MostCommon(options.Select(o => o.Options.Alpha));
+                bool rs = options[0].Options.UseRsLora;
+                var init = options[0].Options.Init;
+                foreach (var (path, o) in options)
+                {
+                    if (o.UseRsLora != rs || o.Init != init)
+                        throw new PeftConfigurationException($"LoRA adapter '{AdapterName}' mixes UseRsLora/Init settings across layers (see '{path}'); PEFT stores one value per adapter.", path, AdapterName);
+                }
+                double dropout = options[0].Options.Dropout;
+                fields["peft_type"] = "LORA";
+                fields["r"] = r;
+                fields["lora_alpha"] = alpha;
+                fields["lora_dropout"] = dropout;
+                fields["use_rslora"] = rs;
+                fields["use_dora"] = false;
+                fields["fan_in_fan_out"] = false;
+                fields["bias"] = "none";
+                fields["lora_bias"] = false;
+                fields["init_lora_weights"] = init == LoRAInit.Gaussian ? "gaussian" : true;
+                fields["rank_pattern"] = Pattern(options.Where(o => o.Options.Rank != r).Select(o => (o.Path, (JsonNode?)o.Options.Rank)));
+                fields["alpha_pattern"] = Pattern(options.Where(o => o.Options.Alpha != alpha).Select(o => (o.Path, (JsonNode?)o.Options.Alpha)));
+                break;
+            }
+            case PeftMethod.Kronecker:
+            {
+                var options = Layers.Select(l => (l.Path, Options: (KroneckerOptions)l.Options)).ToList();
+                int r = MostCommon(options.Select(o => o.Options.Rank));
+                double alpha = MostCommon(options.Select(o => o.Options.Alpha));
+                var first = options[0].Options;
+                foreach (var (path, o) in options)
+                {
+                    if (o.Factor != first.Factor || o.DecomposeBoth != first.DecomposeBoth)
+                        throw new PeftConfigurationException($"Kronecker adapter '{AdapterName}' mixes Factor/DecomposeBoth across layers (see '{path}'); PEFT stores one value per adapter.", path, AdapterName);
+                }
+                fields["peft_type"] = "LOKR";
+                fields["r"] = r;
+                fields["alpha"] = alpha;
+                fields["decompose_factor"] = first.Factor;
+                fields["decompose_both"] = first.DecomposeBoth;
+                fields["rank_dropout"] = 0.0;
+                fields["module_dropout"] = 0.0;
+                fields["rank_dropout_scale"] = false;
+                fields["use_effective_conv2d"] = false;
+                fields["init_weights"] = true;
+                fields["rank_pattern"] = Pattern(options.Where(o => o.Options.Rank != r).Select(o => (o.Path, (JsonNode?)o.Options.Rank)));
+                fields["alpha_pattern"] = Pattern(options.Where(o => o.Options.Alpha != alpha).Select(o => (o.Path, (JsonNode?)o.Options.Alpha)));
+                break;
+            }
+        }
+
+        fields["target_modules"] = new JsonArray(TargetModules(model).Select(t => (JsonNode?)t).ToArray());
+        fields["exclude_modules"] = null;
+        fields["layers_to_transform"] = null;
+        fields["layers_pattern"] = null;
+        fields["modules_to_save"] = null;
+        return fields;
+    }
+
+    /// <summary>
+    /// The shortest names that select exactly the adapted layers under PEFT's matching rule: the last path segment
+    /// when every linear layer with that name is adapted, else the full path.
+    /// </summary>
+    private IEnumerable<string> TargetModules(nn.Module model)
+    {
+        var adapted = new HashSet<string>(Layers.Select(l => l.Path), StringComparer.Ordinal);
+        var linearPaths = model.named_modules()
+            .Where(m => m.module is Linear || m.module is AdaptedLinear)
+            .Select(m => m.name)
+            .ToList();
+        var result = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var path in adapted)
+        {
+            string shortName = path[(path.LastIndexOf('.') + 1)..];
+            bool unique = linearPaths
+                .Where(p => p == shortName || p.EndsWith("." + shortName, StringComparison.Ordinal))
+                .All(adapted.Contains);
+            result.Add(unique ? shortName : path);
+        }
+        return result;
+    }
+
+    private static JsonObject Pattern(IEnumerable<(string Path, JsonNode? Value)> entries)
+    {
+        var obj = new JsonObject();
+        foreach (var (path, value) in entries.OrderBy(e => e.Path, StringComparer.Ordinal)) obj[path] = value;
+        return obj;
+    }
+
+    private static T MostCommon<T>(IEnumerable<T> values) where T : notnull
+        => values.GroupBy(v => v).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+
+    /// <summary>
+    /// Makes sure adapter <paramref name="adapterName"/> exists before loading: when no layer has it, creates it from
+    /// the config on the wrapped layers the config targets (PEFT's <c>load_adapter</c> with a new name).
+    /// </summary>
+    public static void EnsureAdapter(nn.Module model, string adapterName, PeftMethod method, AdapterConfig config, string source)
+    {
+        if (model.AdapterNames().Contains(adapterName)) return;
+        switch (method)
+        {
+            case PeftMethod.PromptTuning:
+            {
+                var embeddings = model.PromptEmbeddings().ToList();
+                if (embeddings.Count != 1)
+                    throw new AdapterFormatException($"{source}: loading a new prompt adapter '{adapterName}' needs exactly one [PromptTune] embedding in the model; found {embeddings.Count}.");
+                embeddings[0].Layer.WithPrompt(adapterName, new PromptTuningOptions(config.NumVirtualTokens));
+                return;
+            }
+            default:
+            {
+                var targeted = model.AdaptedLayers().Where(l => config.Targets(l.Path)).ToList();
+                var plain = model.named_modules().Where(m => m.module is Linear && config.Targets(m.name)).Select(m => m.name).ToList();
+                if (plain.Count > 0)
+                    throw new AdapterFormatException($"{source} targets layers that are plain Linear modules in this model ({string.Join(", ", plain)}): declare [LoRA]/[Kronecker] on them so they are wrapped.");
+                if (targeted.Count == 0)
+                    throw new AdapterFormatException($"{source}: target_modules {(config.TargetModulesRegex ?? string.Join(", ", config.TargetModules))} match no adapted layer of the model.");
+                foreach (var (path, layer) in targeted)
+                {
+                    if (method == PeftMethod.LoRA)
+                        layer.WithLoRA(adapterName, new LoRAOptions(config.RankFor(path), config.AlphaFor(path), config.Dropout, config.UseRsLora));
+                    else
+                        layer.WithKronecker(adapterName, new KroneckerOptions(config.RankFor(path), config.AlphaFor(path), config.DecomposeFactor, config.DecomposeBoth));
+                }
+                model.ApplyTrainability();
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+using System.Globalization;
+using System.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Peft.Serialization;
+
+/// <summary>
+/// Saves and loads a model's base weights (parameters and buffers, adapters excluded) as one safetensors file keyed
+/// by the module's state-dict names (<c>h.0.attn.q_proj.weight</c>): wrapping a layer with adapters does not change
+/// its base keys, so the same file loads into the adapted and the plain model.
+/// </summary>
+public static class ModelWeights
+{
+    /// <summary>Writes the base weights of <paramref name="model"/> to <paramref name="path"/> (atomically).</summary>
+    public static void Save(nn.Module model, string path)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        var tensors = BaseTensors(model).Select(t => new KeyValuePair<string, Tensor>(t.Name, t.Tensor.detach())).ToList();
+        try
+        {
+            string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
+            if (dir is not null) Directory.CreateDirectory(dir);
+            SafetensorsFile.Write(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        }
+        finally
+        {
+            foreach (var pair in tensors) pair.Value.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Loads base weights saved by <see cref="Save"/> (or any safetensors file with matching state-dict names).
+    /// Every key and shape is checked before anything is copied; a mismatch lists all problems by name and leaves
+    /// the model unchanged.
+    /// </summary>
+    public static void Load(nn.Module model, string path)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        using var reader = SafetensorsFile.Open(path);
+        var expected = BaseTensors(model).ToList();
+        var expectedNames = new HashSet<string>(expected.Select(e => e.Name), StringComparer.Ordinal);
+        var missing = expected.Where(e => !reader.Contains(e.Name)).Select(e => e.Name).ToList();
+        var unexpected = reader.Tensors.Where(t => !expectedNames.Contains(t.Name)).Select(t => t.Name).ToList();
+        var mismatched = expected
+            .Where(e => reader.Contains(e.Name) && !reader.GetInfo(e.Name).Shape.SequenceEqual(e.Tensor.shape))
+            .Select(e => $"{e.Name}: file [{string.Join(", ", reader.GetInfo(e.Name).Shape)}], model [{string.Join(", ", e.Tensor.shape)}]")
+            .ToList();
+        if (missing.Count > 0 || unexpected.Count > 0 || mismatched.Count > 0)
+        {
+            var message = new StringBuilder();
+            message.Append(CultureInfo.InvariantCulture, $"Weights {path} do not fit the model; nothing was loaded.");
+            if (missing.Count > 0) message.Append("\n  missing keys: ").AppendJoin(", ", missing);
+            if (unexpected.Count > 0) message.Append("\n  unexpected keys: ").AppendJoin(", ", unexpected);
+            if (mismatched.Count > 0) message.Append("\n  shape mismatches: ").AppendJoin("; ", mismatched);
+            throw new TensorMismatchException(message.ToString(), missing, unexpected, mismatched);
+        }
+
+        using var _ = no_grad();
+        foreach (var (name, target) in expected)
+        {
+            using var value = reader.ReadTensor(name);
+            using var converted = value.to(target.dtype, target.device);
+            target.copy_(converted);
+        }
+    }
+
+    private static IEnumerable<(string Name, Tensor Tensor)> BaseTensors(nn.Module model)
+    {
+        var adapterParameters = new HashSet<object>(model.AdapterParameters(), ReferenceEqualityComparer.Instance);
+        foreach (var (name, parameter) in model.named_parameters())
+        {
+            if (!adapterParameters.Contains(parameter)) yield return (name, parameter);
+        }
+        foreach (var (name, buffer) in model.named_buffers())
+        {
+            yield return (name, buffer);
+        }
+    }
+}
