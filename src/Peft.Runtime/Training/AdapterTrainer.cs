@@ -90,13 +90,9 @@ public sealed class AdapterTrainer : IDisposable
             Seeding.SetSeed(seed);
         }
 
-        // The optimizer allocates its state (exp_avg, exp_avg_sq) now. Keep those tensors out of any dispose scope
-        // the caller may have open, so they live exactly as long as the optimizer.
-        using (var scope = torch.NewDisposeScope())
-        {
-            _optimizer = torch.optim.AdamW(_parameters, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
-            scope.Detach(scope.DisposablesView.ToArray());
-        }
+        // AdamW allocates its state (exp_avg, exp_avg_sq) here, outside any caller dispose scope (TorchSharp keeps
+        // optimizer state unregistered; a test guards this), so it lives exactly as long as the optimizer.
+        _optimizer = torch.optim.AdamW(_parameters, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
     }
 
     /// <summary>The options the trainer was created with.</summary>
