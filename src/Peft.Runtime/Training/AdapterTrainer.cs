@@ -1,0 +1,292 @@
+using System.Collections.ObjectModel;
+using System.Diagnostics;
+using System.Globalization;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Peft.Training;
+
+/// <summary>
+/// Trains exactly the given trainable parameters with AdamW, global gradient-norm clipping and a warmup + cosine
+/// learning-rate schedule (<see cref="LearningRateSchedule.WarmupCosine"/>), one <see cref="TrainStep"/> call per step.
+/// </summary>
+/// <example>
+/// <code>
+/// using var trainer = new AdapterTrainer(model.parameters(), new TrainingOptions { TotalSteps = 1000, LearningRate = 2e-4 });
+/// for (int i = 0; i &lt; 1000; i++)
+/// {
+///     var (x, y) = NextBatch();
+///     trainer.TrainStep(() =&gt; functional.cross_entropy(model.call(x), y));
+/// }
+/// </code>
+/// </example>
+/// <remarks>
+/// Only parameters with <c>requires_grad</c> are trained (frozen ones are left out, duplicates are dropped); no other
+/// tensor is ever modified. Not thread-safe: call <see cref="TrainStep"/> from one thread at a time.
+/// </remarks>
+public sealed class AdapterTrainer : IDisposable
+{
+    private const double ClipEpsilon = 1e-6;
+
+    private readonly TrainingOptions _options;
+    private readonly IProgress<TrainingProgress>? _progress;
+    private readonly Parameter[] _parameters;
+    private readonly AdamW _optimizer;
+    private readonly Stopwatch _stopwatch = new();
+    private bool _disposed;
+
+    /// <summary>Creates the trainer and its AdamW optimizer over the trainable parameters among <paramref name="trainableParameters"/>.</summary>
+    /// <param name="trainableParameters">Parameters to train, typically the model's trainable (adapter) parameters.
+    /// Parameters with <c>requires_grad = false</c> are excluded; the same parameter given twice is trained once.</param>
+    /// <param name="options">Hyper-parameters; validated here (<see cref="TrainingOptions.Validate"/>).</param>
+    /// <param name="progress">Receives a <see cref="TrainingProgress"/> every <see cref="TrainingOptions.LogEvery"/>
+    /// steps, at the last step and at every skipped step. It is called synchronously on the training thread
+    /// (<see cref="Progress{T}"/> itself posts to the captured synchronization context).</param>
+    /// <exception cref="ArgumentNullException">An argument, or one of the parameters, is null.</exception>
+    /// <exception cref="ArgumentException">An option is invalid, or no parameter requires a gradient.</exception>
+    public AdapterTrainer(IEnumerable<Parameter> trainableParameters, TrainingOptions options, IProgress<TrainingProgress>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(trainableParameters);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+
+        var seen = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
+        var trainable = new List<Parameter>();
+        int given = 0;
+        foreach (var parameter in trainableParameters)
+        {
+            if (parameter is null)
+            {
+                throw new ArgumentNullException(nameof(trainableParameters), "The parameter sequence contains a null parameter.");
+            }
+
+            given++;
+            if (parameter.requires_grad && seen.Add(parameter))
+            {
+                trainable.Add(parameter);
+            }
+        }
+
+        if (trainable.Count == 0)
+        {
+            throw new ArgumentException(
+                string.Format(
+                    CultureInfo.InvariantCulture,
+                    "no trainable parameters: did you declare an adapter? {0} parameter(s) were given and none has requires_grad = true "
+                    + "(declare [LoRA]/[Kronecker]/[PromptTune] on a layer, mark a member [Trainable], and pass model.parameters() "
+                    + "after the adapters are applied).",
+                    given),
+                nameof(trainableParameters));
+        }
+
+        _options = options;
+        _progress = progress;
+        _parameters = trainable.ToArray();
+        Parameters = new ReadOnlyCollection<Parameter>(_parameters);
+
+        if (options.Seed is int seed)
+        {
+            Seeding.SetSeed(seed);
+        }
+
+        // AdamW allocates its state (exp_avg, exp_avg_sq) here, outside any caller dispose scope (TorchSharp keeps
+        // optimizer state unregistered; a test guards this), so it lives exactly as long as the optimizer.
+        _optimizer = torch.optim.AdamW(_parameters, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
+    }
+
+    /// <summary>The options the trainer was created with.</summary>
+    public TrainingOptions Options => _options;
+
+    /// <summary>
+    /// Number of completed training steps: <see cref="TrainStep"/> calls that returned, counting steps skipped under
+    /// <see cref="NonFiniteLossPolicy.SkipStep"/> (they consume their slot of the learning-rate schedule) and not
+    /// counting calls that threw.
+    /// </summary>
+    public int Step { get; private set; }
+
+    /// <summary>How many of the <see cref="Step"/> completed steps were skipped without an update.</summary>
+    public int SkippedSteps { get; private set; }
+
+    /// <summary>The learning rate the next <see cref="TrainStep"/> will use (<see cref="LearningRateSchedule.WarmupCosine"/> at <see cref="Step"/>).</summary>
+    public double CurrentLearningRate => LearningRateAt(Step);
+
+    /// <summary>The parameters being trained: the given ones with <c>requires_grad</c>, in the given order, without duplicates.</summary>
+    public IReadOnlyList<Parameter> Parameters { get; }
+
+    /// <summary>
+    /// Runs one training step: clears the gradients, computes the loss, back-propagates, clips the global gradient
+    /// norm to <see cref="TrainingOptions.MaxGradNorm"/>, sets the scheduled learning rate and applies AdamW.
+    /// </summary>
+    /// <remarks>
+    /// <para>When the loss (checked before back-propagation) or the gradient norm (checked before clipping) is NaN or
+    /// infinite, no update is applied and <see cref="TrainingOptions.OnNonFiniteLoss"/> decides:
+    /// <see cref="NonFiniteLossPolicy.Throw"/> throws <see cref="NonFiniteLossException"/> with parameters and
+    /// optimizer state untouched; <see cref="NonFiniteLossPolicy.SkipStep"/> returns a progress with
+    /// <see cref="TrainingProgress.Skipped"/> set.</para>
+    /// <para>Every tensor created while the step runs, <paramref name="computeLoss"/>'s included, is disposed when the
+    /// step returns (a TorchSharp dispose scope); move a tensor you want to keep out of it with
+    /// <c>MoveToOuterDisposeScope()</c> or <c>DetachFromDisposeScope()</c>. Gradients are cleared by setting them to
+    /// none, so a parameter that the loss does not reach is not updated by that step.</para>
+    /// </remarks>
+    /// <param name="computeLoss">Computes the scalar (one-element) loss from the trainable parameters. Runs with
+    /// gradients enabled.</param>
+    /// <returns>The step's outcome (also reported to the progress sink when due).</returns>
+    /// <exception cref="NonFiniteLossException">The loss or gradient norm was not finite under <see cref="NonFiniteLossPolicy.Throw"/>.</exception>
+    /// <exception cref="InvalidOperationException"><paramref name="computeLoss"/> returned null, a tensor with more than
+    /// one element, or a tensor that does not depend on any parameter requiring a gradient.</exception>
+    /// <exception cref="ObjectDisposedException">The trainer was disposed.</exception>
+    public TrainingProgress TrainStep(Func<Tensor> computeLoss)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(computeLoss);
+        if (!_stopwatch.IsRunning)
+        {
+            _stopwatch.Start();
+        }
+
+        int stepNumber = Step + 1;
+        double lr = LearningRateAt(Step);
+
+        using var scope = torch.NewDisposeScope();
+        ClearGradients();
+
+        double lossValue;
+        using (torch.enable_grad())
+        {
+            var loss = computeLoss() ?? throw new InvalidOperationException("computeLoss returned null; it must return the scalar loss tensor.");
+            if (loss.numel() != 1)
+            {
+                throw new InvalidOperationException(string.Format(
+                    CultureInfo.InvariantCulture,
+                    "computeLoss must return a scalar (one-element) loss; got a tensor of shape [{0}]. Reduce it with .mean() or .sum().",
+                    string.Join(", ", loss.shape)));
+            }
+
+            lossValue = loss.ToDouble();
+            if (!double.IsFinite(lossValue))
+            {
+                return NonFinite(stepNumber, lossValue, double.NaN, lr);
+            }
+
+            if (!loss.requires_grad)
+            {
+                throw new InvalidOperationException(
+                    "The loss does not require a gradient: it does not depend on any trainable parameter. Was it computed under "
+                    + "torch.no_grad() or from detached tensors, or are all the parameters it uses frozen?");
+            }
+
+            loss.backward();
+        }
+
+        double gradNorm;
+        using (torch.no_grad())
+        {
+            var grads = CollectGradients();
+            gradNorm = GlobalNorm(grads);
+            if (!double.IsFinite(gradNorm))
+            {
+                return NonFinite(stepNumber, lossValue, gradNorm, lr);
+            }
+
+            if (_options.MaxGradNorm > 0)
+            {
+                double coefficient = _options.MaxGradNorm / (gradNorm + ClipEpsilon);
+                if (coefficient < 1.0)
+                {
+                    foreach (var grad in grads)
+                    {
+                        grad.mul_(coefficient);
+                    }
+                }
+            }
+        }
+
+        foreach (var group in _optimizer.ParamGroups)
+        {
+            group.LearningRate = lr;
+        }
+
+        _optimizer.step();
+        Step = stepNumber;
+
+        var progress = new TrainingProgress(stepNumber, _options.TotalSteps, lossValue, lr, gradNorm, _stopwatch.Elapsed, Skipped: false);
+        if (stepNumber % _options.LogEvery == 0 || stepNumber == _options.TotalSteps)
+        {
+            _progress?.Report(progress);
+        }
+
+        return progress;
+    }
+
+    /// <summary>Disposes the optimizer and its state. The parameters belong to the caller and are not disposed.</summary>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _optimizer.Dispose();
+    }
+
+    private double LearningRateAt(int step) =>
+        LearningRateSchedule.WarmupCosine(step, _options.WarmupSteps, _options.TotalSteps, _options.LearningRate, _options.MinLearningRateRatio);
+
+    private TrainingProgress NonFinite(int stepNumber, double loss, double gradNorm, double lr)
+    {
+        if (_options.OnNonFiniteLoss == NonFiniteLossPolicy.Throw)
+        {
+            throw new NonFiniteLossException(stepNumber, _options.TotalSteps, loss, gradNorm, lr);
+        }
+
+        Step = stepNumber;
+        SkippedSteps++;
+        var progress = new TrainingProgress(stepNumber, _options.TotalSteps, loss, lr, gradNorm, _stopwatch.Elapsed, Skipped: true);
+        _progress?.Report(progress);
+        return progress;
+    }
+
+    private void ClearGradients()
+    {
+        foreach (var parameter in _parameters)
+        {
+            parameter.grad = null;
+        }
+    }
+
+    private List<Tensor> CollectGradients()
+    {
+        var grads = new List<Tensor>(_parameters.Length);
+        foreach (var parameter in _parameters)
+        {
+            var grad = parameter.grad;
+            if (grad is not null)
+            {
+                grads.Add(grad);
+            }
+        }
+
+        return grads;
+    }
+
+    /// <summary>L2 norm of all gradients viewed as one vector, accumulated in at least float32.</summary>
+    private static double GlobalNorm(List<Tensor> grads)
+    {
+        if (grads.Count == 0)
+        {
+            return 0.0;
+        }
+
+        var device = grads[0].device;
+        var norms = new List<Tensor>(grads.Count);
+        foreach (var grad in grads)
+        {
+            var g = grad.dtype is ScalarType.Float32 or ScalarType.Float64 ? grad : grad.to_type(ScalarType.Float32);
+            norms.Add(g.norm().to_type(ScalarType.Float64).to(device));
+        }
+
+        return torch.stack(norms).norm().ToDouble();
+    }
+}

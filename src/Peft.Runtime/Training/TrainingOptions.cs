@@ -1,0 +1,155 @@
+using System.Globalization;
+
+namespace Peft.Training;
+
+/// <summary>What <see cref="AdapterTrainer"/> does when a step produces a non-finite loss or gradient norm.</summary>
+public enum NonFiniteLossPolicy
+{
+    /// <summary>
+    /// Throw <see cref="NonFiniteLossException"/> before any update: parameters and optimizer state stay as they
+    /// were, and <see cref="AdapterTrainer.Step"/> does not advance.
+    /// </summary>
+    Throw,
+
+    /// <summary>
+    /// Apply no update, count the step as done (it consumes its learning-rate schedule slot), report it with
+    /// <see cref="TrainingProgress.Skipped"/> set, and let training continue.
+    /// </summary>
+    SkipStep,
+}
+
+/// <summary>
+/// Hyper-parameters of <see cref="AdapterTrainer"/>: AdamW, linear warmup followed by cosine decay
+/// (<see cref="LearningRateSchedule.WarmupCosine"/>), global gradient-norm clipping, seeding and progress reporting.
+/// </summary>
+/// <remarks>
+/// Values are checked by <see cref="Validate"/>, which <see cref="AdapterTrainer"/> calls on construction; every
+/// bad value is an <see cref="ArgumentException"/> whose <see cref="ArgumentException.ParamName"/> is the option's
+/// name and whose message states the value that was given.
+/// </remarks>
+public sealed record TrainingOptions
+{
+    /// <summary>Peak learning rate, reached at the end of warmup (must be finite and &gt; 0). Default 1e-3.</summary>
+    public double LearningRate { get; init; } = 1e-3;
+
+    /// <summary>
+    /// Decoupled (AdamW) weight decay: each step multiplies every parameter by <c>1 - lr * WeightDecay</c>
+    /// (must be finite and &gt;= 0). Default 0.
+    /// </summary>
+    public double WeightDecay { get; init; }
+
+    /// <summary>AdamW decay rate of the first-moment (mean) estimate, in [0, 1). Default 0.9.</summary>
+    public double Beta1 { get; init; } = 0.9;
+
+    /// <summary>AdamW decay rate of the second-moment (uncentred variance) estimate, in [0, 1). Default 0.999.</summary>
+    public double Beta2 { get; init; } = 0.999;
+
+    /// <summary>AdamW term added to the denominator for numerical stability (must be finite and &gt; 0). Default 1e-8.</summary>
+    public double Epsilon { get; init; } = 1e-8;
+
+    /// <summary>
+    /// Number of linear warmup steps (0 to <see cref="TotalSteps"/>); see <see cref="LearningRateSchedule.WarmupCosine"/>.
+    /// Default 0.
+    /// </summary>
+    public int WarmupSteps { get; init; }
+
+    /// <summary>Number of training steps the schedule spans (must be &gt; 0; there is no usable default).</summary>
+    public int TotalSteps { get; init; }
+
+    /// <summary>
+    /// Floor of the cosine decay as a fraction of <see cref="LearningRate"/>, in [0, 1]: the learning rate at the last
+    /// step is <c>LearningRate * MinLearningRateRatio</c>. Default 0.
+    /// </summary>
+    public double MinLearningRateRatio { get; init; }
+
+    /// <summary>
+    /// Maximum global L2 norm of the gradients (all trainable parameters viewed as one vector); larger gradients are
+    /// scaled down by <c>MaxGradNorm / (norm + 1e-6)</c>, as in PyTorch's <c>clip_grad_norm_</c>. A value &lt;= 0
+    /// disables clipping (the norm is still computed and reported). Must not be NaN. Default 1.0.
+    /// </summary>
+    public double MaxGradNorm { get; init; } = 1.0;
+
+    /// <summary>
+    /// When set, <see cref="AdapterTrainer"/> calls <see cref="Seeding.SetSeed"/> with it on construction, which makes
+    /// random operations inside the loss (dropout, sampling) reproducible. Seed before building the model as well if
+    /// the adapter initialization must be reproducible too. Default: not set (the global generators are left alone).
+    /// </summary>
+    public int? Seed { get; init; }
+
+    /// <summary>
+    /// Progress is reported every <c>LogEvery</c> completed steps, at the last step (<see cref="TotalSteps"/>) and
+    /// at every skipped step (must be &gt;= 1). Default 10.
+    /// </summary>
+    public int LogEvery { get; init; } = 10;
+
+    /// <summary>What to do when the loss or the gradient norm is NaN or infinite. Default <see cref="NonFiniteLossPolicy.Throw"/>.</summary>
+    public NonFiniteLossPolicy OnNonFiniteLoss { get; init; } = NonFiniteLossPolicy.Throw;
+
+    /// <summary>Checks every option and throws on the first bad one.</summary>
+    /// <exception cref="ArgumentException">An option is out of range; <see cref="ArgumentException.ParamName"/> names it
+    /// and the message gives the value.</exception>
+    public void Validate()
+    {
+        if (!double.IsFinite(LearningRate) || LearningRate <= 0)
+        {
+            throw Bad(nameof(LearningRate), Format(LearningRate), "must be a finite number > 0 (typical LoRA values: 1e-4 to 1e-3)");
+        }
+
+        if (!double.IsFinite(WeightDecay) || WeightDecay < 0)
+        {
+            throw Bad(nameof(WeightDecay), Format(WeightDecay), "must be a finite number >= 0");
+        }
+
+        if (!(Beta1 >= 0 && Beta1 < 1))
+        {
+            throw Bad(nameof(Beta1), Format(Beta1), "must be in [0, 1)");
+        }
+
+        if (!(Beta2 >= 0 && Beta2 < 1))
+        {
+            throw Bad(nameof(Beta2), Format(Beta2), "must be in [0, 1)");
+        }
+
+        if (!double.IsFinite(Epsilon) || Epsilon <= 0)
+        {
+            throw Bad(nameof(Epsilon), Format(Epsilon), "must be a finite number > 0");
+        }
+
+        if (TotalSteps <= 0)
+        {
+            throw Bad(nameof(TotalSteps), Format(TotalSteps), "must be > 0 (it is required: set it to the number of optimizer steps you will run)");
+        }
+
+        if (WarmupSteps < 0 || WarmupSteps > TotalSteps)
+        {
+            throw Bad(nameof(WarmupSteps), Format(WarmupSteps), $"must be between 0 and TotalSteps ({Format(TotalSteps)})");
+        }
+
+        if (!(MinLearningRateRatio >= 0 && MinLearningRateRatio <= 1))
+        {
+            throw Bad(nameof(MinLearningRateRatio), Format(MinLearningRateRatio), "must be in [0, 1]");
+        }
+
+        if (double.IsNaN(MaxGradNorm))
+        {
+            throw Bad(nameof(MaxGradNorm), Format(MaxGradNorm), "must be a number (use a value <= 0 to disable clipping)");
+        }
+
+        if (LogEvery < 1)
+        {
+            throw Bad(nameof(LogEvery), Format(LogEvery), "must be >= 1");
+        }
+
+        if (!Enum.IsDefined(OnNonFiniteLoss))
+        {
+            throw Bad(nameof(OnNonFiniteLoss), Format((int)OnNonFiniteLoss), "must be NonFiniteLossPolicy.Throw or NonFiniteLossPolicy.SkipStep");
+        }
+    }
+
+    private static ArgumentException Bad(string option, string value, string rule) =>
+        new($"TrainingOptions.{option} {rule}; got {value}.", option);
+
+    private static string Format(double value) => value.ToString("R", CultureInfo.InvariantCulture);
+
+    private static string Format(int value) => value.ToString(CultureInfo.InvariantCulture);
+}
