@@ -131,7 +131,7 @@ internal static class QuickstartRun
                 trainer.TrainStep(() =>
                 {
                     var logits = model.call(x);
-                    return functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1));
+                    return nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1));
                 });
             }
         }

@@ -70,7 +70,7 @@ internal sealed class AdapterLayout
             }
         }
 
-        var prompts = model.PromptEmbeddings().Where(p => p.Layer.HasPrompt(adapterName)).ToList();
+        var prompts = model.PromptEmbeddings().Where(p => p.Layer.HasAdapter(adapterName)).ToList();
         if (prompts.Count > 0 && method is not null)
         {
             throw new PeftConfigurationException(
@@ -87,9 +87,9 @@ internal sealed class AdapterLayout
         {
             var (path, embedding) = prompts[0];
             var result = new AdapterLayout(adapterName, PeftMethod.PromptTuning);
-            var prompt = embedding.PromptParameter(adapterName);
-            result.Tensors.Add(("prompt_embeddings", prompt));
-            result.Prompt = ((int)prompt.shape[0], prompt.shape[1], embedding.PromptOptions(adapterName).InitText);
+            var adapter = embedding.GetAdapter(adapterName);
+            foreach (var (peftName, parameter) in adapter.PeftTensors()) result.Tensors.Add((peftName, parameter));
+            result.Prompt = (adapter.VirtualTokens, adapter.EmbeddingDim, adapter.Options.InitText);
             return result;
         }
 
