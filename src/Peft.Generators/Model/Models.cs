@@ -38,7 +38,8 @@ internal sealed record HierarchyInfo(string Namespace, EquatableArray<TypeDeclar
 }
 
 /// <summary>A type declaration in the hierarchy.</summary>
-/// <param name="Keyword">"class" or "record" (the keyword to repeat in the partial declaration).</param>
+/// <param name="Keyword">"class", "record", "struct", "record struct" or "interface": the keyword to repeat in the
+/// partial declaration (containing types may be structs or interfaces; the annotated class itself is a class).</param>
 /// <param name="Name">The simple name.</param>
 /// <param name="TypeParameterList">E.g. "&lt;T&gt;" or "" (emitted verbatim).</param>
 /// <param name="TypeParameterCount">Number of type parameters.</param>

@@ -200,12 +200,22 @@ internal static class PeftParser
             string typeParameters = t.TypeParameters.Length == 0
                 ? string.Empty
                 : "<" + string.Join(", ", t.TypeParameters.Select(p => p.Name)) + ">";
-            chain.Add(new TypeDeclarationInfo(t.IsRecord ? "record" : "class", t.Name, typeParameters, t.TypeParameters.Length));
+            chain.Add(new TypeDeclarationInfo(Keyword(t), t.Name, typeParameters, t.TypeParameters.Length));
         }
         chain.Reverse();
         string ns = type.ContainingNamespace is { IsGlobalNamespace: false } n ? n.ToDisplayString() : string.Empty;
         return new HierarchyInfo(ns, chain.ToEquatableArray());
     }
+
+    /// <summary>The keyword a partial declaration of <paramref name="type"/> must repeat (CS0261 otherwise).</summary>
+    private static string Keyword(INamedTypeSymbol type) => type switch
+    {
+        { IsRecord: true, TypeKind: TypeKind.Struct } => "record struct",
+        { IsRecord: true } => "record",
+        { TypeKind: TypeKind.Struct } => "struct",
+        { TypeKind: TypeKind.Interface } => "interface",
+        _ => "class",
+    };
 
     private static bool IsPartialChain(INamedTypeSymbol type, CancellationToken cancellationToken)
     {
