@@ -28,7 +28,7 @@ internal static class PeftParser
         bool isPartial = IsPartialChain(type, cancellationToken);
         bool isModule = DerivesFrom(type, KnownNames.Module);
 
-        var members = new List<(int Order, MemberModel Member)>();
+        var members = new List<((string File, int Position) Order, MemberModel Member)>();
         foreach (var symbol in type.GetMembers())
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -90,9 +90,54 @@ internal static class PeftParser
         return new PeftClassModel(
             hierarchy,
             frozenClass,
-            members.OrderBy(m => m.Order).Select(m => m.Member).ToEquatableArray(),
+            members.OrderBy(m => m.Order.File, StringComparer.Ordinal).ThenBy(m => m.Order.Position).Select(m => m.Member).ToEquatableArray(),
             isPartial,
-            isModule);
+            isModule)
+        {
+            BaseHasPeftDescriptor = isModule && BaseHasPeftDescriptor(type, compilation, cancellationToken),
+        };
+    }
+
+    /// <summary>
+    /// True when a base class declares a non-private <c>PeftDescriptor</c> property (a referenced PEFT module), or is a
+    /// source class the generator emits for (its property is not in <paramref name="compilation"/> yet).
+    /// </summary>
+    private static bool BaseHasPeftDescriptor(INamedTypeSymbol type, Compilation compilation, CancellationToken cancellationToken)
+    {
+        for (var t = type.BaseType; t is not null; t = t.BaseType)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            foreach (var member in t.GetMembers(DescriptorPropertyName))
+            {
+                if (member is IPropertySymbol { IsStatic: false } && member.DeclaredAccessibility != Accessibility.Private) return true;
+            }
+            if (t.DeclaringSyntaxReferences.Length > 0 && DeclaresPeftAttributes(t))
+            {
+                var baseModel = Parse(t.OriginalDefinition, compilation, cancellationToken);
+                if (baseModel is not null && PeftModelValidator.CanEmit(baseModel)) return true;
+            }
+        }
+        return false;
+    }
+
+    private const string DescriptorPropertyName = "PeftDescriptor";
+
+    /// <summary>True when the type or one of its fields/properties carries one of the five PEFT attributes.</summary>
+    private static bool DeclaresPeftAttributes(INamedTypeSymbol type)
+    {
+        if (type.GetAttributes().Any(a => Is(a, KnownNames.FreezeAttribute))) return true;
+        foreach (var member in type.GetMembers())
+        {
+            if (member is not (IFieldSymbol or IPropertySymbol)) continue;
+            foreach (var attribute in member.GetAttributes())
+            {
+                foreach (string name in KnownNames.AllAttributes)
+                {
+                    if (Is(attribute, name)) return true;
+                }
+            }
+        }
+        return false;
     }
 
     /// <summary>True when <paramref name="attribute"/> is one of ours (by metadata name).</summary>
@@ -259,7 +304,8 @@ internal static class PeftParser
     {
         if (DerivesFrom(type, KnownNames.Module)) return ComponentKind.Module;
         if (DerivesFrom(type, KnownNames.Parameter)) return ComponentKind.Parameter;
-        if (type.ToDisplayString() == KnownNames.Tensor) return ComponentKind.Buffer;
+        // Strip the nullable annotation: "Tensor?" is still a buffer.
+        if (type.WithNullableAnnotation(NullableAnnotation.NotAnnotated).ToDisplayString() == KnownNames.Tensor) return ComponentKind.Buffer;
         return ComponentKind.None;
     }
 
@@ -269,10 +315,14 @@ internal static class PeftParser
         return display == KnownNames.ModuleOfTensorToTensor || display == KnownNames.Module;
     }
 
-    private static int DeclarationOrder(ISymbol symbol)
+    /// <summary>
+    /// Source order: file path, then position. Positions alone would interleave the members of partial
+    /// declarations in different files.
+    /// </summary>
+    private static (string File, int Position) DeclarationOrder(ISymbol symbol)
     {
-        var location = symbol.Locations.FirstOrDefault();
-        return location is null ? int.MaxValue : location.SourceSpan.Start;
+        var location = symbol.Locations.FirstOrDefault(l => l.IsInSource);
+        return location is null ? ("\uffff", int.MaxValue) : (location.SourceTree?.FilePath ?? string.Empty, location.SourceSpan.Start);
     }
 
     /// <summary>
