@@ -84,7 +84,7 @@ internal static class PeftEmitter
         w.Unindent();
         w.Line();
         w.Line("/// <inheritdoc />");
-        w.Line("public global::Peft.PeftModuleDescriptor PeftDescriptor => s_peftDescriptor;");
+        w.Line((model.BaseHasPeftDescriptor ? "public new " : "public ") + "global::Peft.PeftModuleDescriptor PeftDescriptor => s_peftDescriptor;");
     }
 
     private static void WriteInitialize(SourceWriter w, PeftClassModel model, CancellationToken cancellationToken)
