@@ -38,6 +38,8 @@ public class SnapshotTests
                 "Classifier.Peft.g.cs",
                 "FrozenEncoder.Peft.g.cs",
                 "MyModels.Attention.Peft.g.cs",
+                "MyModels.Inheritance.BaseBlock.Peft.g.cs",
+                "MyModels.Inheritance.DerivedBlock.Peft.g.cs",
                 "MyModels.Multi.MultiAdapterModel.Peft.g.cs",
                 "MyModels.Nested.Outer`1.Registry.Block`2.Peft.g.cs",
                 "MyModels.Prompts.PromptModel.Peft.g.cs",

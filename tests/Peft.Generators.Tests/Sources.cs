@@ -204,6 +204,40 @@ internal static class Sources
         }
         """;
 
+    /// <summary>A PEFT class deriving from another: the derived descriptor property hides the base one with <c>new</c>.</summary>
+    public const string Inheritance = """
+        using Peft;
+        using static TorchSharp.torch;
+        using static TorchSharp.torch.nn;
+
+        namespace MyModels.Inheritance
+        {
+            /// <summary>A base block with an adapter.</summary>
+            public abstract partial class BaseBlock : Module<Tensor, Tensor>
+            {
+                [LoRA] private Module<Tensor, Tensor> inner = Linear(8, 8);
+
+                /// <summary>Builds the base block.</summary>
+                protected BaseBlock(string name) : base(name) => InitializePeft();
+
+                /// <inheritdoc />
+                public override Tensor forward(Tensor x) => inner.call(x);
+            }
+
+            /// <summary>A derived block with more declarations.</summary>
+            public sealed partial class DerivedBlock : BaseBlock
+            {
+                [Kronecker(2)] private Module<Tensor, Tensor> outer = Linear(8, 8);
+
+                /// <summary>Builds the derived block.</summary>
+                public DerivedBlock() : base(nameof(DerivedBlock)) => InitializePeft();
+
+                /// <inheritdoc />
+                public override Tensor forward(Tensor x) => outer.call(base.forward(x));
+            }
+        }
+        """;
+
     /// <summary>Every snapshot case: name and source.</summary>
     public static readonly (string Name, string Source)[] All =
     {
@@ -213,5 +247,6 @@ internal static class Sources
         (nameof(FreezeTrainable), FreezeTrainable),
         (nameof(Properties), Properties),
         (nameof(MultiAdapter), MultiAdapter),
+        (nameof(Inheritance), Inheritance),
     };
 }
