@@ -28,7 +28,8 @@ public sealed class KroneckerAttribute : Attribute
     /// <summary>The scaling numerator alpha.</summary>
     public double Alpha { get; }
 
-    /// <summary>PEFT's <c>decompose_factor</c>: a size for the first factor that must divide both layer sizes, or -1 for automatic.</summary>
+    /// <summary>PEFT's <c>decompose_factor</c>: -1 for automatic factor sizes; otherwise the first factor's size where it divides a
+    /// layer size, and an upper bound on the smaller factor where it does not (see <see cref="KroneckerFactorization.Factorize"/>).</summary>
     public int Factor { get; set; } = -1;
 
     /// <summary>PEFT's <c>decompose_both</c>: also write W1 as a rank-r product.</summary>

@@ -7,8 +7,8 @@ namespace Peft;
 /// </summary>
 /// <remarks>
 /// With the adapter active, the layer maps token ids <c>[batch, T]</c> to embeddings <c>[batch, V + T, dim]</c>;
-/// extend attention masks with <c>PeftModel.ExtendAttentionMask</c> and drop the first V outputs with
-/// <c>PeftModel.StripVirtualTokens</c>. The model's forward must take the sequence length from the
+/// extend attention masks with <see cref="PeftModel.ExtendAttentionMask"/> and drop the first V outputs with
+/// <see cref="PeftModel.StripVirtualTokens"/>. The model's forward must take the sequence length from the
 /// embedding output, not from the token ids.
 /// </remarks>
 [AttributeUsage(AttributeTargets.Field | AttributeTargets.Property, AllowMultiple = true, Inherited = false)]
@@ -26,7 +26,7 @@ public sealed class PromptTuneAttribute : Attribute
 
     /// <summary>
     /// A text whose token embeddings initialise the prompt (PEFT's <c>prompt_tuning_init="TEXT"</c>); applied by
-    /// <c>PeftModel.InitializePromptsFromText</c>. When null the prompt starts random (standard normal, as PEFT's RANDOM init).
+    /// <see cref="PeftModel.InitializePromptsFromText"/>. When null the prompt starts random (standard normal, as PEFT's RANDOM init).
     /// </summary>
     public string? InitText { get; set; }
 

@@ -1,0 +1,245 @@
+using static TorchSharp.torch;
+
+namespace Peft;
+
+public static partial class PeftModel
+{
+    /// <summary>
+    /// Merges adapters into the base weights of every adapted linear layer (<c>W += ΔW</c>): the named adapter where a
+    /// layer has it, or each layer's active adapters when <paramref name="adapterName"/> is null. A merged layer's
+    /// forward costs exactly the base forward. Prompt-tuning adapters cannot be merged and are left as they are.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <param name="adapterName">The adapter to merge, or null for the active adapters.</param>
+    /// <param name="safeMerge">Check each merged weight for NaN/infinity before committing it (layers merged before a
+    /// failing layer stay merged).</param>
+    /// <exception cref="PeftConfigurationException">No layer has the named adapter.</exception>
+    /// <exception cref="InvalidOperationException"><paramref name="safeMerge"/> found NaN or infinity.</exception>
+    public static void Merge(this nn.Module root, string? adapterName = null, bool safeMerge = true)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        if (adapterName is not null)
+        {
+            EnsureExists(root, adapterName);
+        }
+
+        foreach (var (_, layer) in root.AdaptedLayers())
+        {
+            if (adapterName is null)
+            {
+                layer.Merge(null, safeMerge);
+            }
+            else if (layer.HasAdapter(adapterName))
+            {
+                layer.Merge(adapterName, safeMerge);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Unmerges adapters from the base weights (<c>W -= ΔW</c>): the named adapter where merged, or every merged adapter
+    /// (in reverse merge order) when <paramref name="adapterName"/> is null.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <param name="adapterName">The adapter to unmerge, or null for all merged adapters.</param>
+    /// <exception cref="PeftConfigurationException">No layer has the named adapter.</exception>
+    public static void Unmerge(this nn.Module root, string? adapterName = null)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        if (adapterName is not null)
+        {
+            EnsureExists(root, adapterName);
+        }
+
+        foreach (var (_, layer) in root.AdaptedLayers())
+        {
+            if (adapterName is null)
+            {
+                layer.Unmerge();
+            }
+            else if (layer.HasAdapter(adapterName))
+            {
+                layer.Unmerge(adapterName);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Makes <paramref name="adapterName"/> the only active adapter on every layer that has it; layers without it run
+    /// their base computation (PEFT's <c>set_adapter</c>). Merged adapters that become inactive are unmerged. Then
+    /// re-applies <see cref="ApplyTrainability"/>, so only the active adapter trains.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <param name="adapterName">The adapter to activate.</param>
+    /// <exception cref="PeftConfigurationException">No layer has an adapter with that name.</exception>
+    public static void SetActiveAdapter(this nn.Module root, string adapterName)
+    {
+        ArgumentNullException.ThrowIfNull(adapterName);
+        root.SetActiveAdapters(adapterName);
+    }
+
+    /// <summary>
+    /// Activates several adapters at once: each linear layer applies those of <paramref name="adapterNames"/> it has (their
+    /// contributions add up); a prompt layer may have at most one of them. Then re-applies <see cref="ApplyTrainability"/>.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <param name="adapterNames">The adapters to activate.</param>
+    /// <exception cref="PeftConfigurationException">A name exists on no layer, or a prompt layer has two of them.</exception>
+    public static void SetActiveAdapters(this nn.Module root, params string[] adapterNames)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        ArgumentNullException.ThrowIfNull(adapterNames);
+        foreach (var name in adapterNames)
+        {
+            EnsureExists(root, name);
+        }
+
+        foreach (var (_, layer) in root.AdaptedLayers())
+        {
+            layer.SetActiveAdapters(adapterNames.Where(layer.HasAdapter).Distinct(StringComparer.Ordinal).ToArray());
+        }
+
+        foreach (var (_, layer) in root.PromptEmbeddings())
+        {
+            var present = adapterNames.Where(layer.HasAdapter).Distinct(StringComparer.Ordinal).ToArray();
+            if (present.Length > 1)
+            {
+                throw new PeftConfigurationException(
+                    $"Member '{layer.MemberName}' can prepend only one prompt, but adapters {string.Join(", ", present.Select(n => $"'{n}'"))} were all requested. Activate one of them.",
+                    layer.MemberName, present[1]);
+            }
+
+            layer.SetActiveAdapter(present.Length == 1 ? present[0] : null);
+        }
+
+        root.ApplyTrainability();
+    }
+
+    /// <summary>
+    /// Disables every adapter of the tree until the returned scope is disposed (PEFT's <c>disable_adapter()</c>
+    /// context): the model computes as the base model; merged adapters are unmerged. Disposing restores each layer's
+    /// previous setting and trainability.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <returns>The scope; dispose it to re-enable the adapters.</returns>
+    public static IDisposable DisableAdapters(this nn.Module root)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        var linear = root.AdaptedLayers().Select(l => (l.Layer, l.Layer.AdaptersDisabled)).ToList();
+        var prompts = root.PromptEmbeddings().Select(l => (l.Layer, l.Layer.AdaptersDisabled)).ToList();
+        foreach (var (layer, _) in linear)
+        {
+            layer.AdaptersDisabled = true;
+        }
+
+        foreach (var (layer, _) in prompts)
+        {
+            layer.AdaptersDisabled = true;
+        }
+
+        root.ApplyTrainability();
+        return new RestoreScope(() =>
+        {
+            foreach (var (layer, was) in linear)
+            {
+                layer.AdaptersDisabled = was;
+            }
+
+            foreach (var (layer, was) in prompts)
+            {
+                layer.AdaptersDisabled = was;
+            }
+
+            root.ApplyTrainability();
+        });
+    }
+
+    /// <summary>The distinct adapter names present in the tree, in discovery order.</summary>
+    /// <param name="root">The model.</param>
+    /// <returns>The adapter names.</returns>
+    public static IReadOnlyList<string> AdapterNames(this nn.Module root)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        var names = new List<string>();
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var (_, layer) in root.AdaptedLayers())
+        {
+            foreach (var adapter in layer.Adapters)
+            {
+                if (seen.Add(adapter.AdapterName))
+                {
+                    names.Add(adapter.AdapterName);
+                }
+            }
+        }
+
+        foreach (var (_, layer) in root.PromptEmbeddings())
+        {
+            foreach (var adapter in layer.Adapters)
+            {
+                if (seen.Add(adapter.AdapterName))
+                {
+                    names.Add(adapter.AdapterName);
+                }
+            }
+        }
+
+        return names;
+    }
+
+    /// <summary>
+    /// Deletes the named adapter from every layer that has it (unmerging it first where merged); on layers where it was
+    /// the only active adapter the first remaining adapter becomes active, as in PEFT.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <param name="adapterName">The adapter to delete.</param>
+    /// <exception cref="PeftConfigurationException">No layer has an adapter with that name.</exception>
+    public static void DeleteAdapter(this nn.Module root, string adapterName)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        ArgumentNullException.ThrowIfNull(adapterName);
+        EnsureExists(root, adapterName);
+        foreach (var (_, layer) in root.AdaptedLayers())
+        {
+            if (layer.HasAdapter(adapterName))
+            {
+                layer.DeleteAdapter(adapterName);
+            }
+        }
+
+        foreach (var (_, layer) in root.PromptEmbeddings())
+        {
+            if (layer.HasAdapter(adapterName))
+            {
+                layer.DeleteAdapter(adapterName);
+            }
+        }
+    }
+
+    private static void EnsureExists(nn.Module root, string adapterName)
+    {
+        ArgumentNullException.ThrowIfNull(adapterName);
+        bool found = root.AdaptedLayers().Any(l => l.Layer.HasAdapter(adapterName))
+            || root.PromptEmbeddings().Any(l => l.Layer.HasAdapter(adapterName));
+        if (!found)
+        {
+            var known = root.AdapterNames();
+            throw new PeftConfigurationException(
+                $"No layer has an adapter named '{adapterName}'. Adapters in this model: {(known.Count == 0 ? "none" : string.Join(", ", known.Select(n => $"'{n}'")))}.",
+                null, adapterName);
+        }
+    }
+
+    private sealed class RestoreScope : IDisposable
+    {
+        private Action? _restore;
+
+        public RestoreScope(Action restore) => _restore = restore;
+
+        public void Dispose()
+        {
+            var restore = Interlocked.Exchange(ref _restore, null);
+            restore?.Invoke();
+        }
+    }
+}

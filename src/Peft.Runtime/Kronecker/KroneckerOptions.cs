@@ -1,0 +1,45 @@
+namespace Peft;
+
+/// <summary>
+/// Options of a Kronecker-product (LoKr) adapter, with Hugging Face PEFT's <c>LoKrConfig</c> defaults.
+/// </summary>
+/// <param name="Rank">The rank r of low-rank factors (positive). PEFT's <c>r</c>.</param>
+/// <param name="Alpha">The scaling numerator (positive, finite); ΔW is scaled by alpha / r. PEFT's <c>alpha</c>.</param>
+/// <param name="Factor">PEFT's <c>decompose_factor</c>: -1 for automatic factor sizes, or a positive size for the first factor.</param>
+/// <param name="DecomposeBoth">PEFT's <c>decompose_both</c>: also write W1 as a rank-r product when r is small enough.</param>
+public sealed record KroneckerOptions(
+    int Rank = 8,
+    double Alpha = 8.0,
+    int Factor = -1,
+    bool DecomposeBoth = false) : PeftAdapterOptions
+{
+    /// <inheritdoc />
+    public override PeftMethod Method => PeftMethod.Kronecker;
+
+    /// <summary>The factor alpha / r applied to <c>kron(W1, W2)</c>.</summary>
+    public double Scaling => Alpha / Rank;
+
+    /// <summary>Checks the options.</summary>
+    /// <param name="adapterName">The adapter name, for messages.</param>
+    /// <param name="memberName">The member name, for messages (optional).</param>
+    /// <exception cref="PeftConfigurationException">An option is out of range.</exception>
+    public void Validate(string adapterName, string? memberName)
+    {
+        string where = $"Kronecker adapter '{adapterName}'{AdapterNameRules.Describe(memberName)}";
+        if (Rank <= 0)
+        {
+            throw new PeftConfigurationException($"{where}: rank must be positive, got {Rank}.", memberName, adapterName);
+        }
+
+        if (!(Alpha > 0) || double.IsInfinity(Alpha))
+        {
+            throw new PeftConfigurationException($"{where}: alpha must be positive and finite, got {Alpha}.", memberName, adapterName);
+        }
+
+        if (Factor == 0 || Factor < -1)
+        {
+            throw new PeftConfigurationException(
+                $"{where}: factor must be -1 (automatic) or a positive size, got {Factor}.", memberName, adapterName);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Peft;
+
+public static partial class PeftModel
+{
+    /// <summary>
+    /// The number of virtual tokens V the model's prompt layers currently prepend (0 when no prompt is active or
+    /// adapters are disabled).
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <returns>V.</returns>
+    /// <exception cref="PeftConfigurationException">Two prompt layers prepend different numbers of tokens.</exception>
+    public static int VirtualTokenCount(this nn.Module root)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        int? count = null;
+        string? first = null;
+        foreach (var (path, layer) in root.PromptEmbeddings())
+        {
+            int v = layer.VirtualTokenCount;
+            if (v == 0)
+            {
+                continue;
+            }
+
+            if (count is int c && c != v)
+            {
+                throw new PeftConfigurationException(
+                    $"Prompt layers '{first}' and '{path}' prepend {c} and {v} virtual tokens; masks and outputs cannot be adjusted for both. Use one prompt layer or equal VirtualTokens.",
+                    layer.MemberName, layer.ActiveAdapter);
+            }
+
+            count = v;
+            first = path;
+        }
+
+        return count ?? 0;
+    }
+
+    /// <summary>
+    /// Prepends V ones to an attention mask <c>[B, T]</c> (or <c>[T]</c>) along its last dimension, as PEFT does for prompt
+    /// tuning; the result has the mask's dtype and device. Without an active prompt it returns an alias of the mask.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <param name="mask">The attention mask.</param>
+    /// <returns>A new tensor <c>[B, V + T]</c>.</returns>
+    public static Tensor ExtendAttentionMask(this nn.Module root, Tensor mask) =>
+        Prepend(root, mask, ones: true, value: 1);
+
+    /// <summary>
+    /// Prepends V copies of <paramref name="ignoreIndex"/> to labels <c>[B, T]</c> (or <c>[T]</c>) along the last
+    /// dimension, so the virtual positions carry no loss (PEFT pads labels with -100).
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <param name="labels">The labels.</param>
+    /// <param name="ignoreIndex">The value the loss ignores.</param>
+    /// <returns>A new tensor <c>[B, V + T]</c>.</returns>
+    public static Tensor ExtendLabels(this nn.Module root, Tensor labels, long ignoreIndex = -100) =>
+        Prepend(root, labels, ones: false, value: ignoreIndex);
+
+    /// <summary>
+    /// Drops the first V positions along dimension 1 of a hidden-state or logits tensor <c>[B, V + T, ...]</c>, leaving
+    /// the outputs of the real tokens. Without an active prompt it returns an alias of the tensor.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <param name="hidden">The model output.</param>
+    /// <returns>A view <c>[B, T, ...]</c>.</returns>
+    /// <exception cref="ArgumentException">The tensor has fewer than V positions on dimension 1.</exception>
+    public static Tensor StripVirtualTokens(this nn.Module root, Tensor hidden)
+    {
+        ArgumentNullException.ThrowIfNull(hidden);
+        int v = root.VirtualTokenCount();
+        if (v == 0)
+        {
+            return hidden.alias();
+        }
+
+        if (hidden.Dimensions < 2 || hidden.shape[1] < v)
+        {
+            throw new ArgumentException(
+                $"Expected a tensor [batch, {v} + T, ...] with the {v} virtual tokens on dimension 1, got shape [{string.Join(", ", hidden.shape)}].",
+                nameof(hidden));
+        }
+
+        return hidden.narrow(1, v, hidden.shape[1] - v);
+    }
+
+    /// <summary>
+    /// Initialises every prompt adapter that has <see cref="PromptTuningOptions.InitText"/> from the embeddings of that
+    /// text's tokens (PEFT's TEXT init), via <see cref="PromptTuningEmbedding.InitializeFromTokenIds"/>.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <param name="tokenize">Maps a text to token ids of the model's vocabulary.</param>
+    /// <returns>The number of prompt adapters initialised.</returns>
+    public static int InitializePromptsFromText(this nn.Module root, Func<string, IReadOnlyList<long>> tokenize)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        ArgumentNullException.ThrowIfNull(tokenize);
+        int count = 0;
+        foreach (var (_, layer) in root.PromptEmbeddings())
+        {
+            foreach (var adapter in layer.Adapters)
+            {
+                if (adapter.Options.InitText is string text)
+                {
+                    layer.InitializeFromTokenIds(adapter.AdapterName, tokenize(text));
+                    count++;
+                }
+            }
+        }
+
+        return count;
+    }
+
+    private static Tensor Prepend(nn.Module root, Tensor tensor, bool ones, long value)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        int v = root.VirtualTokenCount();
+        if (v == 0)
+        {
+            return tensor.alias();
+        }
+
+        var shape = tensor.shape;
+        if (shape.Length == 0)
+        {
+            throw new ArgumentException("Expected a tensor [batch, T] or [T], got a scalar.", nameof(tensor));
+        }
+
+        shape[^1] = v;
+        using var prefix = ones
+            ? torch.ones(shape, dtype: tensor.dtype, device: tensor.device)
+            : torch.full(shape, value, dtype: tensor.dtype, device: tensor.device);
+        return torch.cat(new[] { prefix, tensor }, shape.Length - 1);
+    }
+}
