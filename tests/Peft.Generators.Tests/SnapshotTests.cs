@@ -57,5 +57,6 @@ public class SnapshotTests
         Assert.Contains("+ B", diff);
         Assert.Contains("+ e", diff);
         Assert.Contains("  a", diff);
+        Assert.True(diff.IndexOf("- b", StringComparison.Ordinal) < diff.IndexOf("+ B", StringComparison.Ordinal), diff);
     }
 }

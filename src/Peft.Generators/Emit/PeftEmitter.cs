@@ -97,11 +97,10 @@ internal static class PeftEmitter
         w.Line("private void " + KnownNames.InitializeMethodName + "()");
         w.OpenBrace();
 
-        string typeName = DisplayName(model.Hierarchy);
         foreach (var member in model.Members)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            if (member.Adapters.Count > 0) WriteWrap(w, member, typeName);
+            if (member.Adapters.Count > 0) WriteWrap(w, member);
         }
 
         foreach (var member in model.Members)
@@ -123,17 +122,16 @@ internal static class PeftEmitter
     }
 
     /// <summary>
-    /// <c>this.m = Wrapper.Wrap(this.m ?? throw ..., "m").WithX("name", options)...;</c> The throw turns a layer that is
-    /// not built yet into a clear error (and keeps the code warning-free for nullable member types).
+    /// <c>this.m = Wrapper.Wrap(this.m, "m").WithX("name", options)...;</c> Wrap accepts a null or wrong layer and throws
+    /// a PeftConfigurationException that names the member. A member declared as the non-generic <c>nn.Module</c> is
+    /// cast to <c>Module&lt;Tensor, Tensor&gt;?</c>, the type Wrap takes.
     /// </summary>
-    private static void WriteWrap(SourceWriter w, MemberModel member, string typeName)
+    private static void WriteWrap(SourceWriter w, MemberModel member)
     {
         bool prompt = member.Adapters.Any(a => a.Method == PeftMethodKind.PromptTune);
         string wrapper = prompt ? "global::Peft.PromptTuningEmbedding" : "global::Peft.AdaptedLinear";
         string access = "this." + EscapeIdentifier(member.Name);
-        string message = typeName + "." + member.Name + " is null: build the layer before calling " + KnownNames.InitializeMethodName + "().";
-        string layer = access + " ?? throw new global::System.InvalidOperationException(" + Literal(message) + ")";
-        if (member.TypeName != ModuleOfTensorToTensor) layer = "(" + ModuleOfTensorToTensor + ")(" + layer + ")";
+        string layer = member.TypeName == ModuleOfTensorToTensor ? access : "(" + ModuleOfTensorToTensor + "?)" + access;
 
         w.Line(access + " = " + wrapper + ".Wrap(" + layer + ", " + Literal(member.Name) + ")");
         w.Indent();
@@ -183,7 +181,7 @@ internal static class PeftEmitter
         _ => "(global::Peft.LoRAInit)(" + Int(value) + ")",
     };
 
-    /// <summary>"Ns.Outer&lt;T&gt;.Inner": the class as the user reads it (descriptor type name, error messages).</summary>
+    /// <summary>"Ns.Outer&lt;T&gt;.Inner": the class as the user reads it (the descriptor's type name, used in runtime messages).</summary>
     internal static string DisplayName(HierarchyInfo hierarchy)
     {
         var parts = new List<string>();

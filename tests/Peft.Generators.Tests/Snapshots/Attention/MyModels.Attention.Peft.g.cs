@@ -26,9 +26,9 @@ namespace MyModels
         /// </summary>
         private void InitializePeft()
         {
-            this.q_proj = global::Peft.AdaptedLinear.Wrap(this.q_proj ?? throw new global::System.InvalidOperationException("MyModels.Attention.q_proj is null: build the layer before calling InitializePeft()."), "q_proj")
+            this.q_proj = global::Peft.AdaptedLinear.Wrap(this.q_proj, "q_proj")
                 .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
-            this.v_proj = global::Peft.AdaptedLinear.Wrap(this.v_proj ?? throw new global::System.InvalidOperationException("MyModels.Attention.v_proj is null: build the layer before calling InitializePeft()."), "v_proj")
+            this.v_proj = global::Peft.AdaptedLinear.Wrap(this.v_proj, "v_proj")
                 .WithKronecker("default", new global::Peft.KroneckerOptions(Rank: 4, Alpha: 8.0, Factor: -1, DecomposeBoth: false));
             if (this.q_proj is not null) this.register_module("q_proj", this.q_proj);
             if (this.v_proj is not null) this.register_module("v_proj", this.v_proj);

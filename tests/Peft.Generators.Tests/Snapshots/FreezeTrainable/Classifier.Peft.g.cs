@@ -23,7 +23,7 @@ partial class Classifier : global::Peft.IPeftModule
     /// </summary>
     private void InitializePeft()
     {
-        this.proj = global::Peft.AdaptedLinear.Wrap(this.proj ?? throw new global::System.InvalidOperationException("Classifier.proj is null: build the layer before calling InitializePeft()."), "proj")
+        this.proj = global::Peft.AdaptedLinear.Wrap(this.proj, "proj")
             .WithLoRA("task", new global::Peft.LoRAOptions(Rank: 4, Alpha: 8.0, Dropout: 0.1, UseRsLora: true, Init: global::Peft.LoRAInit.Gaussian));
         if (this.backbone is not null) this.register_module("backbone", this.backbone);
         if (this.proj is not null) this.register_module("proj", this.proj);

@@ -25,7 +25,7 @@ namespace MyModels.Inheritance
         /// </summary>
         private void InitializePeft()
         {
-            this.inner = global::Peft.AdaptedLinear.Wrap(this.inner ?? throw new global::System.InvalidOperationException("MyModels.Inheritance.BaseBlock.inner is null: build the layer before calling InitializePeft()."), "inner")
+            this.inner = global::Peft.AdaptedLinear.Wrap(this.inner, "inner")
                 .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
             if (this.inner is not null) this.register_module("inner", this.inner);
             global::Peft.PeftModel.ApplyTrainability(this);

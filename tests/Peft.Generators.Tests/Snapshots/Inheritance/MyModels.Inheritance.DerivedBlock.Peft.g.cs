@@ -25,7 +25,7 @@ namespace MyModels.Inheritance
         /// </summary>
         private void InitializePeft()
         {
-            this.outer = global::Peft.AdaptedLinear.Wrap(this.outer ?? throw new global::System.InvalidOperationException("MyModels.Inheritance.DerivedBlock.outer is null: build the layer before calling InitializePeft()."), "outer")
+            this.outer = global::Peft.AdaptedLinear.Wrap(this.outer, "outer")
                 .WithKronecker("default", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 8.0, Factor: -1, DecomposeBoth: false));
             if (this.outer is not null) this.register_module("outer", this.outer);
             global::Peft.PeftModel.ApplyTrainability(this);

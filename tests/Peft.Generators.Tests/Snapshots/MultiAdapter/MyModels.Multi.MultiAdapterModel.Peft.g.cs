@@ -27,7 +27,7 @@ namespace MyModels.Multi
         /// </summary>
         private void InitializePeft()
         {
-            this.fc = global::Peft.AdaptedLinear.Wrap(this.fc ?? throw new global::System.InvalidOperationException("MyModels.Multi.MultiAdapterModel.fc is null: build the layer before calling InitializePeft()."), "fc")
+            this.fc = global::Peft.AdaptedLinear.Wrap(this.fc, "fc")
                 .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
                 .WithLoRA("fast", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.05, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
                 .WithKronecker("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 2.0, Factor: -1, DecomposeBoth: false));

@@ -29,7 +29,7 @@ namespace MyModels.Nested
                 /// </summary>
                 private void InitializePeft()
                 {
-                    this.proj = global::Peft.AdaptedLinear.Wrap(this.proj ?? throw new global::System.InvalidOperationException("MyModels.Nested.Outer<TConfig>.Registry.Block<T, U>.proj is null: build the layer before calling InitializePeft()."), "proj")
+                    this.proj = global::Peft.AdaptedLinear.Wrap(this.proj, "proj")
                         .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
                     if (this.proj is not null) this.register_module("proj", this.proj);
                     global::Peft.PeftModel.ApplyTrainability(this);

@@ -26,7 +26,7 @@ namespace MyModels.Prompts
         /// </summary>
         private void InitializePeft()
         {
-            this.embed = global::Peft.PromptTuningEmbedding.Wrap(this.embed ?? throw new global::System.InvalidOperationException("MyModels.Prompts.PromptModel.embed is null: build the layer before calling InitializePeft()."), "embed")
+            this.embed = global::Peft.PromptTuningEmbedding.Wrap(this.embed, "embed")
                 .WithPrompt("default", new global::Peft.PromptTuningOptions(VirtualTokens: 10, InitText: "Classify \"this\" review:\n\tpositive or negative? \\ ü \u2028 end"))
                 .WithPrompt("other", new global::Peft.PromptTuningOptions(VirtualTokens: 5, InitText: null));
             if (this.embed is not null) this.register_module("embed", this.embed);

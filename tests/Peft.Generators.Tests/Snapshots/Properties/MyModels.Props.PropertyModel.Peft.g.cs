@@ -26,9 +26,9 @@ namespace MyModels.Props
         /// </summary>
         private void InitializePeft()
         {
-            this.Query = global::Peft.AdaptedLinear.Wrap(this.Query ?? throw new global::System.InvalidOperationException("MyModels.Props.PropertyModel.Query is null: build the layer before calling InitializePeft()."), "Query")
+            this.Query = global::Peft.AdaptedLinear.Wrap(this.Query, "Query")
                 .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 2, Alpha: 16.5, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
-            this.Key = global::Peft.AdaptedLinear.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>)(this.Key ?? throw new global::System.InvalidOperationException("MyModels.Props.PropertyModel.Key is null: build the layer before calling InitializePeft().")), "Key")
+            this.Key = global::Peft.AdaptedLinear.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>?)this.Key, "Key")
                 .WithKronecker("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 0.001, Factor: 4, DecomposeBoth: true));
             if (this.Query is not null) this.register_module("Query", this.Query);
             if (this.Key is not null) this.register_module("Key", this.Key);
