@@ -216,24 +216,26 @@ internal static class Sources
             public abstract partial class BaseBlock : Module<Tensor, Tensor>
             {
                 [LoRA] private Module<Tensor, Tensor> inner = Linear(8, 8);
+                [Trainable] private Module<Tensor, Tensor> head = Linear(8, 8);
 
                 /// <summary>Builds the base block.</summary>
                 protected BaseBlock(string name) : base(name) => InitializePeft();
 
                 /// <inheritdoc />
-                public override Tensor forward(Tensor x) => inner.call(x);
+                public override Tensor forward(Tensor x) => head.call(inner.call(x));
             }
 
             /// <summary>A derived block with more declarations.</summary>
             public sealed partial class DerivedBlock : BaseBlock
             {
                 [Kronecker(2)] private Module<Tensor, Tensor> outer = Linear(8, 8);
+                [Freeze] private Module<Tensor, Tensor> norm = LayerNorm(8);
 
                 /// <summary>Builds the derived block.</summary>
                 public DerivedBlock() : base(nameof(DerivedBlock)) => InitializePeft();
 
                 /// <inheritdoc />
-                public override Tensor forward(Tensor x) => outer.call(base.forward(x));
+                public override Tensor forward(Tensor x) => norm.call(outer.call(base.forward(x)));
             }
         }
         """;

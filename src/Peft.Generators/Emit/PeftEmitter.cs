@@ -83,8 +83,41 @@ internal static class PeftEmitter
         }
         w.Unindent();
         w.Line();
+        if (model.BaseHasPeftDescriptor)
+        {
+            WriteDescriptorWithBase(w);
+            return;
+        }
         w.Line("/// <inheritdoc />");
-        w.Line((model.BaseHasPeftDescriptor ? "public new " : "public ") + "global::Peft.PeftModuleDescriptor PeftDescriptor => s_peftDescriptor;");
+        w.Line("public global::Peft.PeftModuleDescriptor PeftDescriptor => s_peftDescriptor;");
+    }
+
+    /// <summary>
+    /// A class deriving from a PEFT class registers the base's members too (the base constructor's InitializePeft),
+    /// so its descriptor lists the base declarations followed by its own; the property hides the base one (<c>new</c>).
+    /// </summary>
+    private static void WriteDescriptorWithBase(SourceWriter w)
+    {
+        const string Enumerable = "global::System.Linq.Enumerable";
+        static string Concat(string property)
+            => Enumerable + ".ToArray(" + Enumerable + ".Concat(baseDescriptor." + property + ", s_peftDescriptor." + property + "))";
+
+        w.Line("private static global::Peft.PeftModuleDescriptor? s_peftDescriptorWithBase;");
+        w.Line();
+        w.Line("/// <inheritdoc />");
+        w.Line("public new global::Peft.PeftModuleDescriptor PeftDescriptor => s_peftDescriptorWithBase ??= CombinePeftDescriptor(base.PeftDescriptor);");
+        w.Line();
+        w.Line("private static global::Peft.PeftModuleDescriptor CombinePeftDescriptor(global::Peft.PeftModuleDescriptor baseDescriptor)");
+        w.Indent();
+        w.Line("=> new global::Peft.PeftModuleDescriptor(");
+        w.Indent();
+        w.Line("typeName: s_peftDescriptor.TypeName,");
+        w.Line("frozenClass: s_peftDescriptor.FrozenClass || baseDescriptor.FrozenClass,");
+        w.Line("frozenMembers: " + Concat("FrozenMembers") + ",");
+        w.Line("trainableMembers: " + Concat("TrainableMembers") + ",");
+        w.Line("adapters: " + Concat("Adapters") + ");");
+        w.Unindent();
+        w.Unindent();
     }
 
     private static void WriteInitialize(SourceWriter w, PeftClassModel model, CancellationToken cancellationToken)

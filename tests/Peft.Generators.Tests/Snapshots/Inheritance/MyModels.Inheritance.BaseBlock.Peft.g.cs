@@ -9,7 +9,7 @@ namespace MyModels.Inheritance
             typeName: "MyModels.Inheritance.BaseBlock",
             frozenClass: false,
             frozenMembers: global::System.Array.Empty<string>(),
-            trainableMembers: global::System.Array.Empty<string>(),
+            trainableMembers: new string[] { "head" },
             adapters: new global::Peft.PeftAdapterDeclaration[]
             {
                 new global::Peft.PeftAdapterDeclaration("inner", "default", global::Peft.PeftMethod.LoRA),
@@ -28,6 +28,7 @@ namespace MyModels.Inheritance
             this.inner = global::Peft.AdaptedLinear.Wrap(this.inner, "inner")
                 .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
             if (this.inner is not null) this.register_module("inner", this.inner);
+            if (this.head is not null) this.register_module("head", this.head);
             global::Peft.PeftModel.ApplyTrainability(this);
         }
     }

@@ -8,15 +8,25 @@ namespace MyModels.Inheritance
         private static readonly global::Peft.PeftModuleDescriptor s_peftDescriptor = new global::Peft.PeftModuleDescriptor(
             typeName: "MyModels.Inheritance.DerivedBlock",
             frozenClass: false,
-            frozenMembers: global::System.Array.Empty<string>(),
+            frozenMembers: new string[] { "norm" },
             trainableMembers: global::System.Array.Empty<string>(),
             adapters: new global::Peft.PeftAdapterDeclaration[]
             {
                 new global::Peft.PeftAdapterDeclaration("outer", "default", global::Peft.PeftMethod.Kronecker),
             });
 
+        private static global::Peft.PeftModuleDescriptor? s_peftDescriptorWithBase;
+
         /// <inheritdoc />
-        public new global::Peft.PeftModuleDescriptor PeftDescriptor => s_peftDescriptor;
+        public new global::Peft.PeftModuleDescriptor PeftDescriptor => s_peftDescriptorWithBase ??= CombinePeftDescriptor(base.PeftDescriptor);
+
+        private static global::Peft.PeftModuleDescriptor CombinePeftDescriptor(global::Peft.PeftModuleDescriptor baseDescriptor)
+            => new global::Peft.PeftModuleDescriptor(
+                typeName: s_peftDescriptor.TypeName,
+                frozenClass: s_peftDescriptor.FrozenClass || baseDescriptor.FrozenClass,
+                frozenMembers: global::System.Linq.Enumerable.ToArray(global::System.Linq.Enumerable.Concat(baseDescriptor.FrozenMembers, s_peftDescriptor.FrozenMembers)),
+                trainableMembers: global::System.Linq.Enumerable.ToArray(global::System.Linq.Enumerable.Concat(baseDescriptor.TrainableMembers, s_peftDescriptor.TrainableMembers)),
+                adapters: global::System.Linq.Enumerable.ToArray(global::System.Linq.Enumerable.Concat(baseDescriptor.Adapters, s_peftDescriptor.Adapters)));
 
         /// <summary>
         /// Wraps the adapted layers, registers every module, parameter and buffer member in declaration order
@@ -28,6 +38,7 @@ namespace MyModels.Inheritance
             this.outer = global::Peft.AdaptedLinear.Wrap(this.outer, "outer")
                 .WithKronecker("default", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 8.0, Factor: -1, DecomposeBoth: false));
             if (this.outer is not null) this.register_module("outer", this.outer);
+            if (this.norm is not null) this.register_module("norm", this.norm);
             global::Peft.PeftModel.ApplyTrainability(this);
         }
     }
