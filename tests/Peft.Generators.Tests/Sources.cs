@@ -54,8 +54,8 @@ internal static class Sources
             {
                 /// <summary>A generic block.</summary>
                 /// <typeparam name="T">A marker.</typeparam>
-                /// <typeparam name="U">Another marker.</typeparam>
-                public sealed partial class Block<T, U> : Module<Tensor, Tensor> where T : struct
+                /// <typeparam name="event">Another marker, named with a keyword.</typeparam>
+                public sealed partial class Block<T, @event> : Module<Tensor, Tensor> where T : struct
                 {
                     [LoRA(4, 4.0)] private Module<Tensor, Tensor> proj;
 
@@ -195,11 +195,13 @@ internal static class Sources
                 [Kronecker(rank: 2, alpha: 2, Name = "lokr")]
                 private Module<Tensor, Tensor> fc = Linear(32, 32);
 
+                [LoRA(2, Name = "maybe")] private Module<Tensor, Tensor>? optional = Linear(32, 32);
+
                 /// <summary>Builds the model.</summary>
                 public MultiAdapterModel() : base(nameof(MultiAdapterModel)) => InitializePeft();
 
                 /// <inheritdoc />
-                public override Tensor forward(Tensor x) => fc.call(x);
+                public override Tensor forward(Tensor x) => optional is null ? fc.call(x) : optional.call(fc.call(x));
             }
         }
         """;

@@ -244,13 +244,17 @@ internal static class PeftParser
         {
             string typeParameters = t.TypeParameters.Length == 0
                 ? string.Empty
-                : "<" + string.Join(", ", t.TypeParameters.Select(p => p.Name)) + ">";
+                : "<" + string.Join(", ", t.TypeParameters.Select(p => EscapeKeyword(p.Name))) + ">";
             chain.Add(new TypeDeclarationInfo(Keyword(t), t.Name, typeParameters, t.TypeParameters.Length));
         }
         chain.Reverse();
         string ns = type.ContainingNamespace is { IsGlobalNamespace: false } n ? n.ToDisplayString() : string.Empty;
         return new HierarchyInfo(ns, chain.ToEquatableArray());
     }
+
+    /// <summary>"@class" for a type parameter named with a keyword (the list is emitted verbatim).</summary>
+    private static string EscapeKeyword(string name)
+        => SyntaxFacts.GetKeywordKind(name) != SyntaxKind.None ? "@" + name : name;
 
     /// <summary>The keyword a partial declaration of <paramref name="type"/> must repeat (CS0261 otherwise).</summary>
     private static string Keyword(INamedTypeSymbol type) => type switch

@@ -15,6 +15,7 @@ namespace MyModels.Multi
                 new global::Peft.PeftAdapterDeclaration("fc", "default", global::Peft.PeftMethod.LoRA),
                 new global::Peft.PeftAdapterDeclaration("fc", "fast", global::Peft.PeftMethod.LoRA),
                 new global::Peft.PeftAdapterDeclaration("fc", "lokr", global::Peft.PeftMethod.Kronecker),
+                new global::Peft.PeftAdapterDeclaration("optional", "maybe", global::Peft.PeftMethod.LoRA),
             });
 
         /// <inheritdoc />
@@ -31,7 +32,10 @@ namespace MyModels.Multi
                 .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
                 .WithLoRA("fast", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.05, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
                 .WithKronecker("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 2.0, Factor: -1, DecomposeBoth: false));
+            this.optional = global::Peft.AdaptedLinear.Wrap(this.optional, "optional")
+                .WithLoRA("maybe", new global::Peft.LoRAOptions(Rank: 2, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
             if (this.fc is not null) this.register_module("fc", this.fc);
+            if (this.optional is not null) this.register_module("optional", this.optional);
             global::Peft.PeftModel.ApplyTrainability(this);
         }
     }

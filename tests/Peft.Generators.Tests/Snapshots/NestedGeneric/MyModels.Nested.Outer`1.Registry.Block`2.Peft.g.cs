@@ -7,10 +7,10 @@ namespace MyModels.Nested
     {
         partial struct Registry
         {
-            partial class Block<T, U> : global::Peft.IPeftModule
+            partial class Block<T, @event> : global::Peft.IPeftModule
             {
                 private static readonly global::Peft.PeftModuleDescriptor s_peftDescriptor = new global::Peft.PeftModuleDescriptor(
-                    typeName: "MyModels.Nested.Outer<TConfig>.Registry.Block<T, U>",
+                    typeName: "MyModels.Nested.Outer<TConfig>.Registry.Block<T, @event>",
                     frozenClass: false,
                     frozenMembers: global::System.Array.Empty<string>(),
                     trainableMembers: global::System.Array.Empty<string>(),
