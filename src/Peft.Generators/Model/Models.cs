@@ -17,7 +17,15 @@ internal sealed record PeftClassModel(
     bool FrozenClass,
     EquatableArray<MemberModel> Members,
     bool IsPartial,
-    bool IsModule);
+    bool IsModule)
+{
+    /// <summary>
+    /// True when a base class already has a public <c>PeftDescriptor</c> (it implements <c>Peft.IPeftModule</c> in a
+    /// referenced assembly, or it is a PEFT class of this compilation that gets generated code): the generated
+    /// property is then declared <c>new</c> (CS0108 otherwise). Not a constructor parameter, so existing callers keep compiling.
+    /// </summary>
+    public bool BaseHasPeftDescriptor { get; init; }
+}
 
 /// <summary>The namespace and the chain of types that contain the annotated class (outermost first).</summary>
 /// <param name="Namespace">The namespace, or "" for the global namespace.</param>
@@ -38,7 +46,8 @@ internal sealed record HierarchyInfo(string Namespace, EquatableArray<TypeDeclar
 }
 
 /// <summary>A type declaration in the hierarchy.</summary>
-/// <param name="Keyword">"class" or "record" (the keyword to repeat in the partial declaration).</param>
+/// <param name="Keyword">"class", "record", "struct", "record struct" or "interface": the keyword to repeat in the
+/// partial declaration (containing types may be structs or interfaces; the annotated class itself is a class).</param>
 /// <param name="Name">The simple name.</param>
 /// <param name="TypeParameterList">E.g. "&lt;T&gt;" or "" (emitted verbatim).</param>
 /// <param name="TypeParameterCount">Number of type parameters.</param>

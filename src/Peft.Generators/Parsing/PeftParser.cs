@@ -28,7 +28,7 @@ internal static class PeftParser
         bool isPartial = IsPartialChain(type, cancellationToken);
         bool isModule = DerivesFrom(type, KnownNames.Module);
 
-        var members = new List<(int Order, MemberModel Member)>();
+        var members = new List<((string File, int Position) Order, MemberModel Member)>();
         foreach (var symbol in type.GetMembers())
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -90,9 +90,54 @@ internal static class PeftParser
         return new PeftClassModel(
             hierarchy,
             frozenClass,
-            members.OrderBy(m => m.Order).Select(m => m.Member).ToEquatableArray(),
+            members.OrderBy(m => m.Order.File, StringComparer.Ordinal).ThenBy(m => m.Order.Position).Select(m => m.Member).ToEquatableArray(),
             isPartial,
-            isModule);
+            isModule)
+        {
+            BaseHasPeftDescriptor = isModule && BaseHasPeftDescriptor(type, compilation, cancellationToken),
+        };
+    }
+
+    /// <summary>
+    /// True when a base class declares a non-private <c>PeftDescriptor</c> property (a referenced PEFT module), or is a
+    /// source class the generator emits for (its property is not in <paramref name="compilation"/> yet).
+    /// </summary>
+    private static bool BaseHasPeftDescriptor(INamedTypeSymbol type, Compilation compilation, CancellationToken cancellationToken)
+    {
+        for (var t = type.BaseType; t is not null; t = t.BaseType)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            foreach (var member in t.GetMembers(DescriptorPropertyName))
+            {
+                if (member is IPropertySymbol { IsStatic: false } && member.DeclaredAccessibility != Accessibility.Private) return true;
+            }
+            if (t.DeclaringSyntaxReferences.Length > 0 && DeclaresPeftAttributes(t))
+            {
+                var baseModel = Parse(t.OriginalDefinition, compilation, cancellationToken);
+                if (baseModel is not null && PeftModelValidator.CanEmit(baseModel)) return true;
+            }
+        }
+        return false;
+    }
+
+    private const string DescriptorPropertyName = "PeftDescriptor";
+
+    /// <summary>True when the type or one of its fields/properties carries one of the five PEFT attributes.</summary>
+    private static bool DeclaresPeftAttributes(INamedTypeSymbol type)
+    {
+        if (type.GetAttributes().Any(a => Is(a, KnownNames.FreezeAttribute))) return true;
+        foreach (var member in type.GetMembers())
+        {
+            if (member is not (IFieldSymbol or IPropertySymbol)) continue;
+            foreach (var attribute in member.GetAttributes())
+            {
+                foreach (string name in KnownNames.AllAttributes)
+                {
+                    if (Is(attribute, name)) return true;
+                }
+            }
+        }
+        return false;
     }
 
     /// <summary>True when <paramref name="attribute"/> is one of ours (by metadata name).</summary>
@@ -199,13 +244,27 @@ internal static class PeftParser
         {
             string typeParameters = t.TypeParameters.Length == 0
                 ? string.Empty
-                : "<" + string.Join(", ", t.TypeParameters.Select(p => p.Name)) + ">";
-            chain.Add(new TypeDeclarationInfo(t.IsRecord ? "record" : "class", t.Name, typeParameters, t.TypeParameters.Length));
+                : "<" + string.Join(", ", t.TypeParameters.Select(p => EscapeKeyword(p.Name))) + ">";
+            chain.Add(new TypeDeclarationInfo(Keyword(t), t.Name, typeParameters, t.TypeParameters.Length));
         }
         chain.Reverse();
         string ns = type.ContainingNamespace is { IsGlobalNamespace: false } n ? n.ToDisplayString() : string.Empty;
         return new HierarchyInfo(ns, chain.ToEquatableArray());
     }
+
+    /// <summary>"@class" for a type parameter named with a keyword (the list is emitted verbatim).</summary>
+    private static string EscapeKeyword(string name)
+        => SyntaxFacts.GetKeywordKind(name) != SyntaxKind.None ? "@" + name : name;
+
+    /// <summary>The keyword a partial declaration of <paramref name="type"/> must repeat (CS0261 otherwise).</summary>
+    private static string Keyword(INamedTypeSymbol type) => type switch
+    {
+        { IsRecord: true, TypeKind: TypeKind.Struct } => "record struct",
+        { IsRecord: true } => "record",
+        { TypeKind: TypeKind.Struct } => "struct",
+        { TypeKind: TypeKind.Interface } => "interface",
+        _ => "class",
+    };
 
     private static bool IsPartialChain(INamedTypeSymbol type, CancellationToken cancellationToken)
     {
@@ -249,7 +308,8 @@ internal static class PeftParser
     {
         if (DerivesFrom(type, KnownNames.Module)) return ComponentKind.Module;
         if (DerivesFrom(type, KnownNames.Parameter)) return ComponentKind.Parameter;
-        if (type.ToDisplayString() == KnownNames.Tensor) return ComponentKind.Buffer;
+        // Strip the nullable annotation: "Tensor?" is still a buffer.
+        if (type.WithNullableAnnotation(NullableAnnotation.NotAnnotated).ToDisplayString() == KnownNames.Tensor) return ComponentKind.Buffer;
         return ComponentKind.None;
     }
 
@@ -259,10 +319,14 @@ internal static class PeftParser
         return display == KnownNames.ModuleOfTensorToTensor || display == KnownNames.Module;
     }
 
-    private static int DeclarationOrder(ISymbol symbol)
+    /// <summary>
+    /// Source order: file path, then position. Positions alone would interleave the members of partial
+    /// declarations in different files.
+    /// </summary>
+    private static (string File, int Position) DeclarationOrder(ISymbol symbol)
     {
-        var location = symbol.Locations.FirstOrDefault();
-        return location is null ? int.MaxValue : location.SourceSpan.Start;
+        var location = symbol.Locations.FirstOrDefault(l => l.IsInSource);
+        return location is null ? ("\uffff", int.MaxValue) : (location.SourceTree?.FilePath ?? string.Empty, location.SourceSpan.Start);
     }
 
     /// <summary>
