@@ -206,4 +206,97 @@ public class CodeFixTests
                 public override Tensor forward(Tensor x) => v_proj.call(x);
             }
             """);
+
+    [Fact]
+    public Task MakePartial_TwoNestedModulesInOneNonPartialContainer_FixAllMakesEverythingPartial()
+        => PeftCodeFixTest<MakePartialCodeFixProvider>.VerifyAsync(
+            """
+            public static class Blocks
+            {
+                public sealed class {|PEFT0007:Mlp|} : Module<Tensor, Tensor>
+                {
+                    [Trainable] private Module<Tensor, Tensor> fc = Linear(64, 64);
+
+                    public Mlp() : base(nameof(Mlp)) { }
+
+                    public override Tensor forward(Tensor x) => fc.call(x);
+                }
+
+                public sealed class {|PEFT0007:Head|} : Module<Tensor, Tensor>
+                {
+                    [Trainable] private Module<Tensor, Tensor> fc = Linear(64, 2);
+
+                    public Head() : base(nameof(Head)) { }
+
+                    public override Tensor forward(Tensor x) => fc.call(x);
+                }
+            }
+            """,
+            """
+            public static partial class Blocks
+            {
+                public sealed partial class Mlp : Module<Tensor, Tensor>
+                {
+                    [Trainable] private Module<Tensor, Tensor> fc = Linear(64, 64);
+
+                    public Mlp() : base(nameof(Mlp)) { }
+
+                    public override Tensor forward(Tensor x) => fc.call(x);
+                }
+
+                public sealed partial class Head : Module<Tensor, Tensor>
+                {
+                    [Trainable] private Module<Tensor, Tensor> fc = Linear(64, 2);
+
+                    public Head() : base(nameof(Head)) { }
+
+                    public override Tensor forward(Tensor x) => fc.call(x);
+                }
+            }
+            """);
+
+    [Fact]
+    public async Task AddInitializePeftCall_InConstructorsOfEveryPartialDeclaration()
+    {
+        var test = new PeftCodeFixTest<AddInitializePeftCallCodeFixProvider>();
+        test.TestState.Sources.Add(("/0/Attention.cs", PeftTestSetup.Usings + """
+            public sealed partial class {|PEFT0013:Attention|} : Module<Tensor, Tensor>
+            {
+                [LoRA(8)] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+
+                public Attention() : base(nameof(Attention)) { }
+
+                public override Tensor forward(Tensor x) => q_proj.call(x);
+            }
+            """));
+        test.TestState.Sources.Add(("/0/Attention.Constructors.cs", PeftTestSetup.Usings + """
+            public sealed partial class Attention
+            {
+                public Attention(string name) : base(name) { }
+            }
+            """));
+        test.FixedState.Sources.Add(("/0/Attention.cs", PeftTestSetup.Usings + """
+            public sealed partial class Attention : Module<Tensor, Tensor>
+            {
+                [LoRA(8)] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+
+                public Attention() : base(nameof(Attention))
+                {
+                    InitializePeft();
+                }
+
+                public override Tensor forward(Tensor x) => q_proj.call(x);
+            }
+            """));
+        test.FixedState.Sources.Add(("/0/Attention.Constructors.cs", PeftTestSetup.Usings + """
+            public sealed partial class Attention
+            {
+                public Attention(string name) : base(name)
+                {
+                    InitializePeft();
+                }
+            }
+            """));
+        await test.RunAsync();
+    }
 }
