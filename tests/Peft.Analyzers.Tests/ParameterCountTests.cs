@@ -79,6 +79,19 @@ public class ParameterCountTests
             PeftModelValidator.CountTrainableParameters(model with { FrozenClass = true }));
     }
 
+    [Fact]
+    public void CountTrainableParameters_LeavesInvalidAdaptersOutOfBothNumbers()
+    {
+        var model = Model(
+            frozenClass: false,
+            Member("q_proj", new LayerInfo(LayerKind.Linear, 64, 64), frozen: false, Adapter(PeftMethodKind.LoRA, rank: 0)),
+            Member("embed", new LayerInfo(LayerKind.Embedding, 100, 64), frozen: false, Adapter(PeftMethodKind.LoRA, rank: 8)),
+            Member("prompt", null, frozen: false, Adapter(PeftMethodKind.PromptTune, virtualTokens: 0)),
+            Member("v_proj", null, frozen: false, Adapter(PeftMethodKind.LoRA, rank: 8)));
+
+        Assert.Equal(new PeftModelValidator.TrainableParameterCount(0, 1), PeftModelValidator.CountTrainableParameters(model));
+    }
+
     private static AdapterModel Adapter(PeftMethodKind method, int rank = 8, int virtualTokens = 20)
         => new(method, "default", rank, 8.0, 0.0, false, 0, -1, false, virtualTokens, null);
 

@@ -228,8 +228,9 @@ internal static partial class PeftModelValidator
 
     /// <summary>
     /// Counts the trainable adapter parameters of <paramref name="model"/>: every adapter that is not frozen (by [Freeze] on
-    /// the member or the class) and whose layer sizes are compile-time constants. Adapters with an invalid rank or virtual
-    /// token count are not counted (they are errors of their own). Fully trainable [Trainable] members are not counted
+    /// the member or the class) and whose layer sizes are compile-time constants. Adapters that are errors of their own (a
+    /// rank or virtual token count that is not positive, Factor 0, the wrong layer kind) are left out of both numbers.
+    /// Fully trainable [Trainable] members are not counted
     /// (their size depends on the layer's bias and on code the compiler does not evaluate).
     /// </summary>
     public static TrainableParameterCount CountTrainableParameters(PeftClassModel model)
@@ -242,12 +243,22 @@ internal static partial class PeftModelValidator
             if (member.Frozen) continue;
             foreach (var adapter in member.Adapters)
             {
+                // An adapter that is an error of its own (a bad rank, the wrong layer) is neither counted nor "unknown".
+                if (IsInvalidForCounting(adapter, member.Layer)) continue;
                 long? count = CountAdapterParameters(adapter, member.Layer);
                 if (count is long c) counted = SaturatingAdd(counted, c);
                 else uncounted++;
             }
         }
         return new TrainableParameterCount(counted, uncounted);
+    }
+
+    private static bool IsInvalidForCounting(AdapterModel adapter, LayerInfo? layer)
+    {
+        bool isPrompt = adapter.Method == PeftMethodKind.PromptTune;
+        if (isPrompt ? adapter.VirtualTokens <= 0 : adapter.Rank <= 0) return true;
+        if (adapter.Method == PeftMethodKind.Kronecker && adapter.Factor == 0) return true;
+        return layer is not null && layer.Kind != (isPrompt ? LayerKind.Embedding : LayerKind.Linear);
     }
 
     /// <summary>
