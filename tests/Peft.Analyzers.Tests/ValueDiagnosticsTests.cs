@@ -90,4 +90,11 @@ public class ValueDiagnosticsTests
                 [LoRA(rank: 0)] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
             #pragma warning restore PEFT0001
             """));
+
+    [Fact]
+    public Task SuppressMessageAttribute_SuppressesTheDiagnosticOnTheMember()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+                [System.Diagnostics.CodeAnalysis.SuppressMessage("Peft", "PEFT0001", Justification = "test")]
+                [LoRA(rank: 0)] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+            """));
 }
