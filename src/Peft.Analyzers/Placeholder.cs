@@ -1,2 +1,0 @@
-namespace Peft.Analyzers;
-internal static class Placeholder { }

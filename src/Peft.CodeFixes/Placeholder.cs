@@ -1,2 +1,0 @@
-namespace Peft.CodeFixes;
-internal static class Placeholder { }

@@ -1,0 +1,103 @@
+using System.Reflection;
+using Microsoft.CodeAnalysis;
+using Peft.Analyzers.Diagnostics;
+using Peft.Generators.Parsing;
+
+namespace Peft.Analyzers.Tests;
+
+/// <summary>Every descriptor has a docs page, a help link to it, a release-tracking entry, and an ID constant.</summary>
+public class DescriptorDocsTests
+{
+    public static TheoryData<string> Ids()
+    {
+        var data = new TheoryData<string>();
+        foreach (var descriptor in DiagnosticDescriptors.All) data.Add(descriptor.Id);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Ids))]
+    public void DocsPageExists_WithTitleSeverityAndSections(string id)
+    {
+        var descriptor = DiagnosticDescriptors.ById(id)!;
+        string path = Path.Combine(RepoRoot(), "docs", "diagnostics", id + ".md");
+        Assert.True(File.Exists(path), "Missing docs page " + path);
+
+        string page = File.ReadAllText(path);
+        Assert.StartsWith($"# {id}: {descriptor.Title}\n", page.ReplaceLineEndings("\n"));
+        Assert.Contains($"| Severity | {descriptor.DefaultSeverity} |", page);
+        Assert.Contains("| Category | Peft |", page);
+        foreach (string section in new[] { "## Cause", "## Example", "## How to fix", "## How to suppress" })
+        {
+            Assert.Contains(section, page);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Ids))]
+    public void HelpLink_PointsAtTheDocsPageOfItsId(string id)
+    {
+        var descriptor = DiagnosticDescriptors.ById(id)!;
+        Assert.EndsWith("/" + id + ".md", descriptor.HelpLinkUri, StringComparison.Ordinal);
+        Assert.Equal(DiagnosticDescriptors.HelpLinkBase + id + ".md", descriptor.HelpLinkUri);
+        Assert.Equal("Peft", descriptor.Category);
+    }
+
+    [Theory]
+    [MemberData(nameof(Ids))]
+    public void IndexAndReleaseTracking_ListTheId(string id)
+    {
+        var descriptor = DiagnosticDescriptors.ById(id)!;
+        string index = File.ReadAllText(Path.Combine(RepoRoot(), "docs", "diagnostics", "README.md"));
+        Assert.Contains($"| [{id}]({id}.md) | {descriptor.Title} | {descriptor.DefaultSeverity} |", index);
+
+        string unshipped = File.ReadAllText(Path.Combine(RepoRoot(), "src", "Peft.Analyzers", "AnalyzerReleases.Unshipped.md"));
+        Assert.Contains($"{id} | Peft | {descriptor.DefaultSeverity} |", unshipped);
+    }
+
+    [Fact]
+    public void Descriptors_CoverEveryIdConstant_OnceAndInOrder()
+    {
+        var constants = typeof(PeftDiagnosticIds)
+            .GetFields(BindingFlags.Public | BindingFlags.Static)
+            .Where(f => f.IsLiteral)
+            .Select(f => (string)f.GetRawConstantValue()!)
+            .OrderBy(id => id, StringComparer.Ordinal)
+            .ToArray();
+        var ids = DiagnosticDescriptors.All.Select(d => d.Id).ToArray();
+
+        Assert.Equal(16, constants.Length);
+        Assert.Equal(constants, ids);
+        Assert.Equal(ids, new PeftAttributeAnalyzer().SupportedDiagnostics.Select(d => d.Id));
+    }
+
+    [Fact]
+    public void NoDocsPageWithoutDescriptor()
+    {
+        var pages = Directory.GetFiles(Path.Combine(RepoRoot(), "docs", "diagnostics"), "PEFT*.md")
+            .Select(Path.GetFileNameWithoutExtension)
+            .OrderBy(n => n, StringComparer.Ordinal);
+        Assert.Equal(DiagnosticDescriptors.All.Select(d => d.Id), pages);
+    }
+
+    [Fact]
+    public void OnlyPEFT0013IsAWarning_AndPEFT0011IsACompilationEndDiagnostic()
+    {
+        Assert.Equal(new[] { "PEFT0013" },
+            DiagnosticDescriptors.All.Where(d => d.DefaultSeverity != DiagnosticSeverity.Error).Select(d => d.Id));
+        Assert.Contains(WellKnownDiagnosticTags.CompilationEnd, DiagnosticDescriptors.InvalidMSBuildProperty.CustomTags);
+    }
+
+    private static string RepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (Directory.Exists(Path.Combine(dir.FullName, "docs", "diagnostics"))
+                && Directory.Exists(Path.Combine(dir.FullName, "src", "Peft.Analyzers")))
+            {
+                return dir.FullName;
+            }
+        }
+        throw new DirectoryNotFoundException("Repository root (with docs/diagnostics) not found above " + AppContext.BaseDirectory);
+    }
+}
