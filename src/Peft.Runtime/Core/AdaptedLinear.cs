@@ -48,6 +48,10 @@ public sealed partial class AdaptedLinear : nn.Module<Tensor, Tensor>
         MemberName = memberName;
         _adaptersView = _adapters.AsReadOnly();
         _activeView = _active.AsReadOnly();
+
+        // TorchSharp's to(deviceType) skips a module whose recorded device equals the target; record the real one.
+        _deviceType = weight.device_type;
+        _deviceIndex = weight.device_index;
         register_parameter(WeightName, weight);
         if (bias is not null)
         {

@@ -96,6 +96,17 @@ public abstract class LinearAdapter : nn.Module
     /// <returns>(PEFT name, parameter) pairs.</returns>
     public abstract IEnumerable<(string PeftName, Parameter Parameter)> PeftTensors();
 
+    /// <summary>
+    /// Records the device of the adapter's parameters as the module's device: TorchSharp's <c>to(deviceType)</c> skips a
+    /// module whose recorded device already equals the target, so a module created directly on an accelerator must say so.
+    /// </summary>
+    /// <param name="tensor">A parameter of the adapter.</param>
+    private protected void TrackDevice(Tensor tensor)
+    {
+        _deviceType = tensor.device_type;
+        _deviceIndex = tensor.device_index;
+    }
+
     /// <summary>Components are registered explicitly in the constructor; TorchSharp's reflection-based registration is not used.</summary>
     protected override void RegisterComponents()
     {

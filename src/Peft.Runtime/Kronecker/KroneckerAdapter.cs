@@ -96,6 +96,7 @@ public sealed class KroneckerAdapter : LinearAdapter
 
         ResetParameters();
         var anyParameter = _w1 ?? _w1a!;
+        TrackDevice(anyParameter);
         _alphaArgument = (float)_scaling;
         _preScale = anyParameter.dtype == ScalarType.Float64 && _alphaArgument != _scaling;
     }

@@ -40,6 +40,7 @@ public sealed class LoRAAdapter : LinearAdapter
         ResetParameters();
         register_module("lora_A", _loraA);
         register_module("lora_B", _loraB);
+        TrackDevice(_loraA.weight);
 
         // addmm_ takes alpha as a float; for float64 layers whose scaling is not exactly a float, scale the rank-sized
         // intermediate in double precision instead.

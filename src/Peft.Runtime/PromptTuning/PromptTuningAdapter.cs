@@ -45,6 +45,10 @@ public sealed class PromptTuningAdapter : nn.Module
         _prompt.DetachFromDisposeScope();
         ResetParameters();
         register_parameter(PromptEmbeddingsName, _prompt);
+
+        // TorchSharp's to(deviceType) skips a module whose recorded device equals the target; record the real one.
+        _deviceType = _prompt.device_type;
+        _deviceIndex = _prompt.device_index;
     }
 
     /// <summary>The adapter name (PEFT's adapter_name); also the child-module name on the layer.</summary>

@@ -35,6 +35,10 @@ public sealed class PromptTuningEmbedding : nn.Module<Tensor, Tensor>
         _weight = weight;
         MemberName = memberName;
         _adaptersView = _adapters.AsReadOnly();
+
+        // TorchSharp's to(deviceType) skips a module whose recorded device equals the target; record the real one.
+        _deviceType = weight.device_type;
+        _deviceIndex = weight.device_index;
         register_parameter(WeightName, weight);
     }
 
@@ -290,18 +294,9 @@ public sealed class PromptTuningEmbedding : nn.Module<Tensor, Tensor>
     /// <param name="non_blocking">Whether to copy asynchronously where possible.</param>
     protected override void _toEpilog(ScalarType? dtype, Device? device, bool non_blocking)
     {
-        if (device is null)
-        {
-            _embedding.to(dtype!.Value, non_blocking);
-        }
-        else if (dtype is null)
-        {
-            _embedding.to(device, non_blocking);
-        }
-        else
-        {
-            _embedding.to(device, dtype.Value, non_blocking);
-        }
+        // The (device, dtype) overload always converts; the device-only one would skip a native module whose recorded
+        // device is stale (for example one created directly on an accelerator).
+        _embedding.to(device ?? _weight.device, dtype ?? _weight.dtype, non_blocking);
 
         // The wrapped embedding now holds the moved weight; register that tensor under our name again.
         foreach (var (name, p) in _embedding.named_parameters(recurse: false))

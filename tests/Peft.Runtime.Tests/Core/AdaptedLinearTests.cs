@@ -154,4 +154,52 @@ public class AdaptedLinearTests
         Assert.Equal(ScalarType.Float64, after.dtype);
         TensorAssert.Close(before, after, 1e-5);
     }
+
+    [Fact]
+    public void TakenOverParametersSurviveCollectionOfTheOriginalLayer()
+    {
+        torch.manual_seed(4);
+        var wrapped = WrapUnreachableLinear(out var expectedSum);
+        for (int i = 0; i < 3; i++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+
+        using var sum = wrapped.Weight.sum();
+        Assert.Equal(expectedSum, sum.item<float>(), 5);
+        using var x = torch.randn(2, 8);
+        using var y = wrapped.call(x);
+        Assert.Equal(new long[] { 2, 8 }, y.shape);
+    }
+
+    [Fact]
+    public void DisposingWrappersReleasesEverythingOnce()
+    {
+        var layer = AdaptedLinear.Wrap(nn.Linear(8, 8), "q_proj")
+            .WithLoRA("a", new LoRAOptions(Rank: 2))
+            .WithKronecker("k", new KroneckerOptions(Rank: 2));
+        var weight = layer.Weight;
+        Assert.False(weight.IsInvalid);
+        var loraA = ((LoRAAdapter)layer.GetAdapter("a")).A;
+        layer.Dispose();
+        Assert.True(weight.IsInvalid);
+        Assert.True(loraA.IsInvalid);
+
+        var prompt = PromptTuningEmbedding.Wrap(nn.Embedding(10, 4), "embed").WithPrompt("p", new PromptTuningOptions(VirtualTokens: 2));
+        var embeddingWeight = prompt.Weight;
+        prompt.Dispose();
+        Assert.True(embeddingWeight.IsInvalid);
+    }
+
+    private static AdaptedLinear WrapUnreachableLinear(out float weightSum)
+    {
+        var linear = nn.Linear(8, 8);
+        using (var s = linear.weight.sum())
+        {
+            weightSum = s.item<float>();
+        }
+
+        return AdaptedLinear.Wrap(linear, "q_proj").WithLoRA("default", new LoRAOptions(Rank: 2));
+    }
 }
