@@ -7,7 +7,7 @@ using static TorchSharp.torch.nn;
 namespace Quickstart;
 
 /// <summary>Sizes of the byte-level decoder.</summary>
-public sealed record TinyGptConfig(int VocabSize = 256, int ContextLength = 128, int Dim = 128, int Heads = 4, int Layers = 3);
+public sealed record TinyGptConfig(int VocabSize = 256, int ContextLength = 64, int Dim = 128, int Heads = 4, int Layers = 2);
 
 /// <summary>Causal multi-head self-attention with LoRA on the query and value projections (as in the LoRA paper).</summary>
 public sealed partial class CausalSelfAttention : Module<Tensor, Tensor>
