@@ -38,10 +38,23 @@ public sealed class UserProjectTests : IClassFixture<PackageFeedFixture>
         string project = _feed.CreateUserProject("mistakes", showMistakes: true);
         var build = Shell.Run("dotnet", $"build \"{project}\" -c Release -p:PeftShowMistakes=true", Path.GetDirectoryName(project)!, TimeSpan.FromMinutes(5));
         Assert.NotEqual(0, build.ExitCode);
-        // Mistakes.cs declares a rank larger than its layer and a class that is not partial.
-        Assert.Contains("error PEFT0004", build.Output);
-        Assert.Contains("error PEFT0007", build.Output);
-        Assert.Contains("Mistakes.cs", build.Output);
+        // Mistakes/Mistakes.cs holds one deliberate mistake per diagnostic; each must reach `dotnet build` as an error.
+        foreach (var id in new[] { "PEFT0001", "PEFT0002", "PEFT0003", "PEFT0004", "PEFT0005", "PEFT0006", "PEFT0007", "PEFT0008", "PEFT0009", "PEFT0010", "PEFT0012" })
+        {
+            Assert.True(build.Output.Contains($"Mistakes.cs", StringComparison.Ordinal) && build.Output.Contains($"error {id}", StringComparison.Ordinal),
+                $"expected 'error {id}' in the build output:\n{build.Output}");
+        }
+        Assert.Contains("131,072", build.Output); // PEFT0010 states the computed count
+    }
+
+    [Fact]
+    public void AnUnparsableBudgetFailsTheBuildWithItsId()
+    {
+        string project = _feed.CreateUserProject("badbudget", showMistakes: false);
+        var build = Shell.Run("dotnet", $"build \"{project}\" -c Release -p:PeftMaxTrainableParameters=lots", Path.GetDirectoryName(project)!, TimeSpan.FromMinutes(5));
+        Assert.NotEqual(0, build.ExitCode);
+        Assert.Contains("error PEFT0011", build.Output);
+        Assert.Contains("lots", build.Output);
     }
 }
 
