@@ -38,6 +38,7 @@ public static partial class PeftModel
     /// <returns>The trainable parameters, in registration order.</returns>
     public static IEnumerable<Parameter> TrainableParameters(this nn.Module root)
     {
+        EnsureInitialized(root);
         root.ApplyTrainability();
         return root.parameters().Where(p => p.requires_grad).ToList();
     }
@@ -47,6 +48,7 @@ public static partial class PeftModel
     /// <returns>The counts; <c>ToString()</c> gives PEFT's <c>print_trainable_parameters</c> line.</returns>
     public static TrainableParameterSummary GetTrainableSummary(this nn.Module root)
     {
+        EnsureInitialized(root);
         root.ApplyTrainability();
         long trainable = 0;
         long all = 0;
@@ -192,6 +194,59 @@ public static partial class PeftModel
             }
 
             Apply(child, anyAdapters, childFrozen, childTrainable, live);
+        }
+    }
+
+    /// <summary>
+    /// Checks every <see cref="IPeftModule"/> of a fully built model (not from generated code: a base class's
+    /// <c>InitializePeft()</c> runs before the derived class has created its layers).
+    /// </summary>
+    private static void EnsureInitialized(nn.Module module)
+    {
+        ArgumentNullException.ThrowIfNull(module);
+        if (module is IPeftModule peft)
+        {
+            EnsureDeclaredAdaptersAreWrapped(module, peft.PeftDescriptor);
+        }
+
+        if (module is AdaptedLinear or PromptTuningEmbedding)
+        {
+            return;
+        }
+
+        foreach (var (_, child) in module.named_children())
+        {
+            EnsureInitialized(child);
+        }
+    }
+
+    /// <summary>
+    /// A class whose constructor never called the generated <c>InitializePeft()</c> has declared adapters that do not
+    /// exist: training it would silently fine-tune the whole model. Fail instead, naming the class and the fix.
+    /// </summary>
+    private static void EnsureDeclaredAdaptersAreWrapped(nn.Module module, PeftModuleDescriptor descriptor)
+    {
+        if (descriptor.Adapters.Count == 0)
+        {
+            return;
+        }
+
+        Dictionary<string, nn.Module>? children = null;
+        foreach (var declaration in descriptor.Adapters)
+        {
+            children ??= module.named_children().ToDictionary(c => c.name, c => c.module, StringComparer.Ordinal);
+            children.TryGetValue(declaration.MemberName, out var child);
+            bool wrapped = declaration.Method == PeftMethod.PromptTuning ? child is PromptTuningEmbedding : child is AdaptedLinear;
+            if (!wrapped)
+            {
+                string found = child is null ? "no registered module of that name" : $"a {child.GetType().Name}";
+                throw new PeftConfigurationException(
+                    $"{descriptor.TypeName} declares a {declaration.Method} adapter on '{declaration.MemberName}', but the model holds {found} there: " +
+                    $"the generated InitializePeft() has not run. Call InitializePeft() at the end of every constructor of {descriptor.TypeName} " +
+                    "(instead of RegisterComponents()); see diagnostic PEFT0013.",
+                    declaration.MemberName,
+                    declaration.AdapterName);
+            }
         }
     }
 }
