@@ -185,16 +185,13 @@ public sealed record AdapterConfig
         if (!Matches(TargetModules, null, modulePath)) return false;
         if (LayersToTransform.Count == 0) return true;
 
-        // PEFT: the layer index is the number after "<layers_pattern>." (any module list when no pattern is given).
+        // PEFT: the layer index is the last number after "<layers_pattern>." (any module list when no pattern is given).
+        // PEFT's regex also needs a segment before the pattern (".*\.layers\.N\."); a list at the root of the model
+        // ("layers.N.") is accepted here too, since PEFT's own module names always carry the model prefix.
         var patterns = LayersPattern.Count > 0 ? LayersPattern : new[] { "[^.]*" };
         foreach (var pattern in patterns)
         {
-            var match = System.Text.RegularExpressions.Regex.Match(modulePath, "^.*\\." + pattern + "\\.(\\d+)\\.");
-            if (!match.Success && LayersPattern.Count > 0)
-            {
-                // PEFT 0.14+ also accepts the pattern at the start of the name.
-                match = System.Text.RegularExpressions.Regex.Match(modulePath, "^" + pattern + "\\.(\\d+)\\.");
-            }
+            var match = System.Text.RegularExpressions.Regex.Match(modulePath, "^(?:.*\\.)?" + pattern + "\\.(\\d+)\\.");
             if (match.Success)
             {
                 return int.TryParse(match.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index)
