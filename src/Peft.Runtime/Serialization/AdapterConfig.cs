@@ -26,6 +26,18 @@ public sealed record AdapterConfig
     /// <summary><c>target_modules</c> when it is a regular expression string (full match).</summary>
     public string? TargetModulesRegex { get; init; }
 
+    /// <summary><c>exclude_modules</c> as a list (same matching as <see cref="TargetModules"/>), or empty.</summary>
+    public IReadOnlyList<string> ExcludeModules { get; init; } = Array.Empty<string>();
+
+    /// <summary><c>exclude_modules</c> when it is a regular expression string (full match).</summary>
+    public string? ExcludeModulesRegex { get; init; }
+
+    /// <summary><c>layers_to_transform</c>: the layer indices a list <c>target_modules</c> is restricted to, or empty for all.</summary>
+    public IReadOnlyList<int> LayersToTransform { get; init; } = Array.Empty<int>();
+
+    /// <summary><c>layers_pattern</c>: names of the module lists whose index <see cref="LayersToTransform"/> refers to.</summary>
+    public IReadOnlyList<string> LayersPattern { get; init; } = Array.Empty<string>();
+
     /// <summary><c>r</c> (LoRA, LoKr).</summary>
     public int R { get; init; } = 8;
 
@@ -46,6 +58,9 @@ public sealed record AdapterConfig
 
     /// <summary><c>bias</c>: "none", "all" or "lora_only" (only "none" is supported).</summary>
     public string Bias { get; init; } = "none";
+
+    /// <summary><c>lora_bias</c> (a trainable bias on lora_B; not supported: loading such an adapter fails with a clear message).</summary>
+    public bool LoraBias { get; init; }
 
     /// <summary><c>rank_pattern</c>: module name pattern to rank.</summary>
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
@@ -82,6 +97,15 @@ public sealed record AdapterConfig
             throw new AdapterFormatException($"{path} is not valid JSON: {ex.Message}", ex);
         }
         if (node is not JsonObject obj) throw new AdapterFormatException($"{path} must hold a JSON object.");
+        try
+        {
+            // JsonObject builds its dictionary lazily and only then notices a repeated key.
+            _ = obj.Count;
+        }
+        catch (ArgumentException ex)
+        {
+            throw new AdapterFormatException($"{path} is not a valid adapter config: {ex.Message}", ex);
+        }
         return FromJson(obj, path);
     }
 
@@ -91,26 +115,27 @@ public sealed record AdapterConfig
         string peftType = GetString(obj, "peft_type", source)
             ?? throw new AdapterFormatException($"{source}: \"peft_type\" is missing; PEFT configs always name their method (e.g. \"LORA\").");
         bool isLokr = peftType == "LOKR";
-        var targets = new List<string>();
-        string? regex = null;
-        switch (obj["target_modules"])
+        var (targets, regex) = GetModuleSelection(obj, "target_modules", source);
+        var (excluded, excludedRegex) = GetModuleSelection(obj, "exclude_modules", source);
+        var layers = new List<int>();
+        switch (obj["layers_to_transform"])
         {
             case null:
                 break;
             case JsonArray array:
                 foreach (var item in array)
                 {
-                    targets.Add(item?.GetValueKind() == JsonValueKind.String
-                        ? item.GetValue<string>()
-                        : throw new AdapterFormatException($"{source}: \"target_modules\" must hold strings."));
+                    layers.Add(item is null
+                        ? throw new AdapterFormatException($"{source}: \"layers_to_transform\" must hold integers, found null.")
+                        : ToInt(item, "layers_to_transform", source));
                 }
                 break;
-            case JsonValue value when value.GetValueKind() == JsonValueKind.String:
-                regex = value.GetValue<string>();
+            case var single:
+                layers.Add(ToInt(single, "layers_to_transform", source));
                 break;
-            default:
-                throw new AdapterFormatException($"{source}: \"target_modules\" must be a list of names or a regex string.");
         }
+        var (layersPattern, layersPatternRegex) = GetModuleSelection(obj, "layers_pattern", source);
+        if (layersPatternRegex is not null) layersPattern = new List<string> { layersPatternRegex };
 
         return new AdapterConfig
         {
@@ -119,6 +144,10 @@ public sealed record AdapterConfig
             BaseModelNameOrPath = GetString(obj, "base_model_name_or_path", source),
             TargetModules = targets,
             TargetModulesRegex = regex,
+            ExcludeModules = excluded,
+            ExcludeModulesRegex = excludedRegex,
+            LayersToTransform = layers,
+            LayersPattern = layersPattern,
             R = GetInt(obj, "r", source) ?? 8,
             Alpha = GetDouble(obj, isLokr ? "alpha" : "lora_alpha", source) ?? 8,
             Dropout = GetDouble(obj, "lora_dropout", source) ?? 0,
@@ -126,7 +155,8 @@ public sealed record AdapterConfig
             UseDora = GetBool(obj, "use_dora", source) ?? false,
             FanInFanOut = GetBool(obj, "fan_in_fan_out", source) ?? false,
             Bias = GetString(obj, "bias", source) ?? "none",
-            RankPattern = GetMap(obj, "rank_pattern", source, n => (int)ToDouble(n, "rank_pattern", source)),
+            LoraBias = GetBool(obj, "lora_bias", source) ?? false,
+            RankPattern = GetMap(obj, "rank_pattern", source, n => ToInt(n, "rank_pattern", source)),
             AlphaPattern = GetMap(obj, "alpha_pattern", source, n => ToDouble(n, "alpha_pattern", source)),
             DecomposeFactor = GetInt(obj, "decompose_factor", source) ?? -1,
             DecomposeBoth = GetBool(obj, "decompose_both", source) ?? false,
@@ -143,19 +173,46 @@ public sealed record AdapterConfig
     public double AlphaFor(string modulePath) => Lookup(AlphaPattern, modulePath, Alpha);
 
     /// <summary>
-    /// PEFT's target matching: a list entry matches a module whose name equals it or ends with "." + entry;
-    /// a string is a full regular-expression match.
+    /// PEFT's target matching (<c>check_target_module_exists</c>): a list entry matches a module whose name equals it
+    /// or ends with "." + entry, restricted to <see cref="LayersToTransform"/> when set; a string is a full
+    /// regular-expression match. Modules matched by <c>exclude_modules</c> are never targeted.
     /// </summary>
     public bool Targets(string modulePath)
     {
-        if (TargetModulesRegex is not null)
-            return System.Text.RegularExpressions.Regex.IsMatch(modulePath, "^(?:" + TargetModulesRegex + ")$");
-        foreach (var target in TargetModules)
+        ArgumentNullException.ThrowIfNull(modulePath);
+        if (Matches(ExcludeModules, ExcludeModulesRegex, modulePath)) return false;
+        if (TargetModulesRegex is not null) return FullMatch(TargetModulesRegex, modulePath);
+        if (!Matches(TargetModules, null, modulePath)) return false;
+        if (LayersToTransform.Count == 0) return true;
+
+        // PEFT: the layer index is the last number after "<layers_pattern>." (any module list when no pattern is given).
+        // PEFT's regex also needs a segment before the pattern (".*\.layers\.N\."); a list at the root of the model
+        // ("layers.N.") is accepted here too, since PEFT's own module names always carry the model prefix.
+        var patterns = LayersPattern.Count > 0 ? LayersPattern : new[] { "[^.]*" };
+        foreach (var pattern in patterns)
         {
-            if (modulePath == target || modulePath.EndsWith("." + target, StringComparison.Ordinal)) return true;
+            var match = System.Text.RegularExpressions.Regex.Match(modulePath, "^(?:.*\\.)?" + pattern + "\\.(\\d+)\\.");
+            if (match.Success)
+            {
+                return int.TryParse(match.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index)
+                    && LayersToTransform.Contains(index);
+            }
         }
         return false;
     }
+
+    private static bool Matches(IReadOnlyList<string> names, string? regex, string modulePath)
+    {
+        if (regex is not null) return FullMatch(regex, modulePath);
+        foreach (var name in names)
+        {
+            if (modulePath == name || modulePath.EndsWith("." + name, StringComparison.Ordinal)) return true;
+        }
+        return false;
+    }
+
+    private static bool FullMatch(string regex, string modulePath)
+        => System.Text.RegularExpressions.Regex.IsMatch(modulePath, "^(?:" + regex + ")$");
 
     private static T Lookup<T>(IReadOnlyDictionary<string, T> pattern, string modulePath, T fallback)
     {
@@ -197,10 +254,38 @@ public sealed record AdapterConfig
 
     private static int? GetInt(JsonObject obj, string key, string source)
     {
-        var d = GetDouble(obj, key, source);
-        if (d is null) return null;
-        if (d != Math.Floor(d.Value)) throw new AdapterFormatException($"{source}: \"{key}\" must be an integer, found {d}.");
-        return (int)d.Value;
+        var node = obj[key];
+        return node is null ? null : ToInt(node, key, source);
+    }
+
+    private static int ToInt(JsonNode node, string key, string source)
+    {
+        double d = ToDouble(node, key, source);
+        if (d != Math.Floor(d) || d < int.MinValue || d > int.MaxValue)
+            throw new AdapterFormatException($"{source}: \"{key}\" must be an integer, found {node.ToJsonString()}.");
+        return (int)d;
+    }
+
+    private static (List<string> Names, string? Regex) GetModuleSelection(JsonObject obj, string key, string source)
+    {
+        var names = new List<string>();
+        switch (obj[key])
+        {
+            case null:
+                return (names, null);
+            case JsonArray array:
+                foreach (var item in array)
+                {
+                    names.Add(item is not null && item.GetValueKind() == JsonValueKind.String
+                        ? item.GetValue<string>()
+                        : throw new AdapterFormatException($"{source}: \"{key}\" must hold strings, found {item?.ToJsonString() ?? "null"}."));
+                }
+                return (names, null);
+            case JsonValue value when value.GetValueKind() == JsonValueKind.String:
+                return (names, value.GetValue<string>());
+            case var other:
+                throw new AdapterFormatException($"{source}: \"{key}\" must be a list of names or a regex string, found {other.ToJsonString()}.");
+        }
     }
 
     private static double? GetDouble(JsonObject obj, string key, string source)
@@ -240,8 +325,8 @@ public sealed record AdapterConfig
                     result[name] = convert(value);
                 }
                 return result;
-            default:
-                throw new AdapterFormatException($"{source}: \"{key}\" must be an object.");
+            case var other:
+                throw new AdapterFormatException($"{source}: \"{key}\" must be an object, found {other.ToJsonString()}.");
         }
     }
 

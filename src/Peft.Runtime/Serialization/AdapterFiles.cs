@@ -17,6 +17,13 @@ public sealed record AdapterSaveOptions
 
     /// <summary>Written as <c>revision</c>.</summary>
     public string? Revision { get; init; }
+
+    /// <summary>
+    /// Prompt tuning: written as <c>tokenizer_name_or_path</c> (default: <see cref="BaseModelNameOrPath"/>). PEFT refuses a
+    /// TEXT-initialised prompt config without a tokenizer, so a prompt with an init text is recorded as TEXT only when
+    /// one of the two is set, and as RANDOM otherwise.
+    /// </summary>
+    public string? TokenizerNameOrPath { get; init; }
 }
 
 /// <summary>What <see cref="AdapterFiles.Load"/> did.</summary>
@@ -86,12 +93,21 @@ public static class AdapterFiles
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         options ??= new AdapterSaveOptions();
         var layout = AdapterLayout.Collect(model, adapterName);
-        Directory.CreateDirectory(directory);
 
+        // Everything that can be rejected (mixed per-layer settings) is rejected before any file is touched.
+        var fields = layout.ConfigFields(model, options.TokenizerNameOrPath ?? options.BaseModelNameOrPath);
+        fields["base_model_name_or_path"] = options.BaseModelNameOrPath;
+        fields["task_type"] = options.TaskType;
+        fields["revision"] = options.Revision;
+        fields["inference_mode"] = true;
+        fields["peft_version"] = PeftVersion;
+        string json = AdapterConfig.ToJson(fields);
+
+        Directory.CreateDirectory(directory);
         var tensors = new List<KeyValuePair<string, Tensor>>();
-        foreach (var (key, parameter) in layout.Tensors) tensors.Add(new(key, parameter.detach()));
         try
         {
+            foreach (var (key, parameter) in layout.Tensors) tensors.Add(new(key, parameter.detach()));
             SafetensorsFile.Write(Path.Combine(directory, WeightsFileName), tensors,
                 new Dictionary<string, string> { ["format"] = "pt" });
         }
@@ -100,13 +116,7 @@ public static class AdapterFiles
             foreach (var pair in tensors) pair.Value.Dispose();
         }
 
-        var fields = layout.ConfigFields(model);
-        fields["base_model_name_or_path"] = options.BaseModelNameOrPath;
-        fields["task_type"] = options.TaskType;
-        fields["revision"] = options.Revision;
-        fields["inference_mode"] = true;
-        fields["peft_version"] = PeftVersion;
-        WriteAtomically(Path.Combine(directory, ConfigFileName), AdapterConfig.ToJson(fields));
+        WriteAtomically(Path.Combine(directory, ConfigFileName), json);
     }
 
     /// <summary>
@@ -116,33 +126,78 @@ public static class AdapterFiles
     /// Everything is checked before anything is copied: with <paramref name="strict"/> (the default) any missing,
     /// unexpected or mis-shaped tensor fails the load with all of them listed by name and the model unchanged.
     /// </summary>
+    /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
+    /// <exception cref="FileNotFoundException">The config or the weights file is missing.</exception>
+    /// <exception cref="AdapterFormatException">The config is malformed or unsupported, names another method than the
+    /// model's adapter, disagrees with the model's adapter on a setting that changes its output (r, alpha, use_rslora),
+    /// or a tensor holds NaN or infinity.</exception>
+    /// <exception cref="SafetensorsFormatException">The weights file is malformed.</exception>
+    /// <exception cref="TensorMismatchException">With <paramref name="strict"/>: missing, unexpected or mis-shaped tensors.</exception>
+    /// <exception cref="InvalidOperationException">The adapter is merged into the base weights (unmerge it first).</exception>
     public static AdapterLoadResult Load(nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true)
     {
         ArgumentNullException.ThrowIfNull(model);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        ArgumentException.ThrowIfNullOrEmpty(adapterName);
         string configPath = Path.Combine(directory, ConfigFileName);
         string weightsPath = Path.Combine(directory, WeightsFileName);
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Adapter directory not found: {directory}");
         var config = AdapterConfig.Read(configPath);
         if (!File.Exists(weightsPath))
             throw new FileNotFoundException($"{directory} has {ConfigFileName} but no {WeightsFileName}; PEFT's pickle format (adapter_model.bin) is not supported.", weightsPath);
-
         var method = AdapterLayout.MethodOf(config, configPath);
-        AdapterLayout.EnsureAdapter(model, adapterName, method, config, configPath);
+
+        // Open (and so validate) the weights before the model is touched.
+        using var reader = SafetensorsFile.Open(weightsPath);
+
+        // Loading under a new name creates the adapter; any failure below removes it again and restores trainability,
+        // so a failed load leaves the model as it was.
+        bool creates = !model.AdapterNames().Contains(adapterName, StringComparer.Ordinal);
+        var requiresGrad = creates ? model.parameters().Select(p => (p, p.requires_grad)).ToList() : null;
+        try
+        {
+            return LoadInto(model, reader, config, method, configPath, weightsPath, adapterName, strict, creates);
+        }
+        catch when (creates)
+        {
+            if (model.AdapterNames().Contains(adapterName, StringComparer.Ordinal)) model.DeleteAdapter(adapterName);
+            foreach (var (parameter, was) in requiresGrad!)
+            {
+                if (parameter.requires_grad != was) parameter.requires_grad = was;
+            }
+            throw;
+        }
+    }
+
+    private static AdapterLoadResult LoadInto(nn.Module model, SafetensorsReader reader, AdapterConfig config, PeftMethod method,
+        string configPath, string weightsPath, string adapterName, bool strict, bool creates)
+    {
+        if (creates) AdapterLayout.EnsureAdapter(model, adapterName, method, config, configPath);
         var layout = AdapterLayout.Collect(model, adapterName);
         if (layout.Method != method)
             throw new AdapterFormatException($"{configPath} holds a {config.PeftType} adapter but the model's adapter '{adapterName}' is {AdapterLayout.PeftTypeOf(layout.Method)}.");
 
-        using var reader = SafetensorsFile.Open(weightsPath);
+        var merged = model.AdaptedLayers()
+            .Where(l => l.Layer.HasAdapter(adapterName) && l.Layer.GetAdapter(adapterName).Merged)
+            .Select(l => l.Path)
+            .ToList();
+        if (merged.Count > 0)
+            throw new InvalidOperationException(
+                $"Adapter '{adapterName}' is merged into the base weights of {string.Join(", ", merged)}; loading new values into it would corrupt them on Unmerge(). Call model.Unmerge(\"{adapterName}\") first; nothing was loaded.");
+
         var expected = layout.Tensors.ToDictionary(t => t.Key, t => t.Value, StringComparer.Ordinal);
         var missing = expected.Keys.Where(k => !reader.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
         var unexpected = reader.Tensors.Select(t => t.Name).Where(n => !expected.ContainsKey(n)).OrderBy(k => k, StringComparer.Ordinal).ToList();
         var mismatched = new List<string>();
-        foreach (var (key, parameter) in expected)
+        var loadable = new List<(string Key, Parameter Parameter)>();
+        foreach (var (key, parameter) in layout.Tensors)
         {
             if (!reader.Contains(key)) continue;
             var info = reader.GetInfo(key);
             if (!info.Shape.SequenceEqual(parameter.shape))
                 mismatched.Add($"{key}: file [{string.Join(", ", info.Shape)}], model [{string.Join(", ", parameter.shape)}]");
+            else
+                loadable.Add((key, parameter));
         }
 
         if (strict && (missing.Count > 0 || unexpected.Count > 0 || mismatched.Count > 0))
@@ -156,21 +211,37 @@ public static class AdapterFiles
             throw new TensorMismatchException(message.ToString(), missing, unexpected, mismatched);
         }
 
-        int loaded = 0;
-        using (no_grad())
+        var settings = layout.SettingMismatches(config);
+        if (settings.Count > 0)
+            throw new AdapterFormatException(
+                $"{configPath} does not describe the model's adapter '{adapterName}' (the same tensors would compute a different update); nothing was loaded.\n  " +
+                string.Join("\n  ", settings));
+
+        // Read and check every value before the first copy, so a bad tensor leaves the model unchanged.
+        var values = new List<(Parameter Parameter, Tensor Value)>();
+        try
         {
-            foreach (var (key, parameter) in expected)
+            foreach (var (key, parameter) in loadable)
             {
-                if (!reader.Contains(key) || mismatched.Any(m => m.StartsWith(key + ":", StringComparison.Ordinal))) continue;
-                using var value = reader.ReadTensor(key);
-                using var converted = value.to(parameter.dtype, parameter.device);
-                if (!isfinite(converted).all().item<bool>())
-                    throw new AdapterFormatException($"Adapter tensor {key} in {weightsPath} holds NaN or infinite values; refusing to load it.");
-                parameter.copy_(converted);
-                loaded++;
+                using var raw = reader.ReadTensor(key);
+                var converted = raw.to(parameter.dtype, parameter.device);
+                values.Add((parameter, converted));
+                using var finite = isfinite(converted);
+                using var all = finite.all();
+                if (!all.item<bool>())
+                    throw new AdapterFormatException($"Adapter tensor {key} in {weightsPath} holds NaN or infinite values; nothing was loaded.");
+            }
+
+            using (no_grad())
+            {
+                foreach (var (parameter, value) in values) parameter.copy_(value);
             }
         }
-        return new AdapterLoadResult(config, loaded, missing, unexpected, mismatched);
+        finally
+        {
+            foreach (var (_, value) in values) value.Dispose();
+        }
+        return new AdapterLoadResult(config, values.Count, missing, unexpected, mismatched);
     }
 
     internal static void WriteAtomically(string path, string text)

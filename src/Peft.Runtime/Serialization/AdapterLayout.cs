@@ -35,6 +35,7 @@ internal sealed class AdapterLayout
         "LORA" when config.UseDora => throw new AdapterFormatException($"{source}: DoRA adapters (use_dora: true) are not supported yet."),
         "LORA" when config.FanInFanOut => throw new AdapterFormatException($"{source}: fan_in_fan_out: true (GPT-2 Conv1D layers) is not supported; this library's layers are nn.Linear."),
         "LORA" when config.Bias != "none" => throw new AdapterFormatException($"{source}: bias \"{config.Bias}\" is not supported (only \"none\")."),
+        "LORA" when config.LoraBias => throw new AdapterFormatException($"{source}: lora_bias: true (a bias on lora_B) is not supported."),
         "LORA" => PeftMethod.LoRA,
         "LOKR" => PeftMethod.Kronecker,
         "PROMPT_TUNING" => PeftMethod.PromptTuning,
@@ -113,8 +114,12 @@ internal sealed class AdapterLayout
         return linear;
     }
 
-    /// <summary>The config fields PEFT writes for this method (everything but the caller-supplied metadata).</summary>
-    public Dictionary<string, JsonNode?> ConfigFields(nn.Module model)
+    /// <summary>
+    /// The config fields PEFT writes for this method (everything but the caller-supplied metadata).
+    /// <paramref name="tokenizerNameOrPath"/> is written for prompt tuning: PEFT refuses a TEXT-initialised prompt
+    /// config without one, so without it the config says RANDOM (the init text is still recorded).
+    /// </summary>
+    public Dictionary<string, JsonNode?> ConfigFields(nn.Module model, string? tokenizerNameOrPath)
     {
         var fields = new Dictionary<string, JsonNode?>(StringComparer.Ordinal);
         switch (Method)
@@ -128,9 +133,10 @@ internal sealed class AdapterLayout
                 fields["num_transformer_submodules"] = 1;
                 fields["num_attention_heads"] = null;
                 fields["num_layers"] = null;
-                fields["prompt_tuning_init"] = initText is null ? "RANDOM" : "TEXT";
+                bool text = initText is not null && tokenizerNameOrPath is not null;
+                fields["prompt_tuning_init"] = text ? "TEXT" : "RANDOM";
                 fields["prompt_tuning_init_text"] = initText;
-                fields["tokenizer_name_or_path"] = null;
+                fields["tokenizer_name_or_path"] = text ? tokenizerNameOrPath : null;
                 fields["tokenizer_kwargs"] = null;
                 return fields;
             }
@@ -147,6 +153,11 @@ internal sealed class AdapterLayout
                         throw new PeftConfigurationException($"LoRA adapter '{AdapterName}' mixes UseRsLora/Init settings across layers (see '{path}'); PEFT stores one value per adapter.", path, AdapterName);
                 }
                 double dropout = options[0].Options.Dropout;
+                foreach (var (path, o) in options)
+                {
+                    if (o.Dropout != dropout)
+                        throw new PeftConfigurationException($"LoRA adapter '{AdapterName}' mixes dropout {dropout} and {o.Dropout} across layers (see '{path}'); PEFT stores one lora_dropout per adapter.", path, AdapterName);
+                }
                 fields["peft_type"] = "LORA";
                 fields["r"] = r;
                 fields["lora_alpha"] = alpha;
@@ -188,7 +199,7 @@ internal sealed class AdapterLayout
             }
         }
 
-        fields["target_modules"] = new JsonArray(TargetModules(model).Select(t => (JsonNode?)t).ToArray());
+        fields["target_modules"] = TargetModules(model);
         fields["exclude_modules"] = null;
         fields["layers_to_transform"] = null;
         fields["layers_pattern"] = null;
@@ -197,27 +208,57 @@ internal sealed class AdapterLayout
     }
 
     /// <summary>
-    /// The shortest names that select exactly the adapted layers under PEFT's matching rule: the last path segment
-    /// when every linear layer with that name is adapted, else the full path.
+    /// The shortest names that select exactly the adapted layers under PEFT's matching rule (a list entry matches a
+    /// module whose name equals it or ends with "." + entry, whatever the module's type): the last path segment when
+    /// every module with that name is adapted, else the full path. When even a full path would also select another
+    /// module (a path that is a suffix of another one), the list becomes a regex string naming exactly the adapted paths.
     /// </summary>
-    private IEnumerable<string> TargetModules(nn.Module model)
+    private JsonNode TargetModules(nn.Module model)
     {
         var adapted = new HashSet<string>(Layers.Select(l => l.Path), StringComparer.Ordinal);
-        var linearPaths = model.named_modules()
-            .Where(m => m.module is Linear || m.module is AdaptedLinear)
-            .Select(m => m.name)
-            .ToList();
+        var modulePaths = ModulePaths(model);
+        bool SelectsOnlyAdapted(string name) => modulePaths
+            .Where(p => p == name || p.EndsWith("." + name, StringComparison.Ordinal))
+            .All(adapted.Contains);
+
         var result = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var path in adapted)
         {
             string shortName = path[(path.LastIndexOf('.') + 1)..];
-            bool unique = linearPaths
-                .Where(p => p == shortName || p.EndsWith("." + shortName, StringComparison.Ordinal))
-                .All(adapted.Contains);
-            result.Add(unique ? shortName : path);
+            if (SelectsOnlyAdapted(shortName)) result.Add(shortName);
+            else if (SelectsOnlyAdapted(path)) result.Add(path);
+            else
+            {
+                var exact = adapted.OrderBy(p => p, StringComparer.Ordinal).Select(System.Text.RegularExpressions.Regex.Escape);
+                return JsonValue.Create(string.Join("|", exact));
+            }
         }
-        return result;
+        return new JsonArray(result.Select(t => (JsonNode?)t).ToArray());
     }
+
+    /// <summary>
+    /// The dotted paths of every module of the tree as the user's model has them: the subtrees of adapter wrappers
+    /// (adapter modules such as <c>lora_A</c>) are not part of the base model PEFT matches names against.
+    /// </summary>
+    internal static List<(string Path, nn.Module Module)> ModuleTree(nn.Module model)
+    {
+        var list = new List<(string Path, nn.Module Module)>();
+        Visit(model, string.Empty);
+        return list;
+
+        void Visit(nn.Module module, string path)
+        {
+            if (module is AdaptedLinear or PromptTuningEmbedding) return;
+            foreach (var (name, child) in module.named_children())
+            {
+                string childPath = path.Length == 0 ? name : path + "." + name;
+                list.Add((childPath, child));
+                Visit(child, childPath);
+            }
+        }
+    }
+
+    private static List<string> ModulePaths(nn.Module model) => ModuleTree(model).Select(m => m.Path).ToList();
 
     private static JsonObject Pattern(IEnumerable<(string Path, JsonNode? Value)> entries)
     {
@@ -228,6 +269,35 @@ internal sealed class AdapterLayout
 
     private static T MostCommon<T>(IEnumerable<T> values) where T : notnull
         => values.GroupBy(v => v).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+
+    /// <summary>
+    /// Settings of the model's adapter that differ from the config and change the adapter's output for the same tensors
+    /// (rank, alpha and rsLoRA enter the scaling): loading such a file would silently compute something else.
+    /// </summary>
+    public List<string> SettingMismatches(AdapterConfig config)
+    {
+        var problems = new List<string>();
+        foreach (var (path, options) in Layers)
+        {
+            int r = config.RankFor(path);
+            double alpha = config.AlphaFor(path);
+            switch (options)
+            {
+                case LoRAOptions lora:
+                    if (r != lora.Rank) problems.Add($"{path}: r is {r} in the config, {lora.Rank} in the model");
+                    if (alpha != lora.Alpha) problems.Add($"{path}: lora_alpha is {alpha} in the config, {lora.Alpha} in the model");
+                    if (config.UseRsLora != lora.UseRsLora) problems.Add($"{path}: use_rslora is {Json(config.UseRsLora)} in the config, {Json(lora.UseRsLora)} in the model");
+                    break;
+                case KroneckerOptions kron:
+                    if (r != kron.Rank) problems.Add($"{path}: r is {r} in the config, {kron.Rank} in the model");
+                    if (alpha != kron.Alpha) problems.Add($"{path}: alpha is {alpha} in the config, {kron.Alpha} in the model");
+                    break;
+            }
+        }
+        return problems;
+
+        static string Json(bool value) => value ? "true" : "false";
+    }
 
     /// <summary>
     /// Makes sure adapter <paramref name="adapterName"/> exists before loading: when no layer has it, creates it from
@@ -243,13 +313,16 @@ internal sealed class AdapterLayout
                 var embeddings = model.PromptEmbeddings().ToList();
                 if (embeddings.Count != 1)
                     throw new AdapterFormatException($"{source}: loading a new prompt adapter '{adapterName}' needs exactly one [PromptTune] embedding in the model; found {embeddings.Count}.");
+                if (config.NumVirtualTokens <= 0)
+                    throw new AdapterFormatException($"{source}: \"num_virtual_tokens\" must be a positive integer to create prompt adapter '{adapterName}', found {config.NumVirtualTokens}.");
                 embeddings[0].Layer.WithPrompt(adapterName, new PromptTuningOptions(config.NumVirtualTokens));
+                model.ApplyTrainability();
                 return;
             }
             default:
             {
                 var targeted = model.AdaptedLayers().Where(l => config.Targets(l.Path)).ToList();
-                var plain = model.named_modules().Where(m => m.module is Linear && config.Targets(m.name)).Select(m => m.name).ToList();
+                var plain = ModuleTree(model).Where(m => m.Module is Linear && config.Targets(m.Path)).Select(m => m.Path).ToList();
                 if (plain.Count > 0)
                     throw new AdapterFormatException($"{source} targets layers that are plain Linear modules in this model ({string.Join(", ", plain)}): declare [LoRA]/[Kronecker] on them so they are wrapped.");
                 if (targeted.Count == 0)

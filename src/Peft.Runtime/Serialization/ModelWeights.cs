@@ -12,7 +12,10 @@ namespace Peft.Serialization;
 /// </summary>
 public static class ModelWeights
 {
-    /// <summary>Writes the base weights of <paramref name="model"/> to <paramref name="path"/> (atomically).</summary>
+    /// <summary>
+    /// Writes the base weights of <paramref name="model"/> to <paramref name="path"/> (atomically). The weights are
+    /// written as they are: while adapters are merged, that is the merged model.
+    /// </summary>
     public static void Save(nn.Module model, string path)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -34,14 +37,23 @@ public static class ModelWeights
     /// Every key and shape is checked before anything is copied; a mismatch lists all problems by name and leaves
     /// the model unchanged.
     /// </summary>
+    /// <exception cref="TensorMismatchException">Missing, unexpected or mis-shaped tensors (all listed by name).</exception>
+    /// <exception cref="InvalidOperationException">An adapter is merged into the base weights (unmerge first).</exception>
     public static void Load(nn.Module model, string path)
     {
         ArgumentNullException.ThrowIfNull(model);
+        var merged = model.AdaptedLayers().Where(l => l.Layer.IsMerged).Select(l => l.Path).ToList();
+        if (merged.Count > 0)
+        {
+            throw new InvalidOperationException(
+                $"Adapters are merged into the base weights of {string.Join(", ", merged)}; loading base weights now would make a later Unmerge() subtract the update from the new weights. Call model.Unmerge() first; nothing was loaded.");
+        }
+
         using var reader = SafetensorsFile.Open(path);
         var expected = BaseTensors(model).ToList();
         var expectedNames = new HashSet<string>(expected.Select(e => e.Name), StringComparer.Ordinal);
-        var missing = expected.Where(e => !reader.Contains(e.Name)).Select(e => e.Name).ToList();
-        var unexpected = reader.Tensors.Where(t => !expectedNames.Contains(t.Name)).Select(t => t.Name).ToList();
+        var missing = expected.Where(e => !reader.Contains(e.Name)).Select(e => e.Name).OrderBy(n => n, StringComparer.Ordinal).ToList();
+        var unexpected = reader.Tensors.Where(t => !expectedNames.Contains(t.Name)).Select(t => t.Name).OrderBy(n => n, StringComparer.Ordinal).ToList();
         var mismatched = expected
             .Where(e => reader.Contains(e.Name) && !reader.GetInfo(e.Name).Shape.SequenceEqual(e.Tensor.shape))
             .Select(e => $"{e.Name}: file [{string.Join(", ", reader.GetInfo(e.Name).Shape)}], model [{string.Join(", ", e.Tensor.shape)}]")
