@@ -1,0 +1,69 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Peft.Models.UseLite;
+
+/// <summary>
+/// The Universal Sentence Encoder lite network in TorchSharp: token embeddings (8002 x 256), taken twice as the graph
+/// does, plus a sinusoidal timing signal, two <see cref="UseLiteTransformerLayer"/>s (256 to 512, then 512), mean pooling over the tokens, a 512 x 512
+/// tanh layer and L2 normalisation, giving 512-d sentence embeddings. Load the pretrained weights converted by
+/// <see cref="UseLiteConverter"/> with <c>Peft.Serialization.ModelWeights.Load</c>; its tensor names are this module's
+/// state-dict names.
+/// </summary>
+public sealed class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
+{
+    private readonly Module<Tensor, Tensor> embeddings;
+    private readonly Tensor inv_timescales;
+    private readonly ModuleList<UseLiteTransformerLayer> layers;
+    private readonly Module<Tensor, Tensor> pooler;
+
+    /// <summary>Creates the network with random weights (load converted weights before use).</summary>
+    public UseLiteEncoder() : base(nameof(UseLiteEncoder))
+    {
+        embeddings = Embedding(UseLiteConfig.VocabularySize, UseLiteConfig.EmbeddingDim);
+        inv_timescales = ones(UseLiteConfig.EmbeddingDim / 2);
+        layers = new ModuleList<UseLiteTransformerLayer>(
+            Enumerable.Range(0, UseLiteConfig.Layers).Select(i => new UseLiteTransformerLayer(i)).ToArray());
+        pooler = Linear(UseLiteConfig.HiddenDim, UseLiteConfig.HiddenDim);
+        RegisterComponents();
+    }
+
+    /// <summary>
+    /// Sentence embeddings [batch, 512] (unit length) of token ids [batch, time] (int64, any value at padding) with a mask
+    /// [batch, time] (true or 1 at tokens, which must come first in each row).
+    /// </summary>
+    public override Tensor forward(Tensor ids, Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        var pooled = Pool(ids, mask);
+        var hidden = tanh(pooler.call(pooled));
+        var squaredNorm = hidden.square().sum(-1, keepdim: true).clamp_min(UseLiteConfig.L2Epsilon);
+        return (hidden * squaredNorm.rsqrt()).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The mean of the last layer's states over the tokens [batch, 512], before the tanh layer (a row without tokens gives
+    /// zeros, as the graph divides by max(count, 1)).
+    /// </summary>
+    /// <param name="ids">Token ids [batch, time], int64.</param>
+    /// <param name="mask">Token mask [batch, time].</param>
+    public Tensor Pool(Tensor ids, Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        var valid = mask.to(ScalarType.Float32);
+        long time = ids.shape[1];
+        var validColumn = valid.unsqueeze(-1);
+        // Timing signal: position p gives [sin(p * inv_timescales), cos(p * inv_timescales)].
+        var scaled = arange(time, dtype: ScalarType.Float32, device: ids.device).unsqueeze(1) * inv_timescales.unsqueeze(0);
+        var timing = cat([sin(scaled), cos(scaled)], 1);
+        // The graph adds the embeddings twice: Layer_0/add = embeddings + AddTimingSignal(embeddings), and
+        // AddTimingSignal returns its input plus the signal.
+        var embedded = embeddings.call(ids);
+        var x = (embedded + (embedded + timing.unsqueeze(0))) * validColumn;
+        foreach (var layer in layers) x = layer.call(x, valid);
+        var count = valid.sum(1, keepdim: true).clamp_min(1.0);
+        return ((x * validColumn).sum(1) / count).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,73 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Peft.Models.UseLite;
+
+/// <summary>
+/// One pre-norm transformer layer of the Universal Sentence Encoder lite ("KonaTransformer"): layer norm, 4-head
+/// self-attention whose padded keys are masked, output projection plus the residual (projected by
+/// <c>residual_proj</c> where the layer widens 256 to 512), then layer norm, ReLU feed-forward 512-1536-512 and residual.
+/// LoRA (rank 4) sits on every attention and feed-forward projection; its B starts at zero, so a fresh adapter leaves the
+/// output equal to the pretrained model's.
+/// </summary>
+public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Tensor>
+{
+    private readonly int _heads;
+
+    private LayerNorm attention_norm;
+    [LoRA(rank: 4)] private Module<Tensor, Tensor> q_proj;
+    [LoRA(rank: 4)] private Module<Tensor, Tensor> k_proj;
+    [LoRA(rank: 4)] private Module<Tensor, Tensor> v_proj;
+    [LoRA(rank: 4)] private Module<Tensor, Tensor> out_proj;
+    private Module<Tensor, Tensor>? residual_proj;
+    private LayerNorm ffn_norm;
+    [LoRA(rank: 4)] private Module<Tensor, Tensor> fc1;
+    [LoRA(rank: 4)] private Module<Tensor, Tensor> fc2;
+
+    /// <summary>Creates layer <paramref name="layer"/> (0 reads 256-wide embeddings, later layers 512-wide states).</summary>
+    /// <param name="layer">Zero-based layer index.</param>
+    public UseLiteTransformerLayer(int layer) : base($"{nameof(UseLiteTransformerLayer)}{layer}")
+    {
+        int input = UseLiteConfig.LayerInputDim(layer);
+        int hidden = UseLiteConfig.HiddenDim;
+        _heads = UseLiteConfig.Heads;
+        attention_norm = LayerNorm(input, eps: UseLiteConfig.LayerNormEpsilon);
+        q_proj = Linear(input, input);
+        k_proj = Linear(input, input);
+        v_proj = Linear(input, input);
+        out_proj = Linear(input, hidden);
+        residual_proj = input != hidden ? Linear(input, hidden) : null;
+        ffn_norm = LayerNorm(hidden, eps: UseLiteConfig.LayerNormEpsilon);
+        fc1 = Linear(hidden, UseLiteConfig.FeedForwardDim);
+        fc2 = Linear(UseLiteConfig.FeedForwardDim, hidden);
+        InitializePeft();
+    }
+
+    /// <summary>Maps states [batch, time, in] and a float mask [batch, time] (1 = token, 0 = padding) to [batch, time, 512].</summary>
+    public override Tensor forward(Tensor x, Tensor mask)
+    {
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0], time = x.shape[1], dim = x.shape[2];
+        long headDim = dim / _heads;
+        var validColumn = mask.unsqueeze(-1);
+
+        var h = attention_norm.call(x);
+        var q = q_proj.call(h).view(batch, time, _heads, headDim).transpose(1, 2);
+        var k = k_proj.call(h).view(batch, time, _heads, headDim).transpose(1, 2);
+        var v = v_proj.call(h).view(batch, time, _heads, headDim).transpose(1, 2);
+        // As the graph: scale the queries, add -1e9 to the logits of padded keys, softmax over keys.
+        var logits = (q * (1.0 / Math.Sqrt(headDim))).matmul(k.transpose(2, 3));
+        var keyBias = ((1.0f - mask) * UseLiteConfig.MaskBias).view(batch, 1, 1, time);
+        var weights = functional.softmax(logits + keyBias, -1);
+        var attended = weights.matmul(v).transpose(1, 2).contiguous().view(batch, time, dim);
+        // The graph computes the residual projection only at token positions (zeros at padding).
+        var residual = residual_proj is null ? x : residual_proj.call(x) * validColumn;
+        var y = out_proj.call(attended) + residual;
+
+        // The feed-forward block also runs only at token positions.
+        var ffn = fc2.call(functional.relu(fc1.call(ffn_norm.call(y)))) * validColumn;
+        return (y + ffn).MoveToOuterDisposeScope();
+    }
+}

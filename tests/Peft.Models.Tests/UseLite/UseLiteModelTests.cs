@@ -1,0 +1,72 @@
+using Peft.Models.UseLite;
+using Peft.Serialization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Peft.Models.Tests.UseLite;
+
+/// <summary>The converter's names and layout, and the LoRA adapters the attributes put on the network.</summary>
+[Collection(UseLiteCollection.Name)]
+public sealed class UseLiteModelTests(UseLiteFixture fixture)
+{
+    [Fact]
+    public void Converted_file_has_exactly_the_encoder_state_dict_with_matching_shapes()
+    {
+        using var reader = SafetensorsFile.Open(fixture.Model.WeightsPath);
+        using var encoder = new UseLiteEncoder();
+        var expected = encoder.named_parameters().Where(p => !p.name.Contains(".default.", StringComparison.Ordinal))
+            .Select(p => (p.name, p.parameter.shape))
+            .Concat(encoder.named_buffers().Select(b => (b.name, b.buffer.shape)))
+            .ToDictionary(p => p.name, p => p.shape);
+        Assert.Equal(expected.Keys.Order(StringComparer.Ordinal), reader.Tensors.Select(t => t.Name).Order(StringComparer.Ordinal));
+        foreach (var info in reader.Tensors) Assert.Equal(expected[info.Name], info.Shape);
+        // Every non-scalar float32 weight of the manifest is used exactly once (the scalars are checked graph constants).
+        var manifestFloats = UseLiteConverter.ReadWeights(fixture.Model.PackageDirectory).Values
+            .Where(w => w.Floats is { Length: > 1 }).Sum(w => (long)w.Floats!.Length);
+        Assert.Equal(manifestFloats, reader.Tensors.Sum(t => t.Shape.Aggregate(1L, (a, b) => a * b)));
+    }
+
+    [Fact]
+    public void Query_key_value_projections_are_the_fused_kernel_split_and_transposed()
+    {
+        var weights = UseLiteConverter.ReadWeights(fixture.Model.PackageDirectory);
+        var fused = weights["module/Encoder_en/KonaTransformer/Encode/Layer_1/TransformerLayer/MultiheadAttention/qkv_transform_single/kernel/part_0"];
+        Assert.Equal(new long[] { 1, 1, 512, 1536 }, fused.Shape);
+        using var reader = SafetensorsFile.Open(fixture.Model.WeightsPath);
+        using var k = reader.ReadTensor("layers.1.k_proj.weight");
+        // PyTorch k_proj.weight[o, i] is the TensorFlow kernel[i, 512 + o].
+        Assert.Equal(fused.Floats![3 * 1536 + 512 + 7], k[7, 3].item<float>());
+        Assert.Equal(fused.Floats![100 * 1536 + 512 + 511], k[511, 100].item<float>());
+    }
+
+    [Fact]
+    public void Fresh_LoRA_adapters_leave_the_pretrained_output_unchanged_and_are_the_only_trainable_parameters()
+    {
+        var encoder = fixture.Model.Encoder;
+        var (ids, mask) = fixture.Model.Batch(["the fox jumped over the lazy dog", "lorem ipsum"]);
+        using (ids)
+        using (mask)
+        using (no_grad())
+        {
+            using var adapted = encoder.call(ids, mask);
+            Tensor plain;
+            using (encoder.DisableAdapters()) plain = encoder.call(ids, mask);
+            using (plain)
+            {
+                // Identical up to float rounding (the adapted layer may take a different matmul path than the plain one).
+                double maxDifference = (adapted - plain).abs().max().item<float>();
+                Assert.True(maxDifference < 1e-6, $"max |adapted - plain| = {maxDifference}");
+            }
+        }
+
+        var trainable = encoder.TrainableParameters().ToList();
+        long expected = 0;
+        for (int layer = 0; layer < UseLiteConfig.Layers; layer++)
+        {
+            long d = UseLiteConfig.LayerInputDim(layer), h = UseLiteConfig.HiddenDim, f = UseLiteConfig.FeedForwardDim;
+            expected += 3 * 4 * (d + d) + 4 * (d + h) + 4 * (h + f) + 4 * (f + h);
+        }
+        Assert.Equal(expected, trainable.Sum(p => p.numel()));
+        Assert.Equal(24, trainable.Count);
+    }
+}
