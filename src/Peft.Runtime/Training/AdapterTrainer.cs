@@ -219,6 +219,31 @@ public sealed class AdapterTrainer : IDisposable
         return progress;
     }
 
+    /// <summary>The AdamW optimizer, for checkpoints (<see cref="Checkpoints.CheckpointStore"/>) to read and restore its state.</summary>
+    internal AdamW Optimizer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _optimizer;
+        }
+    }
+
+    /// <summary>
+    /// Sets the step counters as they were when a checkpoint was written, so the learning-rate schedule and
+    /// progress continue from there. Used by <see cref="Checkpoints.CheckpointStore"/> after it restored the
+    /// parameters and the optimizer state.
+    /// </summary>
+    internal void RestoreCounters(int step, int skippedSteps)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegative(step);
+        ArgumentOutOfRangeException.ThrowIfNegative(skippedSteps);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(skippedSteps, step);
+        Step = step;
+        SkippedSteps = skippedSteps;
+    }
+
     /// <summary>Disposes the optimizer and its state. The parameters belong to the caller and are not disposed.</summary>
     public void Dispose()
     {

@@ -1,0 +1,555 @@
+using System.Globalization;
+using System.Text.Json;
+using Peft.Serialization;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Peft.Training.Checkpoints;
+
+/// <summary>A checkpoint directory and its manifest.</summary>
+/// <param name="Path">The checkpoint directory (<c>…/step-00000120</c>).</param>
+/// <param name="Manifest">Its <c>manifest.json</c>.</param>
+public sealed record CheckpointInfo(string Path, CheckpointManifest Manifest);
+
+/// <summary>
+/// Writes and reads training checkpoints: one directory per step under <see cref="Root"/>
+/// (<c>step-00000120/</c>) holding the trained parameters, the AdamW state, the random-number generator states and a
+/// <c>manifest.json</c> with the step counters and the data position. Enough to resume a run so that it continues
+/// exactly as the uninterrupted run would have (bit for bit on CPU).
+/// </summary>
+/// <remarks>
+/// <para><b>Atomicity.</b> A checkpoint is written into a hidden temporary directory (<c>.tmp-step-…</c>) in
+/// <see cref="Root"/>; every file is flushed to disk, the manifest last, then the directory itself, and only then is
+/// it renamed to <c>step-NNNNNNNN</c> and <see cref="Root"/> flushed. A crash at any point leaves either no new
+/// checkpoint (the temporary directory is ignored and removed by the next <see cref="Save"/>) or a complete one; the
+/// previous checkpoints are never touched before the new one is in place. Only then are checkpoints beyond
+/// <see cref="KeepLast"/> deleted, oldest first.</para>
+/// <para><b>Validation.</b> The manifest records every file's size and SHA-256; <see cref="Load"/> checks them, the
+/// parameter names and shapes and the schedule length before anything is copied, and every error is a
+/// <see cref="CheckpointException"/> naming the path. A checkpoint is never written when a parameter or an optimizer
+/// moment is NaN or infinite.</para>
+/// <para>Frozen (base) weights are not part of a checkpoint: the process that resumes must build the model the same
+/// way (same seed or same base weights file).</para>
+/// </remarks>
+public sealed class CheckpointStore
+{
+    /// <summary>The manifest's file name.</summary>
+    public const string ManifestFileName = "manifest.json";
+
+    /// <summary>The trained parameters, by state-dict name.</summary>
+    public const string ParametersFileName = "trainable.safetensors";
+
+    /// <summary>AdamW moments (<c>{name}/exp_avg</c>, <c>{name}/exp_avg_sq</c>) with per-parameter step counts in the metadata.</summary>
+    public const string OptimizerFileName = "optimizer.safetensors";
+
+    /// <summary>The global CPU generator state (<c>torch.cpu</c>) and the data sampler's (<c>sampler</c>).</summary>
+    public const string RandomStateFileName = "rng.safetensors";
+
+    private const string DirectoryPrefix = "step-";
+    private const string TempPrefix = ".tmp-step-";
+    private const string TrashPrefix = ".trash-step-";
+    private const string CpuGeneratorKey = "torch.cpu";
+    private const string SamplerKey = "sampler";
+
+    private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true };
+
+    /// <summary>Creates a store over <paramref name="root"/> (created on the first <see cref="Save"/>).</summary>
+    /// <param name="root">The directory that holds the checkpoint directories.</param>
+    /// <param name="keepLast">How many checkpoints to keep (&gt;= 1); older ones are deleted after each save.</param>
+    public CheckpointStore(string root, int keepLast = 3)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(root);
+        ArgumentOutOfRangeException.ThrowIfLessThan(keepLast, 1);
+        Root = Path.GetFullPath(root);
+        KeepLast = keepLast;
+    }
+
+    /// <summary>The directory holding the checkpoint directories.</summary>
+    public string Root { get; }
+
+    /// <summary>How many checkpoints are kept.</summary>
+    public int KeepLast { get; }
+
+    /// <summary>Test hook: called with each file name just before that file of a checkpoint is written.</summary>
+    internal Action<string>? BeforeFileWritten { get; set; }
+
+    /// <summary>The checkpoint directories under <see cref="Root"/> (named <c>step-N</c>), oldest step first.</summary>
+    /// <returns>Full paths; empty when <see cref="Root"/> does not exist.</returns>
+    public IReadOnlyList<string> List()
+    {
+        if (!Directory.Exists(Root))
+        {
+            return Array.Empty<string>();
+        }
+
+        return Directory.EnumerateDirectories(Root, DirectoryPrefix + "*")
+            .Select(path => (Path: path, Step: ParseStep(Path.GetFileName(path))))
+            .Where(entry => entry.Step >= 0)
+            .OrderBy(entry => entry.Step)
+            .Select(entry => entry.Path)
+            .ToArray();
+    }
+
+    /// <summary>The checkpoint with the highest step, or null when there is none.</summary>
+    public string? Latest()
+    {
+        var all = List();
+        return all.Count == 0 ? null : all[^1];
+    }
+
+    /// <summary>Writes a checkpoint of the trainer's current state (see the class remarks for the guarantees).</summary>
+    /// <param name="model">The model whose trained parameters are saved; names come from its <c>named_parameters()</c>.</param>
+    /// <param name="trainer">The trainer over that model's parameters.</param>
+    /// <param name="dataPosition">How many batches the data source has delivered so far.</param>
+    /// <param name="dataSampler">The generator the data source draws from, if any; its state is saved.</param>
+    /// <param name="lastLoss">The last step's loss, recorded in the manifest for people and tools.</param>
+    /// <returns>The new checkpoint.</returns>
+    /// <exception cref="CheckpointException">A parameter or optimizer moment is not finite (nothing is written), a
+    /// trained parameter is not part of <paramref name="model"/>, or the write failed (disk full, permissions): the
+    /// previous checkpoints are intact.</exception>
+    public CheckpointInfo Save(nn.Module model, AdapterTrainer trainer, long dataPosition, Generator? dataSampler = null, double? lastLoss = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(trainer);
+        ArgumentOutOfRangeException.ThrowIfNegative(dataPosition);
+
+        string finalPath = Path.Combine(Root, DirectoryPrefix + trainer.Step.ToString("D8", CultureInfo.InvariantCulture));
+        var names = ParameterNames(model, trainer, finalPath);
+        var states = AdamStates(trainer, finalPath);
+        EnsureFinite(names, trainer, states, finalPath);
+
+        string tempPath = Path.Combine(Root, TempPrefix + trainer.Step.ToString("D8", CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            Directory.CreateDirectory(Root);
+            RemoveStaleDirectories();
+            Directory.CreateDirectory(tempPath);
+            using (var scope = torch.NewDisposeScope())
+            {
+                var files = new Dictionary<string, CheckpointFileEntry>(StringComparer.Ordinal);
+
+                var parameters = new List<KeyValuePair<string, Tensor>>();
+                for (int i = 0; i < names.Count; i++)
+                {
+                    parameters.Add(new(names[i], trainer.Parameters[i].detach()));
+                }
+
+                WriteTensors(tempPath, ParametersFileName, parameters, metadata: null, files);
+
+                var moments = new List<KeyValuePair<string, Tensor>>();
+                var steps = new Dictionary<string, string>(StringComparer.Ordinal);
+                for (int i = 0; i < names.Count; i++)
+                {
+                    moments.Add(new(names[i] + "/exp_avg", states[i].exp_avg));
+                    moments.Add(new(names[i] + "/exp_avg_sq", states[i].exp_avg_sq));
+                    steps[names[i] + "/step"] = states[i].step.ToString(CultureInfo.InvariantCulture);
+                }
+
+                WriteTensors(tempPath, OptimizerFileName, moments, steps, files);
+
+                var random = new List<KeyValuePair<string, Tensor>> { new(CpuGeneratorKey, torch.get_rng_state()) };
+                if (dataSampler is not null)
+                {
+                    random.Add(new(SamplerKey, dataSampler.get_state()));
+                }
+
+                WriteTensors(tempPath, RandomStateFileName, random, metadata: null, files);
+
+                var manifest = new CheckpointManifest
+                {
+                    Step = trainer.Step,
+                    SkippedSteps = trainer.SkippedSteps,
+                    TotalSteps = trainer.Options.TotalSteps,
+                    DataPosition = dataPosition,
+                    NextLearningRate = trainer.CurrentLearningRate,
+                    LastLoss = lastLoss is double loss && double.IsFinite(loss) ? loss : null,
+                    CreatedUtc = DateTimeOffset.UtcNow,
+                    Parameters = names,
+                    HasSamplerState = dataSampler is not null,
+                    Files = files,
+                };
+                BeforeFileWritten?.Invoke(ManifestFileName);
+                DurableFiles.WriteAllBytes(Path.Combine(tempPath, ManifestFileName), JsonSerializer.SerializeToUtf8Bytes(manifest, s_json));
+                DurableFiles.FlushDirectory(tempPath);
+
+                string? displaced = null;
+                if (Directory.Exists(finalPath))
+                {
+                    // Same step written again (e.g. after a resume): the old one moves aside only once the new one is complete.
+                    displaced = Path.Combine(Root, TrashPrefix + Guid.NewGuid().ToString("N"));
+                    Directory.Move(finalPath, displaced);
+                }
+
+                Directory.Move(tempPath, finalPath);
+                DurableFiles.FlushDirectory(Root);
+                if (displaced is not null)
+                {
+                    Directory.Delete(displaced, recursive: true);
+                }
+
+                Prune();
+                return new CheckpointInfo(finalPath, manifest);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            TryDelete(tempPath);
+            throw new CheckpointException(finalPath, $"writing the checkpoint failed ({ex.Message}); the previous checkpoints in {Root} are intact.", ex);
+        }
+        catch
+        {
+            TryDelete(tempPath);
+            throw;
+        }
+    }
+
+    /// <summary>Reads and validates a checkpoint's manifest and files (sizes and SHA-256) without loading tensors.</summary>
+    /// <param name="checkpointDirectory">A <c>step-N</c> directory.</param>
+    /// <returns>The manifest.</returns>
+    /// <exception cref="CheckpointException">The directory, the manifest or a file is missing, unreadable or does not match the manifest.</exception>
+    public static CheckpointManifest ReadManifest(string checkpointDirectory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(checkpointDirectory);
+        string dir = Path.GetFullPath(checkpointDirectory);
+        if (!Directory.Exists(dir))
+        {
+            throw new CheckpointException(dir, "the checkpoint directory does not exist.");
+        }
+
+        string manifestPath = Path.Combine(dir, ManifestFileName);
+        if (!File.Exists(manifestPath))
+        {
+            throw new CheckpointException(manifestPath, "the manifest is missing; this is not a complete checkpoint (delete the directory to resume from an older one).");
+        }
+
+        CheckpointManifest? manifest;
+        try
+        {
+            manifest = JsonSerializer.Deserialize<CheckpointManifest>(File.ReadAllBytes(manifestPath), s_json);
+        }
+        catch (Exception ex) when (ex is JsonException or IOException or UnauthorizedAccessException)
+        {
+            throw new CheckpointException(manifestPath, $"the manifest cannot be read: {ex.Message}", ex);
+        }
+
+        if (manifest is null || manifest.Format != CheckpointManifest.FormatName)
+        {
+            throw new CheckpointException(manifestPath, $"not a training checkpoint manifest (expected \"format\": \"{CheckpointManifest.FormatName}\").");
+        }
+
+        if (manifest.FormatVersion != CheckpointManifest.CurrentFormatVersion)
+        {
+            throw new CheckpointException(manifestPath, $"format_version {manifest.FormatVersion} is not supported (this library reads {CheckpointManifest.CurrentFormatVersion}).");
+        }
+
+        if (manifest.Step < 0 || manifest.SkippedSteps < 0 || manifest.SkippedSteps > manifest.Step || manifest.DataPosition < 0 || manifest.TotalSteps <= 0)
+        {
+            throw new CheckpointException(manifestPath, "the step counters are inconsistent (negative, or more skipped steps than steps).");
+        }
+
+        foreach (string required in new[] { ParametersFileName, OptimizerFileName, RandomStateFileName })
+        {
+            if (!manifest.Files.ContainsKey(required))
+            {
+                throw new CheckpointException(manifestPath, $"the manifest does not list {required}.");
+            }
+        }
+
+        foreach (var (name, entry) in manifest.Files)
+        {
+            string file = Path.Combine(dir, name);
+            if (name.Contains('/') || name.Contains('\\') || !File.Exists(file))
+            {
+                throw new CheckpointException(file, "the file listed in the manifest is missing.");
+            }
+
+            try
+            {
+                long length = new FileInfo(file).Length;
+                if (length != entry.Bytes)
+                {
+                    throw new CheckpointException(file, $"the file has {length} bytes; the manifest says {entry.Bytes} (truncated or modified).");
+                }
+
+                string hash = DurableFiles.Sha256(file);
+                if (!string.Equals(hash, entry.Sha256, StringComparison.OrdinalIgnoreCase))
+                {
+                    throw new CheckpointException(file, $"the file's SHA-256 is {hash}; the manifest says {entry.Sha256} (corrupted or modified).");
+                }
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new CheckpointException(file, $"the file cannot be read: {ex.Message}", ex);
+            }
+        }
+
+        return manifest;
+    }
+
+    /// <summary>
+    /// Restores a checkpoint into <paramref name="model"/>'s trained parameters, <paramref name="trainer"/>'s AdamW
+    /// state and step counters, the global CPU generator and <paramref name="dataSampler"/>. Everything is validated
+    /// before anything is changed.
+    /// </summary>
+    /// <param name="checkpointDirectory">A <c>step-N</c> directory.</param>
+    /// <param name="model">The model, built the same way as in the run that wrote the checkpoint.</param>
+    /// <param name="trainer">A new trainer over the model's parameters with the same <see cref="TrainingOptions.TotalSteps"/>.</param>
+    /// <param name="dataSampler">The data source's generator; required when the checkpoint holds a sampler state.</param>
+    /// <returns>The checkpoint that was loaded.</returns>
+    /// <exception cref="CheckpointException">The checkpoint is missing, corrupt or does not fit the model or trainer;
+    /// the message names the path and the problem, and nothing was changed.</exception>
+    public static CheckpointInfo Load(string checkpointDirectory, nn.Module model, AdapterTrainer trainer, Generator? dataSampler = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(trainer);
+        string dir = Path.GetFullPath(checkpointDirectory);
+        var manifest = ReadManifest(dir);
+        if (manifest.TotalSteps != trainer.Options.TotalSteps)
+        {
+            throw new CheckpointException(dir, $"it was written by a run with TotalSteps = {manifest.TotalSteps}; this run has {trainer.Options.TotalSteps}. The learning-rate schedule would differ; use the same TotalSteps or a new output directory.");
+        }
+
+        if (manifest.Step > trainer.Options.TotalSteps)
+        {
+            throw new CheckpointException(dir, $"its step {manifest.Step} is beyond TotalSteps {trainer.Options.TotalSteps}.");
+        }
+
+        var names = ParameterNames(model, trainer, dir);
+        if (!names.SequenceEqual(manifest.Parameters, StringComparer.Ordinal))
+        {
+            var missing = names.Except(manifest.Parameters, StringComparer.Ordinal).ToList();
+            var extra = manifest.Parameters.Except(names, StringComparer.Ordinal).ToList();
+            throw new CheckpointException(dir, "its trained parameters do not match the model's"
+                + (missing.Count > 0 ? "; not in the checkpoint: " + string.Join(", ", missing) : string.Empty)
+                + (extra.Count > 0 ? "; not in the model: " + string.Join(", ", extra) : string.Empty)
+                + (missing.Count == 0 && extra.Count == 0 ? "; same names in a different order" : string.Empty)
+                + ". Was the model (its adapters or [Trainable] members) changed?");
+        }
+
+        if (manifest.HasSamplerState && dataSampler is null)
+        {
+            throw new CheckpointException(dir, "it holds a data sampler state but no sampler generator was given to restore it into.");
+        }
+
+        if (!manifest.HasSamplerState && dataSampler is not null)
+        {
+            throw new CheckpointException(dir, "a data sampler generator was given but the checkpoint holds no sampler state.");
+        }
+
+        var states = AdamStates(trainer, dir);
+        using var scope = torch.NewDisposeScope();
+        var parameterValues = new List<Tensor>();
+        var momentValues = new List<(Tensor ExpAvg, Tensor ExpAvgSq, long Step)>();
+        Tensor cpuState;
+        Tensor? samplerState = null;
+        string file = Path.Combine(dir, ParametersFileName);
+        try
+        {
+            using (var reader = SafetensorsFile.Open(file))
+            {
+                for (int i = 0; i < names.Count; i++)
+                {
+                    parameterValues.Add(ReadChecked(reader, names[i], trainer.Parameters[i], file));
+                }
+            }
+
+            file = Path.Combine(dir, OptimizerFileName);
+            using (var reader = SafetensorsFile.Open(file))
+            {
+                for (int i = 0; i < names.Count; i++)
+                {
+                    var expAvg = ReadChecked(reader, names[i] + "/exp_avg", states[i].exp_avg, file);
+                    var expAvgSq = ReadChecked(reader, names[i] + "/exp_avg_sq", states[i].exp_avg_sq, file);
+                    if (!reader.Metadata.TryGetValue(names[i] + "/step", out var stepText)
+                        || !long.TryParse(stepText, NumberStyles.None, CultureInfo.InvariantCulture, out long step))
+                    {
+                        throw new CheckpointException(file, $"the metadata has no valid step count for {names[i]}.");
+                    }
+
+                    momentValues.Add((expAvg, expAvgSq, step));
+                }
+            }
+
+            file = Path.Combine(dir, RandomStateFileName);
+            using (var reader = SafetensorsFile.Open(file))
+            {
+                if (!reader.Contains(CpuGeneratorKey))
+                {
+                    throw new CheckpointException(file, $"the tensor {CpuGeneratorKey} (global generator state) is missing.");
+                }
+
+                cpuState = reader.ReadTensor(CpuGeneratorKey);
+                if (manifest.HasSamplerState)
+                {
+                    if (!reader.Contains(SamplerKey))
+                    {
+                        throw new CheckpointException(file, $"the tensor {SamplerKey} (data sampler state) is missing.");
+                    }
+
+                    samplerState = reader.ReadTensor(SamplerKey);
+                }
+            }
+        }
+        catch (Exception ex) when (ex is SafetensorsFormatException or IOException or UnauthorizedAccessException)
+        {
+            throw new CheckpointException(file, $"the file cannot be read: {ex.Message}", ex);
+        }
+
+        using (torch.no_grad())
+        {
+            for (int i = 0; i < names.Count; i++)
+            {
+                trainer.Parameters[i].copy_(parameterValues[i]);
+                states[i].exp_avg.copy_(momentValues[i].ExpAvg);
+                states[i].exp_avg_sq.copy_(momentValues[i].ExpAvgSq);
+                states[i].step = momentValues[i].Step;
+            }
+        }
+
+        torch.set_rng_state(cpuState);
+        if (samplerState is not null)
+        {
+            dataSampler!.set_state(samplerState);
+        }
+
+        trainer.RestoreCounters(manifest.Step, manifest.SkippedSteps);
+        return new CheckpointInfo(dir, manifest);
+    }
+
+    private static long ParseStep(string name) =>
+        name.StartsWith(DirectoryPrefix, StringComparison.Ordinal)
+        && long.TryParse(name.AsSpan(DirectoryPrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out long step)
+            ? step
+            : -1;
+
+    private static List<string> ParameterNames(nn.Module model, AdapterTrainer trainer, string path)
+    {
+        var byHandle = new Dictionary<IntPtr, string>();
+        foreach (var (name, parameter) in model.named_parameters())
+        {
+            byHandle.TryAdd(parameter.Handle, name);
+        }
+
+        var names = new List<string>(trainer.Parameters.Count);
+        foreach (var parameter in trainer.Parameters)
+        {
+            if (!byHandle.TryGetValue(parameter.Handle, out var name))
+            {
+                throw new CheckpointException(path, $"a trained parameter of shape [{string.Join(", ", parameter.shape)}] is not a parameter of the given model; pass the model the trainer's parameters came from.");
+            }
+
+            names.Add(name);
+        }
+
+        return names;
+    }
+
+    private static List<AdamW.State> AdamStates(AdapterTrainer trainer, string path)
+    {
+        var states = trainer.Optimizer.state_dict().State;
+        if (states.Count != trainer.Parameters.Count)
+        {
+            throw new CheckpointException(path, $"the optimizer holds {states.Count} parameter states for {trainer.Parameters.Count} parameters.");
+        }
+
+        var result = new List<AdamW.State>(states.Count);
+        for (int i = 0; i < states.Count; i++)
+        {
+            if (states[i] is not AdamW.State adam || adam.exp_avg is null || adam.exp_avg_sq is null
+                || !adam.exp_avg.shape.SequenceEqual(trainer.Parameters[i].shape))
+            {
+                throw new CheckpointException(path, $"the optimizer state of parameter {i} is not an AdamW state matching the parameter.");
+            }
+
+            result.Add(adam);
+        }
+
+        return result;
+    }
+
+    private static void EnsureFinite(List<string> names, AdapterTrainer trainer, List<AdamW.State> states, string path)
+    {
+        using var scope = torch.NewDisposeScope();
+        using var _ = torch.no_grad();
+        for (int i = 0; i < names.Count; i++)
+        {
+            foreach (var (what, tensor) in new[] { ("weights", (Tensor)trainer.Parameters[i]), ("AdamW exp_avg", states[i].exp_avg), ("AdamW exp_avg_sq", states[i].exp_avg_sq) })
+            {
+                if (!torch.isfinite(tensor).all().item<bool>())
+                {
+                    throw new CheckpointException(path, $"refusing to write a checkpoint: the {what} of {names[i]} hold NaN or infinite values at step {trainer.Step}. The previous checkpoints are kept.");
+                }
+            }
+        }
+    }
+
+    private static Tensor ReadChecked(SafetensorsReader reader, string key, Tensor target, string file)
+    {
+        if (!reader.Contains(key))
+        {
+            throw new CheckpointException(file, $"the tensor {key} is missing.");
+        }
+
+        var info = reader.GetInfo(key);
+        if (!info.Shape.SequenceEqual(target.shape) || info.DType.ToScalarType() != target.dtype)
+        {
+            throw new CheckpointException(file, $"the tensor {key} is {info.DType} [{string.Join(", ", info.Shape)}]; the model has {target.dtype} [{string.Join(", ", target.shape)}].");
+        }
+
+        var value = reader.ReadTensor(key).to(target.device);
+        if (!torch.isfinite(value).all().item<bool>())
+        {
+            throw new CheckpointException(file, $"the tensor {key} holds NaN or infinite values; refusing to load it.");
+        }
+
+        return value;
+    }
+
+    private void WriteTensors(string directory, string fileName, List<KeyValuePair<string, Tensor>> tensors, IReadOnlyDictionary<string, string>? metadata, Dictionary<string, CheckpointFileEntry> files)
+    {
+        BeforeFileWritten?.Invoke(fileName);
+        string path = Path.Combine(directory, fileName);
+        SafetensorsFile.Write(path, tensors, metadata);
+        files[fileName] = new CheckpointFileEntry(new FileInfo(path).Length, DurableFiles.Sha256(path));
+    }
+
+    private void RemoveStaleDirectories()
+    {
+        foreach (var stale in Directory.EnumerateDirectories(Root, ".*-step-*"))
+        {
+            string name = Path.GetFileName(stale);
+            if (name.StartsWith(TempPrefix, StringComparison.Ordinal) || name.StartsWith(TrashPrefix, StringComparison.Ordinal))
+            {
+                TryDelete(stale);
+            }
+        }
+    }
+
+    private void Prune()
+    {
+        var all = List();
+        for (int i = 0; i < all.Count - KeepLast; i++)
+        {
+            // Renamed first, so a crash mid-delete never leaves a half-deleted step-N that looks like a checkpoint.
+            string trash = Path.Combine(Root, TrashPrefix + Guid.NewGuid().ToString("N"));
+            Directory.Move(all[i], trash);
+            TryDelete(trash);
+        }
+    }
+
+    private static void TryDelete(string directory)
+    {
+        try
+        {
+            if (Directory.Exists(directory))
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            // Best effort: a leftover hidden directory is ignored by List() and removed by the next Save().
+        }
+    }
+}

@@ -1,0 +1,270 @@
+using Peft.Training;
+using Peft.Training.Checkpoints;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Peft.Hosting.Tests;
+
+public sealed class CheckpointTests : IDisposable
+{
+    private const int TotalSteps = 24;
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "peft-ckpt-tests-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
+    }
+
+    /// <summary>One deterministic run: everything random comes from the seed; optionally resumes and saves.</summary>
+    private sealed class Run : IDisposable
+    {
+        public Run(string? resumeFrom = null, int totalSteps = TotalSteps, NonFiniteLossPolicy policy = NonFiniteLossPolicy.Throw)
+        {
+            Seeding.SetSeed(11);
+            Model = new TinyNet();
+            Sampler = new Generator(2024);
+            Trainer = new AdapterTrainer(Model.TrainableParameters(), new TrainingOptions
+            {
+                TotalSteps = totalSteps, LearningRate = 1e-2, WarmupSteps = 3, Seed = 11, WeightDecay = 0.01, OnNonFiniteLoss = policy,
+            });
+            if (resumeFrom is not null) CheckpointStore.Load(resumeFrom, Model, Trainer, Sampler);
+        }
+
+        public TinyNet Model { get; }
+        public Generator Sampler { get; }
+        public AdapterTrainer Trainer { get; }
+        public List<double> Losses { get; } = new();
+
+        public void TrainUntil(int step, Func<bool>? poison = null)
+        {
+            while (Trainer.Step < step)
+            {
+                var (x, y) = TinyNet.Batch(Sampler);
+                using (x)
+                using (y)
+                {
+                    bool bad = poison?.Invoke() ?? false;
+                    var p = Trainer.TrainStep(() =>
+                    {
+                        var loss = nn.functional.mse_loss(Model.call(x), y);
+                        return bad ? loss * double.NaN : loss;
+                    });
+                    Losses.Add(p.Loss);
+                }
+            }
+        }
+
+        public void Dispose()
+        {
+            Trainer.Dispose();
+            Model.Dispose();
+            Sampler.Dispose();
+        }
+    }
+
+    private static int[] FloatBits(Tensor t)
+    {
+        using var detached = t.detach().contiguous();
+        return detached.data<float>().ToArray().Select(BitConverter.SingleToInt32Bits).ToArray();
+    }
+
+    private static long[] Bits(IEnumerable<double> values) => values.Select(BitConverter.DoubleToInt64Bits).ToArray();
+
+    [Fact]
+    public void Resumed_run_reproduces_the_uninterrupted_losses_and_weights_bit_for_bit()
+    {
+        using var full = new Run();
+        full.TrainUntil(TotalSteps);
+
+        var store = new CheckpointStore(_root);
+        using (var first = new Run())
+        {
+            first.TrainUntil(9);
+            store.Save(first.Model, first.Trainer, dataPosition: first.Trainer.Step, first.Sampler, first.Losses[^1]);
+            first.TrainUntil(13); // work after the checkpoint is lost, as in a kill
+        }
+
+        using var resumed = new Run(store.Latest());
+        Assert.Equal(9, resumed.Trainer.Step);
+        resumed.TrainUntil(TotalSteps);
+
+        Assert.Equal(Bits(full.Losses.Skip(9)), Bits(resumed.Losses));
+        foreach (var ((name, a), (_, b)) in full.Model.named_parameters().Zip(resumed.Model.named_parameters()))
+        {
+            Assert.True(FloatBits(a).SequenceEqual(FloatBits(b)), $"parameter {name} differs after resume");
+        }
+    }
+
+    [Fact]
+    public void Without_the_optimizer_and_rng_state_the_resume_would_differ()
+    {
+        // Guards the test above against passing trivially: weights alone are not enough.
+        using var full = new Run();
+        full.TrainUntil(TotalSteps);
+
+        var store = new CheckpointStore(_root);
+        using (var first = new Run())
+        {
+            first.TrainUntil(9);
+            store.Save(first.Model, first.Trainer, first.Trainer.Step, first.Sampler);
+        }
+
+        using var resumed = new Run(store.Latest());
+        // Reset the AdamW moments to zero: the losses must then diverge.
+        using (no_grad())
+        {
+            foreach (var state in resumed.Trainer.Optimizer.state_dict().State.Cast<TorchSharp.Modules.AdamW.State>())
+            {
+                state.exp_avg.zero_();
+                state.exp_avg_sq.zero_();
+            }
+        }
+
+        resumed.TrainUntil(TotalSteps);
+        Assert.NotEqual(Bits(full.Losses.Skip(9)), Bits(resumed.Losses));
+    }
+
+    [Fact]
+    public void Checkpoint_directory_holds_the_manifest_and_files_and_keeps_the_last_n()
+    {
+        var store = new CheckpointStore(_root, keepLast: 2);
+        using var run = new Run();
+        foreach (int step in new[] { 2, 4, 6 })
+        {
+            run.TrainUntil(step);
+            store.Save(run.Model, run.Trainer, step, run.Sampler, run.Losses[^1]);
+        }
+
+        Assert.Equal(new[] { "step-00000004", "step-00000006" }, store.List().Select(Path.GetFileName));
+        Assert.Empty(Directory.GetDirectories(_root, ".*"));
+        var manifest = CheckpointStore.ReadManifest(store.Latest()!);
+        Assert.Equal(6, manifest.Step);
+        Assert.Equal(TotalSteps, manifest.TotalSteps);
+        Assert.Equal(6, manifest.DataPosition);
+        Assert.True(manifest.HasSamplerState);
+        Assert.Equal(BitConverter.DoubleToInt64Bits(run.Losses[^1]), BitConverter.DoubleToInt64Bits(manifest.LastLoss!.Value));
+        Assert.Equal(run.Trainer.Parameters.Count, manifest.Parameters.Count);
+        Assert.Contains(manifest.Parameters, n => n.Contains("lora_A", StringComparison.Ordinal));
+        Assert.Contains(manifest.Parameters, n => n.StartsWith("head.", StringComparison.Ordinal));
+        Assert.Equal(
+            new[] { CheckpointStore.OptimizerFileName, CheckpointStore.RandomStateFileName, CheckpointStore.ParametersFileName },
+            manifest.Files.Keys.OrderBy(k => k, StringComparer.Ordinal));
+    }
+
+    [Theory]
+    [InlineData(CheckpointStore.ParametersFileName)]
+    [InlineData(CheckpointStore.OptimizerFileName)]
+    [InlineData(CheckpointStore.RandomStateFileName)]
+    [InlineData(CheckpointStore.ManifestFileName)]
+    public void A_failure_mid_write_leaves_the_previous_checkpoint_intact_and_no_new_one(string failingFile)
+    {
+        var store = new CheckpointStore(_root);
+        using var run = new Run();
+        run.TrainUntil(3);
+        var previous = store.Save(run.Model, run.Trainer, 3, run.Sampler);
+        run.TrainUntil(5);
+        store.BeforeFileWritten = name =>
+        {
+            if (name == failingFile) throw new IOException("No space left on device (simulated)");
+        };
+
+        var ex = Assert.Throws<CheckpointException>(() => store.Save(run.Model, run.Trainer, 5, run.Sampler));
+        Assert.Contains("step-00000005", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("No space left on device", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(new[] { previous.Path }, store.List());
+        Assert.Empty(Directory.GetDirectories(_root, ".*"));
+        Assert.Equal(3, CheckpointStore.ReadManifest(previous.Path).Step);
+    }
+
+    [Fact]
+    public void A_leftover_temporary_directory_from_a_crash_is_ignored_and_cleaned_up()
+    {
+        var store = new CheckpointStore(_root);
+        Directory.CreateDirectory(Path.Combine(_root, ".tmp-step-00000007-abc"));
+        File.WriteAllText(Path.Combine(_root, ".tmp-step-00000007-abc", CheckpointStore.ParametersFileName), "half");
+        Assert.Null(store.Latest());
+
+        using var run = new Run();
+        run.TrainUntil(2);
+        store.Save(run.Model, run.Trainer, 2, run.Sampler);
+        Assert.Empty(Directory.GetDirectories(_root, ".*"));
+        Assert.Single(store.List());
+    }
+
+    [Fact]
+    public void Never_writes_a_checkpoint_with_nan_weights()
+    {
+        var store = new CheckpointStore(_root);
+        using var run = new Run();
+        run.TrainUntil(2);
+        store.Save(run.Model, run.Trainer, 2, run.Sampler);
+        using (no_grad()) run.Trainer.Parameters[0][0, 0] = torch.tensor(float.NaN);
+
+        var ex = Assert.Throws<CheckpointException>(() => store.Save(run.Model, run.Trainer, 2, run.Sampler));
+        Assert.Contains("NaN", ex.Message, StringComparison.Ordinal);
+        Assert.Single(store.List());
+    }
+
+    [Fact]
+    public void A_skipped_nan_step_is_counted_and_the_checkpoint_stays_finite()
+    {
+        var store = new CheckpointStore(_root);
+        using var run = new Run(policy: NonFiniteLossPolicy.SkipStep);
+        int calls = 0;
+        run.TrainUntil(4, poison: () => ++calls == 3);
+        var info = store.Save(run.Model, run.Trainer, 4, run.Sampler);
+        Assert.Equal(1, info.Manifest.SkippedSteps);
+        Assert.True(double.IsNaN(run.Losses[2]));
+    }
+
+    [Fact]
+    public void Corrupt_or_missing_files_fail_with_the_path_named()
+    {
+        var store = new CheckpointStore(_root);
+        string path;
+        using (var run = new Run())
+        {
+            run.TrainUntil(2);
+            path = store.Save(run.Model, run.Trainer, 2, run.Sampler).Path;
+        }
+
+        string optimizer = Path.Combine(path, CheckpointStore.OptimizerFileName);
+        var bytes = File.ReadAllBytes(optimizer);
+        bytes[^1] ^= 0x40;
+        File.WriteAllBytes(optimizer, bytes);
+        using (var run = new Run())
+        {
+            var ex = Assert.Throws<CheckpointException>(() => CheckpointStore.Load(path, run.Model, run.Trainer, run.Sampler));
+            Assert.Equal(optimizer, ex.CheckpointPath);
+            Assert.Contains("SHA-256", ex.Message, StringComparison.Ordinal);
+            Assert.Equal(0, run.Trainer.Step);
+        }
+
+        File.Delete(Path.Combine(path, CheckpointStore.ManifestFileName));
+        var missing = Assert.Throws<CheckpointException>(() => CheckpointStore.ReadManifest(path));
+        Assert.Contains(Path.Combine(path, CheckpointStore.ManifestFileName), missing.Message, StringComparison.Ordinal);
+
+        File.WriteAllText(Path.Combine(path, CheckpointStore.ManifestFileName), "{ not json");
+        var unreadable = Assert.Throws<CheckpointException>(() => CheckpointStore.ReadManifest(path));
+        Assert.Contains("cannot be read", unreadable.Message, StringComparison.Ordinal);
+
+        var absent = Assert.Throws<CheckpointException>(() => CheckpointStore.ReadManifest(Path.Combine(_root, "step-00000099")));
+        Assert.Contains("step-00000099", absent.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_checkpoint_from_a_different_schedule_is_refused()
+    {
+        var store = new CheckpointStore(_root);
+        string path;
+        using (var run = new Run())
+        {
+            run.TrainUntil(2);
+            path = store.Save(run.Model, run.Trainer, 2, run.Sampler).Path;
+        }
+
+        using var other = new Run(totalSteps: TotalSteps + 1);
+        var ex = Assert.Throws<CheckpointException>(() => CheckpointStore.Load(path, other.Model, other.Trainer, other.Sampler));
+        Assert.Contains("TotalSteps", ex.Message, StringComparison.Ordinal);
+    }
+}
