@@ -87,7 +87,7 @@ internal static class Support
         }
         var edited = edit(tensors);
         SafetensorsFile.Write(file, edited, new Dictionary<string, string> { ["format"] = "pt" });
-        foreach (var pair in tensors.Concat(edited).DistinctBy(p => p.Value.Handle)) pair.Value.Dispose();
+        foreach (var t in new HashSet<Tensor>(tensors.Concat(edited).Select(p => p.Value), ReferenceEqualityComparer.Instance)) t.Dispose();
     }
 
     public static JsonObject ReadJson(string path) => (JsonObject)JsonNode.Parse(File.ReadAllText(path))!;
