@@ -1,0 +1,191 @@
+using Peft.Serialization;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Peft.Cli;
+
+/// <summary>One module merged by <see cref="AdapterMerger"/>.</summary>
+/// <param name="WeightKey">The base tensor that was updated (<c>{module}.weight</c>).</param>
+/// <param name="Shape">Its shape.</param>
+/// <param name="DType">Its dtype (kept).</param>
+/// <param name="Scaling">The scaling the update was multiplied by.</param>
+public sealed record MergedModule(string WeightKey, long[] Shape, SafetensorsDType DType, double Scaling);
+
+/// <summary>
+/// Merges a PEFT LoRA or LoKr adapter into a base safetensors file without a model: for every adapted module path X,
+/// <c>X.weight += ΔW</c>, where <c>ΔW = s·B·A</c> (LoRA, <c>s = alpha/r</c> or <c>alpha/√r</c> with <c>use_rslora</c>,
+/// per-module r and alpha from <c>rank_pattern</c>/<c>alpha_pattern</c>) or <c>ΔW = (alpha/r)·kron(W1, W2)</c> (LoKr,
+/// each factor full or the product of its <c>_a</c>/<c>_b</c> pair). Every other tensor and the metadata are copied
+/// unchanged; dtypes are kept.
+/// </summary>
+public static class AdapterMerger
+{
+    /// <summary>Merges <paramref name="adapterDirectory"/> into <paramref name="basePath"/> and writes <paramref name="outputPath"/> atomically.</summary>
+    /// <param name="basePath">The base weights (state-dict names, e.g. from <see cref="ModelWeights.Save"/> or a Hugging Face checkpoint).</param>
+    /// <param name="adapterDirectory">The adapter directory (already resolved to the one adapter).</param>
+    /// <param name="outputPath">The merged file; its directory is created. It may be <paramref name="basePath"/> itself.</param>
+    /// <returns>The merged modules, in the adapter file's order.</returns>
+    /// <exception cref="CliException">The adapter is not mergeable, the base lacks an adapted weight or a shape disagrees; nothing is written.</exception>
+    public static IReadOnlyList<MergedModule> Merge(string basePath, string adapterDirectory, string outputPath)
+    {
+        var config = AdapterDirectory.ReadConfig(adapterDirectory);
+        string configPath = Path.Combine(adapterDirectory, AdapterFiles.ConfigFileName);
+        CheckMergeable(config, configPath);
+        using var adapter = SafetensorsFile.Open(AdapterDirectory.WeightsPath(adapterDirectory));
+        var modules = AdapterDirectory.Modules(adapter, config.PeftType);
+        if (modules.Count == 0)
+        {
+            throw CliException.Failure($"{adapter.Path}: the adapter holds no tensors; nothing to merge.");
+        }
+
+        using var baseFile = SafetensorsFile.Open(basePath);
+        using var scope = torch.NewDisposeScope();
+        using var noGrad = torch.no_grad();
+
+        // Every update is computed and checked before anything is written.
+        var updated = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var merged = new List<MergedModule>();
+        foreach (var module in modules)
+        {
+            string weightKey = module.ModulePath + ".weight";
+            if (!baseFile.Contains(weightKey))
+            {
+                throw CliException.Failure($"{baseFile.Path}: the base has no tensor '{weightKey}' for the adapted module '{module.ModulePath}' of {adapter.Path}.");
+            }
+
+            var info = baseFile.GetInfo(weightKey);
+            if (info.Shape.Length != 2 || !IsFloat(info.DType))
+            {
+                throw CliException.Failure($"{baseFile.Path}: '{weightKey}' is {info.DType} [{string.Join(", ", info.Shape)}]; an adapted linear weight must be a 2-d floating-point tensor.");
+            }
+
+            if (updated.ContainsKey(weightKey))
+            {
+                throw CliException.Failure($"{adapter.Path}: module '{module.ModulePath}' appears twice.");
+            }
+
+            var (delta, scaling) = config.PeftType == "LOKR"
+                ? LoKrDelta(adapter, module, config, configPath)
+                : LoRADelta(adapter, module, config, configPath);
+            if (!delta.shape.SequenceEqual(info.Shape))
+            {
+                throw CliException.Failure($"{adapter.Path}: the update of '{module.ModulePath}' has shape [{string.Join(", ", delta.shape)}] but the base tensor '{weightKey}' in {baseFile.Path} is [{string.Join(", ", info.Shape)}].");
+            }
+
+            var weight = baseFile.ReadTensor(weightKey);
+            var compute = ComputeType(weight.dtype, delta.dtype);
+            var result = weight.to(compute).add_(delta.to(compute));
+            if (!torch.isfinite(result).all().item<bool>())
+            {
+                throw CliException.Failure($"{adapter.Path}: merging '{module.ModulePath}' gives NaN or infinite values in '{weightKey}'; nothing was written.");
+            }
+
+            updated[weightKey] = result.to(weight.dtype);
+            merged.Add(new MergedModule(weightKey, info.Shape, info.DType, scaling));
+        }
+
+        var tensors = new List<KeyValuePair<string, Tensor>>(baseFile.Tensors.Count);
+        foreach (var info in baseFile.Tensors)
+        {
+            tensors.Add(new(info.Name, updated.TryGetValue(info.Name, out var value) ? value : baseFile.ReadTensor(info.Name)));
+        }
+
+        string fullOutput = Path.GetFullPath(outputPath);
+        Directory.CreateDirectory(Path.GetDirectoryName(fullOutput)!);
+        var metadata = baseFile.Metadata.Count > 0 ? new Dictionary<string, string>(baseFile.Metadata) : null;
+        SafetensorsFile.Write(fullOutput, tensors, metadata);
+        return merged;
+    }
+
+    private static void CheckMergeable(AdapterConfig config, string configPath)
+    {
+        string? problem = config.PeftType switch
+        {
+            "PROMPT_TUNING" => "a prompt-tuning adapter adds virtual tokens, not a weight update; there is nothing to merge into the base weights",
+            "LORA" when config.UseDora => "DoRA adapters (use_dora: true) are not supported",
+            "LORA" when config.FanInFanOut => "fan_in_fan_out: true (Conv1D weights stored transposed) is not supported",
+            "LORA" when config.Bias != "none" => $"bias \"{config.Bias}\" is not supported (only \"none\")",
+            "LORA" when config.LoraBias => "lora_bias: true is not supported",
+            _ => null,
+        };
+        if (problem is not null)
+        {
+            throw CliException.Failure($"{configPath}: {problem}.");
+        }
+    }
+
+    private static (Tensor Delta, double Scaling) LoRADelta(SafetensorsReader adapter, AdaptedModule module, AdapterConfig config, string configPath)
+    {
+        var a = ReadFloat(adapter, module.Tensors["lora_A.weight"]);
+        var b = ReadFloat(adapter, module.Tensors["lora_B.weight"]);
+        int r = config.RankFor(module.ModulePath);
+        if (a.Dimensions != 2 || b.Dimensions != 2 || a.shape[0] != r || b.shape[1] != r)
+        {
+            throw CliException.Failure($"{adapter.Path}: '{module.Tensors["lora_A.weight"]}' is [{string.Join(", ", a.shape)}] and '{module.Tensors["lora_B.weight"]}' is [{string.Join(", ", b.shape)}]; {configPath} gives r = {r} for '{module.ModulePath}' (expected A [r, in], B [out, r]).");
+        }
+
+        double alpha = config.AlphaFor(module.ModulePath);
+        double scaling = config.UseRsLora ? alpha / Math.Sqrt(r) : alpha / r;
+        var delta = b.matmul(a);
+        delta.mul_(scaling);
+        return (delta, scaling);
+    }
+
+    private static (Tensor Delta, double Scaling) LoKrDelta(SafetensorsReader adapter, AdaptedModule module, AdapterConfig config, string configPath)
+    {
+        var w1 = Factor(adapter, module, "lokr_w1");
+        var w2 = Factor(adapter, module, "lokr_w2");
+        int r = config.RankFor(module.ModulePath);
+        if (r <= 0)
+        {
+            throw CliException.Failure($"{configPath}: r must be positive for '{module.ModulePath}', found {r}.");
+        }
+
+        double scaling = config.AlphaFor(module.ModulePath) / r;
+        var delta = torch.kron(w1, w2);
+        delta.mul_(scaling);
+        return (delta, scaling);
+    }
+
+    private static Tensor Factor(SafetensorsReader adapter, AdaptedModule module, string name)
+    {
+        if (module.Tensors.TryGetValue(name, out var full))
+        {
+            var w = ReadFloat(adapter, full);
+            return w.Dimensions == 2 ? w : throw CliException.Failure($"{adapter.Path}: '{full}' is [{string.Join(", ", w.shape)}]; expected a 2-d factor.");
+        }
+
+        string aKey = module.Tensors[name + "_a"], bKey = module.Tensors[name + "_b"];
+        var a = ReadFloat(adapter, aKey);
+        var b = ReadFloat(adapter, bKey);
+        if (a.Dimensions != 2 || b.Dimensions != 2 || a.shape[1] != b.shape[0])
+        {
+            throw CliException.Failure($"{adapter.Path}: '{aKey}' [{string.Join(", ", a.shape)}] and '{bKey}' [{string.Join(", ", b.shape)}] cannot be multiplied.");
+        }
+
+        return a.matmul(b);
+    }
+
+    private static Tensor ReadFloat(SafetensorsReader reader, string key)
+    {
+        var info = reader.GetInfo(key);
+        if (!IsFloat(info.DType))
+        {
+            throw CliException.Failure($"{reader.Path}: adapter tensor '{key}' is {info.DType}; expected a floating-point tensor.");
+        }
+
+        var t = reader.ReadTensor(key);
+        if (!torch.isfinite(t).all().item<bool>())
+        {
+            throw CliException.Failure($"{reader.Path}: adapter tensor '{key}' holds NaN or infinite values.");
+        }
+
+        // Half-precision factors are multiplied in float32 (as a merge on CPU would upcast anyway).
+        return t.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? t.to(ScalarType.Float32) : t;
+    }
+
+    private static bool IsFloat(SafetensorsDType dtype) => dtype is SafetensorsDType.F64 or SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16;
+
+    private static ScalarType ComputeType(ScalarType weight, ScalarType delta) =>
+        weight == ScalarType.Float64 || delta == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+}

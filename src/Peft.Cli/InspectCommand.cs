@@ -1,0 +1,229 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Encodings.Web;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Peft.Serialization;
+using Peft.Training.Checkpoints;
+
+namespace Peft.Cli;
+
+/// <summary><c>peft inspect PATH [--json]</c>: an adapter directory, a checkpoint directory or a safetensors file, detected by content.</summary>
+internal static class InspectCommand
+{
+    private static readonly JsonSerializerOptions s_json = new() { WriteIndented = true, Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    public static Command Create()
+    {
+        var pathArgument = new Argument<string>("path") { Description = "An adapter directory, a training checkpoint directory (step-N) or a safetensors file." };
+        var jsonOption = new Option<bool>("--json") { Description = "Write one JSON object instead of text." };
+        var command = new Command("inspect", "Show what an adapter, a checkpoint or a safetensors file holds: method, targets, tensors with shapes and dtypes, parameter counts.")
+        {
+            pathArgument, jsonOption,
+        };
+        command.SetAction(parse =>
+        {
+            var report = Inspect(parse.GetRequiredValue(pathArgument));
+            var writer = parse.InvocationConfiguration.Output;
+            writer.Write(parse.GetValue(jsonOption) ? report.ToJsonString(s_json) + Environment.NewLine : RenderText(report));
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    /// <summary>Builds the report (the <c>--json</c> output) for <paramref name="path"/>.</summary>
+    internal static JsonObject Inspect(string path)
+    {
+        if (File.Exists(path))
+        {
+            // A config or manifest file stands for its directory.
+            string name = Path.GetFileName(path);
+            string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            if (name == AdapterFiles.ConfigFileName) return Adapter(dir);
+            if (name == CheckpointStore.ManifestFileName) return Checkpoint(dir);
+            return Safetensors(path);
+        }
+
+        if (!Directory.Exists(path))
+        {
+            throw CliException.Usage($"{path}: no such file or directory.");
+        }
+
+        if (AdapterDirectory.IsAdapter(path)) return Adapter(path);
+        if (File.Exists(Path.Combine(path, CheckpointStore.ManifestFileName))) return Checkpoint(path);
+
+        var hints = new List<string>();
+        var store = new CheckpointStore(Directory.Exists(Path.Combine(path, "checkpoints")) ? Path.Combine(path, "checkpoints") : path);
+        if (store.Latest() is { } latest) hints.Add($"latest checkpoint: {latest}");
+        hints.AddRange(Directory.EnumerateDirectories(path).Where(AdapterDirectory.IsAdapter).OrderBy(d => d, StringComparer.Ordinal).Select(d => $"adapter: {d}"));
+        string adapters = Path.Combine(path, "adapters");
+        if (Directory.Exists(adapters))
+        {
+            hints.AddRange(Directory.EnumerateDirectories(adapters).Where(AdapterDirectory.IsAdapter).OrderBy(d => d, StringComparer.Ordinal).Select(d => $"adapter: {d}"));
+        }
+
+        throw CliException.Usage($"{path}: not an adapter directory ({AdapterFiles.ConfigFileName}), a checkpoint directory ({CheckpointStore.ManifestFileName}) or a safetensors file"
+            + (hints.Count > 0 ? "; inside: " + string.Join("; ", hints) : "."));
+    }
+
+    private static JsonObject Adapter(string directory)
+    {
+        var config = AdapterDirectory.ReadConfig(directory);
+        string weights = AdapterDirectory.WeightsPath(directory);
+        using var reader = SafetensorsFile.Open(weights);
+        var report = new JsonObject
+        {
+            ["kind"] = "adapter",
+            ["path"] = Path.GetFullPath(directory),
+            ["peft_type"] = config.PeftType,
+            ["base_model"] = config.BaseModelNameOrPath,
+            ["task_type"] = config.TaskType,
+        };
+        if (config.PeftType == "PROMPT_TUNING")
+        {
+            report["num_virtual_tokens"] = config.NumVirtualTokens;
+            report["token_dim"] = config.TokenDim;
+        }
+        else
+        {
+            report["target_modules"] = config.TargetModulesRegex is { } regex ? JsonValue.Create(regex) : new JsonArray(config.TargetModules.Select(t => (JsonNode?)t).ToArray());
+            report["r"] = config.R;
+            report["alpha"] = config.Alpha;
+            if (config.PeftType == "LORA") report["use_rslora"] = config.UseRsLora;
+            report["rank_pattern"] = new JsonObject(config.RankPattern.Select(p => new KeyValuePair<string, JsonNode?>(p.Key, p.Value)));
+            report["alpha_pattern"] = new JsonObject(config.AlphaPattern.Select(p => new KeyValuePair<string, JsonNode?>(p.Key, p.Value)));
+            var modules = new JsonArray();
+            foreach (var module in AdapterDirectory.Modules(reader, config.PeftType))
+            {
+                int r = config.RankFor(module.ModulePath);
+                double alpha = config.AlphaFor(module.ModulePath);
+                double scaling = config.PeftType == "LORA" && config.UseRsLora ? alpha / Math.Sqrt(r) : alpha / r;
+                modules.Add(new JsonObject
+                {
+                    ["module"] = module.ModulePath,
+                    ["r"] = r,
+                    ["alpha"] = alpha,
+                    ["scaling"] = scaling,
+                    ["tensors"] = new JsonArray(module.Tensors.Keys.Order(StringComparer.Ordinal).Select(k => (JsonNode?)k).ToArray()),
+                });
+            }
+
+            report["modules"] = modules;
+        }
+
+        report["weights_file"] = reader.Path;
+        AddTensors(report, reader.Tensors, "trainable_parameters");
+        return report;
+    }
+
+    private static JsonObject Checkpoint(string directory)
+    {
+        var manifest = CheckpointStore.ReadManifest(directory);
+        string parameters = Path.Combine(directory, CheckpointStore.ParametersFileName);
+        using var reader = SafetensorsFile.Open(parameters);
+        var files = new JsonArray();
+        foreach (var (name, entry) in manifest.Files.OrderBy(f => f.Key, StringComparer.Ordinal))
+        {
+            files.Add(new JsonObject { ["name"] = name, ["bytes"] = entry.Bytes, ["sha256"] = entry.Sha256 });
+        }
+
+        var report = new JsonObject
+        {
+            ["kind"] = "checkpoint",
+            ["path"] = Path.GetFullPath(directory),
+            ["step"] = manifest.Step,
+            ["total_steps"] = manifest.TotalSteps,
+            ["skipped_steps"] = manifest.SkippedSteps,
+            ["last_loss"] = manifest.LastLoss,
+            ["next_learning_rate"] = manifest.NextLearningRate,
+            ["data_position"] = manifest.DataPosition,
+            ["created_utc"] = manifest.CreatedUtc.ToString("O", CultureInfo.InvariantCulture),
+            ["has_sampler_state"] = manifest.HasSamplerState,
+            ["files"] = files,
+        };
+        AddTensors(report, reader.Tensors, "trainable_parameters");
+        return report;
+    }
+
+    private static JsonObject Safetensors(string path)
+    {
+        using var reader = SafetensorsFile.Open(path);
+        var report = new JsonObject
+        {
+            ["kind"] = "safetensors",
+            ["path"] = reader.Path,
+            ["bytes"] = new FileInfo(reader.Path).Length,
+            ["metadata"] = new JsonObject(reader.Metadata.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => new KeyValuePair<string, JsonNode?>(m.Key, m.Value))),
+        };
+        AddTensors(report, reader.Tensors, "parameters");
+        return report;
+    }
+
+    private static void AddTensors(JsonObject report, IReadOnlyList<SafetensorsTensorInfo> infos, string countName)
+    {
+        var tensors = new JsonArray();
+        long count = 0;
+        foreach (var info in infos)
+        {
+            tensors.Add(new JsonObject
+            {
+                ["name"] = info.Name,
+                ["dtype"] = info.DType.ToHeaderString(),
+                ["shape"] = new JsonArray(info.Shape.Select(d => (JsonNode?)d).ToArray()),
+            });
+            count += info.ElementCount;
+        }
+
+        report["tensors"] = tensors;
+        report[countName] = count;
+    }
+
+    /// <summary>The human-readable form of a report: one "key: value" line per scalar, then the tensor table.</summary>
+    internal static string RenderText(JsonObject report)
+    {
+        var text = new StringBuilder();
+        var inv = CultureInfo.InvariantCulture;
+        text.Append(inv, $"{Scalar(report["kind"])}: {Scalar(report["path"])}\n");
+        foreach (var (key, value) in report)
+        {
+            if (key is "kind" or "path" or "tensors" or "modules" or "files" or "trainable_parameters" or "parameters") continue;
+            text.Append(inv, $"  {key}: {Scalar(value)}\n");
+        }
+
+        if (report["files"] is JsonArray files)
+        {
+            text.Append(inv, $"  files ({files.Count}):\n");
+            foreach (var f in files) text.Append(inv, $"    {Scalar(f!["name"])}  {Scalar(f["bytes"])} bytes  sha256 {Scalar(f["sha256"])}\n");
+        }
+
+        if (report["modules"] is JsonArray modules)
+        {
+            text.Append(inv, $"  modules ({modules.Count}):\n");
+            foreach (var m in modules) text.Append(inv, $"    {Scalar(m!["module"])}  r {Scalar(m["r"])}  alpha {Scalar(m["alpha"])}  scaling {Scalar(m["scaling"])}\n");
+        }
+
+        var tensors = (JsonArray)report["tensors"]!;
+        int width = tensors.Select(t => t!["name"]!.GetValue<string>().Length).DefaultIfEmpty(0).Max();
+        text.Append(inv, $"  tensors ({tensors.Count}):\n");
+        foreach (var t in tensors)
+        {
+            string shape = "[" + string.Join(", ", t!["shape"]!.AsArray().Select(d => d!.GetValue<long>().ToString(inv))) + "]";
+            text.Append(inv, $"    {t["name"]!.GetValue<string>().PadRight(width)}  {Scalar(t["dtype"]),-4}  {shape}\n");
+        }
+
+        string countName = report.ContainsKey("trainable_parameters") ? "trainable_parameters" : "parameters";
+        text.Append(inv, $"  {countName.Replace('_', ' ')}: {report[countName]!.GetValue<long>().ToString("N0", inv)}\n");
+        return text.ToString();
+    }
+
+    private static string Scalar(JsonNode? node) => node switch
+    {
+        null => "(none)",
+        JsonValue v when v.GetValueKind() == JsonValueKind.String => v.GetValue<string>(),
+        JsonValue v when v.GetValueKind() == JsonValueKind.Number => v.ToJsonString(),
+        JsonArray a => string.Join(", ", a.Select(Scalar)),
+        JsonObject o when o.Count == 0 => "{}",
+        _ => node.ToJsonString(),
+    };
+}

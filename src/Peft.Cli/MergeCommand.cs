@@ -1,0 +1,47 @@
+using System.CommandLine;
+using System.Globalization;
+
+namespace Peft.Cli;
+
+/// <summary><c>peft merge --base base.safetensors --adapter DIR --output merged.safetensors [--adapter-name NAME]</c>.</summary>
+internal static class MergeCommand
+{
+    public static Command Create()
+    {
+        var baseOption = new Option<string>("--base") { Description = "The base weights (safetensors, state-dict names such as fc1.weight).", Required = true };
+        var adapterOption = new Option<string>("--adapter") { Description = "The adapter directory (adapter_config.json + adapter_model.safetensors), or a directory of named adapters with --adapter-name.", Required = true };
+        var outputOption = new Option<string>("--output", "-o") { Description = "The merged safetensors file to write (atomically; may be the base file).", Required = true };
+        var nameOption = new Option<string?>("--adapter-name") { Description = "Use the adapter in the subdirectory of this name (PEFT's layout for named adapters; the hosting service writes adapters/NAME)." };
+        var command = new Command("merge", "Merge a LoRA or LoKr adapter into base weights at the file level (W' = W + ΔW), keeping dtypes and every other tensor.")
+        {
+            baseOption, adapterOption, outputOption, nameOption,
+        };
+        command.SetAction(parse =>
+        {
+            string basePath = parse.GetRequiredValue(baseOption);
+            string output = parse.GetRequiredValue(outputOption);
+            if (!File.Exists(basePath))
+            {
+                throw CliException.Usage(Directory.Exists(basePath) ? $"{basePath}: --base must be a safetensors file, not a directory." : $"{basePath}: the base weights file does not exist.");
+            }
+
+            if (Directory.Exists(output))
+            {
+                throw CliException.Usage($"{output}: --output is a directory; give the merged file's path.");
+            }
+
+            string adapter = AdapterDirectory.Resolve(parse.GetRequiredValue(adapterOption), parse.GetValue(nameOption));
+            var merged = AdapterMerger.Merge(basePath, adapter, output);
+            var writer = parse.InvocationConfiguration.Output;
+            foreach (var module in merged)
+            {
+                writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"merged {module.WeightKey} {module.DType} [{string.Join(", ", module.Shape)}] scaling {module.Scaling:G6}"));
+            }
+
+            writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {Path.GetFullPath(output)} ({merged.Count} module(s) merged from {adapter})"));
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+}
