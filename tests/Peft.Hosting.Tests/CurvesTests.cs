@@ -189,9 +189,9 @@ public sealed class CurvesTests : IDisposable
     public void The_progress_line_redraws_in_place_throttled_and_always_at_the_last_step()
     {
         var writer = new StringWriter();
-        var progress = new ConsoleProgress(writer, 100);
+        var progress = new ConsoleProgress(writer, 100, TimeSpan.FromHours(1));
         progress.Update(1, 3, 1.0, 1e-3, 10, TimeSpan.FromSeconds(2));
-        progress.Update(2, 3, 0.5, 1e-3, 10, TimeSpan.FromSeconds(1)); // within 200 ms of the first: skipped
+        progress.Update(2, 3, 0.5, 1e-3, 10, TimeSpan.FromSeconds(1)); // within the redraw interval: skipped
         progress.Update(3, 3, 0.25, 1e-3, 10, TimeSpan.Zero);            // last step: drawn
         progress.End();
 

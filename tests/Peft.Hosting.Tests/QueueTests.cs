@@ -179,6 +179,18 @@ public sealed class QueueTests : IDisposable
     }
 
     [Fact]
+    public async Task A_job_created_through_dependency_injection_sees_its_own_settings()
+    {
+        using var host = BuildHost();
+        var queue = host.Services.GetRequiredService<TrainingQueue>();
+        var job = queue.Submit<OptionsReadingJob>("own", Job("own", steps: 2));
+        await host.StartAsync();
+        Assert.Equal(TrainingRunState.Completed, (await job.Completion.WaitAsync(s_timeout)).State);
+        await host.StopAsync();
+        Assert.Equal(Path.Combine(_root, "own"), OptionsReadingJob.OutputDirectorySeen);
+    }
+
+    [Fact]
     public void Submit_validates_settings_names_and_output_directories()
     {
         using var host = BuildHost();
@@ -201,4 +213,28 @@ public sealed class QueueTests : IDisposable
         var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
         Assert.Contains("PeftTrainingQueue:MaxConcurrency must be >= 1", ex.Message, StringComparison.Ordinal);
     }
+}
+
+/// <summary>A job that reads its settings through <c>IOptions&lt;PeftTrainingOptions&gt;</c>, as the sample's job does.</summary>
+public sealed class OptionsReadingJob : ITrainingJob
+{
+    private readonly TestJob _inner;
+
+    public OptionsReadingJob(IOptions<PeftTrainingOptions> options, TestJobSettings settings)
+    {
+        OutputDirectorySeen = options.Value.OutputDirectory;
+        _inner = new TestJob(settings);
+    }
+
+    public static string? OutputDirectorySeen { get; private set; }
+
+    public TorchSharp.torch.nn.Module Model => _inner.Model;
+
+    public TorchSharp.torch.Generator? DataSampler => _inner.DataSampler;
+
+    public long TokensPerStep => _inner.TokensPerStep;
+
+    public TorchSharp.torch.Tensor ComputeLoss(long batchIndex, TorchSharp.torch.Device device) => _inner.ComputeLoss(batchIndex, device);
+
+    public void Dispose() => _inner.Dispose();
 }

@@ -22,15 +22,16 @@ public enum ConsoleProgressMode
 /// </summary>
 internal sealed class ConsoleProgress
 {
-    private static readonly TimeSpan s_redrawEvery = TimeSpan.FromMilliseconds(200);
+    private readonly TimeSpan _redrawEvery;
     private readonly TextWriter _writer;
     private readonly int _width;
     private DateTime _lastDraw = DateTime.MinValue;
     private bool _drawn;
 
-    /// <summary>Draws on <paramref name="writer"/> (the console's standard output).</summary>
-    public ConsoleProgress(TextWriter writer, int width)
+    /// <summary>Draws on <paramref name="writer"/> (the console's standard output), at most every <paramref name="redrawEvery"/> (default 200 ms).</summary>
+    public ConsoleProgress(TextWriter writer, int width, TimeSpan? redrawEvery = null)
     {
+        _redrawEvery = redrawEvery ?? TimeSpan.FromMilliseconds(200);
         _writer = writer;
         _width = width;
     }
@@ -60,7 +61,7 @@ internal sealed class ConsoleProgress
     public void Update(int step, int totalSteps, double loss, double learningRate, double tokensPerSecond, TimeSpan? eta)
     {
         var now = DateTime.UtcNow;
-        if (step < totalSteps && now - _lastDraw < s_redrawEvery)
+        if (step < totalSteps && now - _lastDraw < _redrawEvery)
         {
             return;
         }

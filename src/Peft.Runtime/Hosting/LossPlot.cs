@@ -6,7 +6,7 @@ namespace Peft.Hosting;
 
 /// <summary>
 /// Draws a loss curve as a self-contained SVG image (viewable in any browser): the loss of every logged step as a
-/// line, an exponential moving average over it, axes with ticks, grid lines, axis labels and a title.
+/// line, a centred moving average over it, axes with ticks, grid lines, axis labels and a title.
 /// </summary>
 public static class LossPlot
 {
@@ -88,18 +88,25 @@ public static class LossPlot
             svg.Append("<polyline id=\"loss\" fill=\"none\" stroke=\"#9ecae1\" stroke-width=\"1.2\" points=\"");
             svg.AppendJoin(' ', data.Select(p => F(X(p.Step)) + "," + F(Y(p.Loss))));
             svg.Append("\"/>\n");
-            double alpha = Math.Min(1.0, 10.0 / data.Length);
-            double ema = data[0].Loss;
-            svg.Append("<polyline id=\"loss-smoothed\" fill=\"none\" stroke=\"#08519c\" stroke-width=\"2\" points=\"");
-            svg.AppendJoin(' ', data.Select(p =>
+            // A centred moving average: it shows the trend without the lag of an exponential average.
+            int half = Math.Max(1, data.Length / 50);
+            var prefix = new double[data.Length + 1];
+            for (int i = 0; i < data.Length; i++)
             {
-                ema += alpha * (p.Loss - ema);
-                return F(X(p.Step)) + "," + F(Y(ema));
+                prefix[i + 1] = prefix[i] + data[i].Loss;
+            }
+
+            svg.Append("<polyline id=\"loss-smoothed\" fill=\"none\" stroke=\"#08519c\" stroke-width=\"2\" points=\"");
+            svg.AppendJoin(' ', data.Select((p, i) =>
+            {
+                int from = Math.Max(0, i - half), to = Math.Min(data.Length, i + half + 1);
+                return F(X(p.Step)) + "," + F(Y((prefix[to] - prefix[from]) / (to - from)));
             }));
             svg.Append("\"/>\n");
             var last = data[^1];
-            svg.Append(CultureInfo.InvariantCulture, $"<text id=\"legend\" x=\"{Left + plotW - 8}\" y=\"{Top + 16}\" text-anchor=\"end\" fill=\"#08519c\">loss (smoothed, dark) · final {last.Loss.ToString("G5", CultureInfo.InvariantCulture)} at step {last.Step}</text>\n");
+            svg.Append(CultureInfo.InvariantCulture, $"<text id=\"legend\" x=\"{Left + plotW - 8}\" y=\"{Top + 16}\" text-anchor=\"end\" fill=\"#08519c\">light: each logged step · dark: mean of {(2 * half) + 1} steps · final loss {last.Loss.ToString("G5", CultureInfo.InvariantCulture)} at step {last.Step}</text>\n");
         }
+
         else
         {
             svg.Append(CultureInfo.InvariantCulture, $"<text x=\"{Left + (plotW / 2)}\" y=\"{Top + (plotH / 2)}\" text-anchor=\"middle\">no finite loss was logged</text>\n");

@@ -135,6 +135,10 @@ internal sealed class TrainingRun
                 else
                 {
                     line?.Update(progress.Step, progress.TotalSteps, progress.Loss, progress.LearningRate, tokensPerSecond, eta);
+                    if (progress.Step == o.TotalSteps)
+                    {
+                        line?.End(); // keep the final line before the last checkpoint's log message
+                    }
                     if (progress.Step % o.LogEvery == 0 || progress.Step == o.TotalSteps)
                     {
                         // With the updating line on the console, the periodic progress record goes to Debug (other sinks keep it).
