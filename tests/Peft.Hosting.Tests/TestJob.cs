@@ -9,6 +9,9 @@ public sealed class TestJobSettings
 {
     /// <summary>Batches whose loss is made NaN.</summary>
     public HashSet<long> PoisonedBatches { get; } = new();
+
+    /// <summary>Called with each batch index before its loss is computed (to stop or cancel mid-run).</summary>
+    public Action<long>? OnBatch { get; set; }
 }
 
 /// <summary>Trains <see cref="TinyNet"/> on batches drawn from a seeded sampler.</summary>
@@ -27,6 +30,7 @@ public sealed class TestJob : ITrainingJob
 
     public Tensor ComputeLoss(long batchIndex, Device device)
     {
+        _settings.OnBatch?.Invoke(batchIndex);
         var (x, y) = TinyNet.Batch(DataSampler!);
         var loss = nn.functional.mse_loss(_model.call(x.to(device)), y.to(device));
         return _settings.PoisonedBatches.Contains(batchIndex) ? loss * double.NaN : loss;

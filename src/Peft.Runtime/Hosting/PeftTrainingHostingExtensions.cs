@@ -48,4 +48,40 @@ public static class PeftTrainingHostingExtensions
         services.AddHostedService<PeftTrainingService<TJob>>();
         return services;
     }
+
+    /// <summary>
+    /// Registers a <see cref="TrainingQueue"/> (a hosted service and a singleton to submit jobs to) with
+    /// <see cref="TrainingQueueOptions"/> bound from the configuration section <paramref name="sectionName"/>.
+    /// </summary>
+    /// <param name="builder">The host builder.</param>
+    /// <param name="sectionName">The configuration section. Default <see cref="TrainingQueueOptions.DefaultSectionName"/>.</param>
+    /// <returns><paramref name="builder"/>.</returns>
+    public static IHostApplicationBuilder AddPeftTrainingQueue(this IHostApplicationBuilder builder, string sectionName = TrainingQueueOptions.DefaultSectionName)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
+        builder.Services.AddPeftTrainingQueue(builder.Configuration.GetSection(sectionName));
+        return builder;
+    }
+
+    /// <summary>
+    /// Registers a <see cref="TrainingQueue"/> with <see cref="TrainingQueueOptions"/> bound from
+    /// <paramref name="section"/> and validated at start-up (<c>MaxConcurrency</c> &gt;= 1). Resolve
+    /// <see cref="TrainingQueue"/> from the service provider to submit jobs.
+    /// </summary>
+    /// <param name="services">The service collection.</param>
+    /// <param name="section">The configuration section holding the settings.</param>
+    /// <returns><paramref name="services"/>.</returns>
+    public static IServiceCollection AddPeftTrainingQueue(this IServiceCollection services, IConfigurationSection section)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentNullException.ThrowIfNull(section);
+        services.AddOptions<TrainingQueueOptions>()
+            .Bind(section, binder => binder.ErrorOnUnknownConfiguration = true)
+            .Validate(o => o.MaxConcurrency >= 1, $"{section.Path}:MaxConcurrency must be >= 1.")
+            .ValidateOnStart();
+        services.TryAddSingleton(sp => new PeftTrainingMetrics(sp.GetService<System.Diagnostics.Metrics.IMeterFactory>()));
+        services.TryAddSingleton<TrainingQueue>();
+        services.AddHostedService(sp => sp.GetRequiredService<TrainingQueue>());
+        return services;
+    }
 }

@@ -65,6 +65,18 @@ public sealed class PeftTrainingOptions
     /// other services running.</summary>
     public bool StopHostWhenDone { get; set; } = true;
 
+    /// <summary>Write TensorBoard event files (<c>train/loss</c>, <c>train/learning_rate</c>, <c>train/grad_norm</c> every
+    /// step) to <c>tensorboard/</c> in <see cref="OutputDirectory"/>. Default true.</summary>
+    public bool TensorBoard { get; set; } = true;
+
+    /// <summary>Console progress: <c>Auto</c> (a single updating line when standard output is a terminal, log lines when
+    /// it is redirected), <c>Line</c> or <c>Log</c>. Default <c>Auto</c>.</summary>
+    public ConsoleProgressMode ConsoleProgress { get; set; } = ConsoleProgressMode.Auto;
+
+    /// <summary>A copy of these settings.</summary>
+    /// <returns>A new instance with the same values.</returns>
+    public PeftTrainingOptions Clone() => (PeftTrainingOptions)MemberwiseClone();
+
     /// <summary>The trainer options these settings describe.</summary>
     /// <returns>A <see cref="TrainingOptions"/> (not validated here).</returns>
     public TrainingOptions ToTrainingOptions() => new()

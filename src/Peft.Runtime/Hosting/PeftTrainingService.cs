@@ -1,14 +1,9 @@
-using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
-using Peft.Serialization;
-using Peft.Training;
-using Peft.Training.Checkpoints;
-using TorchSharp;
 
 namespace Peft.Hosting;
 
@@ -26,6 +21,9 @@ public enum TrainingRunState
 
     /// <summary>The run stopped with an error (see <see cref="TrainingRunStatus.Message"/>).</summary>
     Failed,
+
+    /// <summary>The job waits in a <see cref="TrainingQueue"/> for a free slot.</summary>
+    Queued,
 }
 
 /// <summary>The content of <c>status.json</c> in <see cref="PeftTrainingOptions.OutputDirectory"/>.</summary>
@@ -56,7 +54,7 @@ public sealed record TrainingRunStatus(
 
 /// <summary>
 /// Runs one training job as a <see cref="BackgroundService"/>: seeds, creates the <typeparamref name="TJob"/>, resumes
-/// from the latest checkpoint, trains with <see cref="AdapterTrainer"/>, logs and measures every step, writes a
+/// from the latest checkpoint, trains with <see cref="Peft.Training.AdapterTrainer"/>, logs and measures every step, writes a
 /// checkpoint every <see cref="PeftTrainingOptions.CheckpointEvery"/> steps, at the end and when the host stops, and
 /// exports the adapters (PEFT format) to <c>adapters/NAME</c> when done.
 /// </summary>
@@ -71,8 +69,6 @@ public sealed record TrainingRunStatus(
 public sealed class PeftTrainingService<TJob> : BackgroundService
     where TJob : class, ITrainingJob
 {
-    private static readonly JsonSerializerOptions s_statusJson = new() { WriteIndented = true };
-
     private readonly IServiceProvider _services;
     private readonly PeftTrainingOptions _options;
     private readonly PeftTrainingMetrics _metrics;
@@ -114,156 +110,6 @@ public sealed class PeftTrainingService<TJob> : BackgroundService
             }
         }, CancellationToken.None);
 
-    private TrainingRunStatus Train(CancellationToken stoppingToken)
-    {
-        var o = _options;
-        string output = Path.GetFullPath(o.OutputDirectory);
-        var store = new CheckpointStore(Path.Combine(output, "checkpoints"), o.KeepCheckpoints);
-        int step = 0;
-        double? lastLoss = null;
-        try
-        {
-            Directory.CreateDirectory(output);
-            var device = string.Equals(o.Device, "auto", StringComparison.OrdinalIgnoreCase) ? PeftDevice.Default : torch.device(o.Device.ToLowerInvariant());
-            Seeding.SetSeed(o.Seed);
-            using var job = ActivatorUtilities.CreateInstance<TJob>(_services);
-            var model = job.Model;
-            model.to(device);
-            using var trainer = new AdapterTrainer(model.TrainableParameters(), o.ToTrainingOptions());
-            long trainable = trainer.Parameters.Sum(p => p.numel());
-            TrainingLog.Starting(_logger, model.GetType().Name, trainable, o.TotalSteps, output, device.ToString());
-
-            int savedStep = -1;
-            if (o.Resume && store.Latest() is { } latest)
-            {
-                var info = CheckpointStore.Load(latest, model, trainer, job.DataSampler);
-                savedStep = info.Manifest.Step;
-                lastLoss = info.Manifest.LastLoss;
-                TrainingLog.Resumed(_logger, info.Path, info.Manifest.Step, info.Manifest.DataPosition);
-            }
-
-            step = trainer.Step;
-            WriteStatus(output, new TrainingRunStatus(TrainingRunState.Running, step, o.TotalSteps, lastLoss, store.Latest(), null));
-            int firstStep = trainer.Step;
-            var clock = Stopwatch.StartNew();
-            while (trainer.Step < o.TotalSteps)
-            {
-                if (stoppingToken.IsCancellationRequested)
-                {
-                    string path = savedStep == trainer.Step ? store.Latest()! : Save(store, job, trainer, lastLoss);
-                    TrainingLog.Stopped(_logger, trainer.Step, path);
-                    return Finish(output, new TrainingRunStatus(TrainingRunState.Stopped, trainer.Step, o.TotalSteps, lastLoss, path, null));
-                }
-
-                long started = Stopwatch.GetTimestamp();
-                long batch = trainer.Step;
-                var progress = trainer.TrainStep(() => job.ComputeLoss(batch, device));
-                step = trainer.Step;
-                Record(progress, Stopwatch.GetElapsedTime(started).TotalSeconds, job.TokensPerStep);
-                if (!progress.Skipped)
-                {
-                    lastLoss = progress.Loss;
-                }
-
-                if (progress.Skipped)
-                {
-                    TrainingLog.Skipped(_logger, progress.Step, progress.TotalSteps, progress.Loss, progress.GradNorm);
-                }
-                else if (progress.Step % o.LogEvery == 0 || progress.Step == o.TotalSteps)
-                {
-                    double done = progress.Step - firstStep;
-                    double seconds = Math.Max(clock.Elapsed.TotalSeconds, 1e-9);
-                    var eta = TimeSpan.FromSeconds(Math.Round(seconds / done * (o.TotalSteps - progress.Step)));
-                    TrainingLog.Progress(_logger, progress.Step, progress.TotalSteps, progress.Loss, progress.LearningRate, progress.GradNorm,
-                        done * job.TokensPerStep / seconds, eta);
-                }
-
-                if (trainer.Step % o.CheckpointEvery == 0 || trainer.Step == o.TotalSteps)
-                {
-                    Save(store, job, trainer, lastLoss);
-                    savedStep = trainer.Step;
-                }
-            }
-
-            string adapters = Path.Combine(output, "adapters");
-            foreach (string name in model.AdapterNames())
-            {
-                AdapterFiles.Save(model, Path.Combine(adapters, name), name);
-            }
-
-            TrainingLog.Completed(_logger, trainer.Step, lastLoss ?? double.NaN, adapters);
-            return Finish(output, new TrainingRunStatus(TrainingRunState.Completed, trainer.Step, o.TotalSteps, lastLoss, store.Latest(), null));
-        }
-        catch (Exception ex)
-        {
-            TrainingLog.Failed(_logger, ex, ex.Message);
-            return Finish(output, new TrainingRunStatus(TrainingRunState.Failed, step, o.TotalSteps, lastLoss, SafeLatest(store), ex.Message));
-        }
-    }
-
-    private string Save(CheckpointStore store, TJob job, AdapterTrainer trainer, double? lastLoss)
-    {
-        long started = Stopwatch.GetTimestamp();
-        var info = store.Save(job.Model, trainer, dataPosition: trainer.Step, job.DataSampler, lastLoss);
-        var elapsed = Stopwatch.GetElapsedTime(started);
-        _metrics.Checkpoints.Add(1);
-        _metrics.CheckpointDuration.Record(elapsed.TotalSeconds);
-        TrainingLog.CheckpointWritten(_logger, info.Path, info.Manifest.Step, elapsed.TotalMilliseconds);
-        return info.Path;
-    }
-
-    private void Record(TrainingProgress progress, double seconds, long tokens)
-    {
-        _metrics.Steps.Add(1);
-        _metrics.StepDuration.Record(seconds);
-        _metrics.LearningRate.Record(progress.LearningRate);
-        if (progress.Skipped)
-        {
-            _metrics.SkippedSteps.Add(1);
-            return;
-        }
-
-        _metrics.Tokens.Add(tokens);
-        _metrics.Loss.Record(progress.Loss);
-    }
-
-    private TrainingRunStatus Finish(string output, TrainingRunStatus status)
-    {
-        try
-        {
-            WriteStatus(output, status);
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            TrainingLog.Failed(_logger, ex, $"cannot write {Path.Combine(output, TrainingRunStatus.FileName)}: {ex.Message}");
-        }
-
-        return status;
-    }
-
-    private static string? SafeLatest(CheckpointStore store)
-    {
-        try
-        {
-            return store.Latest();
-        }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-        {
-            return null;
-        }
-    }
-
-    private static void WriteStatus(string output, TrainingRunStatus status)
-    {
-        Directory.CreateDirectory(output);
-        string path = Path.Combine(output, TrainingRunStatus.FileName);
-        string tmp = path + ".tmp";
-        using (var stream = new FileStream(tmp, FileMode.Create, FileAccess.Write))
-        {
-            JsonSerializer.Serialize(stream, status, s_statusJson);
-            stream.Flush(flushToDisk: true);
-        }
-
-        File.Move(tmp, path, overwrite: true);
-    }
+    private TrainingRunStatus Train(CancellationToken stoppingToken) =>
+        new TrainingRun(_options, () => ActivatorUtilities.CreateInstance<TJob>(_services), _metrics, _logger, typeof(TJob).Name).Run(stoppingToken);
 }
