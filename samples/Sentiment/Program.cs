@@ -90,6 +90,9 @@ static long PeakRss()
     return self.PeakWorkingSet64;
 }
 
+static string LoadAverage() =>
+    File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "unknown";
+
 static double Mib(long bytes) => bytes / (1024.0 * 1024.0);
 
 static string Table(IReadOnlyList<Row> rows, int train, int test)
@@ -99,15 +102,16 @@ static string Table(IReadOnlyList<Row> rows, int train, int test)
     s.AppendLine(CultureInfo.InvariantCulture, $"Machine: {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, " +
         $"{System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}, .NET {Environment.Version}, TorchSharp CPU, {torch.get_num_threads()} threads. " +
         $"Date: {DateTime.UtcNow:yyyy-MM-dd} (UTC). Data: {train} train / {test} test sentences. " +
-        $"Settings: {first.Epochs} epochs, batch {first.BatchSize}, seed {first.Seed}, AdamW, 10% warmup + cosine, grad-norm clip 1.");
+        $"Load average (1, 5, 15 min) when the table was made: {LoadAverage()}. " +
+        $"Settings: {first.Epochs} epoch{(first.Epochs == 1 ? "" : "s")}, batch {first.BatchSize}, seed {first.Seed}, AdamW, 10% warmup + cosine, grad-norm clip 1.");
     s.AppendLine();
-    s.AppendLine("| method | held-out accuracy | before training | trainable parameters | learning rate | time per epoch | peak RSS | peak RSS growth in training | train loss (first → last epoch) |");
+    s.AppendLine("| method | held-out accuracy | before training | trainable parameters | learning rate | time per epoch | peak RSS | peak RSS growth in training | mean train loss (first / last epoch) |");
     s.AppendLine("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     foreach (var r in rows)
     {
         s.AppendLine(CultureInfo.InvariantCulture,
             $"| {Name(r.Result.Method)} | {r.Result.Accuracy:P1} | {r.Result.AccuracyBefore:P1} | {r.Result.TrainableParameters:N0} | {r.Settings.LearningRate:G3} | " +
-            $"{r.Result.SecondsPerEpoch:F1} s | {Mib(r.PeakAfter):F0} MiB | +{Mib(r.PeakAfter - r.PeakLoaded):F0} MiB | {r.Result.FirstLoss:F3} → {r.Result.LastLoss:F3} |");
+            $"{r.Result.SecondsPerEpoch:F1} s | {Mib(r.PeakAfter):F0} MiB | +{Mib(r.PeakAfter - r.PeakLoaded):F0} MiB | {(r.Settings.Epochs == 1 ? r.Result.LastLoss.ToString("F3", CultureInfo.InvariantCulture) : $"{r.Result.FirstLoss:F3} / {r.Result.LastLoss:F3}")} |");
     }
     return s.ToString();
 }
