@@ -12,9 +12,18 @@ namespace Peft.Models.UseLite;
 /// <see cref="UseLiteConverter"/> with <c>Peft.Serialization.ModelWeights.Load</c>; its tensor names are this module's
 /// state-dict names.
 /// </summary>
-public sealed class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
+/// <remarks>
+/// Three adapters are declared: LoRA (<see cref="UseLiteConfig.LoRAAdapter"/>, active after construction) and LoKr
+/// (<see cref="UseLiteConfig.KroneckerAdapter"/>) on the projections of every layer, and a prompt
+/// (<see cref="UseLiteConfig.PromptAdapter"/>, <see cref="UseLiteConfig.PromptTokens"/> virtual tokens) on the token
+/// embeddings; choose one with <c>SetActiveAdapter(name)</c>. With the prompt active, the virtual tokens come first, take
+/// the timing signal of positions 0 to V - 1 (the text's tokens move up by V, as when PEFT prepends prompts to a model
+/// with position embeddings), are attended to by every token, and are left out of the mean pooling.
+/// </remarks>
+public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
 {
-    private readonly Module<Tensor, Tensor> embeddings;
+    [PromptTune(virtualTokens: UseLiteConfig.PromptTokens, Name = UseLiteConfig.PromptAdapter)]
+    private Module<Tensor, Tensor> embeddings;
     private readonly Tensor inv_timescales;
     private readonly ModuleList<UseLiteTransformerLayer> layers;
     private readonly Module<Tensor, Tensor> pooler;
@@ -27,7 +36,9 @@ public sealed class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
         layers = new ModuleList<UseLiteTransformerLayer>(
             Enumerable.Range(0, UseLiteConfig.Layers).Select(i => new UseLiteTransformerLayer(i)).ToArray());
         pooler = Linear(UseLiteConfig.HiddenDim, UseLiteConfig.HiddenDim);
-        RegisterComponents();
+        InitializePeft();
+        // The prompt layer would make its only adapter active; start as the pretrained model plus (zero) LoRA.
+        this.SetActiveAdapter(UseLiteConfig.LoRAAdapter);
     }
 
     /// <summary>
@@ -52,18 +63,24 @@ public sealed class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
     public Tensor Pool(Tensor ids, Tensor mask)
     {
         using var scope = NewDisposeScope();
-        var valid = mask.to(ScalarType.Float32);
-        long time = ids.shape[1];
+        var tokens = mask.to(ScalarType.Float32);
+        // The graph adds the embeddings twice: Layer_0/add = embeddings + AddTimingSignal(embeddings), and
+        // AddTimingSignal returns its input plus the signal. An active prompt prepends V virtual tokens here.
+        var embedded = embeddings.call(ids);
+        long virtualTokens = embedded.shape[1] - ids.shape[1];
+        var valid = virtualTokens == 0
+            ? tokens
+            : cat([ones(ids.shape[0], virtualTokens, dtype: ScalarType.Float32, device: ids.device), tokens], 1);
+        long time = embedded.shape[1];
         var validColumn = valid.unsqueeze(-1);
         // Timing signal: position p gives [sin(p * inv_timescales), cos(p * inv_timescales)].
         var scaled = arange(time, dtype: ScalarType.Float32, device: ids.device).unsqueeze(1) * inv_timescales.unsqueeze(0);
         var timing = cat([sin(scaled), cos(scaled)], 1);
-        // The graph adds the embeddings twice: Layer_0/add = embeddings + AddTimingSignal(embeddings), and
-        // AddTimingSignal returns its input plus the signal.
-        var embedded = embeddings.call(ids);
         var x = (embedded + (embedded + timing.unsqueeze(0))) * validColumn;
         foreach (var layer in layers) x = layer.call(x, valid);
-        var count = valid.sum(1, keepdim: true).clamp_min(1.0);
-        return ((x * validColumn).sum(1) / count).MoveToOuterDisposeScope();
+        if (virtualTokens > 0) x = x.narrow(1, virtualTokens, ids.shape[1]);
+        var tokenColumn = tokens.unsqueeze(-1);
+        var count = tokens.sum(1, keepdim: true).clamp_min(1.0);
+        return ((x * tokenColumn).sum(1) / count).MoveToOuterDisposeScope();
     }
 }

@@ -1,0 +1,35 @@
+using Peft.Data;
+using Peft.Models.UseLite;
+using Sentiment;
+using TorchSharp;
+using Xunit.Abstractions;
+
+namespace Peft.Models.Tests;
+
+/// <summary>A short LoRA run of the sentiment sample on a subset: the loss falls, accuracy rises well above chance, and the adapters move.</summary>
+public sealed class SentimentTrainingTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task Short_LoRA_run_on_a_subset_lowers_the_loss_and_beats_chance()
+    {
+        var cache = new NpmPackageCache();
+        var (train, test) = SentimentData.Split(await SentimentData.LoadAsync(cache));
+        var trainSubset = train.Where((_, i) => i % 8 == 0).ToList();   // 299 sentences from all three sources
+        var testSubset = test.Where((_, i) => i % 3 == 0).ToList();     // 199 sentences
+        using var model = await UseLiteModel.LoadAsync(cache);
+        var loraB = model.Encoder.AdaptedLayers().Select(l => l.Layer.GetAdapter(UseLiteConfig.LoRAAdapter))
+            .SelectMany(a => a.named_parameters()).Where(p => p.name.Contains("lora_B", StringComparison.Ordinal)).Select(p => p.parameter).ToList();
+        Assert.Equal(12, loraB.Count);
+        Assert.All(loraB, b => Assert.Equal(0.0, b.abs().max().item<float>()));
+
+        var result = SentimentExperiment.Run(model, FineTuningMethod.LoRA, trainSubset, testSubset, new SentimentSettings(Epochs: 2, BatchSize: 16, LearningRate: 3e-3));
+
+        output.WriteLine($"accuracy {result.AccuracyBefore:F4} -> {result.Accuracy:F4}, mean loss {result.FirstLoss:F4} -> {result.LastLoss:F4}");
+        Assert.Equal(58_368 + 512 * 2 + 2, result.TrainableParameters);
+        // Measured (2 CPU threads): held-out accuracy 0.513 before, 0.869 after; mean loss 0.582 (epoch 1) -> 0.226 (epoch 2).
+        Assert.InRange(result.AccuracyBefore, 0.3, 0.7);
+        Assert.True(result.Accuracy > 0.80, $"held-out accuracy {result.Accuracy}");
+        Assert.True(result.LastLoss < result.FirstLoss - 0.2, $"mean loss {result.FirstLoss} -> {result.LastLoss}");
+        Assert.True(result.LastLoss < 0.35, $"last epoch's mean loss {result.LastLoss}");
+    }
+}
