@@ -150,4 +150,26 @@ public sealed class HostingTests : IDisposable
         Assert.Equal(TrainingRunState.Failed, result.State);
         Assert.Contains(Path.Combine(latest, CheckpointStore.ManifestFileName), result.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task The_adapter_setting_must_name_a_declared_adapter()
+    {
+        using var host = BuildHost(new() { ["PeftTraining:Adapter"] = "lokr" });
+        var result = await RunToEnd(host);
+
+        Assert.Equal(TrainingRunState.Failed, result.State);
+        Assert.Contains("PeftTraining:Adapter is 'lokr'", result.Message, StringComparison.Ordinal);
+        Assert.Contains("declares the adapters: default", result.Message, StringComparison.Ordinal);
+        Assert.Equal(1, Environment.ExitCode);
+    }
+
+    [Fact]
+    public async Task The_adapter_setting_selects_the_adapter_to_train()
+    {
+        using var host = BuildHost(new() { ["PeftTraining:Adapter"] = "default" });
+        var result = await RunToEnd(host);
+
+        Assert.Equal(TrainingRunState.Completed, result.State);
+        Assert.Equal(12, result.Step);
+    }
 }

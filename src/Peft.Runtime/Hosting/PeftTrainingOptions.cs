@@ -61,6 +61,11 @@ public sealed class PeftTrainingOptions
     /// checkpoint stays the last good state) or <c>SkipStep</c>. Default <c>Throw</c>.</summary>
     public NonFiniteLossPolicy OnNonFiniteLoss { get; set; } = NonFiniteLossPolicy.Throw;
 
+    /// <summary>The adapter to train: a name the model declares (PEFT's adapter name, e.g. <c>default</c>, or the
+    /// <c>Name</c> of a <c>[Kronecker]</c>/<c>[PromptTune]</c> attribute). It becomes the only active adapter, so only its
+    /// parameters (and <c>[Trainable]</c> members) train. Empty (default): the model's own active adapters.</summary>
+    public string? Adapter { get; set; }
+
     /// <summary>Stop the host when the run ends (completed or failed). Default true; set false to keep a host with
     /// other services running.</summary>
     public bool StopHostWhenDone { get; set; } = true;

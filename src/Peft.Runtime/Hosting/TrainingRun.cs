@@ -83,6 +83,18 @@ internal sealed class TrainingRun
             using var job = _createJob();
             var model = job.Model;
             model.to(device);
+            if (!string.IsNullOrWhiteSpace(o.Adapter))
+            {
+                var declared = model.AdapterNames();
+                if (!declared.Contains(o.Adapter, StringComparer.Ordinal))
+                {
+                    throw new InvalidOperationException(
+                        $"PeftTraining:Adapter is '{o.Adapter}', but {model.GetType().Name} declares the adapters: {string.Join(", ", declared)}.");
+                }
+
+                model.SetActiveAdapter(o.Adapter);
+            }
+
             using var trainer = new AdapterTrainer(model.TrainableParameters(), o.ToTrainingOptions());
             long trainable = trainer.Parameters.Sum(p => p.numel());
             TrainingLog.Starting(_logger, model.GetType().Name, trainable, o.TotalSteps, output, device.ToString());
