@@ -1,0 +1,43 @@
+using static TorchSharp.torch;
+
+namespace Peft.Models.Llama;
+
+/// <summary>
+/// One pre-norm decoder layer (<c>model.layers.N</c>): <c>h = x + self_attn(input_layernorm(x))</c>, then
+/// <c>h + mlp(post_attention_layernorm(h))</c>.
+/// </summary>
+public sealed class LlamaDecoderLayer : nn.Module
+{
+    private readonly LlamaAttention self_attn;
+    private readonly LlamaMlp mlp;
+    private readonly LlamaRmsNorm input_layernorm;
+    private readonly LlamaRmsNorm post_attention_layernorm;
+
+    /// <summary>Creates layer <paramref name="layer"/>.</summary>
+    /// <param name="config">Model sizes.</param>
+    /// <param name="layer">Layer index.</param>
+    public LlamaDecoderLayer(LlamaConfig config, int layer) : base(nameof(LlamaDecoderLayer))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        self_attn = new LlamaAttention(config, layer);
+        mlp = new LlamaMlp(config);
+        input_layernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
+        post_attention_layernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
+        register_module(nameof(self_attn), self_attn);
+        register_module(nameof(mlp), mlp);
+        register_module(nameof(input_layernorm), input_layernorm);
+        register_module(nameof(post_attention_layernorm), post_attention_layernorm);
+    }
+
+    /// <summary>Runs the layer on hidden states [batch, time, hidden].</summary>
+    /// <param name="x">Hidden states.</param>
+    /// <param name="cos">Rotary cosine table for these positions.</param>
+    /// <param name="sin">Rotary sine table.</param>
+    /// <param name="cache">Key/value cache, or null.</param>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, LlamaKvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        var h = x + self_attn.Forward(input_layernorm.call(x), cos, sin, cache);
+        return (h + mlp.call(post_attention_layernorm.call(h))).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,161 @@
+using Peft.Checkpoints;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Peft.Models.Llama;
+
+/// <summary>
+/// A LLaMA-style causal language model (Llama, Mistral, Qwen2 layouts without attention bias) whose state-dict
+/// names are transformers' <c>LlamaForCausalLM</c> keys (<c>model.embed_tokens.weight</c>,
+/// <c>model.layers.0.self_attn.q_proj.weight</c>, ..., <c>model.norm.weight</c>, <c>lm_head.weight</c>), so
+/// <see cref="HfCheckpoint"/> loads Hugging Face checkpoints strictly and adapter keys read as PEFT's. With tied
+/// embeddings there is no <c>lm_head</c> module: the head is the input embedding itself.
+/// </summary>
+public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
+{
+    private readonly LlamaModel model;
+    private readonly Linear? lm_head;
+
+    /// <summary>Creates a randomly initialised model.</summary>
+    /// <param name="config">Model sizes.</param>
+    public LlamaForCausalLM(LlamaConfig config) : base(nameof(LlamaForCausalLM))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Config = config;
+        model = new LlamaModel(config);
+        register_module(nameof(model), model);
+        if (!config.TieWordEmbeddings)
+        {
+            lm_head = Linear(config.HiddenSize, config.VocabSize, hasBias: false);
+            register_module(nameof(lm_head), lm_head);
+        }
+    }
+
+    /// <summary>The sizes this model was built with.</summary>
+    public LlamaConfig Config { get; }
+
+    /// <summary>The decoder without the head.</summary>
+    public LlamaModel Model => model;
+
+    /// <summary>Builds a model from a Hugging Face directory (config.json + safetensors), strictly.</summary>
+    /// <param name="directory">The checkpoint directory.</param>
+    /// <param name="options">Load options (default: strict).</param>
+    public static LlamaForCausalLM FromPretrained(string directory, CheckpointLoadOptions? options = null)
+    {
+        using var checkpoint = HfCheckpoint.Open(directory);
+        var result = new LlamaForCausalLM(LlamaConfig.FromHf(checkpoint.Config));
+        try
+        {
+            checkpoint.LoadInto(result, options);
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
+
+        result.eval();
+        return result;
+    }
+
+    /// <summary>Logits [batch, time, vocab] for token ids [batch, time] (a full causal forward).</summary>
+    /// <param name="ids">Token ids (int64).</param>
+    public override Tensor forward(Tensor ids) => Forward(ids, null);
+
+    /// <summary>Logits for <paramref name="ids"/>, the positions after those held by <paramref name="cache"/>, which it extends.</summary>
+    /// <param name="ids">Token ids [batch, time] (int64).</param>
+    /// <param name="cache">Key/value cache, or null for a full forward.</param>
+    public Tensor Forward(Tensor ids, LlamaKvCache? cache)
+    {
+        using var scope = NewDisposeScope();
+        var h = model.Forward(ids, cache);
+        var logits = lm_head is null ? functional.linear(h, model.EmbedTokens.weight!) : lm_head.call(h);
+        return logits.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Continues <paramref name="ids"/> [batch, time] by up to <paramref name="maxNewTokens"/> tokens with the KV cache
+    /// (the prompt runs once, then one position per step) and returns prompt plus new tokens [batch, time + n].
+    /// Runs in eval mode without gradients; the model's training flag is restored afterwards.
+    /// </summary>
+    /// <param name="ids">Prompt token ids (int64, every row the same length).</param>
+    /// <param name="maxNewTokens">Most tokens to add.</param>
+    /// <param name="options">Greedy or sampling settings (default greedy).</param>
+    public Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        ArgumentOutOfRangeException.ThrowIfNegative(maxNewTokens);
+        options ??= new GenerationOptions();
+        if (ids.dim() != 2) throw new ArgumentException($"Expected token ids [batch, time], got {ids.dim()} dimension(s).", nameof(ids));
+        if (!options.Greedy)
+        {
+            if (!(options.Temperature > 0)) throw new ArgumentOutOfRangeException(nameof(options), "Temperature must be positive.");
+            if (options.TopK < 0) throw new ArgumentOutOfRangeException(nameof(options), "TopK must be 0 (off) or positive.");
+            if (!(options.TopP > 0 && options.TopP <= 1)) throw new ArgumentOutOfRangeException(nameof(options), "TopP must be in (0, 1].");
+        }
+
+        bool wasTraining = training;
+        eval();
+        try
+        {
+            using var noGrad = no_grad();
+            using var cache = new LlamaKvCache(Config.NumHiddenLayers);
+            using var generator = options.Greedy ? null : new torch.Generator(options.Seed, ids.device);
+            using var scope = NewDisposeScope();
+            var all = ids.to_type(ScalarType.Int64);
+            var next = all;
+            Tensor? finished = options.EosTokenId is null ? null : zeros(ids.shape[0], dtype: ScalarType.Bool, device: ids.device);
+            for (int step = 0; step < maxNewTokens; step++)
+            {
+                var logits = Forward(next, cache).select(1, -1);
+                var token = options.Greedy ? logits.argmax(-1) : Sample(logits, options, generator!);
+                if (finished is not null)
+                {
+                    // Rows that already ended keep producing the end token.
+                    token = where(finished, full_like(token, options.EosTokenId!.Value), token);
+                    finished = finished.logical_or(token.eq(options.EosTokenId!.Value));
+                }
+
+                next = token.unsqueeze(1);
+                all = cat(new[] { all, next }, 1);
+                if (finished is not null && finished.all().item<bool>()) break;
+            }
+
+            return all.MoveToOuterDisposeScope();
+        }
+        finally
+        {
+            train(wasTraining);
+        }
+    }
+
+    /// <summary>Draws one token per row from logits [batch, vocab] after temperature, top-k and top-p.</summary>
+    private static Tensor Sample(Tensor logits, GenerationOptions options, torch.Generator generator)
+    {
+        using var scope = NewDisposeScope();
+        var scores = logits.to_type(ScalarType.Float32) / options.Temperature;
+        long vocab = scores.shape[^1];
+        if (options.TopK > 0 && options.TopK < vocab)
+        {
+            var kth = scores.topk(options.TopK, dim: -1).values.narrow(-1, options.TopK - 1, 1);
+            scores = scores.masked_fill(scores.lt(kth), float.NegativeInfinity);
+        }
+
+        if (options.TopP < 1.0)
+        {
+            // transformers' TopPLogitsWarper: sort ascending, drop tokens whose cumulative mass is <= 1 - top_p,
+            // always keeping the most likely one.
+            var (sorted, indices) = scores.sort(dim: -1, descending: false);
+            var cumulative = functional.softmax(sorted, -1).cumsum(-1);
+            var removeSorted = cumulative.le(1.0 - options.TopP);
+            removeSorted.index_fill_(-1, tensor(new long[] { vocab - 1 }, device: scores.device), false);
+            var remove = zeros_like(removeSorted).scatter(-1, indices, removeSorted);
+            scores = scores.masked_fill(remove, float.NegativeInfinity);
+        }
+
+        var probabilities = functional.softmax(scores, -1);
+        return multinomial(probabilities, 1, replacement: false, generator: generator).squeeze(-1).MoveToOuterDisposeScope();
+    }
+}
