@@ -1,0 +1,81 @@
+using Peft.Checkpoints;
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Peft.Models.Bert;
+
+/// <summary>
+/// A BERT encoder with a sequence-classification head whose state-dict names are transformers'
+/// <c>BertForSequenceClassification</c> keys (<c>bert.embeddings.word_embeddings.weight</c>,
+/// <c>bert.encoder.layer.0.attention.self.query.weight</c>, …, <c>bert.pooler.dense.weight</c>,
+/// <c>classifier.weight</c>), so <see cref="HfCheckpoint"/> loads Hugging Face checkpoints strictly and adapter keys
+/// read as PEFT's. Logits are <c>classifier(dropout(pooler))</c>. The <c>classifier</c> is <c>[Trainable]</c>, PEFT's
+/// <c>modules_to_save</c> for <c>SEQ_CLS</c>: with the LoRA adapters on <c>query</c>/<c>value</c> it is the only base
+/// module that trains.
+/// </summary>
+public sealed partial class BertForSequenceClassification : Module<Tensor, Tensor>
+{
+    private BertModel bert;
+    private Module<Tensor, Tensor> dropout;
+    [Trainable]
+    private Module<Tensor, Tensor> classifier;
+
+    /// <summary>Creates a randomly initialised model.</summary>
+    /// <param name="config">Model sizes and label count.</param>
+    public BertForSequenceClassification(BertConfig config) : base(nameof(BertForSequenceClassification))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Config = config;
+        bert = new BertModel(config);
+        dropout = Dropout(config.ClassifierDropoutProb);
+        classifier = Linear(config.HiddenSize, config.NumLabels);
+        InitializePeft();
+    }
+
+    /// <summary>The sizes this model was built with.</summary>
+    public BertConfig Config { get; }
+
+    /// <summary>The encoder without the head.</summary>
+    public BertModel Bert => bert;
+
+    /// <summary>The classification head (<c>classifier</c>, [hidden → labels]); save it with
+    /// <see cref="Peft.Serialization.ModelWeights"/> beside the adapter.</summary>
+    public Module<Tensor, Tensor> Classifier => classifier;
+
+    /// <summary>Builds a model from a Hugging Face directory (config.json + safetensors), strictly.</summary>
+    /// <param name="directory">The checkpoint directory.</param>
+    /// <param name="options">Load options (default: strict).</param>
+    public static BertForSequenceClassification FromPretrained(string directory, CheckpointLoadOptions? options = null)
+    {
+        using var checkpoint = HfCheckpoint.Open(directory);
+        var result = new BertForSequenceClassification(BertConfig.FromHf(checkpoint.Config));
+        try
+        {
+            checkpoint.LoadInto(result, options);
+        }
+        catch
+        {
+            result.Dispose();
+            throw;
+        }
+
+        result.eval();
+        return result;
+    }
+
+    /// <summary>Logits [batch, labels] for unpadded token ids [batch, time].</summary>
+    /// <param name="ids">Token ids (int64).</param>
+    public override Tensor forward(Tensor ids) => Forward(ids, null, null);
+
+    /// <summary>Logits [batch, labels] for token ids [batch, time] with padding.</summary>
+    /// <param name="ids">Token ids (int64), padded on the right.</param>
+    /// <param name="attentionMask">[batch, time], nonzero for real tokens and zero for padding; null when unpadded.</param>
+    /// <param name="tokenTypeIds">Segment ids [batch, time], or null for all zeros.</param>
+    public Tensor Forward(Tensor ids, Tensor? attentionMask, Tensor? tokenTypeIds = null)
+    {
+        using var scope = NewDisposeScope();
+        var (_, pooled) = bert.Forward(ids, attentionMask, tokenTypeIds);
+        return classifier.call(dropout.call(pooled)).MoveToOuterDisposeScope();
+    }
+}

@@ -1,0 +1,119 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Peft.Models.Bert;
+
+/// <summary>
+/// A residual projection followed by post-layer-norm, BERT's <c>attention.output</c> (<c>BertSelfOutput</c>) and
+/// <c>output</c> (<c>BertOutput</c>): <c>LayerNorm(dropout(dense(h)) + residual)</c>.
+/// </summary>
+public sealed class BertResidualOutput : nn.Module
+{
+    private readonly Linear dense;
+    private readonly TorchSharp.Modules.LayerNorm LayerNorm;
+    private readonly Dropout dropout;
+
+    /// <summary>Creates the block projecting <paramref name="inputSize"/> features back to the hidden size.</summary>
+    /// <param name="config">Model sizes.</param>
+    /// <param name="inputSize">Width of the projected input (hidden for attention, intermediate for the feed-forward).</param>
+    public BertResidualOutput(BertConfig config, int inputSize) : base(nameof(BertResidualOutput))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        dense = Linear(inputSize, config.HiddenSize);
+        LayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
+        dropout = Dropout(config.HiddenDropoutProb);
+        register_module(nameof(dense), dense);
+        register_module(nameof(LayerNorm), LayerNorm);
+        register_module(nameof(dropout), dropout);
+    }
+
+    /// <summary><c>LayerNorm(dropout(dense(h)) + residual)</c>.</summary>
+    /// <param name="h">The block's output before projection.</param>
+    /// <param name="residual">The block's input.</param>
+    public Tensor Forward(Tensor h, Tensor residual)
+    {
+        using var scope = NewDisposeScope();
+        return LayerNorm.call(dropout.call(dense.call(h)) + residual).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>BERT's attention block (<c>attention</c>): <c>self</c> then <c>output</c>.</summary>
+public sealed class BertAttention : nn.Module
+{
+    private readonly BertSelfAttention self;
+    private readonly BertResidualOutput output;
+
+    /// <summary>Creates the attention block.</summary>
+    /// <param name="config">Model sizes.</param>
+    public BertAttention(BertConfig config) : base(nameof(BertAttention))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        self = new BertSelfAttention(config);
+        output = new BertResidualOutput(config, config.HiddenSize);
+        register_module(nameof(self), self);
+        register_module(nameof(output), output);
+    }
+
+    /// <summary>Self-attention with its residual and norm.</summary>
+    /// <param name="x">Hidden states [batch, time, hidden].</param>
+    /// <param name="keyMask">Key padding mask (see <see cref="BertSelfAttention.Forward"/>), or null.</param>
+    public Tensor Forward(Tensor x, Tensor? keyMask)
+    {
+        using var scope = NewDisposeScope();
+        return output.Forward(self.Forward(x, keyMask), x).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>One post-norm encoder layer (<c>bert.encoder.layer.N</c>): <c>attention</c>, <c>intermediate</c> (dense + GELU), <c>output</c>.</summary>
+public sealed class BertLayer : nn.Module
+{
+    private readonly BertAttention attention;
+    private readonly BertIntermediate intermediate;
+    private readonly BertResidualOutput output;
+
+    /// <summary>Creates one layer.</summary>
+    /// <param name="config">Model sizes.</param>
+    public BertLayer(BertConfig config) : base(nameof(BertLayer))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        attention = new BertAttention(config);
+        intermediate = new BertIntermediate(config);
+        output = new BertResidualOutput(config, config.IntermediateSize);
+        register_module(nameof(attention), attention);
+        register_module(nameof(intermediate), intermediate);
+        register_module(nameof(output), output);
+    }
+
+    /// <summary>Runs the layer on hidden states [batch, time, hidden].</summary>
+    /// <param name="x">Hidden states.</param>
+    /// <param name="keyMask">Key padding mask, or null.</param>
+    public Tensor Forward(Tensor x, Tensor? keyMask)
+    {
+        using var scope = NewDisposeScope();
+        var h = attention.Forward(x, keyMask);
+        return output.Forward(intermediate.call(h), h).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>BERT's feed-forward expansion (<c>intermediate</c>): <c>gelu(dense(x))</c>, the exact (erf) GELU.</summary>
+public sealed class BertIntermediate : Module<Tensor, Tensor>
+{
+    private readonly Linear dense;
+
+    /// <summary>Creates the expansion.</summary>
+    /// <param name="config">Model sizes.</param>
+    public BertIntermediate(BertConfig config) : base(nameof(BertIntermediate))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        dense = Linear(config.HiddenSize, config.IntermediateSize);
+        register_module(nameof(dense), dense);
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return functional.gelu(dense.call(x)).MoveToOuterDisposeScope();
+    }
+}

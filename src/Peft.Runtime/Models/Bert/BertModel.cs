@@ -1,0 +1,95 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Peft.Models.Bert;
+
+/// <summary>The encoder stack (<c>bert.encoder</c>): <c>layer.0</c> … <c>layer.N-1</c>.</summary>
+public sealed class BertEncoder : nn.Module
+{
+    private readonly ModuleList<BertLayer> layer;
+
+    /// <summary>Creates the stack.</summary>
+    /// <param name="config">Model sizes.</param>
+    public BertEncoder(BertConfig config) : base(nameof(BertEncoder))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        layer = new ModuleList<BertLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new BertLayer(config)).ToArray());
+        register_module(nameof(layer), layer);
+    }
+
+    /// <summary>Runs every layer.</summary>
+    /// <param name="x">Embedded input [batch, time, hidden].</param>
+    /// <param name="keyMask">Key padding mask, or null.</param>
+    public Tensor Forward(Tensor x, Tensor? keyMask)
+    {
+        using var scope = NewDisposeScope();
+        foreach (var l in layer) x = l.Forward(x, keyMask);
+        return x.MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>BERT's pooler (<c>bert.pooler</c>): <c>tanh(dense(h[:, 0]))</c>, the first ([CLS]) position.</summary>
+public sealed class BertPooler : Module<Tensor, Tensor>
+{
+    private readonly Linear dense;
+
+    /// <summary>Creates the pooler.</summary>
+    /// <param name="config">Model sizes.</param>
+    public BertPooler(BertConfig config) : base(nameof(BertPooler))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        dense = Linear(config.HiddenSize, config.HiddenSize);
+        register_module(nameof(dense), dense);
+    }
+
+    /// <inheritdoc />
+    public override Tensor forward(Tensor hidden)
+    {
+        using var scope = NewDisposeScope();
+        return tanh(dense.call(hidden.select(1, 0))).MoveToOuterDisposeScope();
+    }
+}
+
+/// <summary>The encoder with its pooler (<c>bert</c>): <c>embeddings</c>, <c>encoder</c>, <c>pooler</c>.</summary>
+public sealed class BertModel : nn.Module
+{
+    private readonly BertEmbeddings embeddings;
+    private readonly BertEncoder encoder;
+    private readonly BertPooler pooler;
+
+    /// <summary>Creates the encoder for <paramref name="config"/>.</summary>
+    /// <param name="config">Model sizes.</param>
+    public BertModel(BertConfig config) : base(nameof(BertModel))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        config.Validate();
+        embeddings = new BertEmbeddings(config);
+        encoder = new BertEncoder(config);
+        pooler = new BertPooler(config);
+        register_module(nameof(embeddings), embeddings);
+        register_module(nameof(encoder), encoder);
+        register_module(nameof(pooler), pooler);
+    }
+
+    /// <summary>
+    /// Encodes token ids [batch, time]; returns the last hidden states [batch, time, hidden] and the pooled [CLS]
+    /// representation [batch, hidden].
+    /// </summary>
+    /// <param name="ids">Token ids (int64).</param>
+    /// <param name="attentionMask">[batch, time], nonzero (or true) for real tokens and zero for padding; null when
+    /// nothing is padded. Padded positions are never attended to; their own outputs are meaningless.</param>
+    /// <param name="tokenTypeIds">Segment ids [batch, time], or null for all zeros.</param>
+    public (Tensor Hidden, Tensor Pooled) Forward(Tensor ids, Tensor? attentionMask = null, Tensor? tokenTypeIds = null)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        if (ids.dim() != 2) throw new ArgumentException($"Expected token ids [batch, time], got {ids.dim()} dimension(s).", nameof(ids));
+        if (attentionMask is not null && !attentionMask.shape.SequenceEqual(ids.shape))
+            throw new ArgumentException($"attention mask shape [{string.Join(", ", attentionMask.shape)}] differs from the ids' [{string.Join(", ", ids.shape)}].", nameof(attentionMask));
+        using var scope = NewDisposeScope();
+        Tensor? keyMask = attentionMask?.to_type(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
+        var hidden = encoder.Forward(embeddings.Forward(ids, tokenTypeIds), keyMask);
+        var pooled = pooler.call(hidden);
+        return (hidden.MoveToOuterDisposeScope(), pooled.MoveToOuterDisposeScope());
+    }
+}

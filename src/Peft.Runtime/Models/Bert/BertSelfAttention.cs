@@ -1,0 +1,55 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Peft.Models.Bert;
+
+/// <summary>
+/// BERT's bidirectional self-attention (<c>attention.self</c>): <c>query</c>, <c>key</c>, <c>value</c> with bias,
+/// through TorchSharp's fused <c>scaled_dot_product_attention</c> (scale 1/√headDim) with a key padding mask.
+/// LoRA (rank 8, alpha 16, adapter <c>"default"</c>) sits on <c>query</c> and <c>value</c>, PEFT's default targets
+/// for BERT.
+/// </summary>
+public sealed partial class BertSelfAttention : nn.Module
+{
+    private readonly int _heads;
+    private readonly int _headDim;
+    private readonly double _dropout;
+
+    [LoRA(rank: 8, alpha: 16)]
+    private Module<Tensor, Tensor> query;
+    private Module<Tensor, Tensor> key;
+    [LoRA(rank: 8, alpha: 16)]
+    private Module<Tensor, Tensor> value;
+
+    /// <summary>Creates the self-attention for <paramref name="config"/>.</summary>
+    /// <param name="config">Model sizes.</param>
+    public BertSelfAttention(BertConfig config) : base(nameof(BertSelfAttention))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        _heads = config.NumAttentionHeads;
+        _headDim = config.HeadDim;
+        _dropout = config.AttentionProbsDropoutProb;
+        query = Linear(config.HiddenSize, config.HiddenSize);
+        key = Linear(config.HiddenSize, config.HiddenSize);
+        value = Linear(config.HiddenSize, config.HiddenSize);
+        InitializePeft();
+    }
+
+    /// <summary>Attends from every position of <paramref name="x"/> [batch, time, hidden] to every unmasked one.</summary>
+    /// <param name="x">Hidden states.</param>
+    /// <param name="keyMask">Boolean [batch, 1, 1, time], true where a key may be attended to; null attends to all.</param>
+    /// <returns>The merged heads [batch, time, hidden] (before <c>attention.output.dense</c>).</returns>
+    public Tensor Forward(Tensor x, Tensor? keyMask)
+    {
+        ArgumentNullException.ThrowIfNull(x);
+        using var scope = NewDisposeScope();
+        long batch = x.shape[0], time = x.shape[1];
+        var q = query.call(x).view(batch, time, _heads, _headDim).transpose(1, 2);
+        var k = key.call(x).view(batch, time, _heads, _headDim).transpose(1, 2);
+        var v = value.call(x).view(batch, time, _heads, _headDim).transpose(1, 2);
+        double dropout = training ? _dropout : 0.0;
+        var attended = functional.scaled_dot_product_attention(q, k, v, keyMask, dropout);
+        return attended.transpose(1, 2).contiguous().view(batch, time, _heads * _headDim).MoveToOuterDisposeScope();
+    }
+}
