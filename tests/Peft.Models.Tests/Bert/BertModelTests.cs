@@ -5,6 +5,7 @@ using static TorchSharp.torch;
 
 namespace Peft.Models.Tests.Bert;
 
+[Collection(TinyBert.Collection)]
 public sealed class BertModelTests
 {
     [Fact]

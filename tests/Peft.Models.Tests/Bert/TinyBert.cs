@@ -8,6 +8,9 @@ internal static class TinyBert
 {
     public const int Vocab = 64;
 
+    /// <summary>The BERT test classes share TorchSharp's global generator (seeded weights, dropout): run them one at a time.</summary>
+    public const string Collection = "Bert";
+
     public static BertConfig Config(double dropout = 0.0) => new()
     {
         VocabSize = Vocab,
