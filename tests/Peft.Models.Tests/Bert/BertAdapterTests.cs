@@ -84,6 +84,15 @@ public sealed class BertAdapterTests : IDisposable
         Assert.Equal(8, (int?)config["r"]);
         var targets = config["target_modules"]!.AsArray().Select(n => (string?)n).OrderBy(n => n, StringComparer.Ordinal).ToList();
         Assert.Equal(new[] { "query", "value" }, targets);
+        using (var adapterWeights = SafetensorsFile.Open(Path.Combine(adapterDir, AdapterFiles.WeightsFileName)))
+        {
+            // PEFT's key layout: base_model.model.<module path>.lora_A.weight, adapter name dropped.
+            var keys = adapterWeights.Tensors.Select(t => t.Name).OrderBy(n => n, StringComparer.Ordinal).ToList();
+            Assert.Equal(8, keys.Count);
+            Assert.Contains("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight", keys);
+            Assert.Contains("base_model.model.bert.encoder.layer.1.attention.self.value.lora_B.weight", keys);
+        }
+
         using (var weights = HfCheckpoint.Open(baseDir))
         {
             Assert.DoesNotContain(weights.TensorNames, n => n.Contains("lora", StringComparison.Ordinal));
