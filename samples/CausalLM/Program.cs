@@ -17,7 +17,7 @@ using static TorchSharp.torch;
 
 var checkpoint = new Option<string?>("--checkpoint") { Description = "A Hugging Face Llama-layout directory (config.json + safetensors, sharded or not). Without it a tiny random checkpoint is created under --output." };
 var tokenizerName = new Option<string>("--tokenizer") { Description = "gpt2 (GPT-2 BPE, 50257 ids), bytes (UTF-8 bytes, 256 ids), or a folder with vocab.json + merges.txt.", DefaultValueFactory = _ => "gpt2" };
-var steps = new Option<int>("--steps") { Description = "LoRA training steps.", DefaultValueFactory = _ => 150 };
+var steps = new Option<int>("--steps") { Description = "LoRA training steps.", DefaultValueFactory = _ => 120 };
 var output = new Option<string>("--output") { Description = "Where the (random) base checkpoint and the adapter are written.", DefaultValueFactory = _ => Path.Combine("out", "causal-lm") };
 var learningRate = new Option<double>("--lr") { Description = "Peak learning rate (AdamW, warmup + cosine).", DefaultValueFactory = _ => 1e-2 };
 var blockSize = new Option<int>("--block-size") { Description = "Tokens per training example.", DefaultValueFactory = _ => 64 };
@@ -120,9 +120,12 @@ internal static class CausalLmRun
     }
 
     /// <summary>
-    /// A small random Llama with transformers' initialisation (normal, std 0.02; norms at 1), saved with
+    /// A small random Llama initialised as transformers does (normal, std 0.02; norms at 1) except the tied embedding
+    /// (std 1/sqrt(hidden), so the head's logits are not all near 0 and the adapter has room to move them), saved with
     /// <see cref="HfCheckpoint.Save"/> in two shards so the sharded load path runs too.
     /// </summary>
+    private const double EmbeddingStd = 0.125; // 1/sqrt(hidden 64): the tied head then gives logits of std about 1
+
     private static string CreateRandomCheckpoint(string directory, int vocabSize, int seed)
     {
         var config = new LlamaConfig
@@ -144,6 +147,7 @@ internal static class CausalLmRun
             {
                 if (IsAdapter(name)) continue; // adapter parameters are not part of the checkpoint
                 if (name.EndsWith("norm.weight", StringComparison.Ordinal)) parameter.fill_(1.0);
+                else if (name == "model.embed_tokens.weight") parameter.normal_(0.0, EmbeddingStd);
                 else parameter.normal_(0.0, 0.02);
             }
         }
@@ -151,7 +155,7 @@ internal static class CausalLmRun
         HfCheckpoint.Save(model, directory, config.ToHf(), new CheckpointSaveOptions { MaxShardSizeBytes = bytes / 2 + 1 });
         var files = Directory.GetFiles(directory).Select(Path.GetFileName).Order(StringComparer.Ordinal);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"no --checkpoint: created a tiny random Llama checkpoint in {directory} (vocab {vocabSize}, hidden 64, intermediate 128, 2 layers, 4 heads / 2 kv heads, tied embeddings, {bytes / 4:N0} parameters, init normal(0, 0.02)); files: {string.Join(", ", files)}"));
+            $"no --checkpoint: created a tiny random Llama checkpoint in {directory} (vocab {vocabSize}, hidden 64, intermediate 128, 2 layers, 4 heads / 2 kv heads, tied embeddings, {bytes / 4:N0} parameters, init normal(0, 0.02), embeddings normal(0, {EmbeddingStd})); files: {string.Join(", ", files)}"));
         return directory;
     }
 
