@@ -100,7 +100,7 @@ internal static class CausalLmRun
         AdapterFiles.Save(model, adapterDir, options: new AdapterSaveOptions { BaseModelNameOrPath = Path.GetFullPath(baseDir), TaskType = "CAUSAL_LM" });
         Console.WriteLine($"saved {adapterDir}/{{{AdapterFiles.ConfigFileName}, {AdapterFiles.WeightsFileName}}}");
 
-        using var probe = Tensor(validation.Take(4).ToList(), e => e.InputIds).to(device);
+        using var probe = Ids(validation.Take(4).ToList(), e => e.InputIds).to(device);
         model.eval();
         using var trainedLogits = Logits(model, probe);
         Seeding.SetSeed(options.Seed + 1000); // a different init for the fresh model's adapter, to show the files carry everything
@@ -172,7 +172,7 @@ internal static class CausalLmRun
         return stream;
     }
 
-    private static Tensor Tensor(IReadOnlyList<TokenizedExample> examples, Func<TokenizedExample, IReadOnlyList<int>> select)
+    private static Tensor Ids(IReadOnlyList<TokenizedExample> examples, Func<TokenizedExample, IReadOnlyList<int>> select)
     {
         int length = select(examples[0]).Count;
         var data = new long[examples.Count * length];
@@ -186,8 +186,8 @@ internal static class CausalLmRun
 
     private static Tensor Loss(LlamaForCausalLM model, IReadOnlyList<TokenizedExample> batch, Device device, nn.Reduction reduction)
     {
-        var x = Tensor(batch, e => e.InputIds).to(device);
-        var y = Tensor(batch, e => e.TokenLabels!).to(device);
+        var x = Ids(batch, e => e.InputIds).to(device);
+        var y = Ids(batch, e => e.TokenLabels!).to(device);
         var logits = model.call(x);
         return nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1), ignore_index: TokenizedExample.IgnoreIndex, reduction: reduction);
     }
