@@ -7,6 +7,7 @@ public static class SentencePieceGoldens
 {
     public const string LlamaBpe = "llama-bpe.model";
     public const string Unigram = "unigram.model";
+    public const string BpeTrim = "bpe-trim.model";
 
     public static string Folder => Path.Combine(AppContext.BaseDirectory, "TestData", "SentencePiece");
 

