@@ -49,6 +49,7 @@ public sealed class SentencePieceErrorTests : IDisposable
     [InlineData("text")]
     [InlineData("json")]
     [InlineData("truncated")]
+    [InlineData("tiktoken")]
     public void NotAModelIsInvalidData(string kind)
     {
         byte[] bytes = kind switch
@@ -56,6 +57,8 @@ public sealed class SentencePieceErrorTests : IDisposable
             "empty" => [],
             "text" => Encoding.UTF8.GetBytes("this is not a model\n"),
             "json" => Encoding.UTF8.GetBytes("{\"model\": {\"type\": \"BPE\"}}"),
+            // Llama 3 ships a tiktoken ranks file under the name tokenizer.model.
+            "tiktoken" => Encoding.UTF8.GetBytes(string.Concat(Enumerable.Range(0, 300).Select(i => $"{Convert.ToBase64String(BitConverter.GetBytes(i * 7919))} {i}\n"))),
             _ => LlamaBytes[..7000],
         };
         string path = Write("tokenizer.model", bytes);
