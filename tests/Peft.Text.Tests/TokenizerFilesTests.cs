@@ -122,6 +122,23 @@ public sealed class TokenizerFilesTests(Gpt2Fixture gpt2) : IDisposable
     }
 
     [Fact]
+    public void TiktokenFileThatIsNotRanksIsInvalidData()
+    {
+        Write("cl100k_base.tiktoken", "not base64 at all\n");
+        var ex = Assert.Throws<InvalidDataException>(() => TokenizerFiles.FromDirectory(_dir));
+        Assert.Contains("cl100k_base.tiktoken", ex.Message);
+    }
+
+    [Fact]
+    public void TwoTiktokenFilesAreAmbiguous()
+    {
+        Write("gpt2.tiktoken", "IQ== 0\n");
+        Write("cl100k_base.tiktoken", "IQ== 0\n");
+        var ex = Assert.Throws<NotSupportedException>(() => TokenizerFiles.FromDirectory(_dir));
+        Assert.Contains("gpt2.tiktoken", ex.Message);
+    }
+
+    [Fact]
     public void BertVocabularyWithDoLowerCase()
     {
         File.WriteAllLines(Path.Combine(_dir, "vocab.txt"), ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "The"]);

@@ -99,7 +99,7 @@ public static class SentencePieceTokenizerFiles
             using var stream = new MemoryStream(bytes, writable: false);
             return SentencePieceTokenizer.Create(stream, addBeginningOfSentence, addEndOfSentence, specialTokens);
         }
-        catch (Exception e) when (e is Google.Protobuf.InvalidProtocolBufferException or ArgumentException or NullReferenceException or InvalidOperationException)
+        catch (Exception e) when (e is Google.Protobuf.InvalidProtocolBufferException or ArgumentException or InvalidOperationException)
         {
             throw new InvalidDataException($"{sourceName}: Microsoft.ML.Tokenizers could not read the SentencePiece model: {e.Message}", e);
         }
