@@ -9,6 +9,7 @@ using static TorchSharp.torch;
 namespace Peft.Models.Tests.Gpt2;
 
 /// <summary>LoRA on c_attn: training, PEFT adapter files, merging and merged export in Conv1D layout.</summary>
+[Collection(TinyGpt2.Collection)]
 public sealed class Gpt2AdapterTests : IDisposable
 {
     private readonly string _root = TinyGpt2.TempDir("adapter");

@@ -7,6 +7,7 @@ using static TorchSharp.torch;
 namespace Peft.Models.Tests.Gpt2;
 
 /// <summary>Hand-built checkpoints in transformers' Conv1D layout, loaded with <see cref="Gpt2LMHeadModel.FromPretrained"/>.</summary>
+[Collection(TinyGpt2.Collection)]
 public sealed class Gpt2CheckpointTests : IDisposable
 {
     private readonly string _root = TinyGpt2.TempDir("ckpt");

@@ -6,6 +6,7 @@ using static TorchSharp.torch;
 
 namespace Peft.Models.Tests.Gpt2;
 
+[Collection(TinyGpt2.Collection)]
 public sealed class Gpt2ModelTests
 {
     private static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();

@@ -11,6 +11,9 @@ namespace Peft.Models.Tests.Gpt2;
 /// </summary>
 internal static class TinyGpt2
 {
+    /// <summary>The GPT-2 test classes share TorchSharp's global generator: they run one after another.</summary>
+    public const string Collection = "Gpt2";
+
     public const int Vocab = 64;
     public const int Embd = 32;
     public const int Layers = 2;
