@@ -78,6 +78,27 @@ public sealed class Gpt2ModelTests
     }
 
     [Fact]
+    public void ThePublishedGpt2ConfigReadsAsThe124MModel()
+    {
+        // openai-community/gpt2's config.json as published (task_specific_params shortened).
+        const string json = """
+            {
+              "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1, "bos_token_id": 50256,
+              "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05,
+              "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024,
+              "resid_pdrop": 0.1, "summary_activation": null, "summary_first_dropout": 0.1, "summary_proj_to_labels": true,
+              "summary_type": "cls_index", "summary_use_proj": true,
+              "task_specific_params": {"text-generation": {"do_sample": true, "max_length": 50}}, "vocab_size": 50257
+            }
+            """;
+        var config = Gpt2Config.FromHf(HfConfig.Parse(json));
+        Assert.Equal(new Gpt2Config(), config);   // transformers' GPT2Config defaults are the 124M model
+        Assert.Equal((768, 12, 12, 1024, 3072, 64), (config.NEmbd, config.NHead, config.NLayer, config.NPositions, config.InnerSize, config.HeadDim));
+        Assert.True(config.TieWordEmbeddings);
+        Assert.Equal("gelu_new", config.ActivationFunction);
+    }
+
+    [Fact]
     public void ActivationsFollowTransformersFormulas()
     {
         using var x = linspace(-4, 4, 33);
