@@ -11,11 +11,12 @@ using Peft.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-// Causal-LM sample: LoRA-adapt a Llama-layout checkpoint (a local Hugging Face directory, or a tiny random one made
-// here) to State of the Union addresses, then show perplexity and a greedy continuation before/after, save the
+// Causal-LM sample: LoRA-adapt a Llama-layout or GPT-2 checkpoint (a local Hugging Face directory, its family read from
+// config.json's model_type, or a tiny random one made here) to State of the Union addresses, then show perplexity and a greedy continuation before/after, save the
 // adapter in PEFT's layout and check that base + adapter reloaded into a fresh model give the same logits bit for bit.
 
-var checkpoint = new Option<string?>("--checkpoint") { Description = "A Hugging Face Llama-layout directory (config.json + safetensors, sharded or not). Without it a tiny random checkpoint is created under --output." };
+var checkpoint = new Option<string?>("--checkpoint") { Description = "A Hugging Face directory (config.json + safetensors, sharded or not) whose model_type is llama, mistral or gpt2. Without it a tiny random checkpoint is created under --output." };
+var family = new Option<string?>("--family") { Description = "gpt2 or llama: the family of the tiny random checkpoint (default llama). With --checkpoint, config.json's model_type decides." };
 var tokenizerName = new Option<string>("--tokenizer") { Description = "gpt2 (GPT-2 BPE, 50257 ids), bytes (UTF-8 bytes, 256 ids), or a folder with vocab.json + merges.txt.", DefaultValueFactory = _ => "gpt2" };
 var steps = new Option<int>("--steps") { Description = "LoRA training steps.", DefaultValueFactory = _ => 120 };
 var output = new Option<string>("--output") { Description = "Where the (random) base checkpoint and the adapter are written.", DefaultValueFactory = _ => Path.Combine("out", "causal-lm") };
@@ -23,19 +24,19 @@ var learningRate = new Option<double>("--lr") { Description = "Peak learning rat
 var blockSize = new Option<int>("--block-size") { Description = "Tokens per training example.", DefaultValueFactory = _ => 64 };
 var batchSize = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 8 };
 var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 42 };
-var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint, trained on State of the Union addresses.")
+var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint or on c_attn of a GPT-2 one, trained on State of the Union addresses.")
 {
-    checkpoint, tokenizerName, steps, output, learningRate, blockSize, batchSize, seed,
+    checkpoint, family, tokenizerName, steps, output, learningRate, blockSize, batchSize, seed,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
-    var options = new CausalLmOptions(parse.GetValue(checkpoint), parse.GetValue(tokenizerName)!, parse.GetValue(steps), parse.GetValue(output)!,
+    var options = new CausalLmOptions(parse.GetValue(checkpoint), parse.GetValue(family), parse.GetValue(tokenizerName)!, parse.GetValue(steps), parse.GetValue(output)!,
         parse.GetValue(learningRate), parse.GetValue(blockSize), parse.GetValue(batchSize), parse.GetValue(seed));
     return await CausalLmRun.RunAsync(options, cancellationToken);
 });
 return await root.Parse(args).InvokeAsync();
 
-internal sealed record CausalLmOptions(string? Checkpoint, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed);
+internal sealed record CausalLmOptions(string? Checkpoint, string? Family, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed);
 
 internal static class CausalLmRun
 {
@@ -50,25 +51,37 @@ internal static class CausalLmRun
         var device = PeftDevice.Default;
         Console.WriteLine($"device: {device.type}, threads: {get_num_threads()}");
 
+        if (options.Family is not null and not "gpt2" and not "llama")
+        {
+            Console.Error.WriteLine($"--family must be gpt2 or llama, not {options.Family}.");
+            return 2;
+        }
+        if (options.Checkpoint is not null && options.Family is not null && CausalLm.FamilyOf(options.Checkpoint) != options.Family)
+        {
+            Console.Error.WriteLine($"--family {options.Family} disagrees with {options.Checkpoint}/config.json (model_type says {CausalLm.FamilyOf(options.Checkpoint)}); leave --family out with --checkpoint.");
+            return 2;
+        }
+
         var codec = await TextCodec.CreateAsync(options.Tokenizer, cancellationToken);
         var sotu = await Sotu.LoadAsync(cancellationToken);
         Console.WriteLine($"tokenizer: {codec.Description}");
 
         // 1. The base checkpoint: the given directory, or a tiny random one written and read back through the same path.
-        string baseDir = options.Checkpoint ?? CreateRandomCheckpoint(Path.Combine(options.Output, "tiny-random-llama"), codec.VocabSize, options.Seed);
+        string familyName = options.Family ?? "llama";
+        string baseDir = options.Checkpoint
+            ?? CausalLm.CreateRandomCheckpoint(familyName, Path.Combine(options.Output, $"tiny-random-{familyName}"), codec.VocabSize, options.Seed);
         var sw = Stopwatch.StartNew();
-        using var model = LlamaForCausalLM.FromPretrained(baseDir);
-        var config = model.Config;
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"loaded {baseDir} in {sw.Elapsed.TotalSeconds:F1} s: vocab {config.VocabSize}, hidden {config.HiddenSize}, layers {config.NumHiddenLayers}, heads {config.NumAttentionHeads}/{config.KeyValueHeads} kv, tied {config.TieWordEmbeddings}"));
-        if (config.VocabSize < codec.VocabSize)
+        using var lm = CausalLm.FromPretrained(baseDir);
+        var model = lm.Module;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loaded {baseDir} in {sw.Elapsed.TotalSeconds:F1} s: {lm.Description}"));
+        if (lm.VocabSize < codec.VocabSize)
         {
-            Console.Error.WriteLine($"The checkpoint's vocabulary ({config.VocabSize}) is smaller than the tokenizer's ({codec.VocabSize}): use the checkpoint's own tokenizer files (--tokenizer DIR) or --tokenizer bytes.");
+            Console.Error.WriteLine($"The checkpoint's vocabulary ({lm.VocabSize}) is smaller than the tokenizer's ({codec.VocabSize}): use the checkpoint's own tokenizer files (--tokenizer DIR) or --tokenizer bytes.");
             return 2;
         }
-        if (options.BlockSize + NewTokens > config.MaxPositionEmbeddings)
+        if (options.BlockSize + NewTokens > lm.MaxPositions)
         {
-            Console.Error.WriteLine($"--block-size {options.BlockSize} does not fit max_position_embeddings {config.MaxPositionEmbeddings}.");
+            Console.Error.WriteLine($"--block-size {options.BlockSize} does not fit the model's {lm.MaxPositions} positions.");
             return 2;
         }
         model.to(device);
@@ -82,33 +95,33 @@ internal static class CausalLmRun
 
         var prompt = codec.Encode(Prompt);
         double lossBefore = ValidationLoss(model, validation, device);
-        string textBefore = Continue(model, codec, prompt, device);
+        string textBefore = Continue(lm, codec, prompt, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"before: validation loss {lossBefore:F4}, perplexity {Math.Exp(lossBefore):F2}"));
         Console.WriteLine($"before: {Quote(Prompt + textBefore)}");
 
-        // 3. LoRA training: only the adapter parameters (q_proj, v_proj) train.
+        // 3. LoRA training: only the adapter parameters (q_proj/v_proj, or GPT-2's c_attn) train.
         sw.Restart();
         Train(model, train, options, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"LoRA training: {options.Steps} steps in {sw.Elapsed.TotalSeconds:F1} s"));
         double lossAfter = ValidationLoss(model, validation, device);
-        string textAfter = Continue(model, codec, prompt, device);
+        string textAfter = Continue(lm, codec, prompt, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"after:  validation loss {lossAfter:F4}, perplexity {Math.Exp(lossAfter):F2}"));
         Console.WriteLine($"after:  {Quote(Prompt + textAfter)}");
 
         // 4. Save the adapter (PEFT layout), reload base + adapter into a fresh model, compare logits exactly.
         string adapterDir = Path.Combine(options.Output, "adapter");
-        AdapterFiles.Save(model, adapterDir, options: new AdapterSaveOptions { BaseModelNameOrPath = Path.GetFullPath(baseDir), TaskType = "CAUSAL_LM" });
+        lm.SaveAdapter(adapterDir, new AdapterSaveOptions { BaseModelNameOrPath = Path.GetFullPath(baseDir), TaskType = "CAUSAL_LM" });
         Console.WriteLine($"saved {adapterDir}/{{{AdapterFiles.ConfigFileName}, {AdapterFiles.WeightsFileName}}}");
 
         using var probe = Ids(validation.Take(4).ToList(), e => e.InputIds).to(device);
         model.eval();
         using var trainedLogits = Logits(model, probe);
         Seeding.SetSeed(options.Seed + 1000); // a different init for the fresh model's adapter, to show the files carry everything
-        using var fresh = LlamaForCausalLM.FromPretrained(baseDir);
-        fresh.to(device);
-        AdapterFiles.Load(fresh, adapterDir);
-        fresh.eval();
-        using var reloadedLogits = Logits(fresh, probe);
+        using var fresh = CausalLm.FromPretrained(baseDir);
+        fresh.Module.to(device);
+        fresh.LoadAdapter(adapterDir);
+        fresh.Module.eval();
+        using var reloadedLogits = Logits(fresh.Module, probe);
         double reloadDiff = (reloadedLogits - trainedLogits).abs().max().item<float>();
         bool identical = reloadedLogits.shape.SequenceEqual(trainedLogits.shape) && reloadedLogits.eq(trainedLogits).all().item<bool>();
         Console.WriteLine($"fresh model + loaded adapter vs trained model: max |diff| = {reloadDiff:E2}, bitwise identical: {identical}");
@@ -118,48 +131,6 @@ internal static class CausalLmRun
         Console.WriteLine(ok ? "causal-lm: OK" : "causal-lm: FAILED (see the numbers above)");
         return ok ? 0 : 1;
     }
-
-    /// <summary>
-    /// A small random Llama initialised as transformers does (normal, std 0.02; norms at 1) except the tied embedding
-    /// (std 1/sqrt(hidden), so the head's logits are not all near 0 and the adapter has room to move them), saved with
-    /// <see cref="HfCheckpoint.Save"/> in two shards so the sharded load path runs too.
-    /// </summary>
-    private const double EmbeddingStd = 0.125; // 1/sqrt(hidden 64): the tied head then gives logits of std about 1
-
-    private static string CreateRandomCheckpoint(string directory, int vocabSize, int seed)
-    {
-        var config = new LlamaConfig
-        {
-            VocabSize = vocabSize,
-            HiddenSize = 64,
-            IntermediateSize = 128,
-            NumHiddenLayers = 2,
-            NumAttentionHeads = 4,
-            NumKeyValueHeads = 2,
-            MaxPositionEmbeddings = 256,
-            TieWordEmbeddings = true,
-        };
-        Seeding.SetSeed(seed);
-        using var model = new LlamaForCausalLM(config);
-        using (no_grad())
-        {
-            foreach (var (name, parameter) in model.named_parameters())
-            {
-                if (IsAdapter(name)) continue; // adapter parameters are not part of the checkpoint
-                if (name.EndsWith("norm.weight", StringComparison.Ordinal)) parameter.fill_(1.0);
-                else if (name == "model.embed_tokens.weight") parameter.normal_(0.0, EmbeddingStd);
-                else parameter.normal_(0.0, 0.02);
-            }
-        }
-        long bytes = model.named_parameters().Where(p => !IsAdapter(p.name)).Sum(p => p.parameter.numel()) * sizeof(float);
-        HfCheckpoint.Save(model, directory, config.ToHf(), new CheckpointSaveOptions { MaxShardSizeBytes = bytes / 2 + 1 });
-        var files = Directory.GetFiles(directory).Select(Path.GetFileName).Order(StringComparer.Ordinal);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"no --checkpoint: created a tiny random Llama checkpoint in {directory} (vocab {vocabSize}, hidden 64, intermediate 128, 2 layers, 4 heads / 2 kv heads, tied embeddings, {bytes / 4:N0} parameters, init normal(0, 0.02), embeddings normal(0, {EmbeddingStd})); files: {string.Join(", ", files)}"));
-        return directory;
-    }
-
-    private static bool IsAdapter(string name) => name.Contains(".lora_", StringComparison.Ordinal);
 
     private static List<int> Stream(TextCodec codec, IEnumerable<string> documents)
     {
@@ -184,7 +155,7 @@ internal static class CausalLmRun
         return tensor(data, new long[] { examples.Count, length });
     }
 
-    private static Tensor Loss(LlamaForCausalLM model, IReadOnlyList<TokenizedExample> batch, Device device, nn.Reduction reduction)
+    private static Tensor Loss(nn.Module<Tensor, Tensor> model, IReadOnlyList<TokenizedExample> batch, Device device, nn.Reduction reduction)
     {
         var x = Ids(batch, e => e.InputIds).to(device);
         var y = Ids(batch, e => e.TokenLabels!).to(device);
@@ -193,7 +164,7 @@ internal static class CausalLmRun
     }
 
     /// <summary>Mean cross-entropy per token over the validation blocks.</summary>
-    private static double ValidationLoss(LlamaForCausalLM model, IReadOnlyList<TokenizedExample> blocks, Device device)
+    private static double ValidationLoss(nn.Module<Tensor, Tensor> model, IReadOnlyList<TokenizedExample> blocks, Device device)
     {
         model.eval();
         using var _ = no_grad();
@@ -209,7 +180,7 @@ internal static class CausalLmRun
     }
 
     /// <summary>A greedy continuation with the KV cache (the prompt runs once, then one position per step).</summary>
-    private static string Continue(LlamaForCausalLM model, TextCodec codec, IReadOnlyList<int> prompt, Device device)
+    private static string Continue(CausalLm model, TextCodec codec, IReadOnlyList<int> prompt, Device device)
     {
         using var scope = NewDisposeScope();
         var ids = tensor(prompt.Select(i => (long)i).ToArray(), new long[] { 1, prompt.Count }).to(device);
@@ -218,13 +189,13 @@ internal static class CausalLmRun
         return codec.Decode(added);
     }
 
-    private static Tensor Logits(LlamaForCausalLM model, Tensor ids)
+    private static Tensor Logits(nn.Module<Tensor, Tensor> model, Tensor ids)
     {
         using var _ = no_grad();
         return model.call(ids);
     }
 
-    private static void Train(LlamaForCausalLM model, IReadOnlyList<TokenizedExample> blocks, CausalLmOptions options, Device device)
+    private static void Train(nn.Module<Tensor, Tensor> model, IReadOnlyList<TokenizedExample> blocks, CausalLmOptions options, Device device)
     {
         model.train();
         var random = new Random(options.Seed);

@@ -54,6 +54,14 @@ public sealed record CheckpointLoadOptions
     /// </summary>
     public string? InputEmbeddingName { get; init; }
 
+    /// <summary>
+    /// Model names whose tensors the checkpoint stores transposed: the predicate gets the model (state-dict) name and
+    /// returns <see langword="true"/> for a weight kept as <c>[in, out]</c> on disk while the model's <c>Linear</c> holds
+    /// <c>[out, in]</c> (transformers' <c>Conv1D</c>, used by GPT-2). Such a tensor must be 2-D; its shape is checked
+    /// reversed and it is transposed while copying. <see langword="null"/> (default): nothing is transposed.
+    /// </summary>
+    public Func<string, bool>? TransposedInCheckpoint { get; init; }
+
     internal string? MapName(string checkpointName)
     {
         var name = checkpointName;
@@ -115,6 +123,13 @@ public sealed record CheckpointSaveOptions
 
     /// <summary>The model name of the input embedding; <see langword="null"/> takes the first of <see cref="HfCheckpoint.InputEmbeddingCandidates"/> the model has.</summary>
     public string? InputEmbeddingName { get; init; }
+
+    /// <summary>
+    /// Model names whose 2-D tensors are written transposed (<c>[in, out]</c> for a <c>Linear</c>'s <c>[out, in]</c>
+    /// weight, the layout of transformers' <c>Conv1D</c>); the inverse of <see cref="CheckpointLoadOptions.TransposedInCheckpoint"/>.
+    /// The predicate gets the model name. <see langword="null"/> (default): nothing is transposed.
+    /// </summary>
+    public Func<string, bool>? TransposedInCheckpoint { get; init; }
 
     internal string? MapName(string modelName)
     {

@@ -190,7 +190,7 @@ public sealed class HfCheckpoint : IDisposable
         bool tie = options.TieWordEmbeddings ?? Config.TiesWordEmbeddings;
         string? inputEmbedding = options.InputEmbeddingName ?? InputEmbeddingCandidates.FirstOrDefault(expectedIndex.ContainsKey);
 
-        var plan = new List<(string ModelName, string CheckpointName, Tensor Target)>();
+        var plan = new List<(string ModelName, string CheckpointName, Tensor Target, bool Transpose)>();
         var missing = new List<string>();
         var mismatched = new List<string>();
         var tied = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -215,14 +215,17 @@ public sealed class HfCheckpoint : IDisposable
                 continue;
             }
             var shape = GetInfo(source).Shape;
-            if (!shape.SequenceEqual(target.shape))
+            bool transpose = options.TransposedInCheckpoint?.Invoke(name) ?? false;
+            var modelShape = transpose && shape.Length == 2 ? new[] { shape[1], shape[0] } : shape;
+            if ((transpose && shape.Length != 2) || !modelShape.SequenceEqual(target.shape))
             {
                 var label = tied.ContainsKey(name) ? $"{name} (tied to {inputEmbedding})" : name;
-                mismatched.Add($"{label}: checkpoint [{string.Join(", ", shape)}], model [{string.Join(", ", target.shape)}]");
+                var stored = transpose ? " (stored transposed, [in, out])" : string.Empty;
+                mismatched.Add($"{label}: checkpoint [{string.Join(", ", shape)}]{stored}, model [{string.Join(", ", target.shape)}]");
                 tied.Remove(name);
                 continue;
             }
-            plan.Add((name, source, target));
+            plan.Add((name, source, target, transpose));
         }
 
         var unexpected = sources.Where(p => !expectedIndex.ContainsKey(p.Key)).SelectMany(p => p.Value)
@@ -251,15 +254,17 @@ public sealed class HfCheckpoint : IDisposable
                 model.to(floatTypes[0]);
                 // Module.to replaces the parameter objects: look the targets up again.
                 var converted = BaseStateDict(model).ToDictionary(e => e.Name, e => e.Tensor, StringComparer.Ordinal);
-                plan = plan.Select(p => (p.ModelName, p.CheckpointName, converted[p.ModelName])).ToList();
+                plan = plan.Select(p => (p.ModelName, p.CheckpointName, converted[p.ModelName], p.Transpose)).ToList();
             }
         }
 
         using (no_grad())
         {
-            foreach (var (_, checkpointName, target) in plan)
+            foreach (var (_, checkpointName, target, transpose) in plan)
             {
-                using var value = ReadTensor(checkpointName);
+                using var read = ReadTensor(checkpointName);
+                using var transposed = transpose ? read.t() : null;    // Conv1D [in, out] -> Linear [out, in]
+                var value = transposed ?? read;
                 if (value.dtype == target.dtype && value.device == target.device)
                 {
                     target.copy_(value);
@@ -333,7 +338,7 @@ public sealed class HfCheckpoint : IDisposable
             }
         }
 
-        var entries = new List<(string Name, Tensor Tensor, ScalarType DType, long Bytes)>();
+        var entries = new List<(string Name, Tensor Tensor, ScalarType DType, long Bytes, bool Transpose)>();
         var modelNameOf = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (name, tensor) in state)
         {
@@ -349,7 +354,12 @@ public sealed class HfCheckpoint : IDisposable
             {
                 throw new ArgumentException($"Tensor {name} has dtype {outType}, which safetensors cannot store. Nothing was written.", nameof(model));
             }
-            entries.Add((mapped, tensor, outType, checked(tensor.numel() * stType.GetElementSize())));
+            bool transpose = options.TransposedInCheckpoint?.Invoke(name) ?? false;
+            if (transpose && tensor.dim() != 2)
+            {
+                throw new ArgumentException($"Tensor {name} is marked as stored transposed but has {tensor.dim()} dimension(s), not 2. Nothing was written.", nameof(options));
+            }
+            entries.Add((mapped, tensor, outType, checked(tensor.numel() * stType.GetElementSize()), transpose));
         }
 
         // Greedy sharding in state-dict order, as transformers' split_torch_state_dict_into_shards does for one device.
@@ -552,15 +562,15 @@ public sealed class HfCheckpoint : IDisposable
 
     private static bool IsFloat(ScalarType dtype) => dtype is ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32 or ScalarType.Float64;
 
-    private static void WriteShard(string path, List<(string Name, Tensor Tensor, ScalarType DType, long Bytes)> entries, List<int> indices)
+    private static void WriteShard(string path, List<(string Name, Tensor Tensor, ScalarType DType, long Bytes, bool Transpose)> entries, List<int> indices)
     {
         var tensors = new List<KeyValuePair<string, Tensor>>(indices.Count);
         try
         {
             foreach (var i in indices)
             {
-                var (name, tensor, dtype, _) = entries[i];
-                var detached = tensor.detach();
+                var (name, tensor, dtype, _, transpose) = entries[i];
+                var detached = transpose ? TransposeAndDispose(tensor.detach()) : tensor.detach();
                 tensors.Add(new(name, detached.dtype == dtype ? detached : ConvertAndDispose(detached, dtype)));
             }
             SafetensorsFile.Write(path, tensors, s_safetensorsMetadata);
@@ -568,6 +578,14 @@ public sealed class HfCheckpoint : IDisposable
         finally
         {
             foreach (var pair in tensors) pair.Value.Dispose();
+        }
+    }
+
+    private static Tensor TransposeAndDispose(Tensor tensor)
+    {
+        using (tensor)
+        {
+            return tensor.t().contiguous();
         }
     }
 
