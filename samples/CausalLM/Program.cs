@@ -17,7 +17,7 @@ using static TorchSharp.torch;
 
 var checkpoint = new Option<string?>("--checkpoint") { Description = "A Hugging Face directory (config.json + safetensors, sharded or not) whose model_type is llama, mistral or gpt2. Without it a tiny random checkpoint is created under --output." };
 var family = new Option<string?>("--family") { Description = "gpt2 or llama: the family of the tiny random checkpoint (default llama). With --checkpoint, config.json's model_type decides." };
-var tokenizerName = new Option<string>("--tokenizer") { Description = "gpt2 (GPT-2 BPE, 50257 ids), bytes (UTF-8 bytes, 256 ids), or a folder with vocab.json + merges.txt.", DefaultValueFactory = _ => "gpt2" };
+var tokenizerName = new Option<string>("--tokenizer") { Description = "gpt2 (GPT-2 BPE, 50257 ids), bytes (UTF-8 bytes, 256 ids), or a tokenizer folder (tokenizer.model, vocab.json + merges.txt, *.tiktoken or vocab.txt).", DefaultValueFactory = _ => "gpt2" };
 var steps = new Option<int>("--steps") { Description = "LoRA training steps.", DefaultValueFactory = _ => 120 };
 var output = new Option<string>("--output") { Description = "Where the (random) base checkpoint and the adapter are written.", DefaultValueFactory = _ => Path.Combine("out", "causal-lm") };
 var learningRate = new Option<double>("--lr") { Description = "Peak learning rate (AdamW, warmup + cosine).", DefaultValueFactory = _ => 1e-2 };

