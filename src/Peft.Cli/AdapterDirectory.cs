@@ -101,8 +101,8 @@ internal static class AdapterDirectory
 
     /// <summary>
     /// The <c>modules_to_save</c> tensors of the file, grouped by module: a key <c>{prefix}{module}.{tensor}</c> belongs
-    /// to the outermost module path that ends with one of the config's <c>modules_to_save</c> names (PEFT's plain suffix
-    /// match). LoRA/LoKr tensor keys are never taken as module tensors.
+    /// to the outermost module whose PeftModel name (<c>{prefix}{module}</c>) ends with one of the config's
+    /// <c>modules_to_save</c> names (PEFT's plain suffix match). LoRA/LoKr tensor keys are never taken as module tensors.
     /// </summary>
     public static List<SavedModule> SavedModules(SafetensorsReader reader, AdapterConfig config)
     {
@@ -132,7 +132,7 @@ internal static class AdapterDirectory
         for (int dot = rest.IndexOf('.'); dot > 0; dot = rest.IndexOf('.', dot + 1))
         {
             string module = rest[..dot];
-            if (config.ModulesToSave.Any(n => n.Length > 0 && module.EndsWith(n, StringComparison.Ordinal))) return (module, rest[(dot + 1)..]);
+            if (config.ModulesToSave.Any(n => n.Length > 0 && (prefix + module).EndsWith(n, StringComparison.Ordinal))) return (module, rest[(dot + 1)..]);
         }
 
         return null;

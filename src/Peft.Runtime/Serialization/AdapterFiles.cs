@@ -124,7 +124,7 @@ public static class AdapterFiles
         fields["peft_version"] = PeftVersion;
         var modules = options.SaveTrainableMembers ? ModulesToSave.Trainable(model, layout.Method, adapterName) : new List<ModulesToSave.Entry>();
         if (modules.Count > 0)
-            fields["modules_to_save"] = new JsonArray(ModulesToSave.Names(model, modules, adapterName).Select(n => (JsonNode?)n).ToArray());
+            fields["modules_to_save"] = new JsonArray(ModulesToSave.Names(model, modules, layout.Method, adapterName).Select(n => (JsonNode?)n).ToArray());
         string json = AdapterConfig.ToJson(fields);
 
         Directory.CreateDirectory(directory);

@@ -73,15 +73,18 @@ internal static class ModulesToSave
     }
 
     /// <summary>
-    /// The <c>modules_to_save</c> entries that select exactly <paramref name="entries"/> under PEFT's rule (a module is
-    /// selected when its name ends with an entry, plain suffix): the last path segment when that selects no other
-    /// module, else the full path.
+    /// The <c>modules_to_save</c> entries that select exactly <paramref name="entries"/> under PEFT's rule: a module is
+    /// selected when its name in the PeftModel (<see cref="KeyPrefix"/> + path, e.g. <c>base_model.model.classifier</c>)
+    /// ends with an entry, a plain suffix without a dot boundary. The entry is the last path segment when that selects
+    /// no other module, else the path, else the PeftModel name itself (<c>base_model.model.head</c> when a
+    /// <c>lm_head</c> would also end with <c>head</c>).
     /// </summary>
-    public static List<string> Names(nn.Module model, IReadOnlyList<Entry> entries, string adapterName)
+    public static List<string> Names(nn.Module model, IReadOnlyList<Entry> entries, PeftMethod method, string adapterName)
     {
         var chosen = new HashSet<string>(entries.Select(e => e.Path), StringComparer.Ordinal);
         var paths = AdapterLayout.ModuleTree(model).Select(m => m.Path).ToList();
-        bool SelectsOnlyChosen(string name) => paths.Where(p => p.EndsWith(name, StringComparison.Ordinal)).All(chosen.Contains);
+        string prefix = KeyPrefix(method);
+        bool SelectsOnlyChosen(string name) => paths.Where(p => (prefix + p).EndsWith(name, StringComparison.Ordinal)).All(chosen.Contains);
 
         var names = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var entry in entries)
@@ -89,9 +92,10 @@ internal static class ModulesToSave
             string shortName = entry.Path[(entry.Path.LastIndexOf('.') + 1)..];
             if (SelectsOnlyChosen(shortName)) names.Add(shortName);
             else if (SelectsOnlyChosen(entry.Path)) names.Add(entry.Path);
+            else if (SelectsOnlyChosen(prefix + entry.Path)) names.Add(prefix + entry.Path);
             else
             {
-                var others = paths.Where(p => p.EndsWith(entry.Path, StringComparison.Ordinal) && !chosen.Contains(p));
+                var others = paths.Where(p => (prefix + p).EndsWith(prefix + entry.Path, StringComparison.Ordinal) && !chosen.Contains(p));
                 throw new PeftConfigurationException(
                     $"[Trainable] module '{entry.Path}' cannot be named in modules_to_save without also selecting {string.Join(", ", others)} " +
                     "(PEFT selects every module whose name ends with the entry). Rename one of them.", entry.Path, adapterName);
@@ -102,19 +106,21 @@ internal static class ModulesToSave
     }
 
     /// <summary>
-    /// The modules a config's <c>modules_to_save</c> selects in <paramref name="model"/> (PEFT's plain suffix match;
-    /// a module inside another selected one belongs to the outer one), with the tensors the file must hold for them.
+    /// The modules a config's <c>modules_to_save</c> selects in <paramref name="model"/> (PEFT's plain suffix match on the
+    /// module's PeftModel name, <see cref="KeyPrefix"/> + path; a module inside another selected one belongs to the
+    /// outer one), with the tensors the file must hold for them.
     /// A name that selects nothing is an error, except <c>classifier</c>/<c>score</c> of a <c>SEQ_CLS</c> config:
     /// PEFT adds both to every sequence-classification config, and a model has at most one of them.
     /// </summary>
     public static List<Entry> FromConfig(nn.Module model, AdapterConfig config, PeftMethod method, string source)
     {
         var tree = AdapterLayout.ModuleTree(model);
+        string prefix = KeyPrefix(method);
         var selected = new List<(string Path, nn.Module Module)>();
         var unknown = new List<string>();
         foreach (var name in config.ModulesToSave.Distinct(StringComparer.Ordinal))
         {
-            var matches = name.Length == 0 ? new List<(string Path, nn.Module Module)>() : tree.Where(m => m.Path.EndsWith(name, StringComparison.Ordinal)).ToList();
+            var matches = name.Length == 0 ? new List<(string Path, nn.Module Module)>() : tree.Where(m => (prefix + m.Path).EndsWith(name, StringComparison.Ordinal)).ToList();
             if (matches.Count == 0)
             {
                 bool automatic = config.TaskType == "SEQ_CLS" && SequenceClassificationNames.Contains(name, StringComparer.Ordinal);
@@ -138,7 +144,6 @@ internal static class ModulesToSave
         // Outermost only: PEFT wraps the outer module, and the inner one's tensors are part of its state dict.
         var outer = selected.Where(s => !selected.Any(o => s.Path.StartsWith(o.Path + ".", StringComparison.Ordinal))).ToList();
         var adapterParameters = new HashSet<object>(model.AdapterParameters(), ReferenceEqualityComparer.Instance);
-        string prefix = KeyPrefix(method);
         return outer.Select(m => new Entry(m.Path, m.Module, Tensors(m.Module, prefix + m.Path + ".", adapterParameters))).ToList();
     }
 

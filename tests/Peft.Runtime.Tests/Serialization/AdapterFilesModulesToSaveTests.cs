@@ -70,6 +70,22 @@ public sealed partial class MsTrainableParameter : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) => dense.call(x) * scale;
 }
 
+/// <summary>A [Trainable] <c>head</c> beside a frozen <c>lm_head</c>: PEFT's suffix rule would select both for "head".</summary>
+public sealed partial class MsTwoHeads : Module<Tensor, Tensor>
+{
+    [LoRA(rank: 2)] private Module<Tensor, Tensor> dense = Linear(4, 4);
+    private Module<Tensor, Tensor> lm_head = Linear(4, 4);
+    [Trainable] private Module<Tensor, Tensor> head = Linear(4, 2);
+
+    public MsTwoHeads() : base(nameof(MsTwoHeads)) => InitializePeft();
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return head.call(lm_head.call(dense.call(x))).MoveToOuterDisposeScope();
+    }
+}
+
 /// <summary>[Trainable] modules saved as PEFT's modules_to_save and loaded back.</summary>
 public sealed class AdapterFilesModulesToSaveTests : IDisposable
 {
@@ -80,10 +96,16 @@ public sealed class AdapterFilesModulesToSaveTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private static MsClassifier Trained(int seed)
+    // Test classes run in parallel and share TorchSharp's global generator, so "the same base weights" are copied through
+    // a file (ModelWeights: every non-adapter tensor), never recreated from a seed.
+    private string BaseOf(int seed) => _dir.File($"base-{seed}.safetensors");
+
+    /// <summary>A model whose base weights (untrained head included) are saved to <see cref="BaseOf"/> first, then trained (stand-in).</summary>
+    private MsClassifier Trained(int seed)
     {
         manual_seed(seed);
         var model = new MsClassifier();
+        ModelWeights.Save(model, BaseOf(seed));
         RandomizeAdapters(model);
         using (no_grad())
         {
@@ -129,9 +151,9 @@ public sealed class AdapterFilesModulesToSaveTests : IDisposable
         using var input = randn(5, 8);
         using var expected = Output(trained, input);
 
-        // Same base weights (same seed), the head and the adapters as constructed.
-        manual_seed(2);
+        // Same base weights, the untrained head and the adapters as constructed.
         using var fresh = new MsClassifier();
+        ModelWeights.Load(fresh, BaseOf(2));
         using (var untouched = Output(fresh, input)) Assert.False(untouched.allclose(expected));
         var result = AdapterFiles.Load(fresh, dir);
 
@@ -240,8 +262,8 @@ public sealed class AdapterFilesModulesToSaveTests : IDisposable
         using var input = randn(4, 8);
         using var expected = Output(trained, input);
 
-        manual_seed(8);
         using var other = new MsFrozenHeadClassifier();
+        ModelWeights.Load(other, BaseOf(8));
         var result = AdapterFiles.Load(other, dir);
         Assert.Equal(new[] { "classifier" }, result.ModulesToSave);
         using var actual = Output(other, input);
@@ -293,6 +315,7 @@ public sealed class AdapterFilesModulesToSaveTests : IDisposable
         string dir = _dir.File("prompt");
         manual_seed(10);
         using var model = new MsPromptClassifier();
+        ModelWeights.Save(model, BaseOf(10));
         RandomizeAdapters(model);
         using (no_grad())
         {
@@ -304,8 +327,8 @@ public sealed class AdapterFilesModulesToSaveTests : IDisposable
 
         using var ids = tensor(new long[] { 1, 2, 3, 4, 5, 6 }, new long[] { 2, 3 });
         using var expected = Output(model, ids);
-        manual_seed(10);
         using var fresh = new MsPromptClassifier();
+        ModelWeights.Load(fresh, BaseOf(10));
         AdapterFiles.Load(fresh, dir);
         using var actual = Output(fresh, ids);
         AssertBitwiseEqual(expected, actual);
@@ -321,6 +344,33 @@ public sealed class AdapterFilesModulesToSaveTests : IDisposable
 
         AdapterFiles.Save(model, _dir.File("p"), options: new AdapterSaveOptions { SaveTrainableMembers = false });
         Assert.Null(Config(_dir.File("p"))["modules_to_save"]);
+    }
+
+    [Fact]
+    public void A_short_name_that_would_also_select_another_module_is_written_as_the_peft_model_name()
+    {
+        string dir = _dir.File("two");
+        manual_seed(13);
+        using var model = new MsTwoHeads();
+        ModelWeights.Save(model, BaseOf(13));
+        RandomizeAdapters(model);
+        using (no_grad())
+        {
+            foreach (var (_, p) in model.named_parameters().Where(p => p.name.StartsWith("head.", StringComparison.Ordinal))) p.add_(1.0);
+        }
+        AdapterFiles.Save(model, dir);
+        // "head" would also select lm_head (a plain suffix); the PeftModel name selects the head alone.
+        Assert.Equal(new[] { "base_model.model.head" }, Config(dir)["modules_to_save"]!.AsArray().Select(n => (string?)n));
+        Assert.Equal(new[] { "base_model.model.dense.lora_A.weight", "base_model.model.dense.lora_B.weight", "base_model.model.head.bias", "base_model.model.head.weight" },
+            Keys(Path.Combine(dir, AdapterFiles.WeightsFileName)));
+
+        using var input = randn(3, 4);
+        using var expected = Output(model, input);
+        using var fresh = new MsTwoHeads();
+        ModelWeights.Load(fresh, BaseOf(13));
+        Assert.Equal(new[] { "head" }, AdapterFiles.Load(fresh, dir).ModulesToSave);
+        using var actual = Output(fresh, input);
+        AssertBitwiseEqual(expected, actual);
     }
 
     [Fact]
