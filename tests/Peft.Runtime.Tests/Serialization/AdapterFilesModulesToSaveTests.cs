@@ -86,6 +86,32 @@ public sealed partial class MsTwoHeads : Module<Tensor, Tensor>
     }
 }
 
+/// <summary>A block with a [Trainable] member of its own.</summary>
+public sealed partial class MsInnerBlock : Module<Tensor, Tensor>
+{
+    [Trainable] private Module<Tensor, Tensor> inner = Linear(4, 4);
+
+    public MsInnerBlock() : base(nameof(MsInnerBlock)) => InitializePeft();
+
+    public override Tensor forward(Tensor x) => inner.call(x);
+}
+
+/// <summary>The block twice: frozen (its [Trainable] member stays frozen, so it is not saved) and plain (saved as block.inner).</summary>
+public sealed partial class MsNested : Module<Tensor, Tensor>
+{
+    [LoRA(rank: 2)] private Module<Tensor, Tensor> dense = Linear(4, 4);
+    [Freeze] private MsInnerBlock frozen = new();
+    private MsInnerBlock block = new();
+
+    public MsNested() : base(nameof(MsNested)) => InitializePeft();
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return block.call(frozen.call(dense.call(x))).MoveToOuterDisposeScope();
+    }
+}
+
 /// <summary>[Trainable] modules saved as PEFT's modules_to_save and loaded back.</summary>
 public sealed class AdapterFilesModulesToSaveTests : IDisposable
 {
@@ -371,6 +397,19 @@ public sealed class AdapterFilesModulesToSaveTests : IDisposable
         Assert.Equal(new[] { "head" }, AdapterFiles.Load(fresh, dir).ModulesToSave);
         using var actual = Output(fresh, input);
         AssertBitwiseEqual(expected, actual);
+    }
+
+    [Fact]
+    public void A_trainable_member_under_freeze_is_not_saved_and_a_nested_one_is_named_by_its_path()
+    {
+        string dir = _dir.File("nested");
+        using var model = new MsNested();
+        AdapterFiles.Save(model, dir);
+        // "inner" alone would also select frozen.inner, so the entry is the path.
+        Assert.Equal(new[] { "block.inner" }, Config(dir)["modules_to_save"]!.AsArray().Select(n => (string?)n));
+        Assert.Equal(new[] { "base_model.model.block.inner.bias", "base_model.model.block.inner.weight", "base_model.model.dense.lora_A.weight", "base_model.model.dense.lora_B.weight" },
+            Keys(Path.Combine(dir, AdapterFiles.WeightsFileName)));
+        Assert.Equal(new[] { "block.inner" }, AdapterFiles.Load(model, dir).ModulesToSave);
     }
 
     [Fact]
