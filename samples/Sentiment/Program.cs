@@ -15,10 +15,11 @@ using TorchSharp;
 //   dotnet run -c Release --project samples/Sentiment                        # all methods, markdown table on stdout
 //   dotnet run -c Release --project samples/Sentiment -- --doc docs/sentiment.md   # also write the table into the doc
 //   dotnet run -c Release --project samples/Sentiment -- --method lora --epochs 3 --lr 0.003
+//   dotnet run -c Release --project samples/Sentiment -- --method lora --save out/sentiment   # PEFT adapter + head in one directory
 var options = Options.Parse(args);
 if (options is null)
 {
-    Console.Error.WriteLine("usage: Sentiment [--method probe|lora|lokr|prompt|full] [--epochs N] [--batch N] [--lr X] [--seed N] [--doc PATH]");
+    Console.Error.WriteLine("usage: Sentiment [--method probe|lora|lokr|prompt|full] [--epochs N] [--batch N] [--lr X] [--seed N] [--save DIR] [--doc PATH]");
     return 2;
 }
 
@@ -32,7 +33,7 @@ if (options.Method is FineTuningMethod method)
     using var model = await UseLiteModel.LoadAsync(cache);
     long hwmLoaded = PeakRss();
     var settings = new SentimentSettings(options.Epochs, options.BatchSize, options.LearningRate ?? SentimentSettings.DefaultLearningRate(method), options.Seed);
-    var result = SentimentExperiment.Run(model, method, train, test, settings, Console.Error);
+    var result = SentimentExperiment.Run(model, method, train, test, settings, Console.Error, options.SaveDirectory);
     long hwmAfter = PeakRss();
     var row = new Row(result, settings, hwmBefore, hwmLoaded, hwmAfter, train.Count, test.Count);
     Console.WriteLine(JsonSerializer.Serialize(row));
@@ -66,6 +67,7 @@ static Row RunChild(FineTuningMethod method, Options options)
         "--batch", options.BatchSize.ToString(CultureInfo.InvariantCulture), "--seed", options.Seed.ToString(CultureInfo.InvariantCulture) })
         start.ArgumentList.Add(a);
     if (options.LearningRate is double lr) { start.ArgumentList.Add("--lr"); start.ArgumentList.Add(lr.ToString("R", CultureInfo.InvariantCulture)); }
+    if (options.SaveDirectory is string save) { start.ArgumentList.Add("--save"); start.ArgumentList.Add(Path.GetFullPath(save)); }
     using var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {exe}.");
     string output = process.StandardOutput.ReadToEnd();
     process.WaitForExit();
@@ -140,14 +142,14 @@ static void WriteIntoDoc(string path, string table)
 internal sealed record Row(SentimentResult Result, SentimentSettings Settings, long PeakStart, long PeakLoaded, long PeakAfter, int Train, int Test);
 
 /// <summary>The command line.</summary>
-internal sealed record Options(FineTuningMethod? Method, int Epochs, int BatchSize, double? LearningRate, int Seed, string? DocPath)
+internal sealed record Options(FineTuningMethod? Method, int Epochs, int BatchSize, double? LearningRate, int Seed, string? DocPath, string? SaveDirectory)
 {
     public static Options? Parse(string[] args)
     {
         FineTuningMethod? method = null;
         int epochs = 1, batch = 32, seed = 7;
         double? lr = null;
-        string? doc = null;
+        string? doc = null, save = null;
         for (int i = 0; i < args.Length; i++)
         {
             string? value = i + 1 < args.Length ? args[i + 1] : null;
@@ -159,9 +161,10 @@ internal sealed record Options(FineTuningMethod? Method, int Epochs, int BatchSi
                 case "--seed" when value is not null && int.TryParse(value, CultureInfo.InvariantCulture, out var s): seed = s; i++; break;
                 case "--lr" when value is not null && double.TryParse(value, CultureInfo.InvariantCulture, out var l) && l > 0: lr = l; i++; break;
                 case "--doc" when value is not null: doc = value; i++; break;
+                case "--save" when value is not null: save = value; i++; break;
                 default: return null;
             }
         }
-        return new Options(method, epochs, batch, lr, seed, doc);
+        return new Options(method, epochs, batch, lr, seed, doc, save);
     }
 }

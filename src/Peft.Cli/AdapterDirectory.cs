@@ -7,6 +7,14 @@ namespace Peft.Cli;
 /// <param name="Tensors">PEFT tensor name to full key in the file.</param>
 internal sealed record AdaptedModule(string ModulePath, IReadOnlyDictionary<string, string> Tensors);
 
+/// <summary>
+/// A module saved whole in the adapter file (PEFT's <c>modules_to_save</c>, e.g. a classification head): its tensors
+/// replace the base model's.
+/// </summary>
+/// <param name="ModulePath">The module path inside the base model.</param>
+/// <param name="Tensors">The tensor's name inside the module (<c>weight</c>, <c>bias</c>, ...) to its full key in the file.</param>
+internal sealed record SavedModule(string ModulePath, IReadOnlyDictionary<string, string> Tensors);
+
 /// <summary>An adapter directory (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>) read without a model.</summary>
 internal static class AdapterDirectory
 {
@@ -86,23 +94,79 @@ internal static class AdapterDirectory
     }
 
     /// <summary>
-    /// Groups the tensor keys of a LoRA or LoKr adapter file by module path. Every key must be
-    /// <c>base_model.model.{module}.{tensor}</c> with a tensor name of the config's method.
+    /// The prefix of <c>modules_to_save</c> keys: PEFT's path of the base model inside its PeftModel
+    /// (<c>base_model.model.</c>, or <c>base_model.</c> for prompt learning, whose PeftModel holds the base model directly).
     /// </summary>
-    public static List<AdaptedModule> Modules(SafetensorsReader reader, string peftType)
+    public static string SavedModulePrefix(string peftType) => peftType == "PROMPT_TUNING" ? "base_model." : AdapterFiles.KeyPrefix;
+
+    /// <summary>
+    /// The <c>modules_to_save</c> tensors of the file, grouped by module: a key <c>{prefix}{module}.{tensor}</c> belongs
+    /// to the outermost module whose PeftModel name (<c>{prefix}{module}</c>) ends with one of the config's
+    /// <c>modules_to_save</c> names (PEFT's plain suffix match). LoRA/LoKr tensor keys are never taken as module tensors.
+    /// </summary>
+    public static List<SavedModule> SavedModules(SafetensorsReader reader, AdapterConfig config)
     {
+        var modules = new Dictionary<string, Dictionary<string, string>>(StringComparer.Ordinal);
+        var order = new List<string>();
+        foreach (var info in reader.Tensors)
+        {
+            if (SplitSaved(info.Name, config) is not var (module, tensor)) continue;
+            if (!modules.TryGetValue(module, out var tensors))
+            {
+                tensors = new Dictionary<string, string>(StringComparer.Ordinal);
+                modules.Add(module, tensors);
+                order.Add(module);
+            }
+
+            tensors[tensor] = info.Name;
+        }
+
+        return order.Select(m => new SavedModule(m, modules[m])).ToList();
+    }
+
+    private static (string Module, string Tensor)? SplitSaved(string key, AdapterConfig config)
+    {
+        string prefix = SavedModulePrefix(config.PeftType);
+        if (config.ModulesToSave.Count == 0 || !key.StartsWith(prefix, StringComparison.Ordinal) || IsAdapterTensor(key, config.PeftType)) return null;
+        string rest = key[prefix.Length..];
+        for (int dot = rest.IndexOf('.'); dot > 0; dot = rest.IndexOf('.', dot + 1))
+        {
+            string module = rest[..dot];
+            if (config.ModulesToSave.Any(n => n.Length > 0 && (prefix + module).EndsWith(n, StringComparison.Ordinal))) return (module, rest[(dot + 1)..]);
+        }
+
+        return null;
+    }
+
+    private static bool IsAdapterTensor(string key, string peftType) => peftType switch
+    {
+        "LORA" => LoRATensorNames.Any(n => key.EndsWith("." + n, StringComparison.Ordinal)),
+        "LOKR" => LoKrTensorNames.Any(n => key.EndsWith("." + n, StringComparison.Ordinal)),
+        _ => key == "prompt_embeddings",
+    };
+
+    /// <summary>
+    /// Groups the tensor keys of a LoRA or LoKr adapter file by module path. Every key must be
+    /// <c>base_model.model.{module}.{tensor}</c> with a tensor name of the config's method, or a tensor of a
+    /// <c>modules_to_save</c> module (see <see cref="SavedModules"/>, not returned here).
+    /// </summary>
+    public static List<AdaptedModule> Modules(SafetensorsReader reader, AdapterConfig config)
+    {
+        string peftType = config.PeftType;
         string[] names = peftType == "LOKR" ? LoKrTensorNames : LoRATensorNames;
         var modules = new Dictionary<string, Dictionary<string, string>>(StringComparer.Ordinal);
         var order = new List<string>();
         foreach (var info in reader.Tensors)
         {
             string key = info.Name;
+            if (SplitSaved(key, config) is not null) continue;
             string? tensorName = key.StartsWith(AdapterFiles.KeyPrefix, StringComparison.Ordinal)
                 ? names.FirstOrDefault(n => key.EndsWith("." + n, StringComparison.Ordinal) && key.Length > AdapterFiles.KeyPrefix.Length + n.Length + 1)
                 : null;
             if (tensorName is null)
             {
-                throw CliException.Failure($"{reader.Path}: tensor '{key}' is not a {peftType} adapter tensor (expected {AdapterFiles.KeyPrefix}<module>.{{{string.Join("|", names)}}}).");
+                throw CliException.Failure($"{reader.Path}: tensor '{key}' is not a {peftType} adapter tensor (expected {AdapterFiles.KeyPrefix}<module>.{{{string.Join("|", names)}}})"
+                    + (config.ModulesToSave.Count > 0 ? $" nor a tensor of the modules_to_save modules ({string.Join(", ", config.ModulesToSave)})." : " and the config lists no modules_to_save."));
             }
 
             string module = key.Substring(AdapterFiles.KeyPrefix.Length, key.Length - AdapterFiles.KeyPrefix.Length - tensorName.Length - 1);

@@ -11,11 +11,25 @@ namespace Peft.Cli;
 /// <param name="Scaling">The scaling the update was multiplied by.</param>
 public sealed record MergedModule(string WeightKey, long[] Shape, SafetensorsDType DType, double Scaling);
 
+/// <summary>One base tensor replaced by <see cref="AdapterMerger"/> with a <c>modules_to_save</c> tensor of the adapter.</summary>
+/// <param name="Key">The base tensor that was replaced (<c>{module}.weight</c>, <c>{module}.bias</c>, ...).</param>
+/// <param name="Shape">Its shape.</param>
+/// <param name="DType">Its dtype (kept: the adapter's values are converted to it).</param>
+/// <param name="AdapterKey">The adapter tensor it was replaced with (<c>base_model.model.{module}.weight</c>).</param>
+public sealed record ReplacedTensor(string Key, long[] Shape, SafetensorsDType DType, string AdapterKey);
+
+/// <summary>What <see cref="AdapterMerger.Merge"/> changed.</summary>
+/// <param name="Merged">The adapted modules whose weights got the update, in the adapter file's order.</param>
+/// <param name="Replaced">The base tensors replaced by the adapter's <c>modules_to_save</c> copies.</param>
+public sealed record MergeResult(IReadOnlyList<MergedModule> Merged, IReadOnlyList<ReplacedTensor> Replaced);
+
 /// <summary>
 /// Merges a PEFT LoRA or LoKr adapter into a base safetensors file without a model: for every adapted module path X,
 /// <c>X.weight += ΔW</c>, where <c>ΔW = s·B·A</c> (LoRA, <c>s = alpha/r</c> or <c>alpha/√r</c> with <c>use_rslora</c>,
 /// per-module r and alpha from <c>rank_pattern</c>/<c>alpha_pattern</c>) or <c>ΔW = (alpha/r)·kron(W1, W2)</c> (LoKr,
-/// each factor full or the product of its <c>_a</c>/<c>_b</c> pair). Every other tensor and the metadata are copied
+/// each factor full or the product of its <c>_a</c>/<c>_b</c> pair). The modules the adapter saved whole (PEFT's
+/// <c>modules_to_save</c>, e.g. a classification head) replace the base's tensors of those modules, as PEFT's
+/// <c>merge_and_unload</c> puts the trained copy in place of the original. Every other tensor and the metadata are copied
 /// unchanged; dtypes are kept.
 /// </summary>
 public static class AdapterMerger
@@ -24,16 +38,18 @@ public static class AdapterMerger
     /// <param name="basePath">The base weights (state-dict names, e.g. from <see cref="ModelWeights.Save"/> or a Hugging Face checkpoint).</param>
     /// <param name="adapterDirectory">The adapter directory (already resolved to the one adapter).</param>
     /// <param name="outputPath">The merged file; its directory is created. It may be <paramref name="basePath"/> itself.</param>
-    /// <returns>The merged modules, in the adapter file's order.</returns>
-    /// <exception cref="CliException">The adapter is not mergeable, the base lacks an adapted weight or a shape disagrees; nothing is written.</exception>
-    public static IReadOnlyList<MergedModule> Merge(string basePath, string adapterDirectory, string outputPath)
+    /// <returns>The merged modules and the replaced tensors.</returns>
+    /// <exception cref="CliException">The adapter is not mergeable, the base lacks an adapted weight or a saved module's
+    /// tensor, the base has a tensor of a saved module that the adapter lacks, or a shape disagrees; nothing is written.</exception>
+    public static MergeResult Merge(string basePath, string adapterDirectory, string outputPath)
     {
         var config = AdapterDirectory.ReadConfig(adapterDirectory);
         string configPath = Path.Combine(adapterDirectory, AdapterFiles.ConfigFileName);
         CheckMergeable(config, configPath);
         using var adapter = SafetensorsFile.Open(AdapterDirectory.WeightsPath(adapterDirectory));
-        var modules = AdapterDirectory.Modules(adapter, config.PeftType);
-        if (modules.Count == 0)
+        var modules = AdapterDirectory.Modules(adapter, config);
+        var saved = AdapterDirectory.SavedModules(adapter, config);
+        if (modules.Count == 0 && saved.Count == 0)
         {
             throw CliException.Failure($"{adapter.Path}: the adapter holds no tensors; nothing to merge.");
         }
@@ -84,6 +100,50 @@ public static class AdapterMerger
             merged.Add(new MergedModule(weightKey, info.Shape, info.DType, scaling));
         }
 
+        var replaced = new List<ReplacedTensor>();
+        foreach (var module in saved)
+        {
+            string modulePrefix = module.ModulePath + ".";
+            var lacking = baseFile.Tensors.Select(t => t.Name)
+                .Where(n => n.StartsWith(modulePrefix, StringComparison.Ordinal) && !module.Tensors.ContainsKey(n[modulePrefix.Length..]))
+                .ToList();
+            if (lacking.Count > 0)
+            {
+                throw CliException.Failure($"{adapter.Path}: the saved module '{module.ModulePath}' (modules_to_save) has no tensor for {string.Join(", ", lacking)} of {baseFile.Path}; a saved module replaces the whole base module.");
+            }
+
+            foreach (var (name, adapterKey) in module.Tensors)
+            {
+                string key = modulePrefix + name;
+                if (!baseFile.Contains(key))
+                {
+                    throw CliException.Failure($"{baseFile.Path}: the base has no tensor '{key}' for '{adapterKey}' of the saved module '{module.ModulePath}' (modules_to_save) in {adapter.Path}.");
+                }
+
+                if (updated.ContainsKey(key))
+                {
+                    throw CliException.Failure($"{adapter.Path}: '{key}' is both adapted and part of the saved module '{module.ModulePath}' (modules_to_save); the merge would be ambiguous.");
+                }
+
+                var info = baseFile.GetInfo(key);
+                var adapterInfo = adapter.GetInfo(adapterKey);
+                if (!adapterInfo.Shape.SequenceEqual(info.Shape))
+                {
+                    throw CliException.Failure($"{adapter.Path}: '{adapterKey}' has shape [{string.Join(", ", adapterInfo.Shape)}] but the base tensor '{key}' in {baseFile.Path} is [{string.Join(", ", info.Shape)}].");
+                }
+
+                var value = adapter.ReadTensor(adapterKey);
+                if (value.is_floating_point() && !torch.isfinite(value).all().item<bool>())
+                {
+                    throw CliException.Failure($"{adapter.Path}: '{adapterKey}' holds NaN or infinite values; nothing was written.");
+                }
+
+                var target = baseFile.ReadTensor(key);
+                updated[key] = value.to(target.dtype);
+                replaced.Add(new ReplacedTensor(key, info.Shape, info.DType, adapterKey));
+            }
+        }
+
         var tensors = new List<KeyValuePair<string, Tensor>>(baseFile.Tensors.Count);
         foreach (var info in baseFile.Tensors)
         {
@@ -94,7 +154,7 @@ public static class AdapterMerger
         Directory.CreateDirectory(Path.GetDirectoryName(fullOutput)!);
         var metadata = baseFile.Metadata.Count > 0 ? new Dictionary<string, string>(baseFile.Metadata) : null;
         SafetensorsFile.Write(fullOutput, tensors, metadata);
-        return merged;
+        return new MergeResult(merged, replaced);
     }
 
     private static void CheckMergeable(AdapterConfig config, string configPath)

@@ -80,6 +80,7 @@ internal static class InspectCommand
             ["base_model"] = config.BaseModelNameOrPath,
             ["task_type"] = config.TaskType,
         };
+        report["modules_to_save"] = config.ModulesToSave.Count > 0 ? new JsonArray(config.ModulesToSave.Select(n => (JsonNode?)n).ToArray()) : null;
         if (config.PeftType == "PROMPT_TUNING")
         {
             report["num_virtual_tokens"] = config.NumVirtualTokens;
@@ -94,7 +95,7 @@ internal static class InspectCommand
             report["rank_pattern"] = new JsonObject(config.RankPattern.Select(p => new KeyValuePair<string, JsonNode?>(p.Key, p.Value)));
             report["alpha_pattern"] = new JsonObject(config.AlphaPattern.Select(p => new KeyValuePair<string, JsonNode?>(p.Key, p.Value)));
             var modules = new JsonArray();
-            foreach (var module in AdapterDirectory.Modules(reader, config.PeftType))
+            foreach (var module in AdapterDirectory.Modules(reader, config))
             {
                 int r = config.RankFor(module.ModulePath);
                 double alpha = config.AlphaFor(module.ModulePath);
@@ -112,6 +113,18 @@ internal static class InspectCommand
             report["modules"] = modules;
         }
 
+        var savedModules = new JsonArray();
+        foreach (var module in AdapterDirectory.SavedModules(reader, config))
+        {
+            savedModules.Add(new JsonObject
+            {
+                ["module"] = module.ModulePath,
+                ["tensors"] = new JsonArray(module.Tensors.Keys.Order(StringComparer.Ordinal).Select(k => (JsonNode?)k).ToArray()),
+                ["parameters"] = module.Tensors.Values.Sum(k => reader.GetInfo(k).ElementCount),
+            });
+        }
+
+        report["saved_modules"] = savedModules;
         report["weights_file"] = reader.Path;
         AddTensors(report, reader.Tensors, "trainable_parameters");
         return report;
@@ -187,7 +200,7 @@ internal static class InspectCommand
         text.Append(inv, $"{Scalar(report["kind"])}: {Scalar(report["path"])}\n");
         foreach (var (key, value) in report)
         {
-            if (key is "kind" or "path" or "tensors" or "modules" or "files" or "trainable_parameters" or "parameters") continue;
+            if (key is "kind" or "path" or "tensors" or "modules" or "saved_modules" or "files" or "trainable_parameters" or "parameters") continue;
             text.Append(inv, $"  {key}: {Scalar(value)}\n");
         }
 
@@ -201,6 +214,12 @@ internal static class InspectCommand
         {
             text.Append(inv, $"  modules ({modules.Count}):\n");
             foreach (var m in modules) text.Append(inv, $"    {Scalar(m!["module"])}  r {Scalar(m["r"])}  alpha {Scalar(m["alpha"])}  scaling {Scalar(m["scaling"])}\n");
+        }
+
+        if (report["saved_modules"] is JsonArray saved && saved.Count > 0)
+        {
+            text.Append(inv, $"  saved modules ({saved.Count}, modules_to_save: replace the base module):\n");
+            foreach (var m in saved) text.Append(inv, $"    {Scalar(m!["module"])}  {Scalar(m["tensors"])}  {Scalar(m["parameters"])} parameters\n");
         }
 
         var tensors = (JsonArray)report["tensors"]!;

@@ -12,7 +12,7 @@ internal static class MergeCommand
         var adapterOption = new Option<string>("--adapter") { Description = "The adapter directory (adapter_config.json + adapter_model.safetensors), or a directory of named adapters with --adapter-name.", Required = true };
         var outputOption = new Option<string>("--output", "-o") { Description = "The merged safetensors file to write (atomically; may be the base file).", Required = true };
         var nameOption = new Option<string?>("--adapter-name") { Description = "Use the adapter in the subdirectory of this name (PEFT's layout for named adapters; the hosting service writes adapters/NAME)." };
-        var command = new Command("merge", "Merge a LoRA or LoKr adapter into base weights at the file level (W' = W + ΔW), keeping dtypes and every other tensor.")
+        var command = new Command("merge", "Merge a LoRA or LoKr adapter into base weights at the file level (W' = W + ΔW; modules_to_save modules replace the base's), keeping dtypes and every other tensor.")
         {
             baseOption, adapterOption, outputOption, nameOption,
         };
@@ -31,15 +31,22 @@ internal static class MergeCommand
             }
 
             string adapter = AdapterDirectory.Resolve(parse.GetRequiredValue(adapterOption), parse.GetValue(nameOption));
-            var merged = AdapterMerger.Merge(basePath, adapter, output);
+            var result = AdapterMerger.Merge(basePath, adapter, output);
             var writer = parse.InvocationConfiguration.Output;
-            foreach (var module in merged)
+            foreach (var module in result.Merged)
             {
                 writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"merged {module.WeightKey} {module.DType} [{string.Join(", ", module.Shape)}] scaling {module.Scaling:G6}"));
             }
 
-            writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {Path.GetFullPath(output)} ({merged.Count} module(s) merged from {adapter})"));
+            foreach (var tensor in result.Replaced)
+            {
+                writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"replaced {tensor.Key} {tensor.DType} [{string.Join(", ", tensor.Shape)}] from {tensor.AdapterKey} (modules_to_save)"));
+            }
+
+            string replacedNote = result.Replaced.Count > 0 ? $", {result.Replaced.Count} tensor(s) replaced from modules_to_save" : string.Empty;
+            writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {Path.GetFullPath(output)} ({result.Merged.Count} module(s) merged from {adapter}{replacedNote})"));
             return ExitCodes.Success;
         });
         return command;

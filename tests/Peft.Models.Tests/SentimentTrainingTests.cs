@@ -6,7 +6,10 @@ using Xunit.Abstractions;
 
 namespace Peft.Models.Tests;
 
-/// <summary>A short LoRA run of the sentiment sample on a subset: the loss falls, accuracy rises well above chance, and the adapters move.</summary>
+/// <summary>
+/// A short LoRA run of the sentiment sample on a subset: the loss falls, accuracy rises well above chance, the adapters
+/// move, and the saved PEFT directory (adapter + head) reloads to the same held-out accuracy.
+/// </summary>
 public sealed class SentimentTrainingTests(ITestOutputHelper output)
 {
     [Fact]
@@ -22,7 +25,9 @@ public sealed class SentimentTrainingTests(ITestOutputHelper output)
         Assert.Equal(12, loraB.Count);
         Assert.All(loraB, b => Assert.Equal(0.0, b.abs().max().item<float>()));
 
-        var result = SentimentExperiment.Run(model, FineTuningMethod.LoRA, trainSubset, testSubset, new SentimentSettings(Epochs: 2, BatchSize: 16, LearningRate: 3e-3));
+        string saveDir = Path.Combine(Path.GetTempPath(), "peft-sentiment-" + Guid.NewGuid().ToString("N"));
+        var result = SentimentExperiment.Run(model, FineTuningMethod.LoRA, trainSubset, testSubset, new SentimentSettings(Epochs: 2, BatchSize: 16, LearningRate: 3e-3),
+            saveDirectory: saveDir);
 
         output.WriteLine($"accuracy {result.AccuracyBefore:F4} -> {result.Accuracy:F4}, mean loss {result.FirstLoss:F4} -> {result.LastLoss:F4}");
         Assert.Equal(58_368 + 512 * 2 + 2, result.TrainableParameters);
@@ -31,5 +36,24 @@ public sealed class SentimentTrainingTests(ITestOutputHelper output)
         Assert.True(result.Accuracy > 0.80, $"held-out accuracy {result.Accuracy}");
         Assert.True(result.LastLoss < result.FirstLoss - 0.2, $"mean loss {result.FirstLoss} -> {result.LastLoss}");
         Assert.True(result.LastLoss < 0.35, $"last epoch's mean loss {result.LastLoss}");
+
+        // One PEFT directory holds the whole adaptation: the LoRA adapter and the [Trainable] head (modules_to_save).
+        try
+        {
+            var config = Peft.Serialization.AdapterConfig.Read(Path.Combine(saveDir, Peft.Serialization.AdapterFiles.ConfigFileName));
+            Assert.Equal(new[] { "head" }, config.ModulesToSave);
+            Assert.Equal("SEQ_CLS", config.TaskType);
+
+            // Reloaded over a freshly loaded pretrained encoder, it classifies the held-out sentences exactly as trained.
+            using var freshModel = await UseLiteModel.LoadAsync(cache);
+            using var fresh = new SentimentClassifier(freshModel.Encoder);
+            SentimentExperiment.Load(fresh, FineTuningMethod.LoRA, saveDir);
+            double reloaded = SentimentExperiment.Evaluate(fresh, SentimentExperiment.Encode(freshModel, testSubset), testSubset);
+            Assert.Equal(result.Accuracy, reloaded);
+        }
+        finally
+        {
+            if (Directory.Exists(saveDir)) Directory.Delete(saveDir, recursive: true);
+        }
     }
 }

@@ -38,6 +38,13 @@ public sealed record AdapterConfig
     /// <summary><c>layers_pattern</c>: names of the module lists whose index <see cref="LayersToTransform"/> refers to.</summary>
     public IReadOnlyList<string> LayersPattern { get; init; } = Array.Empty<string>();
 
+    /// <summary>
+    /// <c>modules_to_save</c>: names of whole modules whose trained copies the adapter file carries (a classification
+    /// head such as <c>classifier</c> or <c>score</c>), or empty. PEFT selects every module whose name ends with an entry
+    /// (a plain suffix match, no dot required).
+    /// </summary>
+    public IReadOnlyList<string> ModulesToSave { get; init; } = Array.Empty<string>();
+
     /// <summary><c>r</c> (LoRA, LoKr).</summary>
     public int R { get; init; } = 8;
 
@@ -135,6 +142,9 @@ public sealed record AdapterConfig
                 break;
         }
         var (layersPattern, layersPatternRegex) = GetModuleSelection(obj, "layers_pattern", source);
+        var (modulesToSave, modulesToSaveRegex) = GetModuleSelection(obj, "modules_to_save", source);
+        if (modulesToSaveRegex is not null)
+            throw new AdapterFormatException($"{source}: \"modules_to_save\" must be a list of module names, found the string \"{modulesToSaveRegex}\".");
         if (layersPatternRegex is not null) layersPattern = new List<string> { layersPatternRegex };
 
         return new AdapterConfig
@@ -148,6 +158,7 @@ public sealed record AdapterConfig
             ExcludeModulesRegex = excludedRegex,
             LayersToTransform = layers,
             LayersPattern = layersPattern,
+            ModulesToSave = modulesToSave,
             R = GetInt(obj, "r", source) ?? 8,
             Alpha = GetDouble(obj, isLokr ? "alpha" : "lora_alpha", source) ?? 8,
             Dropout = GetDouble(obj, "lora_dropout", source) ?? 0,

@@ -24,6 +24,13 @@ public sealed record AdapterSaveOptions
     /// one of the two is set, and as RANDOM otherwise.
     /// </summary>
     public string? TokenizerNameOrPath { get; init; }
+
+    /// <summary>
+    /// Whether the model's <c>[Trainable]</c> modules (a classification head) are written into the adapter file as PEFT's
+    /// <c>modules_to_save</c> (default true), so the one directory holds the whole adaptation. False writes the adapter
+    /// alone (<c>"modules_to_save": null</c>); save the members with <see cref="ModelWeights"/> then.
+    /// </summary>
+    public bool SaveTrainableMembers { get; init; } = true;
 }
 
 /// <summary>What <see cref="AdapterFiles.Load"/> did.</summary>
@@ -37,7 +44,14 @@ public sealed record AdapterLoadResult(
     int LoadedTensors,
     IReadOnlyList<string> MissingKeys,
     IReadOnlyList<string> UnexpectedKeys,
-    IReadOnlyList<string> ShapeMismatches);
+    IReadOnlyList<string> ShapeMismatches)
+{
+    /// <summary>
+    /// Paths of the modules whose weights were replaced from the file's <c>modules_to_save</c> tensors (counted in
+    /// <see cref="LoadedTensors"/>); empty when the config names none.
+    /// </summary>
+    public IReadOnlyList<string> ModulesToSave { get; init; } = Array.Empty<string>();
+}
 
 /// <summary>A weights or adapter file that does not fit the model: lists every problem by tensor name.</summary>
 public sealed class TensorMismatchException : Exception
@@ -65,6 +79,9 @@ public sealed class TensorMismatchException : Exception
 /// Saves and loads adapters in Hugging Face PEFT's format: a directory with <c>adapter_config.json</c> and
 /// <c>adapter_model.safetensors</c> (metadata <c>{"format": "pt"}</c>), tensor keys
 /// <c>base_model.model.{module path}.{lora_A.weight|lora_B.weight|lokr_w1|...}</c> or <c>prompt_embeddings</c>.
+/// <c>[Trainable]</c> modules travel as PEFT's <c>modules_to_save</c>: listed by name in the config, their state-dict
+/// tensors keyed <c>base_model.model.{module path}.{weight|bias|...}</c> (<c>base_model.{module path}...</c> for prompt
+/// tuning). A model holds one copy of each such module, shared by all its adapters (PEFT keeps one per adapter).
 /// </summary>
 public static class AdapterFiles
 {
@@ -84,9 +101,13 @@ public static class AdapterFiles
     /// Writes adapter <paramref name="adapterName"/> of <paramref name="model"/> into <paramref name="directory"/>
     /// (created if needed). Both files are written atomically (temporary file, then rename), the weights first, so
     /// a crash never leaves a config that points at missing weights. To mirror PEFT's multi-adapter layout, save
-    /// named adapters into subdirectories named after them.
+    /// named adapters into subdirectories named after them. Unless <see cref="AdapterSaveOptions.SaveTrainableMembers"/>
+    /// is false, the <c>[Trainable]</c> modules are written too (PEFT's <c>modules_to_save</c>, current values: every
+    /// adapter's file gets the same, shared module).
     /// </summary>
-    /// <exception cref="PeftConfigurationException">No layer has the adapter, or it mixes methods (a PEFT adapter has one peft_type).</exception>
+    /// <exception cref="PeftConfigurationException">No layer has the adapter, it mixes methods (a PEFT adapter has one
+    /// peft_type), a <c>[Trainable]</c> member is a bare parameter (PEFT's modules_to_save holds modules), or a
+    /// <c>[Trainable]</c> module cannot be named without selecting another module.</exception>
     public static void Save(nn.Module model, string directory, string adapterName = AdapterNames.Default, AdapterSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -101,6 +122,9 @@ public static class AdapterFiles
         fields["revision"] = options.Revision;
         fields["inference_mode"] = true;
         fields["peft_version"] = PeftVersion;
+        var modules = options.SaveTrainableMembers ? ModulesToSave.Trainable(model, layout.Method, adapterName) : new List<ModulesToSave.Entry>();
+        if (modules.Count > 0)
+            fields["modules_to_save"] = new JsonArray(ModulesToSave.Names(model, modules, layout.Method, adapterName).Select(n => (JsonNode?)n).ToArray());
         string json = AdapterConfig.ToJson(fields);
 
         Directory.CreateDirectory(directory);
@@ -108,6 +132,7 @@ public static class AdapterFiles
         try
         {
             foreach (var (key, parameter) in layout.Tensors) tensors.Add(new(key, parameter.detach()));
+            foreach (var (key, target) in modules.SelectMany(m => m.Tensors)) tensors.Add(new(key, target.detach()));
             SafetensorsFile.Write(Path.Combine(directory, WeightsFileName), tensors,
                 new Dictionary<string, string> { ["format"] = "pt" });
         }
@@ -125,12 +150,16 @@ public static class AdapterFiles
     /// wrapped layers the config targets (so a second named adapter can be loaded beside the declared one).
     /// Everything is checked before anything is copied: with <paramref name="strict"/> (the default) any missing,
     /// unexpected or mis-shaped tensor fails the load with all of them listed by name and the model unchanged.
+    /// The config's <c>modules_to_save</c> (PEFT's trained copies of whole modules, e.g. a classification head) are
+    /// checked the same way and then copied into the model's modules, <c>[Trainable]</c> or not (a module that is not
+    /// <c>[Trainable]</c> gets the values and stays frozen). The model holds one copy of each such module for all its
+    /// adapters, so the last adapter loaded sets it.
     /// </summary>
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
     /// <exception cref="FileNotFoundException">The config or the weights file is missing.</exception>
     /// <exception cref="AdapterFormatException">The config is malformed or unsupported, names another method than the
     /// model's adapter, disagrees with the model's adapter on a setting that changes its output (r, alpha, use_rslora),
-    /// or a tensor holds NaN or infinity.</exception>
+    /// names a <c>modules_to_save</c> entry that matches no module of the model, or a tensor holds NaN or infinity.</exception>
     /// <exception cref="SafetensorsFormatException">The weights file is malformed.</exception>
     /// <exception cref="TensorMismatchException">With <paramref name="strict"/>: missing, unexpected or mis-shaped tensors.</exception>
     /// <exception cref="InvalidOperationException">The adapter is merged into the base weights (unmerge it first).</exception>
@@ -185,12 +214,20 @@ public static class AdapterFiles
             throw new InvalidOperationException(
                 $"Adapter '{adapterName}' is merged into the base weights of {string.Join(", ", merged)}; loading new values into it would corrupt them on Unmerge(). Call model.Unmerge(\"{adapterName}\") first; nothing was loaded.");
 
-        var expected = layout.Tensors.ToDictionary(t => t.Key, t => t.Value, StringComparer.Ordinal);
+        var modules = ModulesToSave.FromConfig(model, config, method, configPath);
+        var targets = layout.Tensors.Select(t => (t.Key, Target: (Tensor)t.Value)).Concat(modules.SelectMany(m => m.Tensors)).ToList();
+        var expected = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (key, target) in targets)
+        {
+            if (!expected.TryAdd(key, target))
+                throw new AdapterFormatException($"{configPath}: the tensor key {key} belongs both to the adapter and to a modules_to_save module; nothing was loaded.");
+        }
+
         var missing = expected.Keys.Where(k => !reader.Contains(k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
         var unexpected = reader.Tensors.Select(t => t.Name).Where(n => !expected.ContainsKey(n)).OrderBy(k => k, StringComparer.Ordinal).ToList();
         var mismatched = new List<string>();
-        var loadable = new List<(string Key, Parameter Parameter)>();
-        foreach (var (key, parameter) in layout.Tensors)
+        var loadable = new List<(string Key, Tensor Parameter)>();
+        foreach (var (key, parameter) in targets)
         {
             if (!reader.Contains(key)) continue;
             var info = reader.GetInfo(key);
@@ -207,7 +244,7 @@ public static class AdapterFiles
             if (missing.Count > 0) message.Append("\n  missing keys: ").AppendJoin(", ", missing);
             if (unexpected.Count > 0) message.Append("\n  unexpected keys: ").AppendJoin(", ", unexpected);
             if (mismatched.Count > 0) message.Append("\n  shape mismatches: ").AppendJoin("; ", mismatched);
-            message.Append("\n  Check that the adapter was trained for this model (same target modules, ranks and sizes).");
+            message.Append("\n  Check that the adapter was trained for this model (same target modules, modules_to_save, ranks and sizes).");
             throw new TensorMismatchException(message.ToString(), missing, unexpected, mismatched);
         }
 
@@ -218,7 +255,7 @@ public static class AdapterFiles
                 string.Join("\n  ", settings));
 
         // Read and check every value before the first copy, so a bad tensor leaves the model unchanged.
-        var values = new List<(Parameter Parameter, Tensor Value)>();
+        var values = new List<(Tensor Parameter, Tensor Value)>();
         try
         {
             foreach (var (key, parameter) in loadable)
@@ -241,7 +278,10 @@ public static class AdapterFiles
         {
             foreach (var (_, value) in values) value.Dispose();
         }
-        return new AdapterLoadResult(config, values.Count, missing, unexpected, mismatched);
+        return new AdapterLoadResult(config, values.Count, missing, unexpected, mismatched)
+        {
+            ModulesToSave = modules.Select(m => m.Path).ToList(),
+        };
     }
 
     internal static void WriteAtomically(string path, string text)

@@ -1,0 +1,228 @@
+using Peft.Models.UseLite;
+using Peft.Serialization;
+using Sentiment;
+using static Peft.Models.Tests.AdapterFormat.AdapterFormatSupport;
+using static TorchSharp.torch;
+
+namespace Peft.Models.Tests.AdapterFormat;
+
+/// <summary>
+/// USE-lite (random weights: the format does not depend on them) under the sentiment sample's classifier, which adds a
+/// [Trainable] head: the encoder declares LoRA ("default"), LoKr ("lokr") and prompt tuning ("prompt"), each saved as
+/// its own PEFT adapter with the head as modules_to_save.
+/// </summary>
+public sealed class UseLiteAdapterFormatTests : IDisposable
+{
+    private static readonly string[] Projections = ["fc1", "fc2", "k_proj", "out_proj", "q_proj", "v_proj"];
+
+    private readonly string _root = TempDir("uselite");
+    private readonly List<IDisposable> _owned = new();
+
+    public void Dispose()
+    {
+        foreach (var d in _owned) d.Dispose();
+        if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
+    }
+
+    private string BasePath => Path.Combine(_root, "base.safetensors");
+
+    private SentimentClassifier NewClassifier()
+    {
+        var encoder = new UseLiteEncoder();
+        var classifier = new SentimentClassifier(encoder);
+        _owned.Add(classifier);
+        _owned.Add(encoder);
+        return classifier;
+    }
+
+    /// <summary>Base weights saved first (untrained head included), then random adapters and a moved head.</summary>
+    private SentimentClassifier Trained()
+    {
+        manual_seed(60);
+        var classifier = NewClassifier();
+        ModelWeights.Save(classifier, BasePath);
+        RandomizeAdapters(classifier, 61);
+        using (no_grad())
+        {
+            foreach (var p in classifier.HeadParameters()) p.add_(0.25);
+        }
+        return classifier;
+    }
+
+    private SentimentClassifier Fresh()
+    {
+        var classifier = NewClassifier();
+        ModelWeights.Load(classifier, BasePath);
+        return classifier;
+    }
+
+    /// <summary>(in, out) of each adapted projection of layer <paramref name="layer"/>.</summary>
+    private static IEnumerable<(string Name, long In, long Out)> Layers(int layer)
+    {
+        long input = UseLiteConfig.LayerInputDim(layer), hidden = UseLiteConfig.HiddenDim, ffn = UseLiteConfig.FeedForwardDim;
+        yield return ("q_proj", input, input);
+        yield return ("k_proj", input, input);
+        yield return ("v_proj", input, input);
+        yield return ("out_proj", input, hidden);
+        yield return ("fc1", hidden, ffn);
+        yield return ("fc2", ffn, hidden);
+    }
+
+    private static Dictionary<string, long[]> Head(string prefix) => new()
+    {
+        [prefix + "head.weight"] = [2, UseLiteConfig.HiddenDim],
+        [prefix + "head.bias"] = [2],
+    };
+
+    /// <summary>PEFT's <c>factorization(dimension, factor=-1)</c> (tuners/lokr/layer.py), written out for the test.</summary>
+    private static (long M, long N) Factorization(long dimension)
+    {
+        long m = 1, n = dimension, length = m + n;
+        while (m < n)
+        {
+            long newM = m + 1;
+            while (dimension % newM != 0) newM++;
+            long newN = dimension / newM;
+            if (newM + newN > length) break;
+            (m, n) = (newM, newN);
+        }
+        return m > n ? (n, m) : (m, n);
+    }
+
+    private (string Dir, Tensor Logits) SaveAndRun(SentimentClassifier trained, string adapter)
+    {
+        string dir = Path.Combine(_root, adapter);
+        trained.SetActiveAdapter(adapter);
+        AdapterFiles.Save(trained, dir, adapter, new AdapterSaveOptions { TaskType = "SEQ_CLS" });
+        return (dir, Run(trained));
+    }
+
+    private static Tensor Run(SentimentClassifier classifier)
+    {
+        classifier.eval();
+        using var noGrad = no_grad();
+        var (ids, mask) = SentimentExperiment.Batch([[5, 9, 200, 17], [3000, 4], [8001, 1, 2, 3, 4, 5]]);
+        using (ids)
+        using (mask)
+        {
+            return classifier.call(ids, mask);
+        }
+    }
+
+    private void AssertReloadsBitwise(string dir, string adapter, Tensor expected, int tensors)
+    {
+        var fresh = Fresh();
+        fresh.SetActiveAdapter(adapter);
+        using (var before = Run(fresh)) Assert.False(before.allclose(expected), "the fresh model already gives the trained logits");
+        var result = AdapterFiles.Load(fresh, dir, adapter);
+        Assert.Equal(tensors, result.LoadedTensors);
+        Assert.Equal(new[] { "head" }, result.ModulesToSave);
+        using var actual = Run(fresh);
+        Assert.True(BitwiseEqual(expected, actual), $"the reloaded {adapter} adapter gives different logits");
+    }
+
+    [Fact]
+    public void LoRA_adapter_follows_peft_format_and_reloads_bitwise()
+    {
+        var trained = Trained();
+        var (dir, logits) = SaveAndRun(trained, UseLiteConfig.LoRAAdapter);
+        using var _ = logits;
+
+        var config = Config(dir, "LORA");
+        Assert.Equal(Projections, Names(config["target_modules"]));
+        Assert.Equal(4, (int?)config["r"]);
+        Assert.Equal(8.0, (double?)config["lora_alpha"]);
+        Assert.Equal("SEQ_CLS", (string?)config["task_type"]);
+        Assert.Equal(new[] { "head" }, Names(config["modules_to_save"]));
+
+        var expected = Head("base_model.model.");
+        for (int layer = 0; layer < UseLiteConfig.Layers; layer++)
+        {
+            foreach (var (name, input, output) in Layers(layer))
+            {
+                string path = $"base_model.model.encoder.layers.{layer}.{name}.";
+                expected[path + "lora_A.weight"] = [4, input];
+                expected[path + "lora_B.weight"] = [output, 4];
+            }
+        }
+        AssertWeights(dir, expected);
+        AssertReloadsBitwise(dir, UseLiteConfig.LoRAAdapter, logits, expected.Count);
+    }
+
+    [Fact]
+    public void LoKr_adapter_follows_peft_format_and_reloads_bitwise()
+    {
+        var trained = Trained();
+        var (dir, logits) = SaveAndRun(trained, UseLiteConfig.KroneckerAdapter);
+        using var _ = logits;
+
+        var config = Config(dir, "LOKR");
+        Assert.Equal(Projections, Names(config["target_modules"]));
+        Assert.Equal(4, (int?)config["r"]);
+        Assert.Equal(8.0, (double?)config["alpha"]);
+        Assert.Equal(-1, (int?)config["decompose_factor"]);
+        Assert.False((bool?)config["decompose_both"]);
+        Assert.Equal(new[] { "head" }, Names(config["modules_to_save"]));
+
+        // PEFT's LoKr layout: out = l·k, in = m·n by factorization(); w1 [l, m] stays full (decompose_both false);
+        // w2 [k, n] becomes lokr_w2_a [k, r] · lokr_w2_b [r, n] when r < max(k, n) / 2.
+        var expected = Head("base_model.model.");
+        for (int layer = 0; layer < UseLiteConfig.Layers; layer++)
+        {
+            foreach (var (name, input, output) in Layers(layer))
+            {
+                string path = $"base_model.model.encoder.layers.{layer}.{name}.";
+                var (l, k) = Factorization(output);
+                var (m, n) = Factorization(input);
+                expected[path + "lokr_w1"] = [l, m];
+                if (4 < Math.Max(k, n) / 2.0)
+                {
+                    expected[path + "lokr_w2_a"] = [k, 4];
+                    expected[path + "lokr_w2_b"] = [4, n];
+                }
+                else
+                {
+                    expected[path + "lokr_w2"] = [k, n];
+                }
+            }
+        }
+        Assert.Equal(new long[] { 16, 16 }, expected["base_model.model.encoder.layers.0.q_proj.lokr_w1"]);
+        AssertWeights(dir, expected);
+        AssertReloadsBitwise(dir, UseLiteConfig.KroneckerAdapter, logits, expected.Count);
+    }
+
+    [Fact]
+    public void Prompt_adapter_follows_peft_format_and_reloads_bitwise()
+    {
+        var trained = Trained();
+        var (dir, logits) = SaveAndRun(trained, UseLiteConfig.PromptAdapter);
+        using var _ = logits;
+
+        var config = Config(dir, "PROMPT_TUNING");
+        Assert.Equal(UseLiteConfig.PromptTokens, (int?)config["num_virtual_tokens"]);
+        Assert.Equal(UseLiteConfig.EmbeddingDim, (int?)config["token_dim"]);
+        Assert.Equal(1, (int?)config["num_transformer_submodules"]);
+        Assert.Equal("RANDOM", (string?)config["prompt_tuning_init"]);
+        Assert.Equal("SEQ_CLS", (string?)config["task_type"]);
+        Assert.Equal(new[] { "head" }, Names(config["modules_to_save"]));
+
+        // Prompt learning: one prompt_embeddings tensor; PEFT's PeftModel holds the base model directly, so the head's
+        // keys are base_model.head.* (no ".model" segment).
+        var expected = Head("base_model.");
+        expected["prompt_embeddings"] = [UseLiteConfig.PromptTokens, UseLiteConfig.EmbeddingDim];
+        AssertWeights(dir, expected);
+        AssertReloadsBitwise(dir, UseLiteConfig.PromptAdapter, logits, expected.Count);
+    }
+
+    [Theory]
+    [InlineData("default", "base_model.model.encoder.layers.0.q_proj.lora_A.weight", "base_model.model.head.weight")]
+    [InlineData("lokr", "base_model.model.encoder.layers.1.fc1.lokr_w2_b", "base_model.model.encoder.layers.0.v_proj.lokr_w1")]
+    [InlineData("prompt", "prompt_embeddings", "base_model.head.bias")]
+    public void Load_failures_name_the_problem_and_leave_the_model_unchanged(string adapter, string rankKey, string missingKey)
+    {
+        var trained = Trained();
+        var (dir, logits) = SaveAndRun(trained, adapter);
+        logits.Dispose();
+        AssertLoadFailuresLeaveModelUnchanged(NewClassifier, dir, adapter, rankKey, missingKey);
+    }
+}
