@@ -144,9 +144,10 @@ internal abstract class CausalLm : IDisposable
 
         public override Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions options) => model.Generate(ids, maxNewTokens, options);
 
-        // fan_in_fan_out: true and task_type CAUSAL_LM, as PEFT writes for GPT-2's Conv1D layers.
-        public override void SaveAdapter(string directory, AdapterSaveOptions options) => Gpt2AdapterFiles.Save(model, directory, options: options);
+        // The model says its c_attn layers are Conv1D in checkpoints (IFanInFanOutLayers), so the config says
+        // fan_in_fan_out: true, as PEFT writes for GPT-2.
+        public override void SaveAdapter(string directory, AdapterSaveOptions options) => AdapterFiles.Save(model, directory, options: options);
 
-        public override void LoadAdapter(string directory) => Gpt2AdapterFiles.Load(model, directory);
+        public override void LoadAdapter(string directory) => AdapterFiles.Load(model, directory);
     }
 }

@@ -83,6 +83,9 @@ public static class AdapterMerger
             var (delta, scaling) = config.PeftType == "LOKR"
                 ? LoKrDelta(adapter, module, config, configPath)
                 : LoRADelta(adapter, module, config, configPath);
+            // fan_in_fan_out (GPT-2's Conv1D): the base weight is stored [in, out], so the update is added transposed,
+            // as PEFT's merge does.
+            if (config.FanInFanOut && config.PeftType == "LORA") delta = delta.t();
             if (!delta.shape.SequenceEqual(info.Shape))
             {
                 throw CliException.Failure($"{adapter.Path}: the update of '{module.ModulePath}' has shape [{string.Join(", ", delta.shape)}] but the base tensor '{weightKey}' in {baseFile.Path} is [{string.Join(", ", info.Shape)}].");
@@ -163,7 +166,6 @@ public static class AdapterMerger
         {
             "PROMPT_TUNING" => "a prompt-tuning adapter adds virtual tokens, not a weight update; there is nothing to merge into the base weights",
             "LORA" when config.UseDora => "DoRA adapters (use_dora: true) are not supported",
-            "LORA" when config.FanInFanOut => "fan_in_fan_out: true (Conv1D weights stored transposed) is not supported",
             "LORA" when config.Bias != "none" => $"bias \"{config.Bias}\" is not supported (only \"none\")",
             "LORA" when config.LoraBias => "lora_bias: true is not supported",
             _ => null,

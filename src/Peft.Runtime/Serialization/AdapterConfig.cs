@@ -60,7 +60,7 @@ public sealed record AdapterConfig
     /// <summary><c>use_dora</c> (not supported yet: loading such an adapter fails with a clear message).</summary>
     public bool UseDora { get; init; }
 
-    /// <summary><c>fan_in_fan_out</c> (must be false for nn.Linear-style layers).</summary>
+    /// <summary><c>fan_in_fan_out</c>: the adapted base layers are stored [in, out] (Conv1D); see <see cref="IFanInFanOutLayers"/>.</summary>
     public bool FanInFanOut { get; init; }
 
     /// <summary><c>bias</c>: "none", "all" or "lora_only" (only "none" is supported).</summary>

@@ -205,6 +205,7 @@ public static class AdapterFiles
         var layout = AdapterLayout.Collect(model, adapterName);
         if (layout.Method != method)
             throw new AdapterFormatException($"{configPath} holds a {config.PeftType} adapter but the model's adapter '{adapterName}' is {AdapterLayout.PeftTypeOf(layout.Method)}.");
+        layout.CheckFanInFanOut(model, config, configPath);
 
         var merged = model.AdaptedLayers()
             .Where(l => l.Layer.HasAdapter(adapterName) && l.Layer.GetAdapter(adapterName).Merged)

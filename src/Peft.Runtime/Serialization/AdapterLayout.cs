@@ -33,7 +33,6 @@ internal sealed class AdapterLayout
     public static PeftMethod MethodOf(AdapterConfig config, string source) => config.PeftType switch
     {
         "LORA" when config.UseDora => throw new AdapterFormatException($"{source}: DoRA adapters (use_dora: true) are not supported yet."),
-        "LORA" when config.FanInFanOut => throw new AdapterFormatException($"{source}: fan_in_fan_out: true (GPT-2 Conv1D layers) is not supported; this library's layers are nn.Linear."),
         "LORA" when config.Bias != "none" => throw new AdapterFormatException($"{source}: bias \"{config.Bias}\" is not supported (only \"none\")."),
         "LORA" when config.LoraBias => throw new AdapterFormatException($"{source}: lora_bias: true (a bias on lora_B) is not supported."),
         "LORA" => PeftMethod.LoRA,
@@ -41,6 +40,22 @@ internal sealed class AdapterLayout
         "PROMPT_TUNING" => PeftMethod.PromptTuning,
         _ => throw new AdapterFormatException($"{source}: peft_type \"{config.PeftType}\" is not supported (supported: LORA, LOKR, PROMPT_TUNING)."),
     };
+
+    /// <summary>
+    /// <c>fan_in_fan_out: true</c> says the adapted base layers are stored [in, out] (Conv1D). The adapter tensors are the
+    /// same as for nn.Linear, so the flag is accepted exactly when the model says each adapted layer is such a layer
+    /// (<see cref="IFanInFanOutLayers"/>, e.g. GPT-2, which transposes them on load); elsewhere it means the adapter was
+    /// made for another architecture.
+    /// </summary>
+    public void CheckFanInFanOut(nn.Module model, AdapterConfig config, string source)
+    {
+        if (!config.FanInFanOut || Method != PeftMethod.LoRA) return;
+        if (model is not IFanInFanOutLayers conv)
+            throw new AdapterFormatException($"{source}: fan_in_fan_out: true means the adapted layers are stored [in, out] (Hugging Face Conv1D, as in GPT-2), but {model.GetType().Name} does not declare any such layer (IFanInFanOutLayers); this adapter was made for another architecture. Nothing was loaded.");
+        var linear = Layers.Where(l => !conv.IsFanInFanOut(l.Path)).Select(l => l.Path).ToList();
+        if (linear.Count > 0)
+            throw new AdapterFormatException($"{source}: fan_in_fan_out: true, but these adapted layers are stored [out, in] in {model.GetType().Name}'s checkpoints: {string.Join(", ", linear.Take(5))}{(linear.Count > 5 ? $" and {linear.Count - 5} more" : "")}. Nothing was loaded.");
+    }
 
     public static string PeftTypeOf(PeftMethod method) => method switch
     {
@@ -164,7 +179,8 @@ internal sealed class AdapterLayout
                 fields["lora_dropout"] = dropout;
                 fields["use_rslora"] = rs;
                 fields["use_dora"] = false;
-                fields["fan_in_fan_out"] = false;
+                // PEFT's flag for Conv1D ([in, out]) base layers: true when every adapted layer is one (GPT-2).
+                fields["fan_in_fan_out"] = model is IFanInFanOutLayers conv && options.All(o => conv.IsFanInFanOut(o.Path));
                 fields["bias"] = "none";
                 fields["lora_bias"] = false;
                 fields["init_lora_weights"] = init == LoRAInit.Gaussian ? "gaussian" : true;

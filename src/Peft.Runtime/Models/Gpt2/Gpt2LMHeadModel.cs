@@ -20,7 +20,7 @@ namespace Peft.Models.Gpt2;
 /// and <see cref="SavePretrained"/> transpose those four weights per block (<see cref="IsConv1DWeight"/>), so files
 /// stay in transformers' layout.
 /// </remarks>
-public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>
+public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
 {
     private readonly Gpt2Model transformer;
     private readonly Linear? lm_head;
@@ -60,6 +60,11 @@ public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>
             || modelName.EndsWith(".mlp.c_fc.weight", StringComparison.Ordinal)
             || modelName.EndsWith(".mlp.c_proj.weight", StringComparison.Ordinal);
     }
+
+    /// <inheritdoc />
+    /// <remarks>GPT-2's <c>attn.c_attn</c>, <c>attn.c_proj</c>, <c>mlp.c_fc</c> and <c>mlp.c_proj</c> (<see cref="IsConv1DWeight"/>): adapter
+    /// files for them say <c>fan_in_fan_out: true</c>, as PEFT's do.</remarks>
+    public bool IsFanInFanOut(string layerPath) => IsConv1DWeight(layerPath + ".weight");
 
     /// <summary>
     /// Maps a checkpoint tensor name to this model's name: names without the <c>transformer.</c> prefix (a
