@@ -205,7 +205,8 @@ internal static class PeftEmitter
             if (member.Component != ComponentKind.Module) continue;
             if (member.Adapters.Any(a => a.Method == PeftMethodKind.PromptTune)) continue;
             bool linearish = member.AcceptsWrapper || member.IsLinearType || member.Layer is { Kind: LayerKind.Linear };
-            if (!linearish) continue;
+            // Built with another TorchSharp layer (ReLU(), Embedding(...)): never a linear layer to target.
+            if (!linearish || member.Layer is { Kind: LayerKind.Embedding or LayerKind.Unknown }) continue;
             string? reason = null;
             if (!member.AcceptsWrapper)
             {
