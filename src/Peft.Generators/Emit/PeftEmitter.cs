@@ -193,38 +193,9 @@ internal static class PeftEmitter
     /// </summary>
     internal static bool EmitsTargeting(PeftClassModel model) => !model.BaseHasPeftDescriptor;
 
-    /// <summary>
-    /// The members configuration targeting looks at: module members that are not prompt-tuned embeddings and that are
-    /// typed to hold a wrapper, declared as <c>Linear</c>, or built with <c>Linear(...)</c>, each with the reason it
-    /// cannot be targeted (null when it can).
-    /// </summary>
-    internal static IEnumerable<(MemberModel Member, string? Reason)> TargetMembers(PeftClassModel model)
-    {
-        foreach (var member in model.Members)
-        {
-            if (member.Component != ComponentKind.Module) continue;
-            if (member.Adapters.Any(a => a.Method == PeftMethodKind.PromptTune)) continue;
-            bool linearish = member.AcceptsWrapper || member.IsLinearType || member.Layer is { Kind: LayerKind.Linear };
-            // Built with another TorchSharp layer (ReLU(), Embedding(...)): never a linear layer to target.
-            if (!linearish || member.Layer is { Kind: LayerKind.Embedding or LayerKind.Unknown }) continue;
-            string? reason = null;
-            if (!member.AcceptsWrapper)
-            {
-                reason = "member '" + member.Name + "' is declared as '" + member.TypeName.Replace("global::", string.Empty)
-                    + "', which cannot hold the AdaptedLinear wrapper (declare it as Module<Tensor, Tensor>)";
-            }
-            else if (member.IsReadOnly)
-            {
-                reason = "member '" + member.Name + "' is " + (member.IsProperty ? "a property without a setter" : "a readonly field")
-                    + ", so the wrapper cannot be stored in it (make it writable)";
-            }
-            yield return (member, reason);
-        }
-    }
-
     private static void WriteTargeting(SourceWriter w, PeftClassModel model, CancellationToken cancellationToken)
     {
-        var members = TargetMembers(model).ToList();
+        var members = PeftModelValidator.TargetMembers(model).ToList();
         if (members.Count == 0)
         {
             w.Line("private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = global::System.Array.Empty<global::Peft.PeftTargetMember>();");

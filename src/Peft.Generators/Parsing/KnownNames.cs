@@ -11,7 +11,7 @@ internal static class KnownNames
     public const string AdaptableAttribute = "Peft.AdaptableAttribute";
 
     /// <summary>Every attribute that makes a class take part in generation.</summary>
-    public static readonly string[] AllAttributes = { LoRAAttribute, KroneckerAttribute, PromptTuneAttribute, FreezeAttribute, TrainableAttribute };
+    public static readonly string[] AllAttributes = { LoRAAttribute, KroneckerAttribute, PromptTuneAttribute, FreezeAttribute, TrainableAttribute, AdaptableAttribute };
 
     public const string Module = "TorchSharp.torch.nn.Module";
     public const string Linear = "TorchSharp.Modules.Linear";
