@@ -188,6 +188,16 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         helpLinkUri: HelpLink(PeftDiagnosticIds.UntargetableMember));
 
+    /// <summary>PEFT0018: a constant target_modules / exclude_modules entry that names no module of the model (TargetNamesAnalyzer).</summary>
+    public static readonly DiagnosticDescriptor UnknownTargetName = new(
+        PeftDiagnosticIds.UnknownTargetName,
+        "Target module name matches no module of the model",
+        "{0} entry '{1}' matches no module of '{2}'.{3}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        helpLinkUri: HelpLink(PeftDiagnosticIds.UnknownTargetName));
+
     /// <summary>Every descriptor, in ID order.</summary>
     public static readonly ImmutableArray<DiagnosticDescriptor> All = ImmutableArray.Create(
         RankNotPositive,
@@ -206,7 +216,8 @@ internal static class DiagnosticDescriptors
         VirtualTokensNotPositive,
         NotAModule,
         AdapterNameMethodConflict,
-        UntargetableMember);
+        UntargetableMember,
+        UnknownTargetName);
 
     /// <summary>The docs page of a diagnostic ID.</summary>
     public static string HelpLink(string id) => HelpLinkBase + id + ".md";

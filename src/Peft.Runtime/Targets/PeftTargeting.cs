@@ -399,10 +399,14 @@ public static class PeftTargeting
             if (parts.Length > dots) candidates.Add(string.Join(".", parts.Skip(parts.Length - dots - 1)));
         }
         int limit = Math.Max(2, entry.Length / 3);
-        var best = candidates
+        var scored = candidates
             .Select(c => (Name: c, Distance: EditDistance(entry, c)))
             .Where(c => c.Distance <= limit)
-            .OrderBy(c => c.Distance).ThenBy(c => c.Name, StringComparer.Ordinal)
+            .ToList();
+        int closest = scored.Count == 0 ? 0 : scored.Min(c => c.Distance);
+        var best = scored
+            .Where(c => c.Distance == closest)
+            .OrderBy(c => c.Name, StringComparer.Ordinal)
             .Take(3)
             .Select(c => $"'{c.Name}'")
             .ToList();
