@@ -13,7 +13,7 @@ using Peft.Generators.Parsing;
 namespace Peft.Analyzers;
 
 /// <summary>
-/// Reports every PEFT diagnostic (PEFT0001 to PEFT0016) for classes that carry a Peft attribute. It parses each such class
+/// Reports every PEFT diagnostic (PEFT0001 to PEFT0017) for classes that carry a Peft attribute. It parses each such class
 /// with the generator's own <see cref="PeftParser"/>, validates the model with <see cref="PeftModelValidator"/>, and maps
 /// each problem to the attribute argument, attribute, member or class it is about, so <c>#pragma warning disable</c> and
 /// .editorconfig severities apply as usual.

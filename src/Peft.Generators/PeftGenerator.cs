@@ -17,7 +17,7 @@ namespace Peft.Generators;
 /// </summary>
 /// <remarks>
 /// Pipeline: one <c>ForAttributeWithMetadataName</c> per attribute (syntax-only predicate, symbol work in the
-/// transform, which returns an equatable <see cref="PeftClassModel"/>), the five streams collected, combined and
+/// transform, which returns an equatable <see cref="PeftClassModel"/>), the six streams collected, combined and
 /// deduplicated per class, filtered by <see cref="PeftModelValidator.CanEmit"/>, combined with the MSBuild switch
 /// <c>DisablePeftSourceGenerator</c> and emitted one file per class. Invalid declarations produce no code:
 /// the analyzers report them.
@@ -47,14 +47,24 @@ public sealed class PeftGenerator : IIncrementalGenerator
             .Where(static m => m is not null)
             .Select(static (m, _) => m!)
             .WithTrackingName(PeftTrackingNames.FreezeModels);
+        var adaptable = context.SyntaxProvider
+            .ForAttributeWithMetadataName(
+                KnownNames.AdaptableAttribute,
+                static (node, _) => IsClassTarget(node),
+                static (ctx, ct) => ParseTarget(ctx, ct))
+            .Where(static m => m is not null)
+            .Select(static (m, _) => m!)
+            .WithTrackingName(PeftTrackingNames.AdaptableModels);
 
         IncrementalValuesProvider<PeftClassModel> models = lora.Collect()
             .Combine(kronecker.Collect())
             .Combine(promptTune.Collect())
             .Combine(trainable.Collect())
             .Combine(freeze.Collect())
+            .Combine(adaptable.Collect())
             .SelectMany(static (all, ct) => Distinct(ct,
-                all.Left.Left.Left.Left,
+                all.Left.Left.Left.Left.Left,
+                all.Left.Left.Left.Left.Right,
                 all.Left.Left.Left.Right,
                 all.Left.Left.Right,
                 all.Left.Right,
@@ -102,7 +112,7 @@ public sealed class PeftGenerator : IIncrementalGenerator
             _ => false,
         };
 
-    /// <summary>A class declaration (the target of a class-level [Freeze]).</summary>
+    /// <summary>A class declaration (the target of a class-level [Freeze] or [Adaptable]).</summary>
     private static bool IsClassTarget(SyntaxNode node) => node is ClassDeclarationSyntax;
 
     private static PeftClassModel? ParseTarget(GeneratorAttributeSyntaxContext context, CancellationToken cancellationToken)
@@ -161,7 +171,10 @@ public static class PeftTrackingNames
     /// <summary>Class models found through <c>[Freeze]</c> (members and classes).</summary>
     public const string FreezeModels = "PeftFreezeModels";
 
-    /// <summary>The five streams combined, one model per class.</summary>
+    /// <summary>Class models found through the class-level <c>[Adaptable]</c>.</summary>
+    public const string AdaptableModels = "PeftAdaptableModels";
+
+    /// <summary>The six streams combined, one model per class.</summary>
     public const string ClassModels = "PeftClassModels";
 
     /// <summary>Models that pass <c>PeftModelValidator.CanEmit</c>.</summary>
@@ -172,6 +185,6 @@ public static class PeftTrackingNames
 
     /// <summary>Every step name, in pipeline order.</summary>
     public static readonly ImmutableArray<string> All = ImmutableArray.Create(
-        Disabled, LoRAModels, KroneckerModels, PromptTuneModels, TrainableModels, FreezeModels,
+        Disabled, LoRAModels, KroneckerModels, PromptTuneModels, TrainableModels, FreezeModels, AdaptableModels,
         ClassModels, EmittableModels, OutputModels);
 }

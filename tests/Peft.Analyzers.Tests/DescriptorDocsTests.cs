@@ -66,7 +66,7 @@ public class DescriptorDocsTests
             .ToArray();
         var ids = DiagnosticDescriptors.All.Select(d => d.Id).ToArray();
 
-        Assert.Equal(16, constants.Length);
+        Assert.Equal(18, constants.Length);
         Assert.Equal(constants, ids);
         Assert.Equal(ids, new PeftAttributeAnalyzer().SupportedDiagnostics.Select(d => d.Id));
     }

@@ -99,6 +99,33 @@ public class GeneratedCodeRunsTests
         Assert.Equal(new[] { "inner", "head", "outer", "norm" }, model.named_children().Select(c => c.name));
     }
 
+    [Fact]
+    public void AdaptableClassIsTargetedByTheGeneratedCode()
+    {
+        using var model = Create(Sources.Adaptable, "MyModels.Targets.FeedForward");
+        var members = ((IPeftTargetable)model).PeftTargetMembers;
+        Assert.Equal(new[] { "up", "gate", "down" }, members.Select(m => m.Name)); // act = ReLU() is no linear layer
+        Assert.True(members[0].IsTargetable);
+        Assert.True(members[1].IsTargetable);
+        Assert.Contains("cannot hold the AdaptedLinear wrapper", members[2].NotTargetableReason);
+
+        var order = model.named_children().Select(c => c.name).ToList();
+        using var x = randn(3, 16);
+        using var before = ((nn.Module<Tensor, Tensor>)model).call(x);
+
+        var adapted = model.ApplyTargets(new PeftTargets(TargetModules.AllLinear, new LoRAOptions(Rank: 2)) with { Exclude = TargetModules.Names("down") });
+        Assert.Equal(new[] { "up", "gate" }, adapted);
+        Assert.IsType<AdaptedLinear>(Child(model, "up"));
+        Assert.IsType<AdaptedLinear>(Child(model, "gate"));
+        Assert.Equal(order, model.named_children().Select(c => c.name)); // replaced in place, registration order kept
+        using var after = ((nn.Module<Tensor, Tensor>)model).call(x);
+        Assert.True(after.allclose(before, rtol: 0, atol: 0), "LoRA starts at zero: the forward through the new wrappers is unchanged");
+        Assert.Equal(2L * (16 + 32) * 2, model.GetTrainableSummary().TrainableParameters);
+
+        var ex = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(new PeftTargets(TargetModules.Names("down")) { AdapterName = "x" }));
+        Assert.Contains("member 'down' is declared as 'TorchSharp.Modules.Linear'", ex.Message);
+    }
+
     private static nn.Module Child(nn.Module model, string name) => model.named_children().Single(c => c.name == name).module;
 
     private static nn.Module Create(string source, string typeName, params object[] arguments)

@@ -45,6 +45,23 @@ public class IncrementalTests
     }
 
     [Fact]
+    public void AdaptableClassStaysCachedAcrossAnUnrelatedEdit()
+    {
+        var compilation = TestCompilation.Create(Sources.Adaptable, UnrelatedFile);
+        var driver = TestCompilation.CreateDriver().RunGenerators(compilation);
+
+        var edited = ReplaceText(compilation, "Input1.cs", "/// <summary>Adds one.</summary>", "// a comment\n/// <summary>Adds one.</summary>");
+        var result = driver.RunGenerators(edited).GetRunResult().Results[0];
+
+        AssertAllCachedOrUnchanged(result, new[]
+        {
+            PeftTrackingNames.Disabled, PeftTrackingNames.AdaptableModels, PeftTrackingNames.ClassModels,
+            PeftTrackingNames.EmittableModels, PeftTrackingNames.OutputModels,
+        });
+        AssertOutputsCached(result);
+    }
+
+    [Fact]
     public void EditingACommentInAnotherFileLeavesEveryStepCached()
     {
         var compilation = TestCompilation.Create(Sources.Attention, UnrelatedFile);

@@ -44,6 +44,7 @@ public class SnapshotTests
                 "MyModels.Nested.Outer`1.Registry.Block`2.Peft.g.cs",
                 "MyModels.Prompts.PromptModel.Peft.g.cs",
                 "MyModels.Props.PropertyModel.Peft.g.cs",
+                "MyModels.Targets.FeedForward.Peft.g.cs",
             },
             hintNames);
     }

@@ -242,6 +242,35 @@ internal static class Sources
         }
         """;
 
+    /// <summary>[Adaptable] without member attributes: targetable, cast and untargetable linear members, a non-linear module.</summary>
+    public const string Adaptable = """
+        using Peft;
+        using TorchSharp.Modules;
+        using static TorchSharp.torch;
+        using static TorchSharp.torch.nn;
+
+        namespace MyModels.Targets
+        {
+            /// <summary>A feed-forward block that configuration targeting may adapt.</summary>
+            [Adaptable]
+            public sealed partial class FeedForward : Module<Tensor, Tensor>
+            {
+                private Module<Tensor, Tensor> up = Linear(16, 32);
+                private Module gate = Linear(16, 32);
+                private readonly Linear down = Linear(32, 16);
+                private Module<Tensor, Tensor> act = ReLU();
+                private ModuleList<Module<Tensor, Tensor>> extra = new ModuleList<Module<Tensor, Tensor>>();
+
+                /// <summary>Builds the block.</summary>
+                public FeedForward() : base(nameof(FeedForward)) => InitializePeft();
+
+                /// <inheritdoc />
+                public override Tensor forward(Tensor x)
+                    => down.call(act.call(up.call(x)) * ((Module<Tensor, Tensor>)gate).call(x)) + extra.Count;
+            }
+        }
+        """;
+
     /// <summary>Every snapshot case: name and source.</summary>
     public static readonly (string Name, string Source)[] All =
     {
@@ -252,5 +281,6 @@ internal static class Sources
         (nameof(Properties), Properties),
         (nameof(MultiAdapter), MultiAdapter),
         (nameof(Inheritance), Inheritance),
+        (nameof(Adaptable), Adaptable),
     };
 }

@@ -178,6 +178,26 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         helpLinkUri: HelpLink(PeftDiagnosticIds.AdapterNameMethodConflict));
 
+    /// <summary>PEFT0017: a linear member of an [Adaptable] class that configuration targeting cannot adapt.</summary>
+    public static readonly DiagnosticDescriptor UntargetableMember = new(
+        PeftDiagnosticIds.UntargetableMember,
+        "Linear member of an [Adaptable] class cannot be targeted",
+        "Member '{0}' of [Adaptable] class '{1}' holds a linear layer that configuration targeting cannot adapt: {2}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        helpLinkUri: HelpLink(PeftDiagnosticIds.UntargetableMember));
+
+    /// <summary>PEFT0018: a constant target_modules / exclude_modules entry that names no module of the model (TargetNamesAnalyzer).</summary>
+    public static readonly DiagnosticDescriptor UnknownTargetName = new(
+        PeftDiagnosticIds.UnknownTargetName,
+        "Target module name matches no module of the model",
+        "{0} entry '{1}' matches no module of '{2}'.{3}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        helpLinkUri: HelpLink(PeftDiagnosticIds.UnknownTargetName));
+
     /// <summary>Every descriptor, in ID order.</summary>
     public static readonly ImmutableArray<DiagnosticDescriptor> All = ImmutableArray.Create(
         RankNotPositive,
@@ -195,7 +215,9 @@ internal static class DiagnosticDescriptors
         MissingInitializeCall,
         VirtualTokensNotPositive,
         NotAModule,
-        AdapterNameMethodConflict);
+        AdapterNameMethodConflict,
+        UntargetableMember,
+        UnknownTargetName);
 
     /// <summary>The docs page of a diagnostic ID.</summary>
     public static string HelpLink(string id) => HelpLinkBase + id + ".md";

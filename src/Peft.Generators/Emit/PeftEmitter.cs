@@ -38,7 +38,10 @@ internal static class PeftEmitter
         {
             var type = types[i];
             string declaration = "partial " + type.Keyword + " " + EscapeIdentifier(type.Name) + type.TypeParameterList;
-            if (i == types.Count - 1) declaration += " : global::Peft.IPeftModule";
+            if (i == types.Count - 1)
+            {
+                declaration += EmitsTargeting(model) ? " : global::Peft.IPeftModule, global::Peft.IPeftTargetable" : " : global::Peft.IPeftModule";
+            }
             w.Line(declaration);
             w.OpenBrace();
         }
@@ -47,6 +50,11 @@ internal static class PeftEmitter
         WriteDescriptor(w, model);
         w.Line();
         WriteInitialize(w, model, cancellationToken);
+        if (EmitsTargeting(model))
+        {
+            w.Line();
+            WriteTargeting(w, model, cancellationToken);
+        }
 
         for (int i = 0; i < types.Count; i++) w.CloseBrace();
         if (hasNamespace) w.CloseBrace();
@@ -176,6 +184,56 @@ internal static class PeftEmitter
             w.Line(call);
         }
         w.Unindent();
+    }
+
+    /// <summary>
+    /// Whether the class gets <c>IPeftTargetable</c>. A class deriving from a PEFT class does not: the base's explicit
+    /// implementation stays in force, so the base's members are targetable and the derived class's own are reported as
+    /// not reachable at run time.
+    /// </summary>
+    internal static bool EmitsTargeting(PeftClassModel model) => !model.BaseHasPeftDescriptor;
+
+    private static void WriteTargeting(SourceWriter w, PeftClassModel model, CancellationToken cancellationToken)
+    {
+        var members = PeftModelValidator.TargetMembers(model).ToList();
+        if (members.Count == 0)
+        {
+            w.Line("private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = global::System.Array.Empty<global::Peft.PeftTargetMember>();");
+        }
+        else
+        {
+            w.Line("private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = new global::Peft.PeftTargetMember[]");
+            w.OpenBrace();
+            foreach (var (member, reason) in members)
+            {
+                w.Line("new global::Peft.PeftTargetMember(" + Literal(member.Name) + ", " + (reason is null ? "null" : Literal(reason)) + "),");
+            }
+            w.CloseBrace(";");
+        }
+        w.Line();
+        w.Line("/// <inheritdoc />");
+        w.Line("global::System.Collections.Generic.IReadOnlyList<global::Peft.PeftTargetMember> global::Peft.IPeftTargetable.PeftTargetMembers => s_peftTargetMembers;");
+        w.Line();
+        w.Line("/// <summary>");
+        w.Line("/// Wraps each member the plan selects by its full dotted name (<paramref name=\"prefix\"/> + member name) with");
+        w.Line("/// <see cref=\"global::Peft.AdaptedLinear\"/>, adds the planned adapter and re-registers the member under its name.");
+        w.Line("/// </summary>");
+        w.Line("void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)");
+        w.OpenBrace();
+        foreach (var (member, reason) in members)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            if (reason is not null) continue;
+            string access = "this." + EscapeIdentifier(member.Name);
+            string layer = member.TypeName == ModuleOfTensorToTensor ? access : "(" + ModuleOfTensorToTensor + "?)" + access;
+            string fullName = "prefix + " + Literal(member.Name);
+            w.Line("if (plan.Selects(" + fullName + "))");
+            w.OpenBrace();
+            w.Line(access + " = plan.Adapt(global::Peft.AdaptedLinear.Wrap(" + layer + ", " + Literal(member.Name) + "), " + fullName + ");");
+            w.Line("global::Peft.PeftTargeting.ReplaceChild(this, " + Literal(member.Name) + ", " + access + ");");
+            w.CloseBrace();
+        }
+        w.CloseBrace();
     }
 
     private static string Options(AdapterModel adapter) => adapter.Method switch

@@ -25,6 +25,12 @@ internal sealed record PeftClassModel(
     /// property is then declared <c>new</c> (CS0108 otherwise). Not a constructor parameter, so existing callers keep compiling.
     /// </summary>
     public bool BaseHasPeftDescriptor { get; init; }
+
+    /// <summary>
+    /// True when the class carries <c>[Adaptable]</c>: it opts in to configuration targeting, and a linear member that
+    /// cannot hold the adapter wrapper is an error (PEFT0017) instead of being reported as untargetable at run time.
+    /// </summary>
+    public bool Adaptable { get; init; }
 }
 
 /// <summary>The namespace and the chain of types that contain the annotated class (outermost first).</summary>
@@ -87,7 +93,11 @@ internal sealed record MemberModel(
     EquatableArray<AdapterModel> Adapters,
     LayerInfo? Layer,
     bool IsReadOnly,
-    bool AcceptsWrapper);
+    bool AcceptsWrapper)
+{
+    /// <summary>The member is declared as TorchSharp's sealed <c>Linear</c> (it holds a linear layer but cannot hold the wrapper).</summary>
+    public bool IsLinearType { get; init; }
+}
 
 /// <summary>The PEFT methods an attribute can declare.</summary>
 internal enum PeftMethodKind

@@ -117,6 +117,8 @@ internal static partial class PeftModelValidator
             }
         }
 
+        ValidateAdaptable(problems, model, className);
+
         if (maxTrainableParameters is long budget)
         {
             var count = CountTrainableParameters(model);

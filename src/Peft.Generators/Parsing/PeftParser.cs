@@ -25,6 +25,7 @@ internal static class PeftParser
 
         var hierarchy = BuildHierarchy(type);
         bool frozenClass = type.GetAttributes().Any(a => Is(a, KnownNames.FreezeAttribute));
+        bool adaptable = type.GetAttributes().Any(a => Is(a, KnownNames.AdaptableAttribute));
         bool isPartial = IsPartialChain(type, cancellationToken);
         bool isModule = DerivesFrom(type, KnownNames.Module);
 
@@ -84,7 +85,10 @@ internal static class PeftParser
                 Adapters: adapters.ToEquatableArray(),
                 Layer: layer,
                 IsReadOnly: isReadOnly,
-                AcceptsWrapper: AcceptsWrapper(memberType))));
+                AcceptsWrapper: AcceptsWrapper(memberType))
+            {
+                IsLinearType = memberType.WithNullableAnnotation(NullableAnnotation.NotAnnotated).ToDisplayString() == KnownNames.Linear,
+            }));
         }
 
         return new PeftClassModel(
@@ -95,6 +99,7 @@ internal static class PeftParser
             isModule)
         {
             BaseHasPeftDescriptor = isModule && BaseHasPeftDescriptor(type, compilation, cancellationToken),
+            Adaptable = adaptable,
         };
     }
 
@@ -122,10 +127,10 @@ internal static class PeftParser
 
     private const string DescriptorPropertyName = "PeftDescriptor";
 
-    /// <summary>True when the type or one of its fields/properties carries one of the five PEFT attributes.</summary>
+    /// <summary>True when the type carries [Freeze]/[Adaptable] or one of its fields/properties carries one of the five PEFT member attributes.</summary>
     private static bool DeclaresPeftAttributes(INamedTypeSymbol type)
     {
-        if (type.GetAttributes().Any(a => Is(a, KnownNames.FreezeAttribute))) return true;
+        if (type.GetAttributes().Any(a => Is(a, KnownNames.FreezeAttribute) || Is(a, KnownNames.AdaptableAttribute))) return true;
         foreach (var member in type.GetMembers())
         {
             if (member is not (IFieldSymbol or IPropertySymbol)) continue;

@@ -24,6 +24,8 @@ internal static class PeftDiagnosticIds
     public const string VirtualTokensNotPositive = "PEFT0014";
     public const string NotAModule = "PEFT0015";
     public const string AdapterNameMethodConflict = "PEFT0016";
+    public const string UntargetableMember = "PEFT0017";
+    public const string UnknownTargetName = "PEFT0018";
 }
 
 /// <summary>Where in source a <see cref="PeftProblem"/> belongs; the analyzer maps it to a real location.</summary>

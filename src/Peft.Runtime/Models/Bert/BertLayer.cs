@@ -6,13 +6,15 @@ namespace Peft.Models.Bert;
 
 /// <summary>
 /// A residual projection followed by post-layer-norm, BERT's <c>attention.output</c> (<c>BertSelfOutput</c>) and
-/// <c>output</c> (<c>BertOutput</c>): <c>LayerNorm(dropout(dense(h)) + residual)</c>.
+/// <c>output</c> (<c>BertOutput</c>): <c>LayerNorm(dropout(dense(h)) + residual)</c>. <see cref="AdaptableAttribute"/>:
+/// <c>dense</c> can be adapted by configuration (docs/targets.md).
 /// </summary>
-public sealed class BertResidualOutput : nn.Module
+[Adaptable]
+public sealed partial class BertResidualOutput : nn.Module
 {
-    private readonly Linear dense;
-    private readonly TorchSharp.Modules.LayerNorm LayerNorm;
-    private readonly Dropout dropout;
+    private Module<Tensor, Tensor> dense;
+    private TorchSharp.Modules.LayerNorm LayerNorm;
+    private Dropout dropout;
 
     /// <summary>Creates the block projecting <paramref name="inputSize"/> features back to the hidden size.</summary>
     /// <param name="config">Model sizes.</param>
@@ -23,9 +25,7 @@ public sealed class BertResidualOutput : nn.Module
         dense = Linear(inputSize, config.HiddenSize);
         LayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = Dropout(config.HiddenDropoutProb);
-        register_module(nameof(dense), dense);
-        register_module(nameof(LayerNorm), LayerNorm);
-        register_module(nameof(dropout), dropout);
+        InitializePeft();
     }
 
     /// <summary><c>LayerNorm(dropout(dense(h)) + residual)</c>.</summary>
@@ -96,10 +96,14 @@ public sealed class BertLayer : nn.Module
     }
 }
 
-/// <summary>BERT's feed-forward expansion (<c>intermediate</c>): <c>gelu(dense(x))</c>, the exact (erf) GELU.</summary>
-public sealed class BertIntermediate : Module<Tensor, Tensor>
+/// <summary>
+/// BERT's feed-forward expansion (<c>intermediate</c>): <c>gelu(dense(x))</c>, the exact (erf) GELU.
+/// <see cref="AdaptableAttribute"/>: <c>dense</c> can be adapted by configuration (docs/targets.md).
+/// </summary>
+[Adaptable]
+public sealed partial class BertIntermediate : Module<Tensor, Tensor>
 {
-    private readonly Linear dense;
+    private Module<Tensor, Tensor> dense;
 
     /// <summary>Creates the expansion.</summary>
     /// <param name="config">Model sizes.</param>
@@ -107,7 +111,7 @@ public sealed class BertIntermediate : Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(config);
         dense = Linear(config.HiddenSize, config.IntermediateSize);
-        register_module(nameof(dense), dense);
+        InitializePeft();
     }
 
     /// <inheritdoc />

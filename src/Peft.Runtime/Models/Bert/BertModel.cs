@@ -29,10 +29,14 @@ public sealed class BertEncoder : nn.Module
     }
 }
 
-/// <summary>BERT's pooler (<c>bert.pooler</c>): <c>tanh(dense(h[:, 0]))</c>, the first ([CLS]) position.</summary>
-public sealed class BertPooler : Module<Tensor, Tensor>
+/// <summary>
+/// BERT's pooler (<c>bert.pooler</c>): <c>tanh(dense(h[:, 0]))</c>, the first ([CLS]) position.
+/// <see cref="AdaptableAttribute"/>: <c>dense</c> can be adapted by configuration (docs/targets.md).
+/// </summary>
+[Adaptable]
+public sealed partial class BertPooler : Module<Tensor, Tensor>
 {
-    private readonly Linear dense;
+    private Module<Tensor, Tensor> dense;
 
     /// <summary>Creates the pooler.</summary>
     /// <param name="config">Model sizes.</param>
@@ -40,7 +44,7 @@ public sealed class BertPooler : Module<Tensor, Tensor>
     {
         ArgumentNullException.ThrowIfNull(config);
         dense = Linear(config.HiddenSize, config.HiddenSize);
-        register_module(nameof(dense), dense);
+        InitializePeft();
     }
 
     /// <inheritdoc />

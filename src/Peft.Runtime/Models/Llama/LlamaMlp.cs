@@ -4,12 +4,17 @@ using static TorchSharp.torch.nn;
 
 namespace Peft.Models.Llama;
 
-/// <summary>Llama's SwiGLU feed-forward (<c>mlp</c>): <c>down_proj(silu(gate_proj(x)) * up_proj(x))</c>, no bias.</summary>
-public sealed class LlamaMlp : Module<Tensor, Tensor>
+/// <summary>
+/// Llama's SwiGLU feed-forward (<c>mlp</c>): <c>down_proj(silu(gate_proj(x)) * up_proj(x))</c>, no bias.
+/// <see cref="AdaptableAttribute"/>: <c>gate_proj</c>, <c>up_proj</c> and <c>down_proj</c> can be adapted by
+/// configuration (<see cref="PeftTargeting.ApplyTargets"/>, docs/targets.md).
+/// </summary>
+[Adaptable]
+public sealed partial class LlamaMlp : Module<Tensor, Tensor>
 {
-    private readonly Module<Tensor, Tensor> gate_proj;
-    private readonly Module<Tensor, Tensor> up_proj;
-    private readonly Module<Tensor, Tensor> down_proj;
+    private Module<Tensor, Tensor> gate_proj;
+    private Module<Tensor, Tensor> up_proj;
+    private Module<Tensor, Tensor> down_proj;
 
     /// <summary>Creates the feed-forward for <paramref name="config"/>.</summary>
     /// <param name="config">Model sizes.</param>
@@ -19,9 +24,7 @@ public sealed class LlamaMlp : Module<Tensor, Tensor>
         gate_proj = Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
         up_proj = Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
         down_proj = Linear(config.IntermediateSize, config.HiddenSize, hasBias: false);
-        register_module(nameof(gate_proj), gate_proj);
-        register_module(nameof(up_proj), up_proj);
-        register_module(nameof(down_proj), down_proj);
+        InitializePeft();
     }
 
     /// <inheritdoc />

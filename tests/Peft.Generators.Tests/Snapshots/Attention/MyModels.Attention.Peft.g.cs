@@ -3,7 +3,7 @@
 
 namespace MyModels
 {
-    partial class Attention : global::Peft.IPeftModule
+    partial class Attention : global::Peft.IPeftModule, global::Peft.IPeftTargetable
     {
         private static readonly global::Peft.PeftModuleDescriptor s_peftDescriptor = new global::Peft.PeftModuleDescriptor(
             typeName: "MyModels.Attention",
@@ -36,6 +36,39 @@ namespace MyModels
             if (this.scale is not null) this.register_parameter("scale", this.scale);
             if (this.mask is not null) this.register_buffer("mask", this.mask);
             global::Peft.PeftModel.ApplyTrainability(this);
+        }
+
+        private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = new global::Peft.PeftTargetMember[]
+        {
+            new global::Peft.PeftTargetMember("q_proj", null),
+            new global::Peft.PeftTargetMember("v_proj", null),
+            new global::Peft.PeftTargetMember("o_proj", null),
+        };
+
+        /// <inheritdoc />
+        global::System.Collections.Generic.IReadOnlyList<global::Peft.PeftTargetMember> global::Peft.IPeftTargetable.PeftTargetMembers => s_peftTargetMembers;
+
+        /// <summary>
+        /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
+        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// </summary>
+        void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
+        {
+            if (plan.Selects(prefix + "q_proj"))
+            {
+                this.q_proj = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.q_proj, "q_proj"), prefix + "q_proj");
+                global::Peft.PeftTargeting.ReplaceChild(this, "q_proj", this.q_proj);
+            }
+            if (plan.Selects(prefix + "v_proj"))
+            {
+                this.v_proj = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.v_proj, "v_proj"), prefix + "v_proj");
+                global::Peft.PeftTargeting.ReplaceChild(this, "v_proj", this.v_proj);
+            }
+            if (plan.Selects(prefix + "o_proj"))
+            {
+                this.o_proj = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.o_proj, "o_proj"), prefix + "o_proj");
+                global::Peft.PeftTargeting.ReplaceChild(this, "o_proj", this.o_proj);
+            }
         }
     }
 }

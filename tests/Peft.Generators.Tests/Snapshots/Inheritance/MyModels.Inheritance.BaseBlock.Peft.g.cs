@@ -3,7 +3,7 @@
 
 namespace MyModels.Inheritance
 {
-    partial class BaseBlock : global::Peft.IPeftModule
+    partial class BaseBlock : global::Peft.IPeftModule, global::Peft.IPeftTargetable
     {
         private static readonly global::Peft.PeftModuleDescriptor s_peftDescriptor = new global::Peft.PeftModuleDescriptor(
             typeName: "MyModels.Inheritance.BaseBlock",
@@ -30,6 +30,33 @@ namespace MyModels.Inheritance
             if (this.inner is not null) this.register_module("inner", this.inner);
             if (this.head is not null) this.register_module("head", this.head);
             global::Peft.PeftModel.ApplyTrainability(this);
+        }
+
+        private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = new global::Peft.PeftTargetMember[]
+        {
+            new global::Peft.PeftTargetMember("inner", null),
+            new global::Peft.PeftTargetMember("head", null),
+        };
+
+        /// <inheritdoc />
+        global::System.Collections.Generic.IReadOnlyList<global::Peft.PeftTargetMember> global::Peft.IPeftTargetable.PeftTargetMembers => s_peftTargetMembers;
+
+        /// <summary>
+        /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
+        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// </summary>
+        void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
+        {
+            if (plan.Selects(prefix + "inner"))
+            {
+                this.inner = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.inner, "inner"), prefix + "inner");
+                global::Peft.PeftTargeting.ReplaceChild(this, "inner", this.inner);
+            }
+            if (plan.Selects(prefix + "head"))
+            {
+                this.head = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.head, "head"), prefix + "head");
+                global::Peft.PeftTargeting.ReplaceChild(this, "head", this.head);
+            }
         }
     }
 }

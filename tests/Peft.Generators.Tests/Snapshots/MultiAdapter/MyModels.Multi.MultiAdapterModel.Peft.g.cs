@@ -3,7 +3,7 @@
 
 namespace MyModels.Multi
 {
-    partial class MultiAdapterModel : global::Peft.IPeftModule
+    partial class MultiAdapterModel : global::Peft.IPeftModule, global::Peft.IPeftTargetable
     {
         private static readonly global::Peft.PeftModuleDescriptor s_peftDescriptor = new global::Peft.PeftModuleDescriptor(
             typeName: "MyModels.Multi.MultiAdapterModel",
@@ -37,6 +37,33 @@ namespace MyModels.Multi
             if (this.fc is not null) this.register_module("fc", this.fc);
             if (this.optional is not null) this.register_module("optional", this.optional);
             global::Peft.PeftModel.ApplyTrainability(this);
+        }
+
+        private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = new global::Peft.PeftTargetMember[]
+        {
+            new global::Peft.PeftTargetMember("fc", null),
+            new global::Peft.PeftTargetMember("optional", null),
+        };
+
+        /// <inheritdoc />
+        global::System.Collections.Generic.IReadOnlyList<global::Peft.PeftTargetMember> global::Peft.IPeftTargetable.PeftTargetMembers => s_peftTargetMembers;
+
+        /// <summary>
+        /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
+        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// </summary>
+        void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
+        {
+            if (plan.Selects(prefix + "fc"))
+            {
+                this.fc = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.fc, "fc"), prefix + "fc");
+                global::Peft.PeftTargeting.ReplaceChild(this, "fc", this.fc);
+            }
+            if (plan.Selects(prefix + "optional"))
+            {
+                this.optional = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.optional, "optional"), prefix + "optional");
+                global::Peft.PeftTargeting.ReplaceChild(this, "optional", this.optional);
+            }
         }
     }
 }

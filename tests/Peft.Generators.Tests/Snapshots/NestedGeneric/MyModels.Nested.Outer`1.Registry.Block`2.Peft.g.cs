@@ -7,7 +7,7 @@ namespace MyModels.Nested
     {
         partial struct Registry
         {
-            partial class Block<T, @event> : global::Peft.IPeftModule
+            partial class Block<T, @event> : global::Peft.IPeftModule, global::Peft.IPeftTargetable
             {
                 private static readonly global::Peft.PeftModuleDescriptor s_peftDescriptor = new global::Peft.PeftModuleDescriptor(
                     typeName: "MyModels.Nested.Outer<TConfig>.Registry.Block<T, @event>",
@@ -33,6 +33,27 @@ namespace MyModels.Nested
                         .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
                     if (this.proj is not null) this.register_module("proj", this.proj);
                     global::Peft.PeftModel.ApplyTrainability(this);
+                }
+
+                private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = new global::Peft.PeftTargetMember[]
+                {
+                    new global::Peft.PeftTargetMember("proj", null),
+                };
+
+                /// <inheritdoc />
+                global::System.Collections.Generic.IReadOnlyList<global::Peft.PeftTargetMember> global::Peft.IPeftTargetable.PeftTargetMembers => s_peftTargetMembers;
+
+                /// <summary>
+                /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
+                /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+                /// </summary>
+                void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
+                {
+                    if (plan.Selects(prefix + "proj"))
+                    {
+                        this.proj = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.proj, "proj"), prefix + "proj");
+                        global::Peft.PeftTargeting.ReplaceChild(this, "proj", this.proj);
+                    }
                 }
             }
         }

@@ -3,7 +3,7 @@
 
 namespace MyModels.Prompts
 {
-    partial class PromptModel : global::Peft.IPeftModule
+    partial class PromptModel : global::Peft.IPeftModule, global::Peft.IPeftTargetable
     {
         private static readonly global::Peft.PeftModuleDescriptor s_peftDescriptor = new global::Peft.PeftModuleDescriptor(
             typeName: "MyModels.Prompts.PromptModel",
@@ -31,6 +31,19 @@ namespace MyModels.Prompts
                 .WithPrompt("other", new global::Peft.PromptTuningOptions(VirtualTokens: 5, InitText: null));
             if (this.embed is not null) this.register_module("embed", this.embed);
             global::Peft.PeftModel.ApplyTrainability(this);
+        }
+
+        private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = global::System.Array.Empty<global::Peft.PeftTargetMember>();
+
+        /// <inheritdoc />
+        global::System.Collections.Generic.IReadOnlyList<global::Peft.PeftTargetMember> global::Peft.IPeftTargetable.PeftTargetMembers => s_peftTargetMembers;
+
+        /// <summary>
+        /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
+        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// </summary>
+        void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
+        {
         }
     }
 }

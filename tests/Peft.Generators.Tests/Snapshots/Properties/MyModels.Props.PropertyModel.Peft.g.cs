@@ -3,7 +3,7 @@
 
 namespace MyModels.Props
 {
-    partial class PropertyModel : global::Peft.IPeftModule
+    partial class PropertyModel : global::Peft.IPeftModule, global::Peft.IPeftTargetable
     {
         private static readonly global::Peft.PeftModuleDescriptor s_peftDescriptor = new global::Peft.PeftModuleDescriptor(
             typeName: "MyModels.Props.PropertyModel",
@@ -35,6 +35,40 @@ namespace MyModels.Props
             if (this.@base is not null) this.register_module("base", this.@base);
             if (this.Head is not null) this.register_module("Head", this.Head);
             global::Peft.PeftModel.ApplyTrainability(this);
+        }
+
+        private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = new global::Peft.PeftTargetMember[]
+        {
+            new global::Peft.PeftTargetMember("Query", null),
+            new global::Peft.PeftTargetMember("Key", null),
+            new global::Peft.PeftTargetMember("base", "member 'base' is a property without a setter, so the wrapper cannot be stored in it (make it writable)"),
+            new global::Peft.PeftTargetMember("Head", null),
+        };
+
+        /// <inheritdoc />
+        global::System.Collections.Generic.IReadOnlyList<global::Peft.PeftTargetMember> global::Peft.IPeftTargetable.PeftTargetMembers => s_peftTargetMembers;
+
+        /// <summary>
+        /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
+        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// </summary>
+        void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
+        {
+            if (plan.Selects(prefix + "Query"))
+            {
+                this.Query = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.Query, "Query"), prefix + "Query");
+                global::Peft.PeftTargeting.ReplaceChild(this, "Query", this.Query);
+            }
+            if (plan.Selects(prefix + "Key"))
+            {
+                this.Key = plan.Adapt(global::Peft.AdaptedLinear.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>?)this.Key, "Key"), prefix + "Key");
+                global::Peft.PeftTargeting.ReplaceChild(this, "Key", this.Key);
+            }
+            if (plan.Selects(prefix + "Head"))
+            {
+                this.Head = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.Head, "Head"), prefix + "Head");
+                global::Peft.PeftTargeting.ReplaceChild(this, "Head", this.Head);
+            }
         }
     }
 }

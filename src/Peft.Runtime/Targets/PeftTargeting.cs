@@ -1,0 +1,434 @@
+using System.ComponentModel;
+using System.Text;
+using Peft.Serialization;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Peft;
+
+/// <summary>
+/// Applies a <see cref="PeftTargets"/> configuration to a model: finds the selected linear layers by full dotted name in
+/// TorchSharp's module registry (<c>named_children()</c>, no reflection) and has the generated code of each owning
+/// <see cref="IPeftTargetable"/> class wrap them (see docs/targets.md).
+/// </summary>
+public static class PeftTargeting
+{
+    private const int ListedNames = 16;
+
+    /// <summary>
+    /// Resolves <paramref name="targets"/> against <paramref name="model"/> without changing it: every check of
+    /// <see cref="ApplyTargets"/> runs, and the full names that would get the adapter are returned.
+    /// </summary>
+    /// <param name="model">The model (its root module).</param>
+    /// <param name="targets">The configuration.</param>
+    /// <returns>The plan: <see cref="PeftTargetPlan.Selected"/> lists the layers in module-tree order.</returns>
+    /// <exception cref="PeftConfigurationException">Any problem (all of them in one message): an entry that matches no module
+    /// (with the nearest names and the model's linear module names), an entry that matches a non-linear module, a selected layer
+    /// the generated code cannot reach, a layer that already has an adapter of that name, options that do not fit a layer.</exception>
+    public static PeftTargetPlan ResolveTargets(this nn.Module model, PeftTargets targets)
+        => Resolve(model, targets, reuseEqual: false);
+
+    /// <summary>
+    /// Adds adapter <see cref="PeftTargets.AdapterName"/> to every linear layer <paramref name="targets"/> selects, through the
+    /// generated <see cref="IPeftTargetable.ApplyPeftTargets"/> of the classes that own them (the same wrapping as attribute
+    /// adapters: <see cref="AdaptedLinear.Wrap"/>, the member replaced and re-registered under its name), then re-applies
+    /// trainability (only active adapters and <see cref="TrainableAttribute"/> members train). Everything is checked first:
+    /// on an error the model is unchanged.
+    /// </summary>
+    /// <param name="model">The model (its root module).</param>
+    /// <param name="targets">The configuration.</param>
+    /// <returns>The full names of the adapted layers, in module-tree order.</returns>
+    /// <exception cref="PeftConfigurationException">See <see cref="ResolveTargets"/>.</exception>
+    /// <remarks>As with attribute adapters, the first adapter on a layer is its active one; on a model that already has
+    /// adapters, call <c>model.SetActiveAdapter(name)</c> to make the new one active everywhere.</remarks>
+    public static IReadOnlyList<string> ApplyTargets(this nn.Module model, PeftTargets targets)
+    {
+        var plan = Resolve(model, targets, reuseEqual: false);
+        Apply(model, plan);
+        return plan.Selected;
+    }
+
+    /// <summary>
+    /// Loads a PEFT adapter directory whose <c>target_modules</c> may go beyond the model's attributes: applies the
+    /// directory's targets (<see cref="PeftTargets.Read"/>; layers that already have an equal adapter of that name, e.g.
+    /// from a <see cref="LoRAAttribute"/> with the same rank and alpha, are kept), then loads the weights with
+    /// <see cref="AdapterFiles.Load"/>. The targets are resolved before anything changes; when loading the weights fails,
+    /// the adapters added here are removed again and trainability is restored.
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="directory">The adapter directory (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>).</param>
+    /// <param name="adapterName">The adapter name to load into.</param>
+    /// <param name="strict">Passed to <see cref="AdapterFiles.Load"/>.</param>
+    /// <returns>What <see cref="AdapterFiles.Load"/> did.</returns>
+    /// <exception cref="PeftConfigurationException">The targets do not fit the model (nothing was changed).</exception>
+    public static AdapterLoadResult LoadAdapterWithTargets(this nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Adapter directory not found: {directory}");
+        var targets = PeftTargets.Read(directory, adapterName);
+        var plan = Resolve(model, targets, reuseEqual: true);
+        var requiresGrad = model.parameters().Select(p => (p, p.requires_grad)).ToList();
+        Apply(model, plan);
+        try
+        {
+            return AdapterFiles.Load(model, directory, adapterName, strict);
+        }
+        catch
+        {
+            var layers = model.AdaptedLayers().ToDictionary(l => l.Path, l => l.Layer, StringComparer.Ordinal);
+            foreach (var path in plan.Selected)
+            {
+                if (layers.TryGetValue(path, out var layer) && layer.HasAdapter(adapterName)) layer.DeleteAdapter(adapterName);
+            }
+            foreach (var (parameter, was) in requiresGrad)
+            {
+                if (parameter.requires_grad != was) parameter.requires_grad = was;
+            }
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Replaces the child module registered as <paramref name="name"/> on <paramref name="parent"/> by
+    /// <paramref name="replacement"/>, keeping the registration order (TorchSharp's <c>register_module</c> refuses a name
+    /// that is taken, and removing then adding would move the child to the end). Called by generated code.
+    /// </summary>
+    /// <param name="parent">The module that owns the member.</param>
+    /// <param name="name">The registered name.</param>
+    /// <param name="replacement">The new child.</param>
+    [EditorBrowsable(EditorBrowsableState.Never)]
+    public static void ReplaceChild(nn.Module parent, string name, nn.Module replacement)
+    {
+        ArgumentNullException.ThrowIfNull(parent);
+        ArgumentNullException.ThrowIfNull(name);
+        ArgumentNullException.ThrowIfNull(replacement);
+        var children = parent.named_children().ToList();
+        int index = children.FindIndex(c => c.name == name);
+        if (index < 0)
+        {
+            parent.register_module(name, replacement);
+            return;
+        }
+        if (ReferenceEquals(children[index].module, replacement)) return;
+        for (int i = index; i < children.Count; i++) parent.register_module(children[i].name, null!);
+        parent.register_module(name, replacement);
+        for (int i = index + 1; i < children.Count; i++) parent.register_module(children[i].name, children[i].module);
+    }
+
+    private static void Apply(nn.Module model, PeftTargetPlan plan)
+    {
+        if (plan.Selected.Count > 0)
+        {
+            var owners = new List<(string Prefix, IPeftTargetable Owner)>();
+            var seen = new HashSet<string>(StringComparer.Ordinal);
+            foreach (var path in plan.Selected)
+            {
+                int dot = path.LastIndexOf('.');
+                string ownerPath = dot < 0 ? string.Empty : path.Substring(0, dot);
+                if (seen.Add(ownerPath)) owners.Add((dot < 0 ? string.Empty : ownerPath + ".", (IPeftTargetable)Find(model, ownerPath)));
+            }
+            foreach (var (prefix, owner) in owners) owner.ApplyPeftTargets(prefix, plan);
+            var missed = plan.Selected.Where(p => !plan.Applied.Contains(p)).ToList();
+            if (missed.Count > 0)
+                throw new PeftConfigurationException(
+                    $"The generated targeting code did not adapt {string.Join(", ", missed)}; rebuild the project so the generated code matches the class.");
+        }
+        model.ApplyTrainability();
+    }
+
+    private static nn.Module Find(nn.Module root, string path)
+    {
+        if (path.Length == 0) return root;
+        var module = root;
+        foreach (var segment in path.Split('.'))
+        {
+            module = module.named_children().First(c => c.name == segment).module;
+        }
+        return module;
+    }
+
+    /// <summary>One registered module of the tree.</summary>
+    private sealed record Node(string Path, string Name, nn.Module Module, nn.Module? Parent, bool IsLinear, bool IsRootChild)
+    {
+        public PeftTargetMember? Member { get; init; }
+        public bool TrainableMember { get; init; }
+        public bool FrozenMember { get; init; }
+        public string? Reason { get; init; }
+    }
+
+    private static List<Node> Walk(nn.Module root)
+    {
+        var nodes = new List<Node>();
+        Visit(root, string.Empty, nodes);
+        return nodes;
+
+        static void Visit(nn.Module module, string prefix, List<Node> nodes)
+        {
+            if (module is AdaptedLinear or PromptTuningEmbedding) return;
+            var members = (module as IPeftTargetable)?.PeftTargetMembers.ToDictionary(m => m.Name, StringComparer.Ordinal);
+            var descriptor = (module as IPeftModule)?.PeftDescriptor;
+            foreach (var (name, child) in module.named_children())
+            {
+                string path = prefix + name;
+                bool linear = child is Linear or AdaptedLinear;
+                PeftTargetMember? member = null;
+                members?.TryGetValue(name, out member);
+                string? reason = null;
+                if (linear)
+                {
+                    reason = member?.NotTargetableReason ?? (member is not null ? null : NotTargetable(module, name));
+                }
+                nodes.Add(new Node(path, name, child, module, linear, prefix.Length == 0)
+                {
+                    Member = member,
+                    TrainableMember = descriptor?.IsTrainableMember(name) ?? false,
+                    FrozenMember = (descriptor?.IsFrozenMember(name) ?? false) || (descriptor?.FrozenClass ?? false),
+                    Reason = reason,
+                });
+                Visit(child, path + ".", nodes);
+            }
+        }
+    }
+
+    private static string NotTargetable(nn.Module parent, string name)
+    {
+        string type = parent.GetType().Name;
+        bool container = parent is Sequential
+            || type.StartsWith("ModuleList", StringComparison.Ordinal)
+            || type.StartsWith("ModuleDict", StringComparison.Ordinal);
+        if (container)
+        {
+            return $"it is element '{name}' of a {type}, which has no member for the generated code to replace (hold the layer in a Module<Tensor, Tensor> member of an [Adaptable] class)";
+        }
+        return parent switch
+        {
+            IPeftTargetable =>
+                $"{type} has no member registered as '{name}' that the generator knows (register members with the generated InitializePeft())",
+            _ =>
+                $"its owner {type} is not generated by Peft: mark the class [Adaptable] and partial, type the member Module<Tensor, Tensor>, and call InitializePeft() in its constructor",
+        };
+    }
+
+    private static PeftTargetPlan Resolve(nn.Module model, PeftTargets targets, bool reuseEqual)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(targets);
+        string adapterName = targets.AdapterName;
+        AdapterNameRules.Validate(adapterName, null, AdaptedLinear.WeightName, AdaptedLinear.BiasName);
+        if (targets.Exclude is { Kind: TargetModulesKind.AllLinear })
+            throw new PeftConfigurationException("exclude_modules cannot be \"all-linear\".");
+
+        var nodes = Walk(model);
+        string modelName = model.GetType().Name;
+        var errors = new List<string>();
+        var selected = new List<Node>();
+        var selectedSet = new HashSet<string>(StringComparer.Ordinal);
+        void Select(Node node)
+        {
+            if (selectedSet.Add(node.Path)) selected.Add(node);
+        }
+
+        switch (targets.Targets.Kind)
+        {
+            case TargetModulesKind.Names:
+                foreach (var entry in targets.Targets.Entries)
+                {
+                    var matches = nodes.Where(n => TargetModules.EntryMatches(entry, n.Path)).ToList();
+                    if (CheckMatches($"target_modules entry '{entry}'", entry, matches, nodes, modelName, errors))
+                    {
+                        foreach (var node in matches) Select(node);
+                    }
+                }
+                break;
+            case TargetModulesKind.Regex:
+            {
+                var matches = nodes.Where(n => targets.Targets.IsMatch(n.Path)).ToList();
+                if (CheckMatches($"target_modules {targets.Targets}", null, matches, nodes, modelName, errors))
+                {
+                    foreach (var node in matches) Select(node);
+                }
+                break;
+            }
+            default:
+                foreach (var node in nodes)
+                {
+                    if (!node.IsLinear || node.TrainableMember || node.FrozenMember) continue;
+                    if (node.IsRootChild && TargetModules.OutputHeadNames.Contains(node.Name, StringComparer.Ordinal)) continue;
+                    Select(node);
+                }
+                if (selected.Count == 0) errors.Add($"target_modules \"all-linear\" found no linear layer in {modelName} (output heads, [Trainable] and [Freeze] members are left out).");
+                break;
+        }
+
+        if (targets.Exclude is { } exclude)
+        {
+            if (exclude.Kind == TargetModulesKind.Names)
+            {
+                foreach (var entry in exclude.Entries)
+                {
+                    if (!nodes.Any(n => TargetModules.EntryMatches(entry, n.Path)))
+                        errors.Add($"exclude_modules entry '{entry}' matches no module of {modelName}.{Suggest(entry, nodes)}");
+                }
+            }
+            else if (!nodes.Any(n => exclude.IsMatch(n.Path)))
+            {
+                errors.Add($"exclude_modules {exclude} matches no module of {modelName}.");
+            }
+            selected.RemoveAll(n => exclude.IsMatch(n.Path));
+            if (errors.Count == 0 && selected.Count == 0)
+                errors.Add($"target_modules {targets.Targets} selects nothing once exclude_modules {exclude} is applied.");
+        }
+
+        var plan = new List<(string Path, PeftAdapterOptions Options)>();
+        var reused = new List<string>();
+        foreach (var node in selected)
+        {
+            if (node.Reason is not null)
+            {
+                errors.Add($"'{node.Path}' is a linear layer but cannot be targeted: {node.Reason}.");
+                continue;
+            }
+            if (node.FrozenMember)
+            {
+                errors.Add($"'{node.Path}' is marked [Freeze]; an adapter there would never train. Remove [Freeze] or exclude it (exclude_modules).");
+                continue;
+            }
+            var options = targets.OptionsFor(node.Path);
+            if (node.Module is AdaptedLinear adapted && adapted.HasAdapter(adapterName))
+            {
+                var existing = adapted.GetAdapter(adapterName);
+                if (reuseEqual && SameUpdate(existing.Config, options))
+                {
+                    reused.Add(node.Path);
+                    continue;
+                }
+                errors.Add($"'{node.Path}' already has an adapter named '{adapterName}' ({Origin(node, adapterName, existing)}); the configuration would add another. " +
+                    "Give the configuration another AdapterName, or remove the existing adapter first (model.DeleteAdapter(name)).");
+                continue;
+            }
+            long inFeatures, outFeatures;
+            if (node.Module is AdaptedLinear a)
+            {
+                (inFeatures, outFeatures) = (a.InFeatures, a.OutFeatures);
+            }
+            else
+            {
+                var weight = ((Linear)node.Module).weight!;
+                (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0]);
+            }
+            try
+            {
+                switch (options)
+                {
+                    case LoRAOptions lora: lora.Validate(adapterName, node.Path, inFeatures, outFeatures); break;
+                    case KroneckerOptions kron: kron.Validate(adapterName, node.Path); break;
+                }
+            }
+            catch (PeftConfigurationException ex)
+            {
+                errors.Add(ex.Message);
+                continue;
+            }
+            plan.Add((node.Path, options));
+        }
+
+        if (errors.Count > 0)
+        {
+            var message = new StringBuilder();
+            message.Append(errors.Count == 1 ? errors[0] : $"The target configuration does not fit {modelName} ({errors.Count} problems):\n  - " + string.Join("\n  - ", errors));
+            message.Append(" Nothing was changed.");
+            throw new PeftConfigurationException(message.ToString(), null, adapterName);
+        }
+        return new PeftTargetPlan(adapterName, plan, reused);
+    }
+
+    private static bool SameUpdate(PeftAdapterOptions existing, PeftAdapterOptions wanted) => (existing, wanted) switch
+    {
+        (LoRAOptions a, LoRAOptions b) => a.Rank == b.Rank && a.Alpha == b.Alpha && a.UseRsLora == b.UseRsLora,
+        (KroneckerOptions a, KroneckerOptions b) => a.Rank == b.Rank && a.Alpha == b.Alpha && a.Factor == b.Factor && a.DecomposeBoth == b.DecomposeBoth,
+        _ => false,
+    };
+
+    private static string Origin(Node node, string adapterName, LinearAdapter existing)
+    {
+        var descriptor = (node.Parent as IPeftModule)?.PeftDescriptor;
+        var declared = descriptor?.Adapters.FirstOrDefault(d => d.MemberName == node.Name && d.AdapterName == adapterName);
+        return declared is not null
+            ? $"declared by [{(declared.Method == PeftMethod.Kronecker ? "Kronecker" : "LoRA")}] on {descriptor!.TypeName}.{node.Name}"
+            : $"a {existing.Method} adapter added earlier";
+    }
+
+    /// <summary>Checks what one target entry matched; false (with an error) when it matched nothing or a non-linear module.</summary>
+    private static bool CheckMatches(string what, string? entry, List<Node> matches, List<Node> nodes, string modelName, List<string> errors)
+    {
+        if (matches.Count == 0)
+        {
+            errors.Add($"{what} matches no module of {modelName}.{(entry is null ? string.Empty : Suggest(entry, nodes))} {Available(nodes)}");
+            return false;
+        }
+        var nonLinear = matches.Where(n => !n.IsLinear).ToList();
+        if (nonLinear.Count > 0)
+        {
+            errors.Add($"{what} matches {Shorten(nonLinear.Select(n => $"'{n.Path}' ({n.Module.GetType().Name})").ToList())}, which {(nonLinear.Count == 1 ? "is" : "are")} not a linear layer: " +
+                $"configuration targeting adds LoRA/Kronecker adapters to Linear layers only. Name the linear layers inside instead. {Available(nodes)}");
+            return false;
+        }
+        return true;
+    }
+
+    private static string Available(List<Node> nodes)
+    {
+        var names = nodes.Where(n => n.IsLinear).Select(n => n.Name).Distinct(StringComparer.Ordinal).ToList();
+        return names.Count == 0 ? "The model has no linear layers." : "Linear modules: " + Shorten(names) + ".";
+    }
+
+    private static string Shorten(IReadOnlyList<string> names)
+        => names.Count <= ListedNames
+            ? string.Join(", ", names)
+            : string.Join(", ", names.Take(ListedNames)) + $", ... ({names.Count - ListedNames} more)";
+
+    /// <summary>" Did you mean 'q_proj'?" from the names (or dotted suffixes, for a dotted entry) closest in edit distance.</summary>
+    private static string Suggest(string entry, List<Node> nodes)
+    {
+        int dots = entry.Count(c => c == '.');
+        var candidates = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var node in nodes)
+        {
+            var parts = node.Path.Split('.');
+            if (parts.Length > dots) candidates.Add(string.Join(".", parts.Skip(parts.Length - dots - 1)));
+        }
+        int limit = Math.Max(2, entry.Length / 3);
+        var scored = candidates
+            .Select(c => (Name: c, Distance: EditDistance(entry, c)))
+            .Where(c => c.Distance <= limit)
+            .ToList();
+        int closest = scored.Count == 0 ? 0 : scored.Min(c => c.Distance);
+        var best = scored
+            .Where(c => c.Distance == closest)
+            .OrderBy(c => c.Name, StringComparer.Ordinal)
+            .Take(3)
+            .Select(c => $"'{c.Name}'")
+            .ToList();
+        return best.Count == 0 ? string.Empty : " Did you mean " + string.Join(" or ", best) + "?";
+    }
+
+    /// <summary>Levenshtein distance (insertions, deletions, substitutions each cost 1).</summary>
+    internal static int EditDistance(string a, string b)
+    {
+        var previous = new int[b.Length + 1];
+        var current = new int[b.Length + 1];
+        for (int j = 0; j <= b.Length; j++) previous[j] = j;
+        for (int i = 1; i <= a.Length; i++)
+        {
+            current[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int cost = a[i - 1] == b[j - 1] ? 0 : 1;
+                current[j] = Math.Min(Math.Min(current[j - 1] + 1, previous[j] + 1), previous[j - 1] + cost);
+            }
+            (previous, current) = (current, previous);
+        }
+        return previous[b.Length];
+    }
+}
