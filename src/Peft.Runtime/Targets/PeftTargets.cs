@@ -109,7 +109,7 @@ public sealed record PeftTargets
     /// <param name="source">Names the config in messages (e.g. its path).</param>
     /// <exception cref="PeftConfigurationException">The config names another method than LoRA/LoKr, has no
     /// <c>target_modules</c>, or uses a setting configuration targeting does not support (<c>layers_to_transform</c>,
-    /// DoRA, <c>lora_bias</c>, <c>fan_in_fan_out</c>, <c>bias</c> other than "none").</exception>
+    /// DoRA, <c>lora_bias</c>, <c>bias</c> other than "none").</exception>
     public static PeftTargets FromAdapterConfig(AdapterConfig config, string adapterName = AdapterNames.Default, string? source = null)
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -122,7 +122,8 @@ public sealed record PeftTargets
         if (config.LayersToTransform.Count > 0) Unsupported("\"layers_to_transform\"");
         if (config.UseDora) Unsupported("\"use_dora\": true (DoRA)");
         if (config.LoraBias) Unsupported("\"lora_bias\": true");
-        if (config.FanInFanOut) Unsupported("\"fan_in_fan_out\": true");
+        // fan_in_fan_out: the tensors are the same; AdapterFiles.Load accepts the flag where the model declares
+        // Conv1D layers (IFanInFanOutLayers) and refuses it elsewhere.
         if (config.Bias != "none") Unsupported($"\"bias\": \"{config.Bias}\"");
 
         PeftAdapterOptions options = config.PeftType switch

@@ -39,8 +39,8 @@ public sealed partial class BertForSequenceClassification : Module<Tensor, Tenso
     /// <summary>The encoder without the head.</summary>
     public BertModel Bert => bert;
 
-    /// <summary>The classification head (<c>classifier</c>, [hidden → labels]); save it with
-    /// <see cref="Peft.Serialization.ModelWeights"/> beside the adapter.</summary>
+    /// <summary>The classification head (<c>classifier</c>, [hidden → labels]); <c>[Trainable]</c>, so
+    /// <see cref="Peft.Serialization.AdapterFiles.Save"/> writes it into the adapter file as PEFT's <c>modules_to_save</c>.</summary>
     public Module<Tensor, Tensor> Classifier => classifier;
 
     /// <summary>Builds a model from a Hugging Face directory (config.json + safetensors), strictly.</summary>

@@ -7,11 +7,13 @@ namespace Peft.Models.Gpt2;
 /// <summary>
 /// GPT-2's feed-forward (<c>mlp</c>): <c>dropout(c_proj(act(c_fc(x))))</c> with biases, <c>c_fc</c> [n_embd → n_inner],
 /// <c>c_proj</c> [n_inner → n_embd]. Both are <c>Conv1D</c> in transformers and <c>Linear</c> here (transposed on load/save).
+/// <see cref="AdaptableAttribute"/>: both can be adapted by configuration (<see cref="PeftTargeting.ApplyTargets"/>).
 /// </summary>
-public sealed class Gpt2Mlp : Module<Tensor, Tensor>
+[Adaptable]
+public sealed partial class Gpt2Mlp : Module<Tensor, Tensor>
 {
-    private readonly Module<Tensor, Tensor> c_fc;
-    private readonly Module<Tensor, Tensor> c_proj;
+    private Module<Tensor, Tensor> c_fc;
+    private Module<Tensor, Tensor> c_proj;
     private readonly string _activation;
     private readonly double _residDrop;
 
@@ -24,8 +26,7 @@ public sealed class Gpt2Mlp : Module<Tensor, Tensor>
         c_proj = Linear(config.InnerSize, config.NEmbd);
         _activation = config.ActivationFunction;
         _residDrop = config.ResidPdrop;
-        register_module(nameof(c_fc), c_fc);
-        register_module(nameof(c_proj), c_proj);
+        InitializePeft();
     }
 
     /// <inheritdoc />
