@@ -177,7 +177,7 @@ public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
     /// Continues <paramref name="ids"/> [batch, time] by up to <paramref name="maxNewTokens"/> tokens with the KV cache
     /// (the prompt runs once, then one position per step) and returns prompt plus new tokens [batch, time + n].
     /// Runs in eval mode without gradients; the model's training flag is restored afterwards. The options and
-    /// sampling rules are <see cref="LlamaForCausalLM.Generate"/>'s.
+    /// sampling rules are <see cref="LlamaForCausalLM.Generate"/>'s (one shared loop).
     /// </summary>
     /// <param name="ids">Prompt token ids (int64, every row the same length).</param>
     /// <param name="maxNewTokens">Most tokens to add (prompt + new must fit in <c>n_positions</c>).</param>

@@ -3,16 +3,16 @@ using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
 
-namespace Peft.Models.Gpt2;
+namespace Peft.Models;
 
 /// <summary>
 /// The generation loop and sampling rules shared by causal LMs with a KV cache: the prompt runs once, then one position
 /// per step; greedy, or temperature → top-k → top-p (transformers' order and rules) with a seeded generator.
-/// The same rules as <see cref="LlamaForCausalLM.Generate"/> (whose sampler is private, so it is repeated here).
+/// Used by <see cref="LlamaForCausalLM.Generate"/> and <see cref="Gpt2.Gpt2LMHeadModel.Generate"/>.
 /// </summary>
 internal static class CausalLmGeneration
 {
-    /// <summary>Checks the arguments as <see cref="LlamaForCausalLM.Generate"/> does.</summary>
+    /// <summary>Checks the prompt shape and the sampling settings.</summary>
     public static GenerationOptions Validate(Tensor ids, int maxNewTokens, GenerationOptions? options)
     {
         ArgumentNullException.ThrowIfNull(ids);
