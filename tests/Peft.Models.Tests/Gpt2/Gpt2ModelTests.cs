@@ -132,7 +132,7 @@ public sealed class Gpt2ModelTests
         using var _ = no_grad();
         var ids = TinyGpt2.RandomIds(5, 2, 12);
         var full = model.call(ids);
-        using var cache = new Gpt2KvCache(TinyGpt2.Layers);
+        using var cache = new KvCache(TinyGpt2.Layers);
         var parts = new List<Tensor>
         {
             model.Forward(ids[.., ..5], cache),        // prompt

@@ -76,7 +76,7 @@ public sealed class LlamaModelTests
         var full = model.call(ids);
 
         // Prompt of 5, then a chunk of 3 (masked against the cache), then one token at a time.
-        using var cache = new LlamaKvCache(2);
+        using var cache = new KvCache(2);
         var parts = new List<Tensor>
         {
             model.Forward(ids[.., ..5], cache),

@@ -28,7 +28,7 @@ public sealed partial class Gpt2Attention : nn.Module
 
     /// <summary>Creates the attention of layer <paramref name="layer"/>.</summary>
     /// <param name="config">Model sizes.</param>
-    /// <param name="layer">Layer index (its slot in a <see cref="Gpt2KvCache"/>).</param>
+    /// <param name="layer">Layer index (its slot in a <see cref="KvCache"/>).</param>
     public Gpt2Attention(Gpt2Config config, int layer) : base(nameof(Gpt2Attention))
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -50,7 +50,7 @@ public sealed partial class Gpt2Attention : nn.Module
     /// </summary>
     /// <param name="x">Normalised hidden states (<c>ln_1</c>'s output).</param>
     /// <param name="cache">Keys/values of earlier positions, or null for a full forward.</param>
-    public Tensor Forward(Tensor x, Gpt2KvCache? cache)
+    public Tensor Forward(Tensor x, KvCache? cache)
     {
         ArgumentNullException.ThrowIfNull(x);
         using var scope = NewDisposeScope();

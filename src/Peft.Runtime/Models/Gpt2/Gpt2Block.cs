@@ -33,7 +33,7 @@ public sealed class Gpt2Block : nn.Module
     /// <summary>Runs the block on hidden states [batch, time, n_embd].</summary>
     /// <param name="x">Hidden states.</param>
     /// <param name="cache">Key/value cache, or null.</param>
-    public Tensor Forward(Tensor x, Gpt2KvCache? cache)
+    public Tensor Forward(Tensor x, KvCache? cache)
     {
         using var scope = NewDisposeScope();
         var h = x + attn.Forward(ln_1.call(x), cache);

@@ -165,7 +165,7 @@ public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
     /// <summary>Logits for <paramref name="ids"/>, the positions after those held by <paramref name="cache"/>, which it extends.</summary>
     /// <param name="ids">Token ids [batch, time] (int64).</param>
     /// <param name="cache">Key/value cache, or null for a full forward.</param>
-    public Tensor Forward(Tensor ids, Gpt2KvCache? cache)
+    public Tensor Forward(Tensor ids, KvCache? cache)
     {
         using var scope = NewDisposeScope();
         var h = transformer.Forward(ids, cache);
@@ -185,7 +185,7 @@ public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
     public Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions? options = null)
     {
         options = CausalLmGeneration.Validate(ids, maxNewTokens, options);
-        using var cache = new Gpt2KvCache(Config.NLayer);
+        using var cache = new KvCache(Config.NLayer);
         return CausalLmGeneration.Generate(this, next => Forward(next, cache), ids, maxNewTokens, options);
     }
 }

@@ -46,7 +46,7 @@ public sealed class Gpt2Model : nn.Module
     /// <param name="ids">Token ids (int64).</param>
     /// <param name="cache">Key/value cache, or null for a full forward from position 0.</param>
     /// <exception cref="ArgumentException">The positions would exceed <c>n_positions</c>.</exception>
-    public Tensor Forward(Tensor ids, Gpt2KvCache? cache = null)
+    public Tensor Forward(Tensor ids, KvCache? cache = null)
     {
         ArgumentNullException.ThrowIfNull(ids);
         using var scope = NewDisposeScope();

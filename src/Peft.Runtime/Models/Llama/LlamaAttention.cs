@@ -27,7 +27,7 @@ public sealed partial class LlamaAttention : nn.Module
 
     /// <summary>Creates the attention of layer <paramref name="layer"/>.</summary>
     /// <param name="config">Model sizes.</param>
-    /// <param name="layer">Layer index (its slot in a <see cref="LlamaKvCache"/>).</param>
+    /// <param name="layer">Layer index (its slot in a <see cref="KvCache"/>).</param>
     public LlamaAttention(LlamaConfig config, int layer) : base(nameof(LlamaAttention))
     {
         ArgumentNullException.ThrowIfNull(config);
@@ -50,7 +50,7 @@ public sealed partial class LlamaAttention : nn.Module
     /// <param name="cos">Rotary cosine table for the new positions [time, headDim].</param>
     /// <param name="sin">Rotary sine table for the new positions.</param>
     /// <param name="cache">Keys/values of earlier positions, or null for a full forward.</param>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, LlamaKvCache? cache)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache)
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0], time = x.shape[1];

@@ -34,7 +34,7 @@ public sealed class LlamaDecoderLayer : nn.Module
     /// <param name="cos">Rotary cosine table for these positions.</param>
     /// <param name="sin">Rotary sine table.</param>
     /// <param name="cache">Key/value cache, or null.</param>
-    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, LlamaKvCache? cache)
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache)
     {
         using var scope = NewDisposeScope();
         var h = x + self_attn.Forward(input_layernorm.call(x), cos, sin, cache);

@@ -67,7 +67,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     /// <summary>Logits for <paramref name="ids"/>, the positions after those held by <paramref name="cache"/>, which it extends.</summary>
     /// <param name="ids">Token ids [batch, time] (int64).</param>
     /// <param name="cache">Key/value cache, or null for a full forward.</param>
-    public Tensor Forward(Tensor ids, LlamaKvCache? cache)
+    public Tensor Forward(Tensor ids, KvCache? cache)
     {
         using var scope = NewDisposeScope();
         var h = model.Forward(ids, cache);
@@ -86,7 +86,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     public Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions? options = null)
     {
         options = CausalLmGeneration.Validate(ids, maxNewTokens, options);
-        using var cache = new LlamaKvCache(Config.NumHiddenLayers);
+        using var cache = new KvCache(Config.NumHiddenLayers);
         return CausalLmGeneration.Generate(this, next => Forward(next, cache), ids, maxNewTokens, options);
     }
 }

@@ -36,7 +36,7 @@ public sealed class LlamaModel : nn.Module
     /// </summary>
     /// <param name="ids">Token ids (int64).</param>
     /// <param name="cache">Key/value cache, or null for a full forward from position 0.</param>
-    public Tensor Forward(Tensor ids, LlamaKvCache? cache = null)
+    public Tensor Forward(Tensor ids, KvCache? cache = null)
     {
         ArgumentNullException.ThrowIfNull(ids);
         using var scope = NewDisposeScope();

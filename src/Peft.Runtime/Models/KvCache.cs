@@ -1,19 +1,20 @@
 using static TorchSharp.torch;
 
-namespace Peft.Models.Gpt2;
+namespace Peft.Models;
 
 /// <summary>
-/// Keys and values of earlier positions, per layer ([batch, heads, time, headDim]), so each generated token only runs
-/// the new position through the model. For inference: the cached tensors are detached.
+/// Keys and values of earlier positions, per layer ([batch, kvHeads, time, headDim]), so each generated token only runs
+/// the new position through the model; shared by the decoder families (Llama caches keys after the rotary embedding and
+/// before the grouped-query repeat; GPT-2 caches every head). For inference: the cached tensors are detached.
 /// </summary>
-public sealed class Gpt2KvCache : IDisposable
+public sealed class KvCache : IDisposable
 {
     private readonly Tensor?[] _keys;
     private readonly Tensor?[] _values;
 
     /// <summary>Creates an empty cache for <paramref name="layers"/> layers.</summary>
-    /// <param name="layers">The model's layer count (<c>n_layer</c>).</param>
-    public Gpt2KvCache(int layers)
+    /// <param name="layers">The model's layer count.</param>
+    public KvCache(int layers)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(layers);
         _keys = new Tensor?[layers];
@@ -32,7 +33,7 @@ public sealed class Gpt2KvCache : IDisposable
     /// do not dispose them).
     /// </summary>
     /// <param name="layer">Layer index.</param>
-    /// <param name="keys">New keys [batch, heads, new, headDim].</param>
+    /// <param name="keys">New keys [batch, kvHeads, new, headDim].</param>
     /// <param name="values">New values, same shape.</param>
     public (Tensor Keys, Tensor Values) Append(int layer, Tensor keys, Tensor values)
     {
