@@ -68,6 +68,15 @@ double reloadDiff = (reloaded - unmerged).abs().max().item<float>();
 Console.WriteLine($"fresh model + loaded adapters: max |diff| = {reloadDiff:E2}");
 Directory.Delete(dir, recursive: true);
 
-bool ok = after > before + 0.05 && mergeDiff < 1e-4 && reloadDiff < 1e-5;
+// Configuration targeting: PEFT's target_modules on a class that declares no adapter, applied by generated code.
+using var mlp = new TinyMlp();
+using var x = randn(4, 16);
+using var plainOut = mlp.call(x);
+var targeted = mlp.ApplyTargets(new PeftTargets(TargetModules.AllLinear, new LoRAOptions(Rank: 2, Alpha: 4)));
+using var targetedOut = mlp.call(x);
+double targetDiff = (targetedOut - plainOut).abs().max().item<float>();
+Console.WriteLine($"all-linear targets: {string.Join(", ", targeted)}; {mlp.GetTrainableSummary().TrainableParameters} trainable; output change at init {targetDiff:E2}");
+
+bool ok = after > before + 0.05 && mergeDiff < 1e-4 && reloadDiff < 1e-5 && targeted.Count == 2 && targetDiff == 0;
 Console.WriteLine(ok ? "adapter-basics: OK" : "adapter-basics: FAILED");
 return ok ? 0 : 1;

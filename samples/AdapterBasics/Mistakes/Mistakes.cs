@@ -94,3 +94,19 @@ public sealed partial class ReadonlyField : Module<Tensor, Tensor>
     public ReadonlyField() : base(nameof(ReadonlyField)) => RegisterComponents();
     public override Tensor forward(Tensor x) => proj.call(x);
 }
+
+/// <summary>PEFT0017: an [Adaptable] class whose linear member is readonly cannot have it replaced by a wrapper.</summary>
+[Adaptable]
+public sealed partial class ReadonlyAdaptable : Module<Tensor, Tensor>
+{
+    private readonly Module<Tensor, Tensor> proj = Linear(8, 8);
+    public ReadonlyAdaptable() : base(nameof(ReadonlyAdaptable)) => InitializePeft();
+    public override Tensor forward(Tensor x) => proj.call(x);
+}
+
+/// <summary>PEFT0018: "dwn" names no module of TinyMlp (PEFT would silently ignore it next to a matching name).</summary>
+public static class MisspelledTarget
+{
+    public static void Apply(AdapterBasics.TinyMlp model) =>
+        model.ApplyTargets(new PeftTargets(TargetModules.Names("up", "dwn")));
+}
