@@ -177,72 +177,29 @@ public sealed record AdapterConfig
         };
     }
 
-    /// <summary>The rank for a module: <c>rank_pattern</c> entry matching its name (PEFT: <c>(.*\.)?key$</c>), else <see cref="R"/>.</summary>
-    public int RankFor(string modulePath) => Lookup(RankPattern, modulePath, R);
+    /// <summary>The rank for a module: the first <c>rank_pattern</c> key matching its name (PEFT's
+    /// <c>get_pattern_key</c>: <c>(.*\.)?key$</c>, in the file's order), else <see cref="R"/>.</summary>
+    public int RankFor(string modulePath) => PeftTargets.PatternValue(RankPattern, modulePath, out _) ?? R;
 
-    /// <summary>The alpha for a module: <c>alpha_pattern</c> entry matching its name, else <see cref="Alpha"/>.</summary>
-    public double AlphaFor(string modulePath) => Lookup(AlphaPattern, modulePath, Alpha);
+    /// <summary>The alpha for a module: <c>alpha_pattern</c> matched like <see cref="RankFor"/>, else <see cref="Alpha"/>.</summary>
+    public double AlphaFor(string modulePath) => PeftTargets.PatternValue(AlphaPattern, modulePath, out _) ?? Alpha;
 
     /// <summary>
-    /// PEFT's target matching (<c>check_target_module_exists</c>): a list entry matches a module whose name equals it
-    /// or ends with "." + entry, restricted to <see cref="LayersToTransform"/> when set; a string is a full
-    /// regular-expression match. Modules matched by <c>exclude_modules</c> are never targeted.
+    /// PEFT's target matching (<c>check_target_module_exists</c>) for one module name: a list entry matches a module
+    /// whose name equals it or ends with "." + entry, restricted to <see cref="LayersToTransform"/> when set; a string
+    /// is a full regular-expression match. Modules matched by <c>exclude_modules</c> are never targeted. "all-linear"
+    /// depends on the layer kind, so it is answered by <see cref="PeftTargeting.ResolveTargets"/> on a model, not here
+    /// (false). The rules are <see cref="TargetModules"/>', shared with configuration targeting.
     /// </summary>
     public bool Targets(string modulePath)
     {
         ArgumentNullException.ThrowIfNull(modulePath);
-        if (Matches(ExcludeModules, ExcludeModulesRegex, modulePath)) return false;
-        if (TargetModulesRegex is not null) return FullMatch(TargetModulesRegex, modulePath);
-        if (!Matches(TargetModules, null, modulePath)) return false;
-        if (LayersToTransform.Count == 0) return true;
-
-        // PEFT: the layer index is the last number after "<layers_pattern>." (any module list when no pattern is given).
-        // PEFT's regex also needs a segment before the pattern (".*\.layers\.N\."); a list at the root of the model
-        // ("layers.N.") is accepted here too, since PEFT's own module names always carry the model prefix.
-        var patterns = LayersPattern.Count > 0 ? LayersPattern : new[] { "[^.]*" };
-        foreach (var pattern in patterns)
-        {
-            var match = System.Text.RegularExpressions.Regex.Match(modulePath, "^(?:.*\\.)?" + pattern + "\\.(\\d+)\\.");
-            if (match.Success)
-            {
-                return int.TryParse(match.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index)
-                    && LayersToTransform.Contains(index);
-            }
-        }
-        return false;
-    }
-
-    private static bool Matches(IReadOnlyList<string> names, string? regex, string modulePath)
-    {
-        if (regex is not null) return FullMatch(regex, modulePath);
-        foreach (var name in names)
-        {
-            if (modulePath == name || modulePath.EndsWith("." + name, StringComparison.Ordinal)) return true;
-        }
-        return false;
-    }
-
-    private static bool FullMatch(string regex, string modulePath)
-        => System.Text.RegularExpressions.Regex.IsMatch(modulePath, "^(?:" + regex + ")$");
-
-    private static T Lookup<T>(IReadOnlyDictionary<string, T> pattern, string modulePath, T fallback)
-    {
-        foreach (var (key, value) in pattern)
-        {
-            if (modulePath == key || modulePath.EndsWith("." + key, StringComparison.Ordinal)) return value;
-        }
-        foreach (var (key, value) in pattern)
-        {
-            try
-            {
-                if (System.Text.RegularExpressions.Regex.IsMatch(modulePath, "^(?:.*\\.)?" + key + "$")) return value;
-            }
-            catch (ArgumentException)
-            {
-                // Not a valid regex: only the literal suffix match above applies.
-            }
-        }
-        return fallback;
+        if ((ExcludeModules.Count > 0 || ExcludeModulesRegex is not null)
+            && Peft.TargetModules.FromPeft(ExcludeModulesRegex, ExcludeModules).IsMatch(modulePath)) return false;
+        if (TargetModules.Count == 0 && TargetModulesRegex is null) return false;
+        var targets = Peft.TargetModules.FromPeft(TargetModulesRegex, TargetModules);
+        if (!targets.IsMatch(modulePath)) return false;
+        return targets.Kind == TargetModulesKind.Regex || Peft.TargetModules.InLayers(modulePath, LayersToTransform, LayersPattern);
     }
 
     /// <summary>Serialises like PEFT's <c>save_pretrained</c>: keys sorted, 2-space indent.</summary>

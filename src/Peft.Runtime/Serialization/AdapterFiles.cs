@@ -246,6 +246,8 @@ public static class AdapterFiles
             if (unexpected.Count > 0) message.Append("\n  unexpected keys: ").AppendJoin(", ", unexpected);
             if (mismatched.Count > 0) message.Append("\n  shape mismatches: ").AppendJoin("; ", mismatched);
             message.Append("\n  Check that the adapter was trained for this model (same target modules, modules_to_save, ranks and sizes).");
+            if (unexpected.Count > 0 && !creates)
+                message.Append(CultureInfo.InvariantCulture, $"\n  If the file adapts more layers than the model's adapter '{adapterName}' has, model.LoadAdapterWithTargets(directory) adds them from the config's target_modules first.");
             throw new TensorMismatchException(message.ToString(), missing, unexpected, mismatched);
         }
 

@@ -337,18 +337,16 @@ internal sealed class AdapterLayout
             }
             default:
             {
-                var targeted = model.AdaptedLayers().Where(l => config.Targets(l.Path)).ToList();
-                var plain = ModuleTree(model).Where(m => m.Module is Linear && config.Targets(m.Path)).Select(m => m.Path).ToList();
-                if (plain.Count > 0)
-                    throw new AdapterFormatException($"{source} targets layers that are plain Linear modules in this model ({string.Join(", ", plain)}): declare [LoRA]/[Kronecker] on them so they are wrapped.");
-                if (targeted.Count == 0)
-                    throw new AdapterFormatException($"{source}: target_modules {(config.TargetModulesRegex ?? string.Join(", ", config.TargetModules))} match no adapted layer of the model.");
-                foreach (var (path, layer) in targeted)
+                // The adapter is created on the layers the config targets, by the same code as model.ApplyTargets:
+                // adapted layers and the plain Linear members of classes the generator emits for; nothing changes on error.
+                try
                 {
-                    if (method == PeftMethod.LoRA)
-                        layer.WithLoRA(adapterName, new LoRAOptions(config.RankFor(path), config.AlphaFor(path), config.Dropout, config.UseRsLora));
-                    else
-                        layer.WithKronecker(adapterName, new KroneckerOptions(config.RankFor(path), config.AlphaFor(path), config.DecomposeFactor, config.DecomposeBoth));
+                    var targets = PeftTargets.ForLoading(config, adapterName, source);
+                    model.ApplyTargets(targets);
+                }
+                catch (PeftConfigurationException ex)
+                {
+                    throw new AdapterFormatException($"{source}: creating adapter '{adapterName}' from its target_modules failed: {ex.Message}", ex);
                 }
                 model.ApplyTrainability();
                 return;

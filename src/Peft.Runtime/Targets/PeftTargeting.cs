@@ -228,6 +228,8 @@ public static class PeftTargeting
         {
             if (selectedSet.Add(node.Path)) selected.Add(node);
         }
+        // PEFT applies layers_to_transform to name (and "all-linear") selections, not to a regex.
+        bool InLayers(Node node) => TargetModules.InLayers(node.Path, targets.LayersToTransform, targets.LayersPattern);
 
         switch (targets.Targets.Kind)
         {
@@ -237,7 +239,7 @@ public static class PeftTargeting
                     var matches = nodes.Where(n => TargetModules.EntryMatches(entry, n.Path)).ToList();
                     if (CheckMatches($"target_modules entry '{entry}'", entry, matches, nodes, modelName, errors))
                     {
-                        foreach (var node in matches) Select(node);
+                        foreach (var node in matches.Where(InLayers)) Select(node);
                     }
                 }
                 break;
@@ -255,10 +257,16 @@ public static class PeftTargeting
                 {
                     if (!node.IsLinear || node.TrainableMember || node.FrozenMember) continue;
                     if (node.IsRootChild && TargetModules.OutputHeadNames.Contains(node.Name, StringComparer.Ordinal)) continue;
-                    Select(node);
+                    if (InLayers(node)) Select(node);
                 }
                 if (selected.Count == 0) errors.Add($"target_modules \"all-linear\" found no linear layer in {modelName} (output heads, [Trainable] and [Freeze] members are left out).");
                 break;
+        }
+
+        if (errors.Count == 0 && selected.Count == 0 && targets.LayersToTransform.Count > 0)
+        {
+            errors.Add($"target_modules {targets.Targets} selects nothing in layers_to_transform [{string.Join(", ", targets.LayersToTransform)}]" +
+                (targets.LayersPattern.Count > 0 ? $" of layers_pattern [{string.Join(", ", targets.LayersPattern)}]." : "."));
         }
 
         if (targets.Exclude is { } exclude)

@@ -48,11 +48,21 @@ public sealed record PeftTargets
     public string AdapterName { get; init; } = AdapterNames.Default;
 
     /// <summary>PEFT's <c>rank_pattern</c>: per-module rank overrides. A key matches a module whose full name matches
-    /// <c>(.*\.)?key</c> entirely; the longest matching key wins.</summary>
+    /// <c>(.*\.)?key</c> entirely; the first matching key in the dictionary's order wins, as in PEFT's
+    /// <c>get_pattern_key</c> (put specific keys before general ones).</summary>
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
 
     /// <summary>PEFT's <c>alpha_pattern</c>: per-module alpha overrides, matched like <see cref="RankPattern"/>.</summary>
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
+
+    /// <summary>PEFT's <c>layers_to_transform</c>: when not empty, a module selected by name or by "all-linear" is
+    /// adapted only when its layer index (the number after <see cref="LayersPattern"/>, e.g. <c>layers.3.</c>) is listed.
+    /// A regex selection is not filtered, as in PEFT.</summary>
+    public IReadOnlyList<int> LayersToTransform { get; init; } = Array.Empty<int>();
+
+    /// <summary>PEFT's <c>layers_pattern</c>: the names of the module lists <see cref="LayersToTransform"/> indexes
+    /// (e.g. <c>layers</c>, <c>h</c>); empty means any list.</summary>
+    public IReadOnlyList<string> LayersPattern { get; init; } = Array.Empty<string>();
 
     /// <summary>The options for the module named <paramref name="fullName"/>: <see cref="Options"/> with the rank and alpha
     /// of the matching <see cref="RankPattern"/> / <see cref="AlphaPattern"/> keys.</summary>
@@ -70,11 +80,12 @@ public sealed record PeftTargets
         };
     }
 
-    /// <summary>PEFT's pattern lookup: the longest key <c>k</c> for which <c>(.*\.)?k</c> matches the whole name.</summary>
+    /// <summary>PEFT's pattern lookup (<c>get_pattern_key</c>): the first key <c>k</c>, in the dictionary's order, for
+    /// which <c>(.*\.)?k</c> matches the whole name.</summary>
     internal static T? PatternValue<T>(IReadOnlyDictionary<string, T> pattern, string fullName, out string? key)
         where T : struct
     {
-        foreach (var (candidate, value) in pattern.OrderByDescending(p => p.Key.Length).ThenBy(p => p.Key, StringComparer.Ordinal))
+        foreach (var (candidate, value) in pattern)
         {
             if (PatternKeyMatches(candidate, fullName))
             {
@@ -111,6 +122,14 @@ public sealed record PeftTargets
     /// <c>target_modules</c>, or uses a setting configuration targeting does not support (<c>layers_to_transform</c>,
     /// DoRA, <c>lora_bias</c>, <c>bias</c> other than "none").</exception>
     public static PeftTargets FromAdapterConfig(AdapterConfig config, string adapterName = AdapterNames.Default, string? source = null)
+        => Create(config, adapterName, source, ignoreInit: false);
+
+    /// <summary>Like FromAdapterConfig, without checking <c>init_lora_weights</c>: for an adapter about to be loaded,
+    /// whose weights come from the file.</summary>
+    internal static PeftTargets ForLoading(AdapterConfig config, string adapterName, string source)
+        => Create(config, adapterName, source, ignoreInit: true);
+
+    private static PeftTargets Create(AdapterConfig config, string adapterName, string? source, bool ignoreInit)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentException.ThrowIfNullOrEmpty(adapterName);
@@ -119,7 +138,6 @@ public sealed record PeftTargets
 
         if (config.TargetModules.Count == 0 && config.TargetModulesRegex is null)
             throw new PeftConfigurationException($"{where} has no \"target_modules\"; nothing to target.");
-        if (config.LayersToTransform.Count > 0) Unsupported("\"layers_to_transform\"");
         if (config.UseDora) Unsupported("\"use_dora\": true (DoRA)");
         if (config.LoraBias) Unsupported("\"lora_bias\": true");
         // fan_in_fan_out: the tensors are the same; AdapterFiles.Load accepts the flag where the model declares
@@ -128,7 +146,7 @@ public sealed record PeftTargets
 
         PeftAdapterOptions options = config.PeftType switch
         {
-            "LORA" => new LoRAOptions(config.R, config.Alpha, config.Dropout, config.UseRsLora, InitOf(config, where)),
+            "LORA" => new LoRAOptions(config.R, config.Alpha, config.Dropout, config.UseRsLora, ignoreInit ? LoRAInit.KaimingUniform : InitOf(config, where)),
             "LOKR" => new KroneckerOptions(config.R, config.Alpha, config.DecomposeFactor, config.DecomposeBoth),
             var other => throw new PeftConfigurationException($"{where}: peft_type \"{other}\" cannot be applied by target_modules; LORA and LOKR can."),
         };
@@ -142,6 +160,8 @@ public sealed record PeftTargets
             AdapterName = adapterName,
             RankPattern = config.RankPattern,
             AlphaPattern = config.AlphaPattern,
+            LayersToTransform = config.LayersToTransform,
+            LayersPattern = config.LayersPattern,
         };
     }
 

@@ -130,6 +130,38 @@ public sealed class TargetModules
     }
 
     /// <summary>
+    /// PEFT's <c>layers_to_transform</c> test: whether the layer index of <paramref name="fullName"/> (the last number
+    /// after one of <paramref name="layersPattern"/> followed by a dot, any module list when the pattern is empty) is in
+    /// <paramref name="layersToTransform"/>. True when <paramref name="layersToTransform"/> is empty; false when the name
+    /// has no such index.
+    /// </summary>
+    /// <param name="fullName">A full dotted module name.</param>
+    /// <param name="layersToTransform">The allowed indexes; empty allows every module.</param>
+    /// <param name="layersPattern">Names of the module lists (<c>layers</c>, <c>h</c>, ...); empty means any.</param>
+    public static bool InLayers(string fullName, IReadOnlyList<int> layersToTransform, IReadOnlyList<string> layersPattern)
+    {
+        ArgumentNullException.ThrowIfNull(fullName);
+        ArgumentNullException.ThrowIfNull(layersToTransform);
+        ArgumentNullException.ThrowIfNull(layersPattern);
+        if (layersToTransform.Count == 0) return true;
+
+        // PEFT's regex needs a segment before the list (".*\.layers\.N\."); a list at the model's root ("layers.N.")
+        // is accepted too, since PEFT's own names always carry the model prefix. The greedy prefix makes the last
+        // index win, as in PEFT.
+        var patterns = layersPattern.Count > 0 ? layersPattern : new[] { "[^.]*" };
+        foreach (var pattern in patterns)
+        {
+            var match = System.Text.RegularExpressions.Regex.Match(fullName, "^(?:.*\\.)?" + pattern + "\\.(\\d+)\\.");
+            if (match.Success)
+            {
+                return int.TryParse(match.Groups[1].Value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index)
+                    && layersToTransform.Contains(index);
+            }
+        }
+        return false;
+    }
+
+    /// <summary>
     /// Whether the module named <paramref name="fullName"/> is selected by a list entry or the regex. For
     /// <see cref="TargetModulesKind.AllLinear"/> this says nothing (it depends on the layer kind): it returns false.
     /// </summary>

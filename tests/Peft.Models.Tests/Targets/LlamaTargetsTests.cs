@@ -253,4 +253,63 @@ public sealed class LlamaTargetsTests
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [Fact]
+    public void LayersToTransformRestrictsNameAndAllLinearSelections()
+    {
+        using var model = TinyLlama.Create(1);
+        var onlyLayer1 = Cfg(TargetModules.Names("q_proj", "down_proj")) with { LayersToTransform = new[] { 1 }, LayersPattern = new[] { "layers" } };
+        Assert.Equal(new[] { "model.layers.1.self_attn.q_proj", "model.layers.1.mlp.down_proj" }, model.ResolveTargets(onlyLayer1).Selected);
+        var allLinear = Cfg(TargetModules.AllLinear) with { LayersToTransform = new[] { 0 } };
+        Assert.Equal(Expected(new[] { 0 }, Attention.Concat(Mlp)).OrderBy(n => n), model.ResolveTargets(allLinear).Selected.OrderBy(n => n));
+        var none = Assert.Throws<PeftConfigurationException>(() => model.ResolveTargets(onlyLayer1 with { LayersToTransform = new[] { 5 } }));
+        Assert.Contains("selects nothing in layers_to_transform [5]", none.Message);
+    }
+
+    [Fact]
+    public void PlainAdapterFilesLoadCreatesANewAdapterOnEveryTargetedLayerIncludingPlainLinears()
+    {
+        // A PEFT adapter named "qkvo" on q,k,v,o of layer 1 only (layers_to_transform): the attributes declare none of
+        // it, and k_proj/o_proj are plain Linear members; AdapterFiles.Load creates the adapter through targeting.
+        string dir = TinyLlama.TempDir("targets-load-new");
+        try
+        {
+            using var ids = TinyLlama.RandomIds(9, 1, 5);
+            Tensor expected;
+            using (var trained = TinyLlama.Create(1))
+            {
+                trained.ApplyTargets(Cfg(TargetModules.Names(Attention)) with { LayersToTransform = new[] { 1 } });
+                trained.SetActiveAdapter("cfg");
+                manual_seed(3);
+                using (no_grad())
+                {
+                    foreach (var (_, layer) in trained.AdaptedLayers().Where(l => l.Layer.HasAdapter("cfg"))) ((LoRAAdapter)layer.GetAdapter("cfg")).B.normal_(0, 0.05);
+                }
+                AdapterFiles.Save(trained, dir, "cfg");
+                expected = trained.forward(ids);
+            }
+
+            // Saved with the layer paths (layer 0 has no such adapter), so write PEFT's compact form by hand.
+            var configPath = Path.Combine(dir, AdapterFiles.ConfigFileName);
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
+            json["target_modules"] = new System.Text.Json.Nodes.JsonArray("q_proj", "k_proj", "v_proj", "o_proj");
+            json["layers_to_transform"] = new System.Text.Json.Nodes.JsonArray(1);
+            json["layers_pattern"] = "layers";
+            File.WriteAllText(configPath, json.ToJsonString());
+
+            using var fresh = TinyLlama.Create(1);
+            var result = AdapterFiles.Load(fresh, dir, "cfg");
+            Assert.Equal(8, result.LoadedTensors);
+            Assert.Equal(new[] { "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.k_proj", "model.layers.1.self_attn.v_proj", "model.layers.1.self_attn.o_proj" },
+                fresh.AdaptedLayers().Where(l => l.Layer.HasAdapter("cfg")).Select(l => l.Path));
+            fresh.SetActiveAdapter("cfg");
+            using var actual = fresh.forward(ids);
+            Assert.True(actual.allclose(expected, rtol: 1e-5, atol: 1e-6));
+            expected.Dispose();
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

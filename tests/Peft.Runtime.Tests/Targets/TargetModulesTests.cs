@@ -43,11 +43,12 @@ public sealed class TargetModulesTests
     }
 
     [Fact]
-    public void RankAndAlphaPatternsUseTheLongestMatchingKey()
+    public void RankAndAlphaPatternsUseTheFirstMatchingKeyInOrderAsPeftDoes()
     {
+        // PEFT's get_pattern_key returns the first key (in the config's order) whose (.*\.)?key matches the whole name.
         var targets = new PeftTargets(TargetModules.AllLinear, new LoRAOptions(Rank: 8, Alpha: 16))
         {
-            RankPattern = new Dictionary<string, int> { ["q_proj"] = 4, ["layers.1.self_attn.q_proj"] = 2, [@"layers\.\d+\.mlp\.up_proj"] = 6 },
+            RankPattern = new Dictionary<string, int> { ["layers.1.self_attn.q_proj"] = 2, ["q_proj"] = 4, [@"layers\.\d+\.mlp\.up_proj"] = 6 },
             AlphaPattern = new Dictionary<string, double> { ["v_proj"] = 32 },
         };
         Assert.Equal(4, ((LoRAOptions)targets.OptionsFor("model.layers.0.self_attn.q_proj")).Rank);
@@ -56,6 +57,29 @@ public sealed class TargetModulesTests
         Assert.Equal(8, ((LoRAOptions)targets.OptionsFor("model.layers.0.self_attn.k_proj")).Rank);
         Assert.Equal(32, ((LoRAOptions)targets.OptionsFor("model.layers.0.self_attn.v_proj")).Alpha);
         Assert.Equal(16, ((LoRAOptions)targets.OptionsFor("model.layers.0.self_attn.q_proj")).Alpha);
+
+        // The general key first: it wins everywhere it matches.
+        var generalFirst = targets with { RankPattern = new Dictionary<string, int> { ["q_proj"] = 4, ["layers.1.self_attn.q_proj"] = 2 } };
+        Assert.Equal(4, ((LoRAOptions)generalFirst.OptionsFor("model.layers.1.self_attn.q_proj")).Rank);
+    }
+
+    [Theory]
+    [InlineData("model.layers.0.self_attn.q_proj", true)]
+    [InlineData("model.layers.1.self_attn.q_proj", false)]
+    [InlineData("model.layers.2.self_attn.q_proj", true)]
+    [InlineData("layers.2.self_attn.q_proj", true)]
+    [InlineData("model.blocks.0.self_attn.q_proj", false)]
+    [InlineData("q_proj", false)]
+    public void LayersToTransformReadsTheIndexAfterTheLayersPattern(string name, bool expected)
+        => Assert.Equal(expected, TargetModules.InLayers(name, new[] { 0, 2 }, new[] { "layers" }));
+
+    [Fact]
+    public void LayersToTransformWithoutPatternTakesTheLastIndex()
+    {
+        Assert.True(TargetModules.InLayers("model.h.1.attn.c_attn", new[] { 1 }, Array.Empty<string>()));
+        Assert.False(TargetModules.InLayers("model.h.0.attn.c_attn", new[] { 1 }, Array.Empty<string>()));
+        Assert.True(TargetModules.InLayers("model.h.0.blocks.1.q_proj", new[] { 1 }, Array.Empty<string>()));
+        Assert.True(TargetModules.InLayers("anything", Array.Empty<int>(), Array.Empty<string>()));
     }
 
     [Fact]
@@ -81,7 +105,6 @@ public sealed class TargetModulesTests
     [Theory]
     [InlineData("""{"peft_type": "LORA"}""", "no \"target_modules\"")]
     [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "use_dora": true}""", "DoRA")]
-    [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "layers_to_transform": [0]}""", "layers_to_transform")]
     [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "bias": "all"}""", "\"bias\": \"all\"")]
     [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "init_lora_weights": "pissa"}""", "init_lora_weights")]
     [InlineData("""{"peft_type": "IA3", "target_modules": ["q"]}""", "peft_type \"IA3\"")]
