@@ -24,19 +24,20 @@ var learningRate = new Option<double>("--lr") { Description = "Peak learning rat
 var blockSize = new Option<int>("--block-size") { Description = "Tokens per training example.", DefaultValueFactory = _ => 64 };
 var batchSize = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 8 };
 var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 42 };
+var targetModules = new Option<string?>("--target-modules") { Description = "Choose the LoRA layers by configuration, as PEFT's target_modules: \"all-linear\" or comma-separated names (q_proj,k_proj,v_proj,o_proj; c_attn,c_proj,c_fc). Replaces the adapter the attributes declare." };
 var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint or on c_attn of a GPT-2 one, trained on State of the Union addresses.")
 {
-    checkpoint, family, tokenizerName, steps, output, learningRate, blockSize, batchSize, seed,
+    checkpoint, family, tokenizerName, steps, output, learningRate, blockSize, batchSize, seed, targetModules,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
     var options = new CausalLmOptions(parse.GetValue(checkpoint), parse.GetValue(family), parse.GetValue(tokenizerName)!, parse.GetValue(steps), parse.GetValue(output)!,
-        parse.GetValue(learningRate), parse.GetValue(blockSize), parse.GetValue(batchSize), parse.GetValue(seed));
+        parse.GetValue(learningRate), parse.GetValue(blockSize), parse.GetValue(batchSize), parse.GetValue(seed), parse.GetValue(targetModules));
     return await CausalLmRun.RunAsync(options, cancellationToken);
 });
 return await root.Parse(args).InvokeAsync();
 
-internal sealed record CausalLmOptions(string? Checkpoint, string? Family, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed);
+internal sealed record CausalLmOptions(string? Checkpoint, string? Family, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed, string? TargetModules = null);
 
 internal static class CausalLmRun
 {
@@ -84,6 +85,24 @@ internal static class CausalLmRun
             Console.Error.WriteLine($"--block-size {options.BlockSize} does not fit the model's {lm.MaxPositions} positions.");
             return 2;
         }
+        if (options.TargetModules is { } spec)
+        {
+            // PEFT's LoraConfig(target_modules=...) on a stock model: generated code wraps the chosen members.
+            var targets = TargetModules.FromPeft(
+                spec.Equals(TargetModules.AllLinearValue, StringComparison.OrdinalIgnoreCase) ? spec : null,
+                spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            try
+            {
+                model.DeleteAdapter(AdapterNames.Default);
+                var adapted = model.ApplyTargets(new PeftTargets(targets, new LoRAOptions(Rank: 8, Alpha: 16)));
+                Console.WriteLine($"target_modules {targets}: LoRA r=8 on {adapted.Count} layers ({string.Join(", ", adapted.Take(4))}{(adapted.Count > 4 ? ", ..." : "")})");
+            }
+            catch (PeftConfigurationException ex)
+            {
+                Console.Error.WriteLine(ex.Message);
+                return 2;
+            }
+        }
         model.to(device);
         model.PrintTrainableParameters();
 
@@ -119,6 +138,9 @@ internal static class CausalLmRun
         Seeding.SetSeed(options.Seed + 1000); // a different init for the fresh model's adapter, to show the files carry everything
         using var fresh = CausalLm.FromPretrained(baseDir);
         fresh.Module.to(device);
+        // With --target-modules the file's target_modules re-create the adapter on the fresh model (AdapterFiles.Load
+        // creates a missing adapter from the config), so the attribute-declared one goes first.
+        if (options.TargetModules is not null) fresh.Module.DeleteAdapter(AdapterNames.Default);
         fresh.LoadAdapter(adapterDir);
         fresh.Module.eval();
         using var reloadedLogits = Logits(fresh.Module, probe);
