@@ -33,8 +33,35 @@ public class BudgetDiagnosticsTests
             OneCountableLoRA,
             BudgetConfig("1000"),
             PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithMessage(
-                "'Attention' has 1,024 trainable adapter parameters, over the PeftMaxTrainableParameters budget of 1,000; " +
-                "adapters on members whose sizes are unknown at compile time are not counted (1 here)"));
+                "'Attention' has 1,024 trainable parameters (adapters and [Trainable] layers), over the PeftMaxTrainableParameters budget of 1,000; " +
+                "members whose sizes are unknown at compile time are not counted (1 here)"));
+
+    [Fact]
+    public Task TrainableMembers_CountEveryParameterOfTheirLayer()
+        // LoRA r=4 on Linear(64, 64): 512. [Trainable] Linear(64, 10): 64 * 10 + 10 = 650; without bias Linear(64, 10,
+        // hasBias: false): 640; [Trainable] Embedding(100, 8): 800. 512 + 650 + 640 + 800 = 2,602. The [Trainable] member
+        // built from a constructor parameter is not counted (1 here); the frozen one is not trainable.
+        => PeftAnalyzerTest.VerifyAsync("""
+            public sealed partial class {|#0:Classifier|} : Module<Tensor, Tensor>
+            {
+                [LoRA(4)] private Module<Tensor, Tensor> proj = Linear(64, 64);
+                [Trainable] private Module<Tensor, Tensor> head = Linear(64, 10);
+                [Trainable] private Module<Tensor, Tensor> head2 = Linear(64, 10, hasBias: false);
+                [Trainable] private Module<Tensor, Tensor> table = Embedding(100, 8);
+                [Trainable] private Module<Tensor, Tensor> sized;
+                private Module<Tensor, Tensor> frozen = Linear(512, 512);
+
+                public Classifier(long n) : base(nameof(Classifier))
+                {
+                    sized = Linear(n, n);
+                    InitializePeft();
+                }
+
+                public override Tensor forward(Tensor x) => head.call(proj.call(x));
+            }
+            """,
+            BudgetConfig("2601"),
+            PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Classifier", "2,602", "2,601", "1"));
 
     [Fact]
     public Task ExactlyAtBudget_NoBudget_OrEmptyProperty_IsAccepted()

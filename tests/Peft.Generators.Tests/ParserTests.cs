@@ -34,7 +34,7 @@ public class ParserTests
                 public Layers(int width) : base("Layers")
                 {
                     q_proj = Linear(64, 32);
-                    this.v_proj = Linear(inputSize: 16, outputSize: 8);
+                    this.v_proj = Linear(inputSize: 16, outputSize: 8, hasBias: false);
                     o_proj = Linear(outputSize: 8, inputSize: Out);
                     dyn = Linear(width, 8);
                     both = Linear(width, width);
@@ -46,21 +46,21 @@ public class ParserTests
         """;
 
     [Theory]
-    [InlineData("q_proj", (int)LayerKind.Linear, 64L, 32L)]      // constructor assignment
-    [InlineData("k_proj", (int)LayerKind.Linear, 16L, 32L)]      // field initializer with const fields
-    [InlineData("v_proj", (int)LayerKind.Linear, 16L, 8L)]       // this.x = ..., named arguments
-    [InlineData("o_proj", (int)LayerKind.Linear, 32L, 8L)]       // named arguments out of order
-    [InlineData("dyn", (int)LayerKind.Linear, null, 8L)]         // a parameter is not a constant
-    [InlineData("both", (int)LayerKind.Linear, null, null)]
-    [InlineData("embed", (int)LayerKind.Embedding, 100L, 8L)]
-    [InlineData("act", (int)LayerKind.Unknown, null, null)]      // another nn factory
-    public void LayerInfoFromInitializerOrConstructor(string member, int kind, long? inFeatures, long? outFeatures)
+    [InlineData("q_proj", (int)LayerKind.Linear, 64L, 32L, true)]      // constructor assignment (hasBias defaults to true)
+    [InlineData("k_proj", (int)LayerKind.Linear, 16L, 32L, true)]      // field initializer with const fields
+    [InlineData("v_proj", (int)LayerKind.Linear, 16L, 8L, false)]      // this.x = ..., named arguments, hasBias: false
+    [InlineData("o_proj", (int)LayerKind.Linear, 32L, 8L, true)]       // named arguments out of order
+    [InlineData("dyn", (int)LayerKind.Linear, null, 8L, true)]         // a parameter is not a constant
+    [InlineData("both", (int)LayerKind.Linear, null, null, true)]
+    [InlineData("embed", (int)LayerKind.Embedding, 100L, 8L, null)]
+    [InlineData("act", (int)LayerKind.Unknown, null, null, null)]      // another nn factory
+    public void LayerInfoFromInitializerOrConstructor(string member, int kind, long? inFeatures, long? outFeatures, bool? hasBias)
     {
         var model = Parse(LayerSource, "Checks.Layers");
 
         var layer = model.Members.Single(m => m.Name == member).Layer;
 
-        Assert.Equal(new LayerInfo((LayerKind)kind, inFeatures, outFeatures), layer);
+        Assert.Equal(new LayerInfo((LayerKind)kind, inFeatures, outFeatures, hasBias), layer);
     }
 
     [Fact]

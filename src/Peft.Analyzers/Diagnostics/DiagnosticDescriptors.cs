@@ -111,7 +111,7 @@ internal static class DiagnosticDescriptors
     public static readonly DiagnosticDescriptor OverBudget = new(
         PeftDiagnosticIds.OverBudget,
         "Trainable parameters over the PeftMaxTrainableParameters budget",
-        "'{0}' has {1} trainable adapter parameters, over the PeftMaxTrainableParameters budget of {2}; adapters on members whose sizes are unknown at compile time are not counted ({3} here)",
+        "'{0}' has {1} trainable parameters (adapters and [Trainable] layers), over the PeftMaxTrainableParameters budget of {2}; members whose sizes are unknown at compile time are not counted ({3} here)",
         Category,
         DiagnosticSeverity.Error,
         isEnabledByDefault: true,

@@ -144,4 +144,6 @@ internal enum LayerKind
 /// <param name="Kind">Linear or Embedding.</param>
 /// <param name="InFeatures">Linear in-features / Embedding vocabulary size, or null when not a compile-time constant.</param>
 /// <param name="OutFeatures">Linear out-features / Embedding dimension, or null when not a compile-time constant.</param>
-internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures);
+/// <param name="HasBias">Linear's <c>hasBias</c> argument when it is a compile-time constant (its default, true, when
+/// omitted); null for other layers or when unknown.</param>
+internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures, bool? HasBias = null);

@@ -224,16 +224,16 @@ internal static partial class PeftModelValidator
     }
 
     /// <summary>The trainable parameters of one class that the compiler can count.</summary>
-    /// <param name="Counted">Parameters of the adapters whose layer sizes are compile-time constants.</param>
-    /// <param name="UncountedAdapters">Trainable adapters left out because their layer or its sizes are unknown.</param>
+    /// <param name="Counted">Parameters of the adapters and [Trainable] layers whose sizes are compile-time constants.</param>
+    /// <param name="UncountedAdapters">Trainable adapters and [Trainable] members left out because their layer or its sizes are unknown.</param>
     internal readonly record struct TrainableParameterCount(long Counted, int UncountedAdapters);
 
     /// <summary>
     /// Counts the trainable adapter parameters of <paramref name="model"/>: every adapter that is not frozen (by [Freeze] on
     /// the member or the class) and whose layer sizes are compile-time constants. Adapters that are errors of their own (a
     /// rank or virtual token count that is not positive, Factor 0, the wrong layer kind) are left out of both numbers.
-    /// Fully trainable [Trainable] members are not counted
-    /// (their size depends on the layer's bias and on code the compiler does not evaluate).
+    /// A fully trainable [Trainable] member counts every parameter of its layer: <c>Linear(in, out)</c> is
+    /// <c>in·out</c> plus <c>out</c> with a bias, <c>Embedding(n, d)</c> is <c>n·d</c>; any other [Trainable] member is uncounted.
     /// </summary>
     public static TrainableParameterCount CountTrainableParameters(PeftClassModel model)
     {
@@ -243,6 +243,12 @@ internal static partial class PeftModelValidator
         foreach (var member in model.Members)
         {
             if (member.Frozen) continue;
+            if (member.Trainable)
+            {
+                long? whole = CountLayerParameters(member.Layer);
+                if (whole is long w) counted = SaturatingAdd(counted, w);
+                else uncounted++;
+            }
             foreach (var adapter in member.Adapters)
             {
                 // An adapter that is an error of its own (a bad rank, the wrong layer) is neither counted nor "unknown".
@@ -254,6 +260,21 @@ internal static partial class PeftModelValidator
         }
         return new TrainableParameterCount(counted, uncounted);
     }
+
+    /// <summary>Every parameter of a layer the compiler can see: <c>Linear(in, out)</c> is <c>in·out</c> (+ <c>out</c> with a
+    /// bias), <c>Embedding(n, d)</c> is <c>n·d</c>; null when the layer, a size or the bias flag is unknown.</summary>
+    public static long? CountLayerParameters(LayerInfo? layer)
+    {
+        if (layer is not { InFeatures: long a, OutFeatures: long b } || a <= 0 || b <= 0) return null;
+        return layer.Kind switch
+        {
+            LayerKind.Linear when layer.HasBias is bool bias => SaturatingAdd(SaturatingMultiply(a, b), bias ? b : 0),
+            LayerKind.Embedding => SaturatingMultiply(a, b),
+            _ => null,
+        };
+    }
+
+    private static long SaturatingMultiply(long a, long b) => a > long.MaxValue / b ? long.MaxValue : a * b;
 
     private static bool IsInvalidForCounting(AdapterModel adapter, LayerInfo? layer)
     {

@@ -357,9 +357,16 @@ internal static class PeftParser
             };
             if (kind == LayerKind.Unknown) return new LayerInfo(LayerKind.Unknown, null, null);
             long? first = null, second = null;
+            bool? hasBias = null;
             foreach (var argument in invocation.Arguments)
             {
                 if (argument.Parameter is null) continue;
+                if (kind == LayerKind.Linear && argument.Parameter.Name == "hasBias")
+                {
+                    // Omitted arguments appear with their default value (true).
+                    hasBias = argument.Value.ConstantValue is { HasValue: true, Value: bool b } ? b : null;
+                    continue;
+                }
                 long? value = argument.Value.ConstantValue.HasValue
                     ? ToLong(argument.Value.ConstantValue.Value)
                     : null;
@@ -369,7 +376,7 @@ internal static class PeftParser
                     case 1: second = value; break;
                 }
             }
-            return new LayerInfo(kind, first, second);
+            return new LayerInfo(kind, first, second, hasBias);
         }
         return null;
     }
