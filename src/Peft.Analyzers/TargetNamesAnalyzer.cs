@@ -19,8 +19,9 @@ namespace Peft.Analyzers;
 /// module tree is read from the source: fields of module classes (the names generated code and <c>RegisterComponents()</c>
 /// register, plus constant <c>register_module</c> names), <c>ModuleList&lt;T&gt;</c> elements (any index), and members built
 /// with TorchSharp layers. Nothing is reported when part of the tree is not visible (a type from another assembly, a member
-/// typed <c>Module&lt;Tensor, Tensor&gt;</c> assigned something the compiler cannot see, a non-constant registered name): an
-/// unknown name then stays a run-time <c>PeftConfigurationException</c>.
+/// typed <c>Module&lt;Tensor, Tensor&gt;</c> assigned something the compiler cannot see, a non-constant registered name, a
+/// receiver or member typed as a class that is not sealed, since a subclass may register more modules): an unknown name
+/// then stays a run-time <c>PeftConfigurationException</c>.
 /// </summary>
 [DiagnosticAnalyzer(LanguageNames.CSharp)]
 public sealed class TargetNamesAnalyzer : DiagnosticAnalyzer
@@ -60,8 +61,11 @@ public sealed class TargetNamesAnalyzer : DiagnosticAnalyzer
         CollectEntries(Strip(invocation.Arguments[1].Value), entries);
         if (entries.Count == 0) return;
 
+        // The static type says which members exist only when no subclass can add more: a sealed class, or an object
+        // created right here (new Model().ApplyTargets(...)).
+        bool exactRoot = rootType.IsSealed || receiver is IObjectCreationOperation;
         var tree = new ModuleTree(context.Compilation, context.CancellationToken);
-        if (!tree.Build(rootType)) return; // part of the tree is not visible: leave it to the run-time check
+        if (!exactRoot || !tree.Build(rootType)) return; // part of the tree is not visible: leave it to the run-time check
 
         foreach (var (entry, location, role) in entries)
         {
@@ -180,7 +184,8 @@ public sealed class TargetNamesAnalyzer : DiagnosticAnalyzer
         private bool VisitMember(INamedTypeSymbol type, LayerInfo? layer, string[] path, int depth, ImmutableHashSet<string> onPath)
         {
             Add(path);
-            if (IsSourceModule(type) && !type.IsAbstract) return Visit(type, path, depth + 1, onPath);
+            // A member typed as a non-sealed class may hold a subclass with more modules: not visible.
+            if (IsSourceModule(type)) return type.IsSealed && Visit(type, path, depth + 1, onPath);
             if (PeftParser.DerivesFrom(type, ModuleListType) && type.TypeArguments.Length == 1 && type.TypeArguments[0] is INamedTypeSymbol element)
             {
                 return VisitMember(element, null, Append(path, "*"), depth + 1, onPath);

@@ -63,10 +63,10 @@ public static class AdapterMerger
         var merged = new List<MergedModule>();
         foreach (var module in modules)
         {
-            string weightKey = module.ModulePath + ".weight";
-            if (!baseFile.Contains(weightKey))
+            string? weightKey = BaseWeightKey(baseFile, module.ModulePath);
+            if (weightKey is null)
             {
-                throw CliException.Failure($"{baseFile.Path}: the base has no tensor '{weightKey}' for the adapted module '{module.ModulePath}' of {adapter.Path}.");
+                throw CliException.Failure($"{baseFile.Path}: the base has no tensor '{module.ModulePath}.weight' (nor that name without its leading segments) for the adapted module '{module.ModulePath}' of {adapter.Path}.");
             }
 
             var info = baseFile.GetInfo(weightKey);
@@ -158,6 +158,23 @@ public static class AdapterMerger
         var metadata = baseFile.Metadata.Count > 0 ? new Dictionary<string, string>(baseFile.Metadata) : null;
         SafetensorsFile.Write(fullOutput, tensors, metadata);
         return new MergeResult(merged, replaced);
+    }
+
+    /// <summary>
+    /// The base tensor of an adapted module: <c>PATH.weight</c>, or, for a checkpoint saved from the inner model (GPT-2's
+    /// <c>GPT2Model</c> writes <c>h.0.attn.c_attn.weight</c> where the adapter says <c>transformer.h.0.attn.c_attn</c>),
+    /// the same name without its leading segments, longest first. Null when none is in the file.
+    /// </summary>
+    private static string? BaseWeightKey(SafetensorsReader baseFile, string modulePath)
+    {
+        string path = modulePath;
+        while (true)
+        {
+            if (baseFile.Contains(path + ".weight")) return path + ".weight";
+            int dot = path.IndexOf('.', StringComparison.Ordinal);
+            if (dot < 0 || path.IndexOf('.', dot + 1) < 0) return null;   // keep at least two segments
+            path = path.Substring(dot + 1);
+        }
     }
 
     private static void CheckMergeable(AdapterConfig config, string configPath)

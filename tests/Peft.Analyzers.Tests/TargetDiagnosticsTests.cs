@@ -178,4 +178,42 @@ public class TargetNamesDiagnosticsTests
                 }
             }
             """);
+
+    [Fact]
+    public Task NonSealedReceiversAndMembersAreLeftToTheRunTimeCheck()
+        // BaseNet is not sealed: the object may be a DerivedNet with an 'extra' module, so 'extra' is not reported
+        // through a BaseNet reference (nor through a Holder member typed BaseNet); created with new, BaseNet is exact.
+        => TargetNamesTest.VerifyAsync("""
+            public partial class BaseNet : Module<Tensor, Tensor>
+            {
+                [LoRA] private Module<Tensor, Tensor> q_proj = Linear(8, 8);
+                public BaseNet() : base(nameof(BaseNet)) => InitializePeft();
+                public override Tensor forward(Tensor x) => q_proj.call(x);
+            }
+
+            public sealed class DerivedNet : BaseNet
+            {
+                private readonly Module<Tensor, Tensor> extra = Linear(8, 8);
+                public DerivedNet() => register_module(nameof(extra), extra);
+            }
+
+            public sealed partial class Holder : Module<Tensor, Tensor>
+            {
+                [LoRA] private Module<Tensor, Tensor> proj = Linear(8, 8);
+                private BaseNet inner = new DerivedNet();
+                public Holder() : base(nameof(Holder)) => InitializePeft();
+                public override Tensor forward(Tensor x) => inner.call(proj.call(x));
+            }
+
+            public static class Use
+            {
+                public static void Run(BaseNet net, Holder holder)
+                {
+                    net.ApplyTargets(new PeftTargets(TargetModules.Names("extra")));
+                    holder.ApplyTargets(new PeftTargets(TargetModules.Names("inner.extra")));
+                    new BaseNet().ApplyTargets(new PeftTargets(TargetModules.Names({|#0:"extra"|})));
+                }
+            }
+            """,
+            TargetNamesTest.Diagnostic().WithLocation(0).WithArguments("target_modules", "extra", "BaseNet", ""));
 }

@@ -39,12 +39,20 @@ public sealed class FanInFanOutMergeTests : IDisposable
         var config = JsonNode.Parse(File.ReadAllText(Path.Combine(adapterDir, AdapterFiles.ConfigFileName)))!;
         Assert.True((bool)config["fan_in_fan_out"]!);
 
+        // The base as openai-community/gpt2 ships it: GPT2Model keys without "transformer." (h.0.attn.c_attn.weight, wte.weight).
+        string bareBase = Path.Combine(baseDir, "bare.safetensors");
+        using (var reader = SafetensorsFile.Open(Path.Combine(baseDir, "model.safetensors")))
+        {
+            SafetensorsFile.Write(bareBase, reader.Tensors.Select(t => new KeyValuePair<string, Tensor>(
+                t.Name.StartsWith("transformer.", StringComparison.Ordinal) ? t.Name["transformer.".Length..] : t.Name, reader.ReadTensor(t.Name))).ToList());
+        }
+
         Directory.CreateDirectory(mergedDir);
         File.Copy(Path.Combine(baseDir, "config.json"), Path.Combine(mergedDir, "config.json"));
-        var result = CliRunner.Run("merge", "--base", Path.Combine(baseDir, "model.safetensors"), "--adapter", adapterDir,
+        var result = CliRunner.Run("merge", "--base", bareBase, "--adapter", adapterDir,
             "--output", Path.Combine(mergedDir, "model.safetensors"));
         Assert.True(result.ExitCode == 0, result.ToString());
-        Assert.Contains("merged transformer.h.0.attn.c_attn.weight F32 [32, 96]", result.Output);
+        Assert.Contains("merged h.0.attn.c_attn.weight F32 [32, 96]", result.Output);
 
         using var ids = randint(0, 40, new long[] { 2, 7 });
         using var merged = Gpt2LMHeadModel.FromPretrained(mergedDir);

@@ -46,17 +46,21 @@ internal static class CausalLmGeneration
             Tensor? finished = options.EosTokenId is null ? null : zeros(ids.shape[0], dtype: ScalarType.Bool, device: ids.device);
             for (int i = 0; i < maxNewTokens; i++)
             {
-                var logits = step(next).select(1, -1);
-                var token = options.Greedy ? logits.argmax(-1) : Sample(logits, options, generator!);
-                if (finished is not null)
+                // Each step's logits and temporaries are freed with the step; only the ids carry over.
+                using (var stepScope = NewDisposeScope())
                 {
-                    // Rows that already ended keep producing the end token.
-                    token = where(finished, full_like(token, options.EosTokenId!.Value), token);
-                    finished = finished.logical_or(token.eq(options.EosTokenId!.Value));
-                }
+                    var logits = step(next).select(1, -1);
+                    var token = options.Greedy ? logits.argmax(-1) : Sample(logits, options, generator!);
+                    if (finished is not null)
+                    {
+                        // Rows that already ended keep producing the end token.
+                        token = where(finished, full_like(token, options.EosTokenId!.Value), token);
+                        finished = finished.logical_or(token.eq(options.EosTokenId!.Value)).MoveToOuterDisposeScope();
+                    }
 
-                next = token.unsqueeze(1);
-                all = cat(new[] { all, next }, 1);
+                    next = token.unsqueeze(1).MoveToOuterDisposeScope();
+                    all = cat(new[] { all, next }, 1).MoveToOuterDisposeScope();
+                }
                 if (finished is not null && finished.all().item<bool>()) break;
             }
 

@@ -179,8 +179,21 @@ internal sealed class AdapterLayout
                 fields["lora_dropout"] = dropout;
                 fields["use_rslora"] = rs;
                 fields["use_dora"] = false;
-                // PEFT's flag for Conv1D ([in, out]) base layers: true when every adapted layer is one (GPT-2).
-                fields["fan_in_fan_out"] = model is IFanInFanOutLayers conv && options.All(o => conv.IsFanInFanOut(o.Path));
+                // PEFT's flag for Conv1D ([in, out]) base layers (GPT-2). It is one flag per adapter: an adapter over both
+                // kinds could not be merged into a checkpoint file without guessing each layer's orientation.
+                bool fanInFanOut = false;
+                if (model is IFanInFanOutLayers conv)
+                {
+                    var conv1D = options.Where(o => conv.IsFanInFanOut(o.Path)).Select(o => o.Path).ToList();
+                    var linear = options.Where(o => !conv.IsFanInFanOut(o.Path)).Select(o => o.Path).ToList();
+                    if (conv1D.Count > 0 && linear.Count > 0)
+                        throw new PeftConfigurationException(
+                            $"LoRA adapter '{AdapterName}' covers layers stored [in, out] in checkpoints (Conv1D: {string.Join(", ", conv1D.Take(3))}{(conv1D.Count > 3 ? ", ..." : "")}) and [out, in] ones ({string.Join(", ", linear.Take(3))}{(linear.Count > 3 ? ", ..." : "")}); " +
+                            "PEFT's fan_in_fan_out is one flag per adapter, so a merge into the checkpoint could not orient both. Put them in two adapters (different names). Nothing was written.",
+                            linear[0], AdapterName);
+                    fanInFanOut = conv1D.Count > 0;
+                }
+                fields["fan_in_fan_out"] = fanInFanOut;
                 fields["bias"] = "none";
                 fields["lora_bias"] = false;
                 fields["init_lora_weights"] = init == LoRAInit.Gaussian ? "gaussian" : true;

@@ -50,10 +50,13 @@ public static class PeftTargeting
 
     /// <summary>
     /// Loads a PEFT adapter directory whose <c>target_modules</c> may go beyond the model's attributes: applies the
-    /// directory's targets (<see cref="PeftTargets.Read"/>; layers that already have an equal adapter of that name, e.g.
-    /// from a <see cref="LoRAAttribute"/> with the same rank and alpha, are kept), then loads the weights with
-    /// <see cref="AdapterFiles.Load"/>. The targets are resolved before anything changes; when loading the weights fails,
-    /// the adapters added here are removed again and trainability is restored.
+    /// directory's targets (as <see cref="PeftTargets.Read"/> reads them, except that <c>init_lora_weights</c> is not checked
+    /// and a list entry that matches nothing is skipped while another matches, as PEFT loads files; layers that already
+    /// have an equal adapter of that name, e.g. from a <see cref="LoRAAttribute"/> with the same rank and alpha, are kept),
+    /// then loads the weights with <see cref="AdapterFiles.Load"/>. The targets are resolved before anything changes; when
+    /// loading the weights fails, the adapters added here are removed again and trainability is restored. A plain
+    /// <c>Linear</c> member it wrapped stays wrapped: an <see cref="AdaptedLinear"/> without adapters computes exactly its
+    /// base layer, under the same state-dict names.
     /// </summary>
     /// <param name="model">The model.</param>
     /// <param name="directory">The adapter directory (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>).</param>
@@ -66,7 +69,8 @@ public static class PeftTargeting
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Adapter directory not found: {directory}");
-        var targets = PeftTargets.Read(directory, adapterName);
+        string configPath = Path.Combine(directory, AdapterFiles.ConfigFileName);
+        var targets = PeftTargets.ForLoading(AdapterConfig.Read(configPath), adapterName, configPath);
         var plan = Resolve(model, targets, reuseEqual: true);
         var requiresGrad = model.parameters().Select(p => (p, p.requires_grad)).ToList();
         Apply(model, plan);
@@ -160,14 +164,17 @@ public static class PeftTargeting
     private static List<Node> Walk(nn.Module root)
     {
         var nodes = new List<Node>();
-        Visit(root, string.Empty, nodes);
+        Visit(root, string.Empty, frozen: false, trainable: false, nodes);
         return nodes;
 
-        static void Visit(nn.Module module, string prefix, List<Node> nodes)
+        // frozen/trainable are inherited down the tree exactly as PeftModel.ApplyTrainability inherits them: a layer
+        // anywhere under a [Freeze] member or class never trains, one under a [Trainable] member trains whole.
+        static void Visit(nn.Module module, string prefix, bool frozen, bool trainable, List<Node> nodes)
         {
             if (module is AdaptedLinear or PromptTuningEmbedding) return;
             var members = (module as IPeftTargetable)?.PeftTargetMembers.ToDictionary(m => m.Name, StringComparer.Ordinal);
             var descriptor = (module as IPeftModule)?.PeftDescriptor;
+            if (descriptor is { FrozenClass: true }) frozen = true;
             foreach (var (name, child) in module.named_children())
             {
                 string path = prefix + name;
@@ -179,14 +186,16 @@ public static class PeftTargeting
                 {
                     reason = member?.NotTargetableReason ?? (member is not null ? null : NotTargetable(module, name));
                 }
+                bool childFrozen = frozen || (descriptor?.IsFrozenMember(name) ?? false);
+                bool childTrainable = trainable || (descriptor?.IsTrainableMember(name) ?? false);
                 nodes.Add(new Node(path, name, child, module, linear, prefix.Length == 0)
                 {
                     Member = member,
-                    TrainableMember = descriptor?.IsTrainableMember(name) ?? false,
-                    FrozenMember = (descriptor?.IsFrozenMember(name) ?? false) || (descriptor?.FrozenClass ?? false),
+                    TrainableMember = childTrainable,
+                    FrozenMember = childFrozen,
                     Reason = reason,
                 });
-                Visit(child, path + ".", nodes);
+                Visit(child, path + ".", childFrozen, childTrainable, nodes);
             }
         }
     }
@@ -204,7 +213,7 @@ public static class PeftTargeting
         return parent switch
         {
             IPeftTargetable =>
-                $"{type} has no member registered as '{name}' that the generator knows (register members with the generated InitializePeft())",
+                $"the generated code of {type} does not list a member registered as '{name}': it was registered by hand, or it belongs to a class deriving from a generated class (configuration targeting reaches the generated class's own members only)",
             _ =>
                 $"its owner {type} is not generated by Peft: mark the class [Adaptable] and partial, type the member Module<Tensor, Tensor>, and call InitializePeft() in its constructor",
         };
@@ -234,13 +243,26 @@ public static class PeftTargeting
         switch (targets.Targets.Kind)
         {
             case TargetModulesKind.Names:
+                var unmatched = new List<string>();
                 foreach (var entry in targets.Targets.Entries)
                 {
                     var matches = nodes.Where(n => TargetModules.EntryMatches(entry, n.Path)).ToList();
+                    if (targets.IgnoreUnmatchedEntries && matches.Count == 0)
+                    {
+                        unmatched.Add(entry);
+                        continue;
+                    }
                     if (CheckMatches($"target_modules entry '{entry}'", entry, matches, nodes, modelName, errors))
                     {
-                        foreach (var node in matches.Where(InLayers)) Select(node);
+                        // PEFT filters by layers_to_transform only the suffix matches, not a module named exactly.
+                        foreach (var node in matches.Where(n => n.Path == entry || InLayers(n))) Select(node);
                     }
+                }
+                if (unmatched.Count == targets.Targets.Entries.Count)
+                {
+                    // Even a file's list must match something (PEFT: "Target modules ... not found in the base model").
+                    foreach (var entry in unmatched)
+                        CheckMatches($"target_modules entry '{entry}'", entry, new List<Node>(), nodes, modelName, errors);
                 }
                 break;
             case TargetModulesKind.Regex:

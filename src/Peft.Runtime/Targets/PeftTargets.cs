@@ -55,6 +55,14 @@ public sealed record PeftTargets
     /// <summary>PEFT's <c>alpha_pattern</c>: per-module alpha overrides, matched like <see cref="RankPattern"/>.</summary>
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
 
+    /// <summary>
+    /// Set for configs read from an adapter file that is about to be loaded: a <c>target_modules</c> entry that matches no
+    /// module is skipped as long as another entry matches, as PEFT does (lists such as <c>["q_proj", "query"]</c> are
+    /// written for several architectures); the file's tensor keys are then checked strictly. Configurations written in
+    /// code keep every unmatched entry an error.
+    /// </summary>
+    internal bool IgnoreUnmatchedEntries { get; init; }
+
     /// <summary>PEFT's <c>layers_to_transform</c>: when not empty, a module selected by name or by "all-linear" is
     /// adapted only when its layer index (the number after <see cref="LayersPattern"/>, e.g. <c>layers.3.</c>) is listed.
     /// A regex selection is not filtered, as in PEFT.</summary>
@@ -119,15 +127,15 @@ public sealed record PeftTargets
     /// <param name="adapterName">The adapter name to create (default <c>"default"</c>).</param>
     /// <param name="source">Names the config in messages (e.g. its path).</param>
     /// <exception cref="PeftConfigurationException">The config names another method than LoRA/LoKr, has no
-    /// <c>target_modules</c>, or uses a setting configuration targeting does not support (<c>layers_to_transform</c>,
-    /// DoRA, <c>lora_bias</c>, <c>bias</c> other than "none").</exception>
+    /// <c>target_modules</c>, or uses a setting configuration targeting does not support (DoRA, <c>lora_bias</c>,
+    /// <c>bias</c> other than "none", <c>init_lora_weights</c> other than true or "gaussian").</exception>
     public static PeftTargets FromAdapterConfig(AdapterConfig config, string adapterName = AdapterNames.Default, string? source = null)
         => Create(config, adapterName, source, ignoreInit: false);
 
     /// <summary>Like FromAdapterConfig, without checking <c>init_lora_weights</c>: for an adapter about to be loaded,
     /// whose weights come from the file.</summary>
     internal static PeftTargets ForLoading(AdapterConfig config, string adapterName, string source)
-        => Create(config, adapterName, source, ignoreInit: true);
+        => Create(config, adapterName, source, ignoreInit: true) with { IgnoreUnmatchedEntries = true };
 
     private static PeftTargets Create(AdapterConfig config, string adapterName, string? source, bool ignoreInit)
     {

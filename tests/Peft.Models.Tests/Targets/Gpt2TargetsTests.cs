@@ -8,7 +8,7 @@ namespace Peft.Models.Tests.Targets;
 
 /// <summary>
 /// Configuration targeting on GPT-2: every Conv1D layer (c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) is reachable, the
-/// adapter file says fan_in_fan_out as PEFT's do, and a fresh model re-creates the adapter from the file's targets.
+/// adapter file says fan_in_fan_out as PEFT's do, and AdapterFiles.Load re-creates the adapter from the file's targets.
 /// </summary>
 [Collection(TinyGpt2.Collection)]
 public sealed class Gpt2TargetsTests
@@ -50,10 +50,12 @@ public sealed class Gpt2TargetsTests
             Assert.True((bool)config["fan_in_fan_out"]!);
             Assert.Equal(new[] { "c_attn", "c_fc", "c_proj" }, config["target_modules"]!.AsArray().Select(n => (string)n!).Order(StringComparer.Ordinal));
 
-            // A fresh model whose attributes declare LoRA on c_attn only: the file's targets add the rest, bit for bit.
+            // A fresh model without its attribute adapter: AdapterFiles.Load creates "default" from the file's
+            // target_modules (c_attn, c_proj, c_fc, with fan_in_fan_out) on all four Conv1D layers per block, bit for bit.
             using var fresh = Gpt2LMHeadModel.FromPretrained(Path.Combine(dir, "base"));
             fresh.DeleteAdapter(AdapterNames.Default);
-            fresh.LoadAdapterWithTargets(Path.Combine(dir, "adapter"));
+            AdapterFiles.Load(fresh, Path.Combine(dir, "adapter"));
+            Assert.Equal(TinyGpt2.Layers * 4, fresh.AdaptedLayers().Count(l => l.Layer.HasAdapter(AdapterNames.Default)));
             fresh.eval();
             using (no_grad()) Assert.True(TinyGpt2.BitwiseEqual(expected, fresh.call(ids)), "reloaded all-linear adapter gives different logits");
             expected.Dispose();

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using Peft.Serialization;
 using static TorchSharp.torch;
 
@@ -125,5 +126,109 @@ public sealed class ApplyTargetsTests
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+
+    [Fact]
+    public void LayersUnderAFrozenMemberAreAnErrorAndAllLinearLeavesFrozenAndTrainableSubtreesOut()
+    {
+        using var model = new FreezeAndTrainRoot();
+        // all-linear: only proj; encoder.* (frozen) and head.* (trained whole) are left out, as their members are.
+        Assert.Equal(new[] { "proj" }, model.ResolveTargets(new PeftTargets(TargetModules.AllLinear) { AdapterName = "x" }).Selected);
+
+        // Named explicitly, a layer inside the [Freeze] encoder would never train: an error, not a dead adapter.
+        var ex = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(new PeftTargets(TargetModules.Names("encoder.fc1")) { AdapterName = "x" }));
+        Assert.Contains("'encoder.fc1' is marked [Freeze]", ex.Message);
+        Assert.DoesNotContain("x", model.AdapterNames());
+    }
+
+    [Fact]
+    public void AFileListWithEntriesForOtherArchitecturesLoadsAsInPeftButAnAllUnknownListFails()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), "peft-targets-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            Tensor expected;
+            using var x = randn(3, 8);
+            using (var source = Seeded())
+            {
+                source.ApplyTargets(new PeftTargets(TargetModules.Names("fc1"), new LoRAOptions(Rank: 2)) { AdapterName = "x" });
+                source.SetActiveAdapter("x");
+                using (no_grad())
+                {
+                    foreach (var (_, layer) in source.AdaptedLayers().Where(l => l.Layer.HasAdapter("x"))) ((LoRAAdapter)layer.GetAdapter("x")).B.normal_(0, 0.1);
+                }
+                expected = source.call(x);
+                AdapterFiles.Save(source, dir, "x");
+            }
+
+            // PEFT users write lists for several architectures; PEFT skips the names a model lacks, and so do files here.
+            // PEFT writes init_lora_weights: false for adapters made without init; loading does not care.
+            EditConfig(dir, c =>
+            {
+                c["target_modules"] = new JsonArray("fc1", "query", "q_proj");
+                c["init_lora_weights"] = false;
+            });
+            using (var model = Seeded())
+            {
+                model.LoadAdapterWithTargets(dir, "x");
+                model.SetActiveAdapter("x");
+                using var actual = model.call(x);
+                Assert.True(actual.allclose(expected, rtol: 1e-5, atol: 1e-6));
+            }
+            using (var model = Seeded())
+            {
+                AdapterFiles.Load(model, dir, "x");   // the plain loader creates the adapter the same way
+                model.SetActiveAdapter("x");
+                using var actual = model.call(x);
+                Assert.True(actual.allclose(expected, rtol: 1e-5, atol: 1e-6));
+            }
+
+            // Written in code, the same list is an error (PEFT's issue #1959 is a misspelling that hides this way).
+            using (var model = Seeded())
+            {
+                var ex = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(new PeftTargets(TargetModules.Names("fc1", "query")) { AdapterName = "y" }));
+                Assert.Contains("'query' matches no module", ex.Message);
+            }
+
+            // A file list none of whose names exist still fails, naming them.
+            EditConfig(dir, c => c["target_modules"] = new JsonArray("query", "key"));
+            using (var model = Seeded())
+            {
+                var ex = Assert.Throws<AdapterFormatException>(() => AdapterFiles.Load(model, dir, "x"));
+                Assert.Contains("'query' matches no module", ex.Message);
+                Assert.Contains("'key' matches no module", ex.Message);
+            }
+            expected.Dispose();
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void AnExactFullNameIsNotFilteredByLayersToTransform()
+    {
+        using var model = new TargetRoot();
+        var targets = new PeftTargets(TargetModules.Names("block.heads.0", "fc1")) { AdapterName = "x", LayersToTransform = new[] { 7 } };
+        // "block.heads.0" is not targetable (inside a ModuleList), so resolve reports it: it was selected despite the filter.
+        var ex = Assert.Throws<PeftConfigurationException>(() => model.ResolveTargets(targets));
+        Assert.Contains("'block.heads.0' is a linear layer but cannot be targeted", ex.Message);
+        Assert.DoesNotContain("'block.fc1'", ex.Message);
+    }
+
+    // Same base weights in every instance: the adapter is all that differs.
+    private static TargetRoot Seeded()
+    {
+        manual_seed(17);
+        return new TargetRoot();
+    }
+
+    private static void EditConfig(string dir, Action<JsonObject> edit)
+    {
+        string path = Path.Combine(dir, AdapterFiles.ConfigFileName);
+        var json = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        edit(json);
+        File.WriteAllText(path, json.ToJsonString());
     }
 }

@@ -50,3 +50,15 @@ internal sealed partial class AttributedBlock : Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => frozenProj.call(proj.call(x));
 }
+
+/// <summary>A generated root whose [Freeze] encoder and [Trainable] head are whole modules with linear layers inside.</summary>
+internal sealed partial class FreezeAndTrainRoot : Module<Tensor, Tensor>
+{
+    [Freeze] private Module<Tensor, Tensor> encoder = new TargetBlock();
+    [Trainable] private Module<Tensor, Tensor> head = new TargetBlock();
+    [LoRA(rank: 2)] private Module<Tensor, Tensor> proj = Linear(8, 8);
+
+    public FreezeAndTrainRoot() : base(nameof(FreezeAndTrainRoot)) => InitializePeft();
+
+    public override Tensor forward(Tensor x) => head.call(proj.call(encoder.call(x)));
+}
