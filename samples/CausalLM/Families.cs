@@ -38,8 +38,8 @@ internal abstract class CausalLm : IDisposable
         return type switch
         {
             "gpt2" => "gpt2",
-            null or "llama" or "mistral" => "llama",
-            _ => throw new NotSupportedException($"{directory}/config.json has model_type \"{type}\"; this sample adapts gpt2 and llama (or mistral) checkpoints."),
+            null or "llama" or "mistral" or "qwen2" => "llama",
+            _ => throw new NotSupportedException($"{directory}/config.json has model_type \"{type}\"; this sample adapts gpt2 and llama-layout (llama, mistral, qwen2) checkpoints."),
         };
     }
 

@@ -15,7 +15,7 @@ using static TorchSharp.torch;
 // config.json's model_type, or a tiny random one made here) to State of the Union addresses, then show perplexity and a greedy continuation before/after, save the
 // adapter in PEFT's layout and check that base + adapter reloaded into a fresh model give the same logits bit for bit.
 
-var checkpoint = new Option<string?>("--checkpoint") { Description = "A Hugging Face directory (config.json + safetensors, sharded or not) whose model_type is llama, mistral or gpt2. Without it a tiny random checkpoint is created under --output." };
+var checkpoint = new Option<string?>("--checkpoint") { Description = "A Hugging Face directory (config.json + safetensors, sharded or not) whose model_type is llama, mistral, qwen2 or gpt2. Without it a tiny random checkpoint is created under --output." };
 var family = new Option<string?>("--family") { Description = "gpt2 or llama: the family of the tiny random checkpoint (default llama). With --checkpoint, config.json's model_type decides." };
 var tokenizerName = new Option<string>("--tokenizer") { Description = "gpt2 (GPT-2 BPE, 50257 ids), bytes (UTF-8 bytes, 256 ids), or a tokenizer folder (tokenizer.model, vocab.json + merges.txt, *.tiktoken or vocab.txt).", DefaultValueFactory = _ => "gpt2" };
 var steps = new Option<int>("--steps") { Description = "LoRA training steps.", DefaultValueFactory = _ => 120 };

@@ -5,7 +5,8 @@ using static TorchSharp.torch.nn;
 namespace Peft.Models.Llama;
 
 /// <summary>
-/// Llama self-attention (<c>self_attn</c>): <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>, <c>o_proj</c> without bias,
+/// Llama self-attention (<c>self_attn</c>): <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>, <c>o_proj</c> (biases as the config says:
+/// none for Llama and Mistral, on q/k/v for Qwen2),
 /// rotary embeddings on queries and keys, grouped-query attention (each key/value head serves
 /// <c>heads / kvHeads</c> consecutive query heads, as transformers' <c>repeat_kv</c>) through TorchSharp's fused
 /// <c>scaled_dot_product_attention</c>, causal. LoRA (rank 8, alpha 16, adapter <c>"default"</c>) sits on
@@ -35,10 +36,10 @@ public sealed partial class LlamaAttention : nn.Module
         _kvHeads = config.KeyValueHeads;
         _headDim = config.HeadDim;
         _layer = layer;
-        q_proj = Linear(config.HiddenSize, _heads * _headDim, hasBias: false);
-        k_proj = Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: false);
-        v_proj = Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: false);
-        o_proj = Linear(_heads * _headDim, config.HiddenSize, hasBias: false);
+        q_proj = Linear(config.HiddenSize, _heads * _headDim, hasBias: config.QkvBias);
+        k_proj = Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: config.QkvBias);
+        v_proj = Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: config.QkvBias);
+        o_proj = Linear(_heads * _headDim, config.HiddenSize, hasBias: config.OutputBias);
         InitializePeft();
     }
 

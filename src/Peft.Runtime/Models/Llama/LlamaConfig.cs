@@ -4,7 +4,9 @@ namespace Peft.Models.Llama;
 
 /// <summary>
 /// The sizes of a LLaMA-style decoder, read from a Hugging Face <c>config.json</c> (Llama, Mistral and Qwen2 use
-/// these fields). Defaults follow transformers' <c>LlamaConfig</c> where a field is optional.
+/// these fields). Defaults follow transformers' <c>LlamaConfig</c> where a field is optional. Qwen2 differs only by
+/// biases on q/k/v (<see cref="QkvBias"/>); settings this port does not model (<c>rope_scaling</c>, a sliding window,
+/// an activation other than SiLU) are refused rather than ignored.
 /// </summary>
 public sealed record LlamaConfig
 {
@@ -41,6 +43,15 @@ public sealed record LlamaConfig
     /// <summary><c>tie_word_embeddings</c>: the output head reuses the input embedding (no <c>lm_head</c> module).</summary>
     public bool TieWordEmbeddings { get; init; }
 
+    /// <summary>Biases on <c>q_proj</c>, <c>k_proj</c>, <c>v_proj</c>: Qwen2 (always), Llama's <c>attention_bias</c>.</summary>
+    public bool QkvBias { get; init; }
+
+    /// <summary>A bias on <c>o_proj</c>: Llama's <c>attention_bias</c> (Qwen2 has none).</summary>
+    public bool OutputBias { get; init; }
+
+    /// <summary>Biases on <c>gate_proj</c>, <c>up_proj</c>, <c>down_proj</c>: Llama's <c>mlp_bias</c>.</summary>
+    public bool MlpBias { get; init; }
+
     /// <summary>The key/value head count actually used.</summary>
     public int KeyValueHeads => NumKeyValueHeads ?? NumAttentionHeads;
 
@@ -57,6 +68,15 @@ public sealed record LlamaConfig
             value ?? throw new ArgumentException($"config.json has no \"{key}\", which a Llama-style model needs.", nameof(config));
 
         int? headDim = config.Json["head_dim"] is { } node ? node.GetValue<int>() : null;
+        bool Flag(string key) => config.Json[key] is { } value && value.GetValue<bool>();
+        if (config.Json["rope_scaling"] is { } scaling)
+            throw new ArgumentException($"config.json sets \"rope_scaling\": {scaling.ToJsonString()}; scaled rotary embeddings (e.g. Llama 3.1's \"llama3\" type) are not modelled, so the outputs would be wrong.", nameof(config));
+        if (Flag("use_sliding_window"))
+            throw new ArgumentException("config.json sets \"use_sliding_window\": true; sliding-window attention is not modelled.", nameof(config));
+        if (config.Json["hidden_act"] is { } act && act.GetValue<string>() != "silu")
+            throw new ArgumentException($"config.json sets \"hidden_act\": \"{act.GetValue<string>()}\"; this Llama-style port computes SwiGLU with SiLU only.", nameof(config));
+        bool qwen2 = config.ModelType == "qwen2";
+        bool attentionBias = Flag("attention_bias");
         var result = new LlamaConfig
         {
             VocabSize = Required(config.VocabSize, "vocab_size"),
@@ -71,6 +91,10 @@ public sealed record LlamaConfig
             MaxPositionEmbeddings = config.MaxPositionEmbeddings ?? 2048,
             // transformers' LlamaConfig defaults tie_word_embeddings to false.
             TieWordEmbeddings = config.TieWordEmbeddings ?? false,
+            // Qwen2's attention always has q/k/v biases and no o_proj bias; Llama's attention_bias puts one on all four.
+            QkvBias = qwen2 || attentionBias,
+            OutputBias = !qwen2 && attentionBias,
+            MlpBias = Flag("mlp_bias"),
         };
         result.Validate();
         return result;
@@ -79,9 +103,11 @@ public sealed record LlamaConfig
     /// <summary>Writes this configuration as a transformers <c>LlamaConfig</c> config.json.</summary>
     public HfConfig ToHf()
     {
+        // Biases on q/k/v only are Qwen2's layout; anything else is written as a transformers LlamaConfig.
+        bool qwen2 = QkvBias && !OutputBias && !MlpBias;
         var config = new HfConfig
         {
-            ModelType = "llama",
+            ModelType = qwen2 ? "qwen2" : "llama",
             VocabSize = VocabSize,
             HiddenSize = HiddenSize,
             IntermediateSize = IntermediateSize,
@@ -94,8 +120,15 @@ public sealed record LlamaConfig
             TieWordEmbeddings = TieWordEmbeddings,
             TorchDType = "float32",
         };
-        config.Json["architectures"] = new System.Text.Json.Nodes.JsonArray("LlamaForCausalLM");
+        config.Json["architectures"] = new System.Text.Json.Nodes.JsonArray(qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM");
         config.Json["hidden_act"] = "silu";
+        if (!qwen2)
+        {
+            config.Json["attention_bias"] = QkvBias;
+            config.Json["mlp_bias"] = MlpBias;
+        }
+        if (!qwen2 && QkvBias != OutputBias)
+            throw new InvalidOperationException("A Llama config.json has one attention_bias for q/k/v/o; q/k/v biases without an o_proj bias are Qwen2's layout, which has no mlp bias.");
         if (HeadDimension is int headDim) config.Json["head_dim"] = headDim;
         return config;
     }

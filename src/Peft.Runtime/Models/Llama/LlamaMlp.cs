@@ -5,7 +5,7 @@ using static TorchSharp.torch.nn;
 namespace Peft.Models.Llama;
 
 /// <summary>
-/// Llama's SwiGLU feed-forward (<c>mlp</c>): <c>down_proj(silu(gate_proj(x)) * up_proj(x))</c>, no bias.
+/// Llama's SwiGLU feed-forward (<c>mlp</c>): <c>down_proj(silu(gate_proj(x)) * up_proj(x))</c>, biases only with <c>mlp_bias</c>.
 /// <see cref="AdaptableAttribute"/>: <c>gate_proj</c>, <c>up_proj</c> and <c>down_proj</c> can be adapted by
 /// configuration (<see cref="PeftTargeting.ApplyTargets"/>, docs/targets.md).
 /// </summary>
@@ -21,9 +21,9 @@ public sealed partial class LlamaMlp : Module<Tensor, Tensor>
     public LlamaMlp(LlamaConfig config) : base(nameof(LlamaMlp))
     {
         ArgumentNullException.ThrowIfNull(config);
-        gate_proj = Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
-        up_proj = Linear(config.HiddenSize, config.IntermediateSize, hasBias: false);
-        down_proj = Linear(config.IntermediateSize, config.HiddenSize, hasBias: false);
+        gate_proj = Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
+        up_proj = Linear(config.HiddenSize, config.IntermediateSize, hasBias: config.MlpBias);
+        down_proj = Linear(config.IntermediateSize, config.HiddenSize, hasBias: config.MlpBias);
         InitializePeft();
     }
 
