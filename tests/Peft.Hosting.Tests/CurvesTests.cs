@@ -117,7 +117,30 @@ public sealed class CurvesTests : IDisposable
         var history = History(_output);
         Assert.Equal(uninterrupted, history); // steps 1..12 once each; resume is bitwise deterministic on CPU
         Assert.Equal(12, PolylinePoints(XDocument.Load(Path.Combine(_output, "loss.svg")), "loss"));
-        Assert.Equal(2, Directory.GetFiles(Path.Combine(_output, "tensorboard"), "events.out.tfevents.*").Length);
+        var files = Directory.GetFiles(Path.Combine(_output, "tensorboard"), "events.out.tfevents.*");
+        Assert.Equal(2, files.Length);
+        // TensorBoard: the first run's events after step 5 were dropped, so across both files every step appears once.
+        var lossSteps = files.SelectMany(f => TensorBoardEvents.Read(f).Scalars).Where(e => e.Tag == "train/loss").Select(e => e.Step).OrderBy(s => s).ToList();
+        Assert.Equal(Enumerable.Range(1, 12).Select(i => (long)i), lossSteps);
+    }
+
+    [Fact]
+    public void A_record_cut_short_by_a_kill_is_dropped_with_the_events_after_the_checkpoint()
+    {
+        string dir = Path.Combine(_output, "tb");
+        Directory.CreateDirectory(dir);
+        var writer = TorchSharp.torch.utils.tensorboard.SummaryWriter(dir);   // writes each event through to the file
+        for (int step = 1; step <= 6; step++) writer.add_scalar("train/loss", step / 10f, step);
+        string file = Directory.GetFiles(dir, "events.out.tfevents.*").Single();
+        byte[] bytes = File.ReadAllBytes(file);
+        File.WriteAllBytes(file, bytes.AsSpan(0, bytes.Length - 7).ToArray());   // the last record loses its tail
+
+        int dropped = Peft.Hosting.TensorBoardPurge.Purge(dir, lastKeptStep: 3);
+
+        Assert.Equal(2, dropped);   // steps 4 and 5; step 6's cut record goes with the truncation
+        var (versions, scalars) = TensorBoardEvents.Read(file);   // checks both CRCs of every record left
+        Assert.Single(versions);
+        Assert.Equal(new long[] { 1, 2, 3 }, scalars.Select(e => e.Step));
     }
 
     [Fact]

@@ -9,8 +9,9 @@ namespace Peft.Hosting;
 /// Records the curves of a run: TensorBoard scalars (<c>train/loss</c>, <c>train/learning_rate</c>,
 /// <c>train/grad_norm</c>) in <c>tensorboard/</c> through TorchSharp's SummaryWriter, and every step in
 /// <c>loss.csv</c> (step, loss, learning rate, gradient norm), from which <see cref="LossPlot"/> draws
-/// <c>loss.svg</c> when the run ends. On resume the CSV is cut back to the checkpoint's step so the plot shows the
-/// path the weights actually took.
+/// <c>loss.svg</c> when the run ends. On resume the CSV and the existing TensorBoard event files are cut back to the
+/// checkpoint's step (<see cref="TensorBoardPurge"/>), so the plot and TensorBoard show each step once, on the path the
+/// weights actually took.
 /// </summary>
 internal sealed class TrainingCurves : IDisposable
 {
@@ -39,7 +40,10 @@ internal sealed class TrainingCurves : IDisposable
         _history = new StreamWriter(new FileStream(_historyPath, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
         if (tensorBoard)
         {
-            _tensorBoard = torch.utils.tensorboard.SummaryWriter(Path.Combine(outputDirectory, TensorBoardDirectoryName));
+            string events = Path.Combine(outputDirectory, TensorBoardDirectoryName);
+            // The steps after the checkpoint are about to be trained again: drop their old events so each step shows once.
+            if (resumedStep is { } from) TensorBoardPurge.Purge(events, from);
+            _tensorBoard = torch.utils.tensorboard.SummaryWriter(events);
         }
     }
 
