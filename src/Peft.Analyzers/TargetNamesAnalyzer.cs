@@ -1,3 +1,4 @@
+using Peft.Targeting;
 using System;
 using System.Collections.Generic;
 using System.Collections.Immutable;
@@ -262,40 +263,8 @@ public sealed class TargetNamesAnalyzer : DiagnosticAnalyzer
         public string Suggest(string entry)
         {
             string last = entry.Substring(entry.LastIndexOf('.') + 1);
-            int limit = Math.Max(2, last.Length / 3);
-            var scored = _names
-                .Where(n => n != "*")
-                .Select(n => (Name: n, Distance: EditDistance(last, n)))
-                .Where(c => c.Distance <= limit)
-                .ToList();
-            int closest = scored.Count == 0 ? 0 : scored.Min(c => c.Distance);
-            var best = scored
-                .Where(c => c.Distance == closest)
-                .OrderBy(c => c.Name, StringComparer.Ordinal)
-                .Take(3)
-                .Select(c => "'" + c.Name + "'")
-                .ToList();
-            return best.Count == 0 ? string.Empty : " Did you mean " + string.Join(" or ", best) + "?";
+            return NameSuggestions.DidYouMean(last, _names.Where(n => n != "*"));
         }
 
-        private static int EditDistance(string a, string b)
-        {
-            var previous = new int[b.Length + 1];
-            var current = new int[b.Length + 1];
-            for (int j = 0; j <= b.Length; j++) previous[j] = j;
-            for (int i = 1; i <= a.Length; i++)
-            {
-                current[0] = i;
-                for (int j = 1; j <= b.Length; j++)
-                {
-                    int cost = a[i - 1] == b[j - 1] ? 0 : 1;
-                    current[j] = Math.Min(Math.Min(current[j - 1] + 1, previous[j] + 1), previous[j - 1] + cost);
-                }
-                var swap = previous;
-                previous = current;
-                current = swap;
-            }
-            return previous[b.Length];
-        }
     }
 }

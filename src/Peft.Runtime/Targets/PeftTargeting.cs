@@ -1,3 +1,4 @@
+using Peft.Targeting;
 using System.ComponentModel;
 using System.Text;
 using Peft.Serialization;
@@ -428,37 +429,6 @@ public static class PeftTargeting
             var parts = node.Path.Split('.');
             if (parts.Length > dots) candidates.Add(string.Join(".", parts.Skip(parts.Length - dots - 1)));
         }
-        int limit = Math.Max(2, entry.Length / 3);
-        var scored = candidates
-            .Select(c => (Name: c, Distance: EditDistance(entry, c)))
-            .Where(c => c.Distance <= limit)
-            .ToList();
-        int closest = scored.Count == 0 ? 0 : scored.Min(c => c.Distance);
-        var best = scored
-            .Where(c => c.Distance == closest)
-            .OrderBy(c => c.Name, StringComparer.Ordinal)
-            .Take(3)
-            .Select(c => $"'{c.Name}'")
-            .ToList();
-        return best.Count == 0 ? string.Empty : " Did you mean " + string.Join(" or ", best) + "?";
-    }
-
-    /// <summary>Levenshtein distance (insertions, deletions, substitutions each cost 1).</summary>
-    internal static int EditDistance(string a, string b)
-    {
-        var previous = new int[b.Length + 1];
-        var current = new int[b.Length + 1];
-        for (int j = 0; j <= b.Length; j++) previous[j] = j;
-        for (int i = 1; i <= a.Length; i++)
-        {
-            current[0] = i;
-            for (int j = 1; j <= b.Length; j++)
-            {
-                int cost = a[i - 1] == b[j - 1] ? 0 : 1;
-                current[j] = Math.Min(Math.Min(current[j - 1] + 1, previous[j] + 1), previous[j - 1] + cost);
-            }
-            (previous, current) = (current, previous);
-        }
-        return previous[b.Length];
+        return NameSuggestions.DidYouMean(entry, candidates);
     }
 }

@@ -117,10 +117,10 @@ public sealed class TargetModulesTests
     [Fact]
     public void EditDistanceIsLevenshtein()
     {
-        Assert.Equal(0, PeftTargeting.EditDistance("q_proj", "q_proj"));
-        Assert.Equal(1, PeftTargeting.EditDistance("q_prj", "q_proj"));
-        Assert.Equal(2, PeftTargeting.EditDistance("qproj", "q_prog"));
-        Assert.Equal(6, PeftTargeting.EditDistance("", "q_proj"));
+        Assert.Equal(0, Peft.Targeting.NameSuggestions.EditDistance("q_proj", "q_proj"));
+        Assert.Equal(1, Peft.Targeting.NameSuggestions.EditDistance("q_prj", "q_proj"));
+        Assert.Equal(2, Peft.Targeting.NameSuggestions.EditDistance("qproj", "q_prog"));
+        Assert.Equal(6, Peft.Targeting.NameSuggestions.EditDistance("", "q_proj"));
     }
 
     private static AdapterConfig Config(string json) => AdapterConfig.FromJson((JsonObject)JsonNode.Parse(json)!, "test.json");
