@@ -115,7 +115,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 {
     using var layer = new KroneckerLayer();
     RandomizeAdapters(layer);
-    var adapter = layer.Projection.Adapters.Single();
+    var adapter = (KroneckerAdapter)layer.Projection.Adapters.Single();
     using var x = randn(8 * 128, LoRAStack.Hidden);
     using var y0 = zeros(8 * 128, LoRAStack.Hidden);
 

@@ -18,14 +18,6 @@ internal sealed record SavedModule(string ModulePath, IReadOnlyDictionary<string
 /// <summary>An adapter directory (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>) read without a model.</summary>
 internal static class AdapterDirectory
 {
-    /// <summary>The tensor names PEFT writes per adapted linear layer, for the methods this tool understands.</summary>
-    internal static readonly string[] LoRATensorNames = { "lora_A.weight", "lora_B.weight" };
-
-    internal static readonly string[] LoKrTensorNames = { "lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b" };
-
-    /// <summary>The <c>peft_type</c> values this tool reads.</summary>
-    internal static readonly string[] SupportedPeftTypes = { "LORA", "LOKR", "PROMPT_TUNING" };
-
     /// <summary>Whether <paramref name="directory"/> holds an adapter config.</summary>
     public static bool IsAdapter(string directory) => File.Exists(Path.Combine(directory, AdapterFiles.ConfigFileName));
 
@@ -68,17 +60,19 @@ internal static class AdapterDirectory
         return directory;
     }
 
-    /// <summary>Reads the config and checks that its <c>peft_type</c> is one this tool understands.</summary>
-    public static AdapterConfig ReadConfig(string directory)
+    /// <summary>Reads the config and finds the registered method that reads it (<see cref="PeftMethods.ForConfig"/>).</summary>
+    public static (AdapterConfig Config, PeftMethod Method) ReadConfig(string directory)
     {
         string path = Path.Combine(directory, AdapterFiles.ConfigFileName);
         var config = AdapterConfig.Read(path);
-        if (!SupportedPeftTypes.Contains(config.PeftType, StringComparer.Ordinal))
+        try
         {
-            throw CliException.Failure($"{path}: peft_type \"{config.PeftType}\" is not supported (supported: {string.Join(", ", SupportedPeftTypes)}).");
+            return (config, PeftMethods.ForConfig(config));
         }
-
-        return config;
+        catch (AdapterFormatException ex)
+        {
+            throw CliException.Failure(ex.Message);
+        }
     }
 
     /// <summary>The path of the weights file; fails when it is missing.</summary>
@@ -97,20 +91,20 @@ internal static class AdapterDirectory
     /// The prefix of <c>modules_to_save</c> keys: PEFT's path of the base model inside its PeftModel
     /// (<c>base_model.model.</c>, or <c>base_model.</c> for prompt learning, whose PeftModel holds the base model directly).
     /// </summary>
-    public static string SavedModulePrefix(string peftType) => peftType == "PROMPT_TUNING" ? "base_model." : AdapterFiles.KeyPrefix;
+    public static string SavedModulePrefix(PeftMethod method) => method.IsPromptLearning ? "base_model." : AdapterFiles.KeyPrefix;
 
     /// <summary>
     /// The <c>modules_to_save</c> tensors of the file, grouped by module: a key <c>{prefix}{module}.{tensor}</c> belongs
     /// to the outermost module whose PeftModel name (<c>{prefix}{module}</c>) ends with one of the config's
     /// <c>modules_to_save</c> names (PEFT's plain suffix match). LoRA/LoKr tensor keys are never taken as module tensors.
     /// </summary>
-    public static List<SavedModule> SavedModules(SafetensorsReader reader, AdapterConfig config)
+    public static List<SavedModule> SavedModules(SafetensorsReader reader, AdapterConfig config, PeftMethod method)
     {
         var modules = new Dictionary<string, Dictionary<string, string>>(StringComparer.Ordinal);
         var order = new List<string>();
         foreach (var info in reader.Tensors)
         {
-            if (SplitSaved(info.Name, config) is not var (module, tensor)) continue;
+            if (SplitSaved(info.Name, config, method) is not var (module, tensor)) continue;
             if (!modules.TryGetValue(module, out var tensors))
             {
                 tensors = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -124,10 +118,10 @@ internal static class AdapterDirectory
         return order.Select(m => new SavedModule(m, modules[m])).ToList();
     }
 
-    private static (string Module, string Tensor)? SplitSaved(string key, AdapterConfig config)
+    private static (string Module, string Tensor)? SplitSaved(string key, AdapterConfig config, PeftMethod method)
     {
-        string prefix = SavedModulePrefix(config.PeftType);
-        if (config.ModulesToSave.Count == 0 || !key.StartsWith(prefix, StringComparison.Ordinal) || IsAdapterTensor(key, config.PeftType)) return null;
+        string prefix = SavedModulePrefix(method);
+        if (config.ModulesToSave.Count == 0 || !key.StartsWith(prefix, StringComparison.Ordinal) || IsAdapterTensor(key, method)) return null;
         string rest = key[prefix.Length..];
         for (int dot = rest.IndexOf('.'); dot > 0; dot = rest.IndexOf('.', dot + 1))
         {
@@ -138,34 +132,31 @@ internal static class AdapterDirectory
         return null;
     }
 
-    private static bool IsAdapterTensor(string key, string peftType) => peftType switch
-    {
-        "LORA" => LoRATensorNames.Any(n => key.EndsWith("." + n, StringComparison.Ordinal)),
-        "LOKR" => LoKrTensorNames.Any(n => key.EndsWith("." + n, StringComparison.Ordinal)),
-        _ => key == "prompt_embeddings",
-    };
+    private static bool IsAdapterTensor(string key, PeftMethod method)
+        => method.IsPromptLearning ? method.TensorNames.Contains(key, StringComparer.Ordinal) : method.TensorNames.Any(n => key.EndsWith("." + n, StringComparison.Ordinal));
 
     /// <summary>
-    /// Groups the tensor keys of a LoRA or LoKr adapter file by module path. Every key must be
-    /// <c>base_model.model.{module}.{tensor}</c> with a tensor name of the config's method, or a tensor of a
-    /// <c>modules_to_save</c> module (see <see cref="SavedModules"/>, not returned here).
+    /// Groups the tensor keys of an adapter file with target modules by module path: every key must be
+    /// <c>base_model.model.{module}.{tensor}</c> with one of the method's tensor names (<see cref="PeftMethod.TensorNames"/>;
+    /// the longest that fits), or a tensor of a <c>modules_to_save</c> module (see <see cref="SavedModules"/>, not returned
+    /// here). Whether a module has exactly the tensors its adapter needs is checked when the adapter is built from them.
     /// </summary>
-    public static List<AdaptedModule> Modules(SafetensorsReader reader, AdapterConfig config)
+    public static List<AdaptedModule> Modules(SafetensorsReader reader, AdapterConfig config, PeftMethod method)
     {
-        string peftType = config.PeftType;
-        string[] names = peftType == "LOKR" ? LoKrTensorNames : LoRATensorNames;
+        if (method.IsPromptLearning) return new List<AdaptedModule>();
+        var names = method.TensorNames.OrderByDescending(n => n.Length).ToList();
         var modules = new Dictionary<string, Dictionary<string, string>>(StringComparer.Ordinal);
         var order = new List<string>();
         foreach (var info in reader.Tensors)
         {
             string key = info.Name;
-            if (SplitSaved(key, config) is not null) continue;
+            if (SplitSaved(key, config, method) is not null) continue;
             string? tensorName = key.StartsWith(AdapterFiles.KeyPrefix, StringComparison.Ordinal)
                 ? names.FirstOrDefault(n => key.EndsWith("." + n, StringComparison.Ordinal) && key.Length > AdapterFiles.KeyPrefix.Length + n.Length + 1)
                 : null;
             if (tensorName is null)
             {
-                throw CliException.Failure($"{reader.Path}: tensor '{key}' is not a {peftType} adapter tensor (expected {AdapterFiles.KeyPrefix}<module>.{{{string.Join("|", names)}}})"
+                throw CliException.Failure($"{reader.Path}: tensor '{key}' is not a {method.Name} adapter tensor (expected {AdapterFiles.KeyPrefix}<module>.{{{string.Join("|", method.TensorNames)}}})"
                     + (config.ModulesToSave.Count > 0 ? $" nor a tensor of the modules_to_save modules ({string.Join(", ", config.ModulesToSave)})." : " and the config lists no modules_to_save."));
             }
 
@@ -180,30 +171,6 @@ internal static class AdapterDirectory
             tensors[tensorName] = key;
         }
 
-        var result = order.Select(m => new AdaptedModule(m, modules[m])).ToList();
-        foreach (var module in result)
-        {
-            CheckComplete(reader.Path, peftType, module);
-        }
-
-        return result;
-    }
-
-    private static void CheckComplete(string path, string peftType, AdaptedModule module)
-    {
-        var t = module.Tensors;
-        string? problem = peftType switch
-        {
-            "LOKR" when t.ContainsKey("lokr_w1") == (t.ContainsKey("lokr_w1_a") || t.ContainsKey("lokr_w1_b")) => "needs lokr_w1 or lokr_w1_a + lokr_w1_b",
-            "LOKR" when t.ContainsKey("lokr_w1_a") != t.ContainsKey("lokr_w1_b") => "needs both lokr_w1_a and lokr_w1_b",
-            "LOKR" when t.ContainsKey("lokr_w2") == (t.ContainsKey("lokr_w2_a") || t.ContainsKey("lokr_w2_b")) => "needs lokr_w2 or lokr_w2_a + lokr_w2_b",
-            "LOKR" when t.ContainsKey("lokr_w2_a") != t.ContainsKey("lokr_w2_b") => "needs both lokr_w2_a and lokr_w2_b",
-            "LORA" when !t.ContainsKey("lora_A.weight") || !t.ContainsKey("lora_B.weight") => "needs both lora_A.weight and lora_B.weight",
-            _ => null,
-        };
-        if (problem is not null)
-        {
-            throw CliException.Failure($"{path}: module '{module.ModulePath}' {problem}; it has {string.Join(", ", t.Keys.OrderBy(k => k, StringComparer.Ordinal))}.");
-        }
+        return order.Select(m => new AdaptedModule(m, modules[m])).ToList();
     }
 }

@@ -5,11 +5,15 @@ using static TorchSharp.torch;
 namespace Peft.Cli;
 
 /// <summary>One module merged by <see cref="AdapterMerger"/>.</summary>
-/// <param name="WeightKey">The base tensor that was updated (<c>{module}.weight</c>).</param>
+/// <param name="WeightKey">The base tensor that was updated (<c>{module}.weight</c>; its bias too where the method changes it).</param>
 /// <param name="Shape">Its shape.</param>
 /// <param name="DType">Its dtype (kept).</param>
-/// <param name="Scaling">The scaling the update was multiplied by.</param>
-public sealed record MergedModule(string WeightKey, long[] Shape, SafetensorsDType DType, double Scaling);
+/// <param name="Settings">The adapter's settings as the method describes them (r, alpha, scaling, ...).</param>
+public sealed record MergedModule(string WeightKey, long[] Shape, SafetensorsDType DType, IReadOnlyList<(string Name, object? Value)> Settings)
+{
+    /// <summary>The scaling of a low-rank method's update, when it has one.</summary>
+    public double? Scaling => Settings.Where(s => s.Name == "scaling").Select(s => s.Value as double?).FirstOrDefault();
+}
 
 /// <summary>One base tensor replaced by <see cref="AdapterMerger"/> with a <c>modules_to_save</c> tensor of the adapter.</summary>
 /// <param name="Key">The base tensor that was replaced (<c>{module}.weight</c>, <c>{module}.bias</c>, ...).</param>
@@ -24,13 +28,14 @@ public sealed record ReplacedTensor(string Key, long[] Shape, SafetensorsDType D
 public sealed record MergeResult(IReadOnlyList<MergedModule> Merged, IReadOnlyList<ReplacedTensor> Replaced);
 
 /// <summary>
-/// Merges a PEFT LoRA or LoKr adapter into a base safetensors file without a model: for every adapted module path X,
-/// <c>X.weight += ΔW</c>, where <c>ΔW = s·B·A</c> (LoRA, <c>s = alpha/r</c> or <c>alpha/√r</c> with <c>use_rslora</c>,
-/// per-module r and alpha from <c>rank_pattern</c>/<c>alpha_pattern</c>) or <c>ΔW = (alpha/r)·kron(W1, W2)</c> (LoKr,
-/// each factor full or the product of its <c>_a</c>/<c>_b</c> pair). The modules the adapter saved whole (PEFT's
-/// <c>modules_to_save</c>, e.g. a classification head) replace the base's tensors of those modules, as PEFT's
-/// <c>merge_and_unload</c> puts the trained copy in place of the original. Every other tensor and the metadata are copied
-/// unchanged; dtypes are kept.
+/// Merges a PEFT adapter into a base safetensors file without a model, through the same per-method math a model's merge
+/// runs: for every adapted module path X, the method's adapter is built from the file's tensors
+/// (<see cref="StandaloneAdapter"/>, with the config's per-module settings such as <c>rank_pattern</c>) and merged into
+/// <c>X.weight</c> (and <c>X.bias</c> where the method changes it) with <see cref="IMergeableAdapter.MergeInto"/>: LoRA adds
+/// <c>s·B·A</c>, LoKr <c>(alpha/r)·kron(W1, W2)</c>, and so on. With <c>fan_in_fan_out</c> (Conv1D) the base weight is
+/// merged through its transpose. The modules the adapter saved whole (PEFT's <c>modules_to_save</c>, e.g. a classification
+/// head) replace the base's tensors of those modules, as PEFT's <c>merge_and_unload</c> puts the trained copy in place of the
+/// original. Every other tensor and the metadata are copied unchanged; dtypes are kept.
 /// </summary>
 public static class AdapterMerger
 {
@@ -43,12 +48,16 @@ public static class AdapterMerger
     /// tensor, the base has a tensor of a saved module that the adapter lacks, or a shape disagrees; nothing is written.</exception>
     public static MergeResult Merge(string basePath, string adapterDirectory, string outputPath)
     {
-        var config = AdapterDirectory.ReadConfig(adapterDirectory);
+        var (config, method) = AdapterDirectory.ReadConfig(adapterDirectory);
         string configPath = Path.Combine(adapterDirectory, AdapterFiles.ConfigFileName);
-        CheckMergeable(config, configPath);
+        if (method.IsPromptLearning)
+        {
+            throw CliException.Failure($"{configPath}: a prompt-learning adapter ({method.Name}) adds virtual tokens, not a weight update; there is nothing to merge into the base weights.");
+        }
+
         using var adapter = SafetensorsFile.Open(AdapterDirectory.WeightsPath(adapterDirectory));
-        var modules = AdapterDirectory.Modules(adapter, config);
-        var saved = AdapterDirectory.SavedModules(adapter, config);
+        var modules = AdapterDirectory.Modules(adapter, config, method);
+        var saved = AdapterDirectory.SavedModules(adapter, config, method);
         if (modules.Count == 0 && saved.Count == 0)
         {
             throw CliException.Failure($"{adapter.Path}: the adapter holds no tensors; nothing to merge.");
@@ -70,9 +79,9 @@ public static class AdapterMerger
             }
 
             var info = baseFile.GetInfo(weightKey);
-            if (info.Shape.Length != 2 || !IsFloat(info.DType))
+            if (!IsFloat(info.DType) || info.Shape.Length is < 1 or > 2)
             {
-                throw CliException.Failure($"{baseFile.Path}: '{weightKey}' is {info.DType} [{string.Join(", ", info.Shape)}]; an adapted linear weight must be a 2-d floating-point tensor.");
+                throw CliException.Failure($"{baseFile.Path}: '{weightKey}' is {info.DType} [{string.Join(", ", info.Shape)}]; an adapted layer's weight must be a 1-d (norm) or 2-d (linear) floating-point tensor.");
             }
 
             if (updated.ContainsKey(weightKey))
@@ -80,27 +89,54 @@ public static class AdapterMerger
                 throw CliException.Failure($"{adapter.Path}: module '{module.ModulePath}' appears twice.");
             }
 
-            var (delta, scaling) = config.PeftType == "LOKR"
-                ? LoKrDelta(adapter, module, config, configPath)
-                : LoRADelta(adapter, module, config, configPath);
-            // fan_in_fan_out (GPT-2's Conv1D): the base weight is stored [in, out], so the update is added transposed,
-            // as PEFT's merge does.
-            if (config.FanInFanOut && config.PeftType == "LORA") delta = delta.t();
-            if (!delta.shape.SequenceEqual(info.Shape))
-            {
-                throw CliException.Failure($"{adapter.Path}: the update of '{module.ModulePath}' has shape [{string.Join(", ", delta.shape)}] but the base tensor '{weightKey}' in {baseFile.Path} is [{string.Join(", ", info.Shape)}].");
-            }
-
+            string biasKey = weightKey[..^"weight".Length] + "bias";
             var weight = baseFile.ReadTensor(weightKey);
-            var compute = ComputeType(weight.dtype, delta.dtype);
-            var result = weight.to(compute).add_(delta.to(compute));
-            if (!torch.isfinite(result).all().item<bool>())
+            var bias = baseFile.Contains(biasKey) ? baseFile.ReadTensor(biasKey) : null;
+            var compute = ComputeType(weight.dtype);
+            var w = weight.to(compute);
+            var b = bias?.to(compute);
+            // fan_in_fan_out (GPT-2's Conv1D): the base weight is stored [in, out]; the method's math runs on its [out, in]
+            // transpose, a view, so the merge lands in the stored layout, as PEFT's merge does.
+            var view = config.FanInFanOut && w.Dimensions == 2 ? w.t() : w;
+            var kind = view.Dimensions == 2 ? PeftLayerKind.Linear : PeftLayerKind.Norm;
+            if ((method.LayerKinds & kind) == 0)
             {
-                throw CliException.Failure($"{adapter.Path}: merging '{module.ModulePath}' gives NaN or infinite values in '{weightKey}'; nothing was written.");
+                throw CliException.Failure($"{baseFile.Path}: '{weightKey}' is [{string.Join(", ", info.Shape)}], a {kind} layer's weight, but {method.Name} adapts {method.LayerKinds} layers.");
             }
 
-            updated[weightKey] = result.to(weight.dtype);
-            merged.Add(new MergedModule(weightKey, info.Shape, info.DType, scaling));
+            var layer = new PeftLayerInfo(kind, view.shape[^1], view.shape[0], b is not null, CPU, compute, module.ModulePath);
+            var moduleTensors = module.Tensors.ToDictionary(t => t.Key, t => ReadFloat(adapter, t.Value, compute), StringComparer.Ordinal);
+            PeftAdapter built;
+            try
+            {
+                built = StandaloneAdapter.FromTensors(method, config, module.ModulePath, layer, moduleTensors, adapter.Path);
+            }
+            catch (AdapterFormatException ex)
+            {
+                throw CliException.Failure($"{ex.Message} (base tensor '{weightKey}' in {baseFile.Path} is [{string.Join(", ", info.Shape)}])");
+            }
+
+            using (built)
+            {
+                if (built is not IMergeableAdapter mergeable)
+                {
+                    throw CliException.Failure($"{configPath}: {method.Name} adapters cannot be merged into the base weights.");
+                }
+
+                mergeable.MergeInto(new LayerParameters(view, b));
+                if (!torch.isfinite(w).all().item<bool>() || (b is not null && !torch.isfinite(b).all().item<bool>()))
+                {
+                    throw CliException.Failure($"{adapter.Path}: merging '{module.ModulePath}' gives NaN or infinite values in '{weightKey}'; nothing was written.");
+                }
+
+                updated[weightKey] = w.to(weight.dtype);
+                if (b is not null && bias is not null && !b.eq(bias.to(compute)).all().item<bool>())
+                {
+                    updated[biasKey] = b.to(bias.dtype);
+                }
+
+                merged.Add(new MergedModule(weightKey, info.Shape, info.DType, built.Config.Describe().ToList()));
+            }
         }
 
         var replaced = new List<ReplacedTensor>();
@@ -177,75 +213,7 @@ public static class AdapterMerger
         }
     }
 
-    private static void CheckMergeable(AdapterConfig config, string configPath)
-    {
-        string? problem = config.PeftType switch
-        {
-            "PROMPT_TUNING" => "a prompt-tuning adapter adds virtual tokens, not a weight update; there is nothing to merge into the base weights",
-            "LORA" when config.UseDora => "DoRA adapters (use_dora: true) are not supported",
-            "LORA" when config.Bias != "none" => $"bias \"{config.Bias}\" is not supported (only \"none\")",
-            "LORA" when config.LoraBias => "lora_bias: true is not supported",
-            _ => null,
-        };
-        if (problem is not null)
-        {
-            throw CliException.Failure($"{configPath}: {problem}.");
-        }
-    }
-
-    private static (Tensor Delta, double Scaling) LoRADelta(SafetensorsReader adapter, AdaptedModule module, AdapterConfig config, string configPath)
-    {
-        var a = ReadFloat(adapter, module.Tensors["lora_A.weight"]);
-        var b = ReadFloat(adapter, module.Tensors["lora_B.weight"]);
-        int r = config.RankFor(module.ModulePath);
-        if (a.Dimensions != 2 || b.Dimensions != 2 || a.shape[0] != r || b.shape[1] != r)
-        {
-            throw CliException.Failure($"{adapter.Path}: '{module.Tensors["lora_A.weight"]}' is [{string.Join(", ", a.shape)}] and '{module.Tensors["lora_B.weight"]}' is [{string.Join(", ", b.shape)}]; {configPath} gives r = {r} for '{module.ModulePath}' (expected A [r, in], B [out, r]).");
-        }
-
-        double alpha = config.AlphaFor(module.ModulePath);
-        double scaling = config.UseRsLora ? alpha / Math.Sqrt(r) : alpha / r;
-        var delta = b.matmul(a);
-        delta.mul_(scaling);
-        return (delta, scaling);
-    }
-
-    private static (Tensor Delta, double Scaling) LoKrDelta(SafetensorsReader adapter, AdaptedModule module, AdapterConfig config, string configPath)
-    {
-        var w1 = Factor(adapter, module, "lokr_w1");
-        var w2 = Factor(adapter, module, "lokr_w2");
-        int r = config.RankFor(module.ModulePath);
-        if (r <= 0)
-        {
-            throw CliException.Failure($"{configPath}: r must be positive for '{module.ModulePath}', found {r}.");
-        }
-
-        double scaling = config.AlphaFor(module.ModulePath) / r;
-        var delta = torch.kron(w1, w2);
-        delta.mul_(scaling);
-        return (delta, scaling);
-    }
-
-    private static Tensor Factor(SafetensorsReader adapter, AdaptedModule module, string name)
-    {
-        if (module.Tensors.TryGetValue(name, out var full))
-        {
-            var w = ReadFloat(adapter, full);
-            return w.Dimensions == 2 ? w : throw CliException.Failure($"{adapter.Path}: '{full}' is [{string.Join(", ", w.shape)}]; expected a 2-d factor.");
-        }
-
-        string aKey = module.Tensors[name + "_a"], bKey = module.Tensors[name + "_b"];
-        var a = ReadFloat(adapter, aKey);
-        var b = ReadFloat(adapter, bKey);
-        if (a.Dimensions != 2 || b.Dimensions != 2 || a.shape[1] != b.shape[0])
-        {
-            throw CliException.Failure($"{adapter.Path}: '{aKey}' [{string.Join(", ", a.shape)}] and '{bKey}' [{string.Join(", ", b.shape)}] cannot be multiplied.");
-        }
-
-        return a.matmul(b);
-    }
-
-    private static Tensor ReadFloat(SafetensorsReader reader, string key)
+    private static Tensor ReadFloat(SafetensorsReader reader, string key, ScalarType compute)
     {
         var info = reader.GetInfo(key);
         if (!IsFloat(info.DType))
@@ -259,12 +227,12 @@ public static class AdapterMerger
             throw CliException.Failure($"{reader.Path}: adapter tensor '{key}' holds NaN or infinite values.");
         }
 
-        // Half-precision factors are multiplied in float32 (as a merge on CPU would upcast anyway).
-        return t.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? t.to(ScalarType.Float32) : t;
+        // The update is computed in float32 (float64 for a float64 base), as a merge on CPU would upcast half precision anyway.
+        return t.to(compute);
     }
 
     private static bool IsFloat(SafetensorsDType dtype) => dtype is SafetensorsDType.F64 or SafetensorsDType.F32 or SafetensorsDType.F16 or SafetensorsDType.BF16;
 
-    private static ScalarType ComputeType(ScalarType weight, ScalarType delta) =>
-        weight == ScalarType.Float64 || delta == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+    private static ScalarType ComputeType(ScalarType weight) =>
+        weight == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
 }

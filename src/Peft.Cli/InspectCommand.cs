@@ -69,7 +69,7 @@ internal static class InspectCommand
 
     private static JsonObject Adapter(string directory)
     {
-        var config = AdapterDirectory.ReadConfig(directory);
+        var (config, method) = AdapterDirectory.ReadConfig(directory);
         string weights = AdapterDirectory.WeightsPath(directory);
         using var reader = SafetensorsFile.Open(weights);
         var report = new JsonObject
@@ -77,44 +77,54 @@ internal static class InspectCommand
             ["kind"] = "adapter",
             ["path"] = Path.GetFullPath(directory),
             ["peft_type"] = config.PeftType,
+            ["method"] = method.Name,
             ["base_model"] = config.BaseModelNameOrPath,
             ["task_type"] = config.TaskType,
         };
         report["modules_to_save"] = config.ModulesToSave.Count > 0 ? new JsonArray(config.ModulesToSave.Select(n => (JsonNode?)n).ToArray()) : null;
-        if (config.PeftType == "PROMPT_TUNING")
+
+        // The settings as the method reads them (the same code a model's load runs); a file whose settings the method
+        // refuses is still shown, with the reason.
+        if (Settings(config, method, null, out string? error) is { } settings)
         {
-            report["num_virtual_tokens"] = config.NumVirtualTokens;
-            report["token_dim"] = config.TokenDim;
+            foreach (var (name, value) in settings) report[name] = value;
+        }
+        else
+        {
+            report["settings_error"] = error;
+        }
+
+        if (method.IsPromptLearning)
+        {
+            report["token_dim"] = config.Raw["token_dim"]?.DeepClone();
         }
         else
         {
             report["target_modules"] = config.TargetModulesRegex is { } regex ? JsonValue.Create(regex) : new JsonArray(config.TargetModules.Select(t => (JsonNode?)t).ToArray());
-            report["r"] = config.R;
-            report["alpha"] = config.Alpha;
-            if (config.PeftType == "LORA") report["use_rslora"] = config.UseRsLora;
             report["rank_pattern"] = new JsonObject(config.RankPattern.Select(p => new KeyValuePair<string, JsonNode?>(p.Key, p.Value)));
-            report["alpha_pattern"] = new JsonObject(config.AlphaPattern.Select(p => new KeyValuePair<string, JsonNode?>(p.Key, p.Value)));
+            report["alpha_pattern"] = new JsonObject(config.AlphaPattern.Select(p => new KeyValuePair<string, JsonNode?>(p.Key, JsonNumber(p.Value))));
             var modules = new JsonArray();
-            foreach (var module in AdapterDirectory.Modules(reader, config))
+            foreach (var module in AdapterDirectory.Modules(reader, config, method))
             {
-                int r = config.RankFor(module.ModulePath);
-                double alpha = config.AlphaFor(module.ModulePath);
-                double scaling = config.PeftType == "LORA" && config.UseRsLora ? alpha / Math.Sqrt(r) : alpha / r;
-                modules.Add(new JsonObject
+                var entry = new JsonObject { ["module"] = module.ModulePath };
+                if (Settings(config, method, module.ModulePath, out string? moduleError) is { } moduleSettings)
                 {
-                    ["module"] = module.ModulePath,
-                    ["r"] = r,
-                    ["alpha"] = alpha,
-                    ["scaling"] = scaling,
-                    ["tensors"] = new JsonArray(module.Tensors.Keys.Order(StringComparer.Ordinal).Select(k => (JsonNode?)k).ToArray()),
-                });
+                    foreach (var (name, value) in moduleSettings) entry[name] = value;
+                }
+                else
+                {
+                    entry["settings_error"] = moduleError;
+                }
+
+                entry["tensors"] = new JsonArray(module.Tensors.Keys.Order(StringComparer.Ordinal).Select(k => (JsonNode?)k).ToArray());
+                modules.Add(entry);
             }
 
             report["modules"] = modules;
         }
 
         var savedModules = new JsonArray();
-        foreach (var module in AdapterDirectory.SavedModules(reader, config))
+        foreach (var module in AdapterDirectory.SavedModules(reader, config, method))
         {
             savedModules.Add(new JsonObject
             {
@@ -129,6 +139,38 @@ internal static class InspectCommand
         AddTensors(report, reader.Tensors, "trainable_parameters");
         return report;
     }
+
+    /// <summary>The options the method reads for a module (or the adapter), as JSON values; null with the reason when the
+    /// method refuses them.</summary>
+    private static List<(string Name, JsonNode? Value)>? Settings(AdapterConfig config, PeftMethod method, string? modulePath, out string? error)
+    {
+        try
+        {
+            error = null;
+            return method.ReadOptions(config, modulePath).Describe().Select(d => (d.Name, ToJson(d.Value))).ToList();
+        }
+        catch (AdapterFormatException ex)
+        {
+            error = ex.Message;
+            return null;
+        }
+    }
+
+    /// <summary>A setting as JSON; a number JSON cannot hold (NaN, infinity) becomes its text, so a report never fails.</summary>
+    private static JsonNode? ToJson(object? value) => value switch
+    {
+        null => null,
+        double d => JsonNumber(d),
+        float f => JsonNumber(f),
+        int i => i,
+        long l => l,
+        bool b => b,
+        string text => text,
+        _ => value.ToString(),
+    };
+
+    private static JsonNode JsonNumber(double value)
+        => double.IsFinite(value) ? JsonValue.Create(value) : JsonValue.Create(value.ToString(CultureInfo.InvariantCulture))!;
 
     private static JsonObject Checkpoint(string directory)
     {
@@ -148,8 +190,8 @@ internal static class InspectCommand
             ["step"] = manifest.Step,
             ["total_steps"] = manifest.TotalSteps,
             ["skipped_steps"] = manifest.SkippedSteps,
-            ["last_loss"] = manifest.LastLoss,
-            ["next_learning_rate"] = manifest.NextLearningRate,
+            ["last_loss"] = manifest.LastLoss is double loss ? JsonNumber(loss) : null,
+            ["next_learning_rate"] = JsonNumber(manifest.NextLearningRate),
             ["data_position"] = manifest.DataPosition,
             ["created_utc"] = manifest.CreatedUtc.ToString("O", CultureInfo.InvariantCulture),
             ["has_sampler_state"] = manifest.HasSamplerState,
@@ -213,7 +255,11 @@ internal static class InspectCommand
         if (report["modules"] is JsonArray modules)
         {
             text.Append(inv, $"  modules ({modules.Count}):\n");
-            foreach (var m in modules) text.Append(inv, $"    {Scalar(m!["module"])}  r {Scalar(m["r"])}  alpha {Scalar(m["alpha"])}  scaling {Scalar(m["scaling"])}\n");
+            foreach (var m in modules)
+            {
+                var settings = m!.AsObject().Where(p => p.Key is not ("module" or "tensors")).Select(p => $"{p.Key} {Scalar(p.Value)}");
+                text.Append(inv, $"    {Scalar(m["module"])}  {string.Join("  ", settings)}\n");
+            }
         }
 
         if (report["saved_modules"] is JsonArray saved && saved.Count > 0)

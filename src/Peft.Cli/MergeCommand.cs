@@ -12,7 +12,7 @@ internal static class MergeCommand
         var adapterOption = new Option<string>("--adapter") { Description = "The adapter directory (adapter_config.json + adapter_model.safetensors), or a directory of named adapters with --adapter-name.", Required = true };
         var outputOption = new Option<string>("--output", "-o") { Description = "The merged safetensors file to write (atomically; may be the base file).", Required = true };
         var nameOption = new Option<string?>("--adapter-name") { Description = "Use the adapter in the subdirectory of this name (PEFT's layout for named adapters; the hosting service writes adapters/NAME)." };
-        var command = new Command("merge", "Merge a LoRA or LoKr adapter into base weights at the file level (W' = W + ΔW; modules_to_save modules replace the base's), keeping dtypes and every other tensor.")
+        var command = new Command("merge", "Merge an adapter into base weights at the file level with its method's merge (LoRA, LoKr: W' = W + ΔW; IA3, DoRA, LayerNorm tuning: their own rule; modules_to_save modules replace the base's), keeping dtypes and every other tensor.")
         {
             baseOption, adapterOption, outputOption, nameOption,
         };
@@ -35,8 +35,9 @@ internal static class MergeCommand
             var writer = parse.InvocationConfiguration.Output;
             foreach (var module in result.Merged)
             {
+                string settings = string.Join(" ", module.Settings.Where(s => s.Value is not null).Select(s => string.Create(CultureInfo.InvariantCulture, $"{s.Name} {Format(s.Value)}")));
                 writer.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"merged {module.WeightKey} {module.DType} [{string.Join(", ", module.Shape)}] scaling {module.Scaling:G6}"));
+                    $"merged {module.WeightKey} {module.DType} [{string.Join(", ", module.Shape)}] {settings}"));
             }
 
             foreach (var tensor in result.Replaced)
@@ -51,4 +52,12 @@ internal static class MergeCommand
         });
         return command;
     }
+
+    private static string Format(object? value) => value switch
+    {
+        double d => d.ToString("G6", CultureInfo.InvariantCulture),
+        bool b => b ? "true" : "false",
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => value?.ToString() ?? string.Empty,
+    };
 }

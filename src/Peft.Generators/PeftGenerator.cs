@@ -4,7 +4,9 @@ using System.Collections.Immutable;
 using System.Threading;
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp.Syntax;
+using System.Linq;
 using Peft.Generators.Emit;
+using Peft.Generators.Methods;
 using Peft.Generators.Model;
 using Peft.Generators.Parsing;
 
@@ -16,11 +18,13 @@ namespace Peft.Generators;
 /// members, apply trainability). See docs/ARCHITECTURE.md.
 /// </summary>
 /// <remarks>
-/// Pipeline: one <c>ForAttributeWithMetadataName</c> per attribute (syntax-only predicate, symbol work in the
-/// transform, which returns an equatable <see cref="PeftClassModel"/>), the six streams collected, combined and
-/// deduplicated per class, filtered by <see cref="PeftModelValidator.CanEmit"/>, combined with the MSBuild switch
-/// <c>DisablePeftSourceGenerator</c> and emitted one file per class. Invalid declarations produce no code:
-/// the analyzers report them.
+/// Pipeline: one <c>ForAttributeWithMetadataName</c> per method of <see cref="MethodCatalogue"/> and per structural attribute
+/// (<c>[Freeze]</c>, <c>[Trainable]</c>, <c>[Adaptable]</c>); syntax-only predicates, symbol work in the transform. A class
+/// is parsed once: only the transform of its first annotated target (the class itself, else its first annotated member in
+/// declaration order, and that member's first PEFT attribute) builds the equatable <see cref="PeftClassModel"/>, the others
+/// return nothing. The streams are collected and combined in a loop, deduplicated per class, filtered by
+/// <see cref="PeftModelValidator.CanEmit"/>, combined with the MSBuild switch <c>DisablePeftSourceGenerator</c> and emitted
+/// one file per class. Invalid declarations produce no code: the analyzers report them.
 /// </remarks>
 [Generator(LanguageNames.CSharp)]
 public sealed class PeftGenerator : IIncrementalGenerator
@@ -35,40 +39,23 @@ public sealed class PeftGenerator : IIncrementalGenerator
             .Select(static (options, _) => IsDisabled(options.GlobalOptions.TryGetValue(DisableProperty, out var value) ? value : null))
             .WithTrackingName(PeftTrackingNames.Disabled);
 
-        var lora = ForMemberAttribute(context, KnownNames.LoRAAttribute, PeftTrackingNames.LoRAModels);
-        var kronecker = ForMemberAttribute(context, KnownNames.KroneckerAttribute, PeftTrackingNames.KroneckerModels);
-        var promptTune = ForMemberAttribute(context, KnownNames.PromptTuneAttribute, PeftTrackingNames.PromptTuneModels);
-        var trainable = ForMemberAttribute(context, KnownNames.TrainableAttribute, PeftTrackingNames.TrainableModels);
-        var freeze = context.SyntaxProvider
-            .ForAttributeWithMetadataName(
-                KnownNames.FreezeAttribute,
-                static (node, _) => IsMemberTarget(node) || IsClassTarget(node),
-                static (ctx, ct) => ParseTarget(ctx, ct))
-            .Where(static m => m is not null)
-            .Select(static (m, _) => m!)
-            .WithTrackingName(PeftTrackingNames.FreezeModels);
-        var adaptable = context.SyntaxProvider
-            .ForAttributeWithMetadataName(
-                KnownNames.AdaptableAttribute,
-                static (node, _) => IsClassTarget(node),
-                static (ctx, ct) => ParseTarget(ctx, ct))
-            .Where(static m => m is not null)
-            .Select(static (m, _) => m!)
-            .WithTrackingName(PeftTrackingNames.AdaptableModels);
+        var streams = new List<IncrementalValuesProvider<PeftClassModel>>();
+        foreach (var spec in MethodCatalogue.All)
+        {
+            streams.Add(ForAttribute(context, spec.AttributeMetadataName, PeftTrackingNames.ForAttribute(spec.Name), classTarget: false));
+        }
+        streams.Add(ForAttribute(context, KnownNames.TrainableAttribute, PeftTrackingNames.TrainableModels, classTarget: false));
+        streams.Add(ForAttribute(context, KnownNames.FreezeAttribute, PeftTrackingNames.FreezeModels, classTarget: true));
+        streams.Add(ForAttribute(context, KnownNames.AdaptableAttribute, PeftTrackingNames.AdaptableModels, classTarget: true));
 
-        IncrementalValuesProvider<PeftClassModel> models = lora.Collect()
-            .Combine(kronecker.Collect())
-            .Combine(promptTune.Collect())
-            .Combine(trainable.Collect())
-            .Combine(freeze.Collect())
-            .Combine(adaptable.Collect())
-            .SelectMany(static (all, ct) => Distinct(ct,
-                all.Left.Left.Left.Left.Left,
-                all.Left.Left.Left.Left.Right,
-                all.Left.Left.Left.Right,
-                all.Left.Left.Right,
-                all.Left.Right,
-                all.Right))
+        IncrementalValueProvider<ImmutableArray<PeftClassModel>> all = streams[0].Collect();
+        for (int i = 1; i < streams.Count; i++)
+        {
+            all = all.Combine(streams[i].Collect()).Select(static (pair, _) => pair.Left.AddRange(pair.Right));
+        }
+
+        IncrementalValuesProvider<PeftClassModel> models = all
+            .SelectMany(static (models, ct) => Distinct(models, ct))
             .WithTrackingName(PeftTrackingNames.ClassModels);
 
         IncrementalValuesProvider<PeftClassModel> emittable = models
@@ -92,15 +79,16 @@ public sealed class PeftGenerator : IIncrementalGenerator
     internal static bool IsDisabled(string? value)
         => value is not null && string.Equals(value.Trim(), "true", StringComparison.OrdinalIgnoreCase);
 
-    private static IncrementalValuesProvider<PeftClassModel> ForMemberAttribute(
-        IncrementalGeneratorInitializationContext context, string metadataName, string trackingName)
+    private static IncrementalValuesProvider<PeftClassModel> ForAttribute(
+        IncrementalGeneratorInitializationContext context, string metadataName, string trackingName, bool classTarget)
         => context.SyntaxProvider
             .ForAttributeWithMetadataName(
                 metadataName,
-                static (node, _) => IsMemberTarget(node),
-                static (ctx, ct) => ParseTarget(ctx, ct))
-            .Where(static m => m is not null)
-            .Select(static (m, _) => m!)
+                classTarget
+                    ? static (node, _) => IsMemberTarget(node) || IsClassTarget(node)
+                    : static (node, _) => IsMemberTarget(node),
+                (ctx, ct) => ParseTarget(ctx, metadataName, ct))
+            .Where(static m => !m.Hierarchy.Equals(Skipped.Hierarchy))
             .WithTrackingName(trackingName);
 
     /// <summary>A field declarator or a property of a class (the attribute targets of member attributes).</summary>
@@ -115,7 +103,11 @@ public sealed class PeftGenerator : IIncrementalGenerator
     /// <summary>A class declaration (the target of a class-level [Freeze] or [Adaptable]).</summary>
     private static bool IsClassTarget(SyntaxNode node) => node is ClassDeclarationSyntax;
 
-    private static PeftClassModel? ParseTarget(GeneratorAttributeSyntaxContext context, CancellationToken cancellationToken)
+    /// <summary>What a transform returns for a target that is not its class's first (an equatable placeholder, filtered out).</summary>
+    private static readonly PeftClassModel Skipped = new(
+        new HierarchyInfo(string.Empty, EquatableArray<TypeDeclarationInfo>.Empty), false, EquatableArray<MemberModel>.Empty, false, false);
+
+    private static PeftClassModel ParseTarget(GeneratorAttributeSyntaxContext context, string metadataName, CancellationToken cancellationToken)
     {
         cancellationToken.ThrowIfCancellationRequested();
         INamedTypeSymbol? type = context.TargetSymbol switch
@@ -125,26 +117,59 @@ public sealed class PeftGenerator : IIncrementalGenerator
             IPropertySymbol property => property.ContainingType,
             _ => null,
         };
-        if (type is null) return null;
-        return PeftParser.Parse(type, context.SemanticModel.Compilation, cancellationToken);
+        if (type is null || !IsPrimaryTarget(type, context.TargetSymbol, metadataName)) return Skipped;
+        return PeftParser.Parse(type, context.SemanticModel.Compilation, cancellationToken) ?? Skipped;
     }
 
     /// <summary>
-    /// One model per class: a class with several annotated members (or several attributes) appears once per
-    /// attribute target in the streams; the first occurrence in a stable order wins. Equal hint names mean
-    /// the same class (the parser builds the model from the type symbol, not from the attribute).
+    /// Whether (<paramref name="target"/>, attribute <paramref name="metadataName"/>) is the class's first annotated target:
+    /// the class when it carries a class-level PEFT attribute (the first of them), else its first member in declaration
+    /// order that carries a PEFT attribute (the first of them). Only that transform parses the class.
     /// </summary>
-    private static ImmutableArray<PeftClassModel> Distinct(CancellationToken cancellationToken, params ImmutableArray<PeftClassModel>[] streams)
+    internal static bool IsPrimaryTarget(INamedTypeSymbol type, ISymbol target, string metadataName)
+    {
+        string? first = FirstPeftAttribute(type);
+        if (first is not null) return SymbolEqualityComparer.Default.Equals(target, type) && first == metadataName;
+
+        ISymbol? primary = null;
+        (string File, int Position) best = default;
+        string? primaryAttribute = null;
+        foreach (var member in type.GetMembers())
+        {
+            if (member is not (IFieldSymbol or IPropertySymbol) || member.IsStatic) continue;
+            string? attribute = FirstPeftAttribute(member);
+            if (attribute is null) continue;
+            var location = member.Locations.FirstOrDefault(l => l.IsInSource);
+            var order = location is null ? ("\uffff", int.MaxValue) : (location.SourceTree?.FilePath ?? string.Empty, location.SourceSpan.Start);
+            if (primary is null || string.CompareOrdinal(order.Item1, best.File) < 0 || (order.Item1 == best.File && order.Item2 < best.Position))
+            {
+                primary = member;
+                best = order;
+                primaryAttribute = attribute;
+            }
+        }
+        return SymbolEqualityComparer.Default.Equals(target, primary) && primaryAttribute == metadataName;
+    }
+
+    private static string? FirstPeftAttribute(ISymbol symbol)
+    {
+        foreach (var attribute in symbol.GetAttributes())
+        {
+            string? name = attribute.AttributeClass?.ToDisplayString();
+            if (name is not null && Array.IndexOf(KnownNames.AllAttributes, name) >= 0) return name;
+        }
+        return null;
+    }
+
+    /// <summary>One model per class (a defence: <see cref="IsPrimaryTarget"/> already lets one transform per class parse).</summary>
+    private static ImmutableArray<PeftClassModel> Distinct(ImmutableArray<PeftClassModel> models, CancellationToken cancellationToken)
     {
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var result = ImmutableArray.CreateBuilder<PeftClassModel>();
-        foreach (var stream in streams)
+        foreach (var model in models)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            foreach (var model in stream)
-            {
-                if (seen.Add(model.Hierarchy.HintName)) result.Add(model);
-            }
+            if (seen.Add(model.Hierarchy.HintName)) result.Add(model);
         }
         return result.ToImmutable();
     }
@@ -156,15 +181,6 @@ public static class PeftTrackingNames
     /// <summary>The <c>DisablePeftSourceGenerator</c> switch reduced to a bool.</summary>
     public const string Disabled = "PeftDisabled";
 
-    /// <summary>Class models found through <c>[LoRA]</c>.</summary>
-    public const string LoRAModels = "PeftLoRAModels";
-
-    /// <summary>Class models found through <c>[Kronecker]</c>.</summary>
-    public const string KroneckerModels = "PeftKroneckerModels";
-
-    /// <summary>Class models found through <c>[PromptTune]</c>.</summary>
-    public const string PromptTuneModels = "PeftPromptTuneModels";
-
     /// <summary>Class models found through <c>[Trainable]</c>.</summary>
     public const string TrainableModels = "PeftTrainableModels";
 
@@ -174,7 +190,7 @@ public static class PeftTrackingNames
     /// <summary>Class models found through the class-level <c>[Adaptable]</c>.</summary>
     public const string AdaptableModels = "PeftAdaptableModels";
 
-    /// <summary>The six streams combined, one model per class.</summary>
+    /// <summary>The streams combined, one model per class.</summary>
     public const string ClassModels = "PeftClassModels";
 
     /// <summary>Models that pass <c>PeftModelValidator.CanEmit</c>.</summary>
@@ -183,8 +199,13 @@ public static class PeftTrackingNames
     /// <summary>Emittable models when the generator is enabled: one generated file each.</summary>
     public const string OutputModels = "PeftOutputModels";
 
+    /// <summary>The step of the stream of a method's attribute: <c>Peft{Name}Models</c> (e.g. <c>PeftLoRAModels</c>).</summary>
+    /// <param name="methodName">The method's name in the catalogue.</param>
+    /// <returns>The step name.</returns>
+    public static string ForAttribute(string methodName) => "Peft" + methodName + "Models";
+
     /// <summary>Every step name, in pipeline order.</summary>
-    public static readonly ImmutableArray<string> All = ImmutableArray.Create(
-        Disabled, LoRAModels, KroneckerModels, PromptTuneModels, TrainableModels, FreezeModels, AdaptableModels,
-        ClassModels, EmittableModels, OutputModels);
+    public static ImmutableArray<string> All { get; } = ImmutableArray.Create(Disabled)
+        .AddRange(MethodCatalogue.All.Select(m => ForAttribute(m.Name)))
+        .AddRange(new[] { TrainableModels, FreezeModels, AdaptableModels, ClassModels, EmittableModels, OutputModels });
 }

@@ -12,8 +12,8 @@ public class LayerDiagnosticsTests
             Module("""
                 [LoRA({|#0:rank: 48|})] private Module<Tensor, Tensor> q_proj = Linear(64, 32);
                 """),
-            PeftAnalyzerTest.Diagnostic("PEFT0004").WithLocation(0).WithArguments("48", "q_proj", "64", "32")
-                .WithMessage("LoRA rank 48 is larger than min(in, out) of 'q_proj', a Linear(64, 32); use a rank of at most min(in, out)"));
+            PeftAnalyzerTest.Diagnostic("PEFT0004").WithLocation(0).WithArguments("LoRA", "48", "q_proj", "64", "32")
+                .WithMessage("[LoRA] rank 48 is larger than min(in, out) of 'q_proj', a Linear(64, 32); use a rank of at most min(in, out)"));
 
     [Fact]
     public Task LoRADefaultRankAboveMin_InConstructorAssignment_ReportsPEFT0004OnTheAttribute()
@@ -32,7 +32,7 @@ public class LayerDiagnosticsTests
                 public override Tensor forward(Tensor x) => q_proj.call(x);
             }
             """,
-            PeftAnalyzerTest.Diagnostic("PEFT0004").WithLocation(0).WithArguments("8", "q_proj", "4", "64"));
+            PeftAnalyzerTest.Diagnostic("PEFT0004").WithLocation(0).WithArguments("LoRA", "8", "q_proj", "4", "64"));
 
     [Fact]
     public Task LoRARankEqualToMin_OrSizesNotConstant_IsAccepted()
@@ -116,7 +116,7 @@ public class LayerDiagnosticsTests
             PeftAnalyzerTest.Diagnostic("PEFT0006").WithLocation(0)
                 .WithMessage("[LoRA] on 'embed' needs a Linear layer, but it is built with Embedding(...)"),
             PeftAnalyzerTest.Diagnostic("PEFT0006").WithLocation(1)
-                .WithArguments("Kronecker", "conv", "a Linear layer", "it is built with a TorchSharp layer other than Linear or Embedding"));
+                .WithArguments("Kronecker", "conv", "a Linear layer", "it is built with a TorchSharp layer other than Linear, Embedding or LayerNorm"));
 
     [Fact]
     public Task PromptTuneOnLinear_ReportsPEFT0006()

@@ -20,11 +20,14 @@ public class ParameterCountTests
     [InlineData(12, 0, 1, 12)]  // factor 0 stops the search at once (PEFT0005 reports it)
     [InlineData(11008, -1, 86, 128)]
     public void Factorization_MatchesPeft(long dimension, int factor, long small, long large)
-        => Assert.Equal((small, large), PeftModelValidator.Factorization(dimension, factor));
+    {
+        var (a, b) = Peft.Generators.Rules.KroneckerRules.Factorize((int)dimension, factor);
+        Assert.Equal((small, large), ((long)a, (long)b));
+    }
 
     [Fact]
     public void Factorization_RejectsNonPositiveDimensions()
-        => Assert.Throws<ArgumentOutOfRangeException>(() => PeftModelValidator.Factorization(0));
+        => Assert.Throws<ArgumentOutOfRangeException>(() => Peft.Generators.Rules.KroneckerRules.Factorize(0));
 
     [Theory]
     // Linear(128 -> 64), r = 4: F(128) = (8, 16), F(64) = (8, 8). W1 full [8, 8] = 64; 2r = 8 < max(8, 16), so
@@ -41,19 +44,19 @@ public class ParameterCountTests
     // Factor 4 on Linear(64, 64): (4, 16) both ways; W1 [4, 4] = 16, W2 = 2 * (16 + 16) = 64.
     [InlineData(64, 64, 2, 4, false, 80)]
     public void KroneckerParameterCount_FollowsLoKrShapes(long inFeatures, long outFeatures, int rank, int factor, bool decomposeBoth, long expected)
-        => Assert.Equal(expected, PeftModelValidator.KroneckerParameterCount(inFeatures, outFeatures, rank, factor, decomposeBoth));
+        => Assert.Equal(expected, Peft.Generators.Rules.KroneckerRules.ParameterCount(inFeatures, outFeatures, rank, factor, decomposeBoth));
 
     [Theory]
     [InlineData(64, 32, 8, 768)]
     [InlineData(4096, 4096, 16, 131072)]
     public void LoRAParameterCount_IsRankTimesInPlusOut(long inFeatures, long outFeatures, int rank, long expected)
-        => Assert.Equal(expected, PeftModelValidator.LoRAParameterCount(inFeatures, outFeatures, rank));
+        => Assert.Equal(expected, Peft.Generators.Rules.LoRARules.ParameterCount(inFeatures, outFeatures, rank));
 
     [Fact]
     public void CountAdapterParameters_NeedsAKnownLayerOfTheRightKind()
     {
-        var lora = Adapter(PeftMethodKind.LoRA, rank: 8);
-        var prompt = Adapter(PeftMethodKind.PromptTune, virtualTokens: 20);
+        var lora = Adapter("LoRA", rank: 8);
+        var prompt = Adapter("PromptTune", virtualTokens: 20);
 
         Assert.Equal(8 * (64 + 32), PeftModelValidator.CountAdapterParameters(lora, new LayerInfo(LayerKind.Linear, 64, 32)));
         Assert.Equal(20 * 512, PeftModelValidator.CountAdapterParameters(prompt, new LayerInfo(LayerKind.Embedding, 32000, 512)));
@@ -61,7 +64,7 @@ public class ParameterCountTests
         Assert.Null(PeftModelValidator.CountAdapterParameters(lora, new LayerInfo(LayerKind.Linear, 64, null)));
         Assert.Null(PeftModelValidator.CountAdapterParameters(lora, new LayerInfo(LayerKind.Embedding, 64, 32)));
         Assert.Null(PeftModelValidator.CountAdapterParameters(prompt, new LayerInfo(LayerKind.Linear, 64, 32)));
-        Assert.Null(PeftModelValidator.CountAdapterParameters(Adapter(PeftMethodKind.LoRA, rank: 0), new LayerInfo(LayerKind.Linear, 64, 32)));
+        Assert.Null(PeftModelValidator.CountAdapterParameters(Adapter("LoRA", rank: 0), new LayerInfo(LayerKind.Linear, 64, 32)));
     }
 
     [Fact]
@@ -70,9 +73,9 @@ public class ParameterCountTests
         var linear = new LayerInfo(LayerKind.Linear, 64, 64);
         var model = Model(
             frozenClass: false,
-            Member("q_proj", linear, frozen: false, Adapter(PeftMethodKind.LoRA, rank: 8)),
-            Member("k_proj", linear, frozen: true, Adapter(PeftMethodKind.LoRA, rank: 8)),
-            Member("v_proj", null, frozen: false, Adapter(PeftMethodKind.LoRA, rank: 8)));
+            Member("q_proj", linear, frozen: false, Adapter("LoRA", rank: 8)),
+            Member("k_proj", linear, frozen: true, Adapter("LoRA", rank: 8)),
+            Member("v_proj", null, frozen: false, Adapter("LoRA", rank: 8)));
 
         Assert.Equal(new PeftModelValidator.TrainableParameterCount(1024, 1), PeftModelValidator.CountTrainableParameters(model));
         Assert.Equal(new PeftModelValidator.TrainableParameterCount(0, 0),
@@ -84,16 +87,16 @@ public class ParameterCountTests
     {
         var model = Model(
             frozenClass: false,
-            Member("q_proj", new LayerInfo(LayerKind.Linear, 64, 64), frozen: false, Adapter(PeftMethodKind.LoRA, rank: 0)),
-            Member("embed", new LayerInfo(LayerKind.Embedding, 100, 64), frozen: false, Adapter(PeftMethodKind.LoRA, rank: 8)),
-            Member("prompt", null, frozen: false, Adapter(PeftMethodKind.PromptTune, virtualTokens: 0)),
-            Member("v_proj", null, frozen: false, Adapter(PeftMethodKind.LoRA, rank: 8)));
+            Member("q_proj", new LayerInfo(LayerKind.Linear, 64, 64), frozen: false, Adapter("LoRA", rank: 0)),
+            Member("embed", new LayerInfo(LayerKind.Embedding, 100, 64), frozen: false, Adapter("LoRA", rank: 8)),
+            Member("prompt", null, frozen: false, Adapter("PromptTune", virtualTokens: 0)),
+            Member("v_proj", null, frozen: false, Adapter("LoRA", rank: 8)));
 
         Assert.Equal(new PeftModelValidator.TrainableParameterCount(0, 1), PeftModelValidator.CountTrainableParameters(model));
     }
 
-    private static AdapterModel Adapter(PeftMethodKind method, int rank = 8, int virtualTokens = 20)
-        => new(method, "default", rank, 8.0, 0.0, false, 0, -1, false, virtualTokens, null);
+    private static AdapterModel Adapter(string method, int rank = 8, int virtualTokens = 20)
+        => TestAdapters.Create(method, ("rank", rank), ("virtualTokens", virtualTokens));
 
     private static MemberModel Member(string name, LayerInfo? layer, bool frozen, params AdapterModel[] adapters)
         => new(name, false, "global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>",

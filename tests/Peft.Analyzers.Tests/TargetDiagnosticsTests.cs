@@ -24,7 +24,7 @@ public class TargetDiagnosticsTests
             }
             """,
             PeftAnalyzerTest.Diagnostic("PEFT0017").WithLocation(0).WithArguments("down", "Mlp",
-                "member 'down' is declared as 'TorchSharp.Modules.Linear', which cannot hold the AdaptedLinear wrapper (declare it as Module<Tensor, Tensor>)"),
+                "member 'down' is declared as 'TorchSharp.Modules.Linear', which cannot hold the adapter wrapper (declare it as Module<Tensor, Tensor>)"),
             PeftAnalyzerTest.Diagnostic("PEFT0017").WithLocation(1).WithArguments("gate", "Mlp",
                 "member 'gate' is a readonly field, so the wrapper cannot be stored in it (make it writable)"));
 

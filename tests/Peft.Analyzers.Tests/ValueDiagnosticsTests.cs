@@ -58,8 +58,8 @@ public class ValueDiagnosticsTests
                 [LoRA(8, 16, {|#0:1.0|})] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
                 [LoRA(8, 16, {|#1:dropout: -0.1|})] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
                 """),
-            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(0).WithArguments("1"),
-            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(1).WithArguments("-0.1"));
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(0).WithArguments("LoRA", "1"),
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(1).WithArguments("LoRA", "-0.1"));
 
     [Fact]
     public Task DropoutInRange_IsAccepted()

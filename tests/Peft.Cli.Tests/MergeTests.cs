@@ -99,7 +99,7 @@ public sealed class MergeTests : IDisposable
         AdapterFiles.Save(model, _dir["rs"]);
         var result = CliRunner.Run("merge", "--base", _dir["base.safetensors"], "--adapter", _dir["rs"], "--output", _dir["merged.safetensors"]);
         Assert.True(result.ExitCode == 0, result.ToString());
-        Assert.Matches(@"merged proj.weight F32 \[10, 12\] scaling 3\s", result.Output); // 6 / sqrt(4)
+        Assert.Matches(@"merged proj.weight F32 \[10, 12\] r 4 alpha 6 scaling 3\s", result.Output); // 6 / sqrt(4)
 
         model.Merge();
         ModelWeights.Save(model, _dir["expected.safetensors"]);
@@ -159,7 +159,7 @@ public sealed class MergeTests : IDisposable
         var result = CliRunner.Run("merge", "--base", _dir["other.safetensors"], "--adapter", _dir["adapters/default"], "--output", _dir["merged.safetensors"]);
         Assert.Equal(ExitCodes.Failure, result.ExitCode);
         Assert.Contains("'fc1.weight'", result.Error);
-        Assert.Contains("[32, 16]", result.Error);
+        Assert.Contains("lora_A.weight is [", result.Error); // the adapter's A was made for 16 inputs
         Assert.Contains("[32, 8]", result.Error);
         Assert.False(File.Exists(_dir["merged.safetensors"]));
     }
@@ -225,6 +225,6 @@ public sealed class MergeTests : IDisposable
         File.WriteAllBytes(_dir["base.safetensors"], Array.Empty<byte>());
         var result = CliRunner.Run("merge", "--base", _dir["base.safetensors"], "--adapter", _dir["prompt"], "--output", _dir["m.safetensors"]);
         Assert.Equal(ExitCodes.Failure, result.ExitCode);
-        Assert.Contains("prompt-tuning adapter", result.Error);
+        Assert.Contains("prompt-learning adapter", result.Error);
     }
 }

@@ -147,8 +147,8 @@ public class EmitConditionTests
         var run = TestCompilation.Run(TestCompilation.Create(part1, part2));
 
         string source = Assert.Single(run.Sources).SourceText.ToString();
-        Assert.Contains("new global::Peft.PeftAdapterDeclaration(\"a\", \"default\", global::Peft.PeftMethod.LoRA)", source);
-        Assert.Contains("new global::Peft.PeftAdapterDeclaration(\"b\", \"default\", global::Peft.PeftMethod.Kronecker)", source);
+        Assert.Contains("new global::Peft.PeftAdapterDeclaration(\"a\", \"default\", \"LoRA\")", source);
+        Assert.Contains("new global::Peft.PeftAdapterDeclaration(\"b\", \"default\", \"Kronecker\")", source);
         Assert.Contains("trainableMembers: new string[] { \"c\" }", source);
     }
 

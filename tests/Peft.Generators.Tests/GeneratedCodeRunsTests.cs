@@ -19,7 +19,7 @@ public class GeneratedCodeRunsTests
         var descriptor = ((IPeftModule)model).PeftDescriptor;
         Assert.Equal("MyModels.Attention", descriptor.TypeName);
         Assert.Equal(
-            new[] { new PeftAdapterDeclaration("q_proj", "default", PeftMethod.LoRA), new PeftAdapterDeclaration("v_proj", "default", PeftMethod.Kronecker) },
+            new[] { new PeftAdapterDeclaration("q_proj", "default", "LoRA"), new PeftAdapterDeclaration("v_proj", "default", "Kronecker") },
             descriptor.Adapters);
 
         Assert.Equal(new[] { "q_proj", "v_proj", "o_proj" }, model.named_children().Select(c => c.name));
@@ -63,7 +63,7 @@ public class GeneratedCodeRunsTests
     {
         using var model = Create(Sources.PromptTuning, "MyModels.Prompts.PromptModel");
 
-        var embedding = Assert.IsType<PromptTuningEmbedding>(Child(model, "embed"));
+        var embedding = Assert.IsType<AdaptedEmbedding>(Child(model, "embed"));
         Assert.Equal(new[] { "default", "other" }, embedding.Adapters.Select(a => a.AdapterName));
     }
 
@@ -107,7 +107,7 @@ public class GeneratedCodeRunsTests
         Assert.Equal(new[] { "up", "gate", "down" }, members.Select(m => m.Name)); // act = ReLU() is no linear layer
         Assert.True(members[0].IsTargetable);
         Assert.True(members[1].IsTargetable);
-        Assert.Contains("cannot hold the AdaptedLinear wrapper", members[2].NotTargetableReason);
+        Assert.Contains("cannot hold the adapter wrapper", members[2].NotTargetableReason);
 
         var order = model.named_children().Select(c => c.name).ToList();
         using var x = randn(3, 16);

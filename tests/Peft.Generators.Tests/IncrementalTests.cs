@@ -19,16 +19,51 @@ public class IncrementalTests
         }
         """;
 
-    /// <summary>Steps every run of an annotated LoRA/Kronecker class goes through.</summary>
+    /// <summary>Steps every run of the Attention class goes through: it is parsed once, from its first annotated member
+    /// (q_proj, [LoRA]); the [Kronecker] stream's transform for v_proj yields nothing.</summary>
     private static readonly string[] StepsOnLoRAPath =
     {
         PeftTrackingNames.Disabled,
-        PeftTrackingNames.LoRAModels,
-        PeftTrackingNames.KroneckerModels,
+        PeftTrackingNames.ForAttribute("LoRA"),
         PeftTrackingNames.ClassModels,
         PeftTrackingNames.EmittableModels,
         PeftTrackingNames.OutputModels,
     };
+
+    /// <summary>A class whose first annotated member is [Trainable], so that stream parses it.</summary>
+    private const string TrainableFirst = """
+        using Peft;
+        using static TorchSharp.torch;
+        using static TorchSharp.torch.nn;
+
+        namespace MyModels
+        {
+            /// <summary>Head first.</summary>
+            public sealed partial class HeadFirst : Module<Tensor, Tensor>
+            {
+                [Trainable] private Module<Tensor, Tensor> head = Linear(8, 2);
+                [LoRA(2)] private Module<Tensor, Tensor> proj = Linear(8, 8);
+
+                /// <summary>Builds it.</summary>
+                public HeadFirst() : base("HeadFirst") => InitializePeft();
+
+                /// <inheritdoc />
+                public override Tensor forward(Tensor x) => head.call(proj.call(x));
+            }
+        }
+        """;
+
+    [Fact]
+    public void AClassIsParsedOnceFromItsFirstAnnotatedTarget()
+    {
+        var compilation = TestCompilation.Create(Sources.Attention);
+        var result = TestCompilation.CreateDriver().RunGenerators(compilation).GetRunResult().Results[0];
+
+        var lora = result.TrackedSteps[PeftTrackingNames.ForAttribute("LoRA")].SelectMany(s => s.Outputs).ToList();
+        Assert.Single(lora);
+        Assert.False(result.TrackedSteps.TryGetValue(PeftTrackingNames.ForAttribute("Kronecker"), out var kronecker)
+            && kronecker.SelectMany(s => s.Outputs).Any(), "the [Kronecker] member's transform parsed the class a second time");
+    }
 
     [Fact]
     public void AddingAnUnrelatedFileLeavesEveryStepCached()
@@ -100,7 +135,7 @@ public class IncrementalTests
         var result = driver.GetRunResult().Results[0];
         string after = driver.GetRunResult().GeneratedTrees.Single().ToString();
 
-        Assert.Contains(IncrementalStepRunReason.Modified, Reasons(result, PeftTrackingNames.LoRAModels));
+        Assert.Contains(IncrementalStepRunReason.Modified, Reasons(result, PeftTrackingNames.ForAttribute("LoRA")));
         Assert.Contains(IncrementalStepRunReason.Modified, Reasons(result, PeftTrackingNames.ClassModels));
         Assert.Contains(IncrementalStepRunReason.Modified, Reasons(result, PeftTrackingNames.OutputModels));
         Assert.Contains(IncrementalStepRunReason.Modified, result.TrackedOutputSteps["SourceOutput"].SelectMany(s => s.Outputs).Select(o => o.Reason));
@@ -121,7 +156,7 @@ public class IncrementalTests
         Assert.Empty(driver.GetRunResult().GeneratedTrees);
         Assert.Equal(new[] { IncrementalStepRunReason.Modified }, Reasons(result, PeftTrackingNames.Disabled));
         // The model steps did not re-run: only the cheap options step changed.
-        Assert.All(Reasons(result, PeftTrackingNames.LoRAModels), r => Assert.Equal(IncrementalStepRunReason.Cached, r));
+        Assert.All(Reasons(result, PeftTrackingNames.ForAttribute("LoRA")), r => Assert.Equal(IncrementalStepRunReason.Cached, r));
 
         driver = driver.WithUpdatedAnalyzerConfigOptions(TestOptionsProvider.DisableGenerator("false")).RunGenerators(compilation);
         Assert.Single(driver.GetRunResult().GeneratedTrees);
@@ -131,12 +166,12 @@ public class IncrementalTests
     public void EveryTrackedStepRunsForACompleteModel()
     {
         // All sources together exercise every attribute stream: each named step must be recorded.
-        var compilation = TestCompilation.Create(Sources.All.Select(c => c.Source).ToArray());
+        var compilation = TestCompilation.Create(Sources.All.Select(c => c.Source).Append(TrainableFirst).ToArray());
         var result = TestCompilation.CreateDriver().RunGenerators(compilation).GetRunResult().Results[0];
 
         foreach (string step in PeftTrackingNames.All)
         {
-            Assert.True(result.TrackedSteps.ContainsKey(step), $"step {step} was not tracked");
+            Assert.True(result.TrackedSteps.ContainsKey(step), $"step {step} was not tracked; tracked: {string.Join(", ", result.TrackedSteps.Keys)}");
         }
     }
 
@@ -151,7 +186,7 @@ public class IncrementalTests
 
     private static IncrementalStepRunReason[] Reasons(GeneratorRunResult result, string step)
     {
-        Assert.True(result.TrackedSteps.ContainsKey(step), $"step {step} was not tracked");
+        Assert.True(result.TrackedSteps.ContainsKey(step), $"step {step} was not tracked; tracked: {string.Join(", ", result.TrackedSteps.Keys)}");
         return result.TrackedSteps[step].SelectMany(s => s.Outputs).Select(o => o.Reason).ToArray();
     }
 

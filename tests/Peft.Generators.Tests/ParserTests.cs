@@ -88,7 +88,13 @@ public class ParserTests
             new[] { "q_proj", "k_proj", "v_proj", "o_proj", "dyn", "both", "embed", "act", "unset", "mask" },
             model.Members.Select(m => m.Name));
         var lora = model.Members[0].Adapters.Single();
-        Assert.Equal(new AdapterModel(PeftMethodKind.LoRA, "default", 8, 8.0, 0.0, false, 0, -1, false, 0, null), lora);
+        Assert.Equal("LoRA", lora.Method);
+        Assert.Equal("default", lora.AdapterName);
+        Assert.Equal(8, lora.Int("rank"));
+        Assert.Equal(8.0, lora.Double("alpha"));
+        Assert.Equal(0.0, lora.Double("dropout"));
+        Assert.False(lora.Bool("UseRsLora"));
+        Assert.Equal(0, lora.Int("Init"));
         Assert.True(model.IsPartial);
         Assert.True(model.IsModule);
     }

@@ -109,7 +109,7 @@ public sealed class SentimentAdapterTests
         Assert.Equal(12, encoder.AdaptedLayers().Count(l => l.Layer.HasAdapter(UseLiteConfig.KroneckerAdapter)));
         var trainable = encoder.TrainableParameters().ToList();
         Assert.NotEmpty(trainable);
-        var lokrParameters = new HashSet<object>(encoder.AdaptedLayers().SelectMany(l => l.Layer.GetAdapter(UseLiteConfig.KroneckerAdapter).parameters()), ReferenceEqualityComparer.Instance);
+        var lokrParameters = new HashSet<object>(encoder.AdaptedLayers().Where(l => l.Layer.HasAdapter(UseLiteConfig.KroneckerAdapter)).SelectMany(l => l.Layer.GetAdapter(UseLiteConfig.KroneckerAdapter).parameters()), ReferenceEqualityComparer.Instance);
         Assert.All(trainable, p => Assert.Contains(p, lokrParameters));
 
         encoder.SetActiveAdapter(UseLiteConfig.PromptAdapter);

@@ -20,7 +20,7 @@ public sealed class SentimentTrainingTests(ITestOutputHelper output)
         var trainSubset = train.Where((_, i) => i % 8 == 0).ToList();   // 299 sentences from all three sources
         var testSubset = test.Where((_, i) => i % 3 == 0).ToList();     // 199 sentences
         using var model = await UseLiteModel.LoadAsync(cache);
-        var loraB = model.Encoder.AdaptedLayers().Select(l => l.Layer.GetAdapter(UseLiteConfig.LoRAAdapter))
+        var loraB = model.Encoder.AdaptedLayers().Where(l => l.Layer.HasAdapter(UseLiteConfig.LoRAAdapter)).Select(l => l.Layer.GetAdapter(UseLiteConfig.LoRAAdapter))
             .SelectMany(a => a.named_parameters()).Where(p => p.name.Contains("lora_B", StringComparison.Ordinal)).Select(p => p.parameter).ToList();
         Assert.Equal(12, loraB.Count);
         Assert.All(loraB, b => Assert.Equal(0.0, b.abs().max().item<float>()));

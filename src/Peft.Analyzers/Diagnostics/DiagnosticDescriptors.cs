@@ -1,5 +1,7 @@
 using System.Collections.Immutable;
 using Microsoft.CodeAnalysis;
+using System.Linq;
+using Peft.Generators.Methods;
 using Peft.Generators.Parsing;
 
 namespace Peft.Analyzers.Diagnostics;
@@ -37,21 +39,21 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         helpLinkUri: HelpLink(PeftDiagnosticIds.AlphaNotPositive));
 
-    /// <summary>PEFT0003: LoRA dropout outside [0, 1).</summary>
+    /// <summary>PEFT0003: a LoRA-style method's dropout outside [0, 1).</summary>
     public static readonly DiagnosticDescriptor DropoutOutOfRange = new(
         PeftDiagnosticIds.DropoutOutOfRange,
-        "LoRA dropout must be in [0, 1)",
-        "[LoRA] dropout must be in [0, 1), but is {0}",
+        "Adapter dropout must be in [0, 1)",
+        "[{0}] dropout must be in [0, 1), but is {1}",
         Category,
         DiagnosticSeverity.Error,
         isEnabledByDefault: true,
         helpLinkUri: HelpLink(PeftDiagnosticIds.DropoutOutOfRange));
 
-    /// <summary>PEFT0004: LoRA rank larger than min(in, out) of a layer with constant sizes.</summary>
+    /// <summary>PEFT0004: a low-rank method's rank larger than min(in, out) of a layer with constant sizes.</summary>
     public static readonly DiagnosticDescriptor RankExceedsLayer = new(
         PeftDiagnosticIds.RankExceedsLayer,
-        "LoRA rank is larger than the layer's sizes",
-        "LoRA rank {0} is larger than min(in, out) of '{1}', a Linear({2}, {3}); use a rank of at most min(in, out)",
+        "Adapter rank is larger than the layer's sizes",
+        "[{0}] rank {1} is larger than min(in, out) of '{2}', a Linear({3}, {4}); use a rank of at most min(in, out)",
         Category,
         DiagnosticSeverity.Error,
         isEnabledByDefault: true,
@@ -198,8 +200,10 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         helpLinkUri: HelpLink(PeftDiagnosticIds.UnknownTargetName));
 
-    /// <summary>Every descriptor, in ID order.</summary>
-    public static readonly ImmutableArray<DiagnosticDescriptor> All = ImmutableArray.Create(
+    /// <summary>Every descriptor: the shared ones in ID order, then each method's own rules (<see cref="MethodSpec.Rules"/>).</summary>
+    public static readonly ImmutableArray<DiagnosticDescriptor> All = Shared().AddRange(MethodCatalogue.All.SelectMany(m => m.Rules).Select(FromRule));
+
+    private static ImmutableArray<DiagnosticDescriptor> Shared() => ImmutableArray.Create(
         RankNotPositive,
         AlphaNotPositive,
         DropoutOutOfRange,
@@ -218,6 +222,12 @@ internal static class DiagnosticDescriptors
         AdapterNameMethodConflict,
         UntargetableMember,
         UnknownTargetName);
+
+    /// <summary>A method's rule as a descriptor (category, help link and docs page as for the shared ones).</summary>
+    private static DiagnosticDescriptor FromRule(RuleSpec rule) => new(
+        rule.Id, rule.Title, rule.MessageFormat, Category,
+        rule.IsError ? DiagnosticSeverity.Error : DiagnosticSeverity.Warning,
+        isEnabledByDefault: true, helpLinkUri: HelpLink(rule.Id));
 
     /// <summary>The docs page of a diagnostic ID.</summary>
     public static string HelpLink(string id) => HelpLinkBase + id + ".md";

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Linq;
 using System.Threading;
 using Microsoft.CodeAnalysis.CSharp;
+using Peft.Generators.Methods;
 using Peft.Generators.Model;
 using Peft.Generators.Parsing;
 
@@ -85,7 +86,7 @@ internal static class PeftEmitter
             foreach (var (member, adapter) in adapters)
             {
                 w.Line("new global::Peft.PeftAdapterDeclaration(" + Literal(member) + ", " + Literal(adapter.AdapterName) + ", "
-                    + RuntimeMethod(adapter.Method) + "),");
+                    + Literal(adapter.Method) + "),");
             }
             w.CloseBrace(");");
         }
@@ -163,23 +164,22 @@ internal static class PeftEmitter
     }
 
     /// <summary>
-    /// <c>this.m = Wrapper.Wrap(this.m, "m").WithX("name", options)...;</c> Wrap accepts a null or wrong layer and throws
-    /// a PeftConfigurationException that names the member. A member declared as the non-generic <c>nn.Module</c> is
-    /// cast to <c>Module&lt;Tensor, Tensor&gt;?</c>, the type Wrap takes.
+    /// <c>this.m = PeftLayers.Wrap(this.m, "m").WithAdapter("name", new XOptions(...))...;</c> Wrap picks the wrapper for the
+    /// layer's kind and throws a PeftConfigurationException that names the member for a null or unsupported layer; each
+    /// method's options come from its spec. A member declared as the non-generic <c>nn.Module</c> is cast to
+    /// <c>Module&lt;Tensor, Tensor&gt;?</c>, the type Wrap takes.
     /// </summary>
     private static void WriteWrap(SourceWriter w, MemberModel member)
     {
-        bool prompt = member.Adapters.Any(a => a.Method == PeftMethodKind.PromptTune);
-        string wrapper = prompt ? "global::Peft.PromptTuningEmbedding" : "global::Peft.AdaptedLinear";
         string access = "this." + EscapeIdentifier(member.Name);
         string layer = member.TypeName == ModuleOfTensorToTensor ? access : "(" + ModuleOfTensorToTensor + "?)" + access;
 
-        w.Line(access + " = " + wrapper + ".Wrap(" + layer + ", " + Literal(member.Name) + ")");
+        w.Line(access + " = global::Peft.PeftLayers.Wrap(" + layer + ", " + Literal(member.Name) + ")");
         w.Indent();
         for (int i = 0; i < member.Adapters.Count; i++)
         {
             var adapter = member.Adapters[i];
-            string call = "." + AdapterMethod(adapter.Method) + "(" + Literal(adapter.AdapterName) + ", " + Options(adapter) + ")";
+            string call = ".WithAdapter(" + Literal(adapter.AdapterName) + ", " + Options(adapter) + ")";
             if (i == member.Adapters.Count - 1) call += ";";
             w.Line(call);
         }
@@ -216,7 +216,7 @@ internal static class PeftEmitter
         w.Line();
         w.Line("/// <summary>");
         w.Line("/// Wraps each member the plan selects by its full dotted name (<paramref name=\"prefix\"/> + member name) with");
-        w.Line("/// <see cref=\"global::Peft.AdaptedLinear\"/>, adds the planned adapter and re-registers the member under its name.");
+        w.Line("/// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.");
         w.Line("/// </summary>");
         w.Line("void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)");
         w.OpenBrace();
@@ -229,47 +229,36 @@ internal static class PeftEmitter
             string fullName = "prefix + " + Literal(member.Name);
             w.Line("if (plan.Selects(" + fullName + "))");
             w.OpenBrace();
-            w.Line(access + " = plan.Adapt(global::Peft.AdaptedLinear.Wrap(" + layer + ", " + Literal(member.Name) + "), " + fullName + ");");
+            w.Line(access + " = plan.Adapt(global::Peft.PeftLayers.Wrap(" + layer + ", " + Literal(member.Name) + "), " + fullName + ");");
             w.Line("global::Peft.PeftTargeting.ReplaceChild(this, " + Literal(member.Name) + ", " + access + ");");
             w.CloseBrace();
         }
         w.CloseBrace();
     }
 
-    private static string Options(AdapterModel adapter) => adapter.Method switch
+    /// <summary><c>new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, ...)</c>: the method's options record with every
+    /// argument the spec declares, as invariant-culture literals.</summary>
+    private static string Options(AdapterModel adapter)
     {
-        PeftMethodKind.LoRA => "new global::Peft.LoRAOptions(Rank: " + Int(adapter.Rank)
-            + ", Alpha: " + PeftParser.FormatDouble(adapter.Alpha)
-            + ", Dropout: " + PeftParser.FormatDouble(adapter.Dropout)
-            + ", UseRsLora: " + Bool(adapter.UseRsLora)
-            + ", Init: " + LoRAInit(adapter.LoRAInit) + ")",
-        PeftMethodKind.Kronecker => "new global::Peft.KroneckerOptions(Rank: " + Int(adapter.Rank)
-            + ", Alpha: " + PeftParser.FormatDouble(adapter.Alpha)
-            + ", Factor: " + Int(adapter.Factor)
-            + ", DecomposeBoth: " + Bool(adapter.DecomposeBoth) + ")",
-        _ => "new global::Peft.PromptTuningOptions(VirtualTokens: " + Int(adapter.VirtualTokens)
-            + ", InitText: " + (adapter.InitText is null ? "null" : Literal(adapter.InitText)) + ")",
-    };
+        var spec = MethodCatalogue.Get(adapter.Method);
+        var arguments = new List<string>(spec.Arguments.Length);
+        foreach (var argument in spec.Arguments)
+        {
+            var value = adapter.Argument(argument.Name);
+            arguments.Add(argument.OptionName + ": " + Value(argument, value));
+        }
+        return "new " + spec.OptionsType + "(" + string.Join(", ", arguments) + ")";
+    }
 
-    private static string AdapterMethod(PeftMethodKind method) => method switch
+    private static string Value(ArgumentSpec spec, ArgumentValue value) => spec.Kind switch
     {
-        PeftMethodKind.LoRA => "WithLoRA",
-        PeftMethodKind.Kronecker => "WithKronecker",
-        _ => "WithPrompt",
-    };
-
-    private static string RuntimeMethod(PeftMethodKind method) => method switch
-    {
-        PeftMethodKind.LoRA => "global::Peft.PeftMethod.LoRA",
-        PeftMethodKind.Kronecker => "global::Peft.PeftMethod.Kronecker",
-        _ => "global::Peft.PeftMethod.PromptTuning",
-    };
-
-    private static string LoRAInit(int value) => value switch
-    {
-        0 => "global::Peft.LoRAInit.KaimingUniform",
-        1 => "global::Peft.LoRAInit.Gaussian",
-        _ => "(global::Peft.LoRAInit)(" + Int(value) + ")",
+        ArgumentKind.Int => value.Integer.ToString(CultureInfo.InvariantCulture),
+        ArgumentKind.Double => PeftParser.FormatDouble(value.Number),
+        ArgumentKind.Bool => Bool(value.Integer != 0),
+        ArgumentKind.String => value.Text is null ? "null" : Literal(value.Text),
+        _ => !spec.EnumMembers.IsDefault && value.Integer >= 0 && value.Integer < spec.EnumMembers.Length
+            ? spec.EnumType + "." + spec.EnumMembers[(int)value.Integer]
+            : "(" + spec.EnumType + ")(" + value.Integer.ToString(CultureInfo.InvariantCulture) + ")",
     };
 
     /// <summary>"Ns.Outer&lt;T&gt;.Inner": the class as the user reads it (the descriptor's type name, used in runtime messages).</summary>
@@ -289,8 +278,6 @@ internal static class PeftEmitter
     private static string Literal(string value) => SymbolDisplay.FormatLiteral(value, quote: true);
 
     private static string Bool(bool value) => value ? "true" : "false";
-
-    private static string Int(int value) => value.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>Prefixes '@' to reserved keywords (a member named <c>@base</c> has the symbol name "base").</summary>
     internal static string EscapeIdentifier(string name)

@@ -97,53 +97,77 @@ internal sealed record MemberModel(
 {
     /// <summary>The member is declared as TorchSharp's sealed <c>Linear</c> (it holds a linear layer but cannot hold the wrapper).</summary>
     public bool IsLinearType { get; init; }
+
+    /// <summary>The member is declared as TorchSharp's sealed <c>LayerNorm</c> (a norm that cannot hold the wrapper).</summary>
+    public bool IsNormType { get; init; }
 }
 
-/// <summary>The PEFT methods an attribute can declare.</summary>
-internal enum PeftMethodKind
+/// <summary>How an attribute argument's value is read and written.</summary>
+internal enum ArgumentKind
 {
-    LoRA = 0,
-    Kronecker = 1,
-    PromptTune = 2,
+    Int = 0,
+    Double = 1,
+    Bool = 2,
+    String = 3,
+    Enum = 4,
 }
 
-/// <summary>One adapter attribute on a member, with every argument resolved (defaults applied).</summary>
-/// <param name="Method">Which attribute.</param>
-/// <param name="AdapterName">The adapter name (Name = ...), "default" unless given.</param>
-/// <param name="Rank">LoRA / Kronecker rank.</param>
-/// <param name="Alpha">LoRA / Kronecker alpha.</param>
-/// <param name="Dropout">LoRA dropout.</param>
-/// <param name="UseRsLora">LoRA rsLoRA switch.</param>
-/// <param name="LoRAInit">LoRA init as the integer value of Peft.LoRAInit (0 KaimingUniform, 1 Gaussian).</param>
-/// <param name="Factor">Kronecker decompose factor (-1 automatic).</param>
-/// <param name="DecomposeBoth">Kronecker decompose_both.</param>
-/// <param name="VirtualTokens">Prompt tuning virtual tokens.</param>
-/// <param name="InitText">Prompt tuning init text, or null.</param>
-internal sealed record AdapterModel(
-    PeftMethodKind Method,
-    string AdapterName,
-    int Rank,
-    double Alpha,
-    double Dropout,
-    bool UseRsLora,
-    int LoRAInit,
-    int Factor,
-    bool DecomposeBoth,
-    int VirtualTokens,
-    string? InitText);
+/// <summary>One attribute argument with its value resolved (the default applied when it is not written).</summary>
+/// <param name="Name">The argument's name in the attribute (constructor parameter or named property).</param>
+/// <param name="Kind">How the value is held.</param>
+/// <param name="Integer">The value of an Int, Bool (0/1) or Enum argument.</param>
+/// <param name="Number">The value of a Double argument.</param>
+/// <param name="Text">The value of a String argument (null when null).</param>
+/// <param name="Written">True when the user wrote the argument (diagnostics point at it; otherwise at the attribute).</param>
+internal sealed record ArgumentValue(string Name, ArgumentKind Kind, long Integer, double Number, string? Text, bool Written);
 
-/// <summary>The kind of TorchSharp layer a member is built from.</summary>
+/// <summary>
+/// One adapter attribute on a member, generic over methods: the method's catalogue name, the adapter name and every
+/// argument the method's spec declares, resolved. The emitter and the validator know no method by name; they ask the
+/// method's spec (<c>MethodCatalogue</c>) what the arguments mean.
+/// </summary>
+/// <param name="Method">The method's name (<c>MethodSpec.Name</c>, e.g. "LoRA").</param>
+/// <param name="AdapterName">The adapter name (Name = ...), "default" unless given.</param>
+/// <param name="Arguments">The arguments in the spec's order.</param>
+internal sealed record AdapterModel(string Method, string AdapterName, EquatableArray<ArgumentValue> Arguments)
+{
+    /// <summary>The argument named <paramref name="name"/> (the spec guarantees it exists).</summary>
+    public ArgumentValue Argument(string name)
+    {
+        foreach (var argument in Arguments)
+        {
+            if (argument.Name == name) return argument;
+        }
+        throw new System.ArgumentException("The method declares no argument '" + name + "'.", nameof(name));
+    }
+
+    /// <summary>An Int argument's value.</summary>
+    public int Int(string name) => (int)Argument(name).Integer;
+
+    /// <summary>A Double argument's value.</summary>
+    public double Double(string name) => Argument(name).Number;
+
+    /// <summary>A Bool argument's value.</summary>
+    public bool Bool(string name) => Argument(name).Integer != 0;
+
+    /// <summary>A String argument's value.</summary>
+    public string? Text(string name) => Argument(name).Text;
+}
+
+/// <summary>The kind of TorchSharp layer a member is built from; as flags, the kinds a method adapts.</summary>
+[System.Flags]
 internal enum LayerKind
 {
     Unknown = 0,
     Linear = 1,
     Embedding = 2,
+    Norm = 4,
 }
 
 /// <summary>A layer constructor call the compiler can see (e.g. <c>Linear(512, 64)</c>).</summary>
-/// <param name="Kind">Linear or Embedding.</param>
-/// <param name="InFeatures">Linear in-features / Embedding vocabulary size, or null when not a compile-time constant.</param>
-/// <param name="OutFeatures">Linear out-features / Embedding dimension, or null when not a compile-time constant.</param>
+/// <param name="Kind">Linear, Embedding or Norm (<c>LayerNorm(d)</c>).</param>
+/// <param name="InFeatures">Linear in-features / Embedding vocabulary size / the normalised size, or null when not a compile-time constant.</param>
+/// <param name="OutFeatures">Linear out-features / Embedding dimension / the normalised size, or null when not a compile-time constant.</param>
 /// <param name="HasBias">Linear's <c>hasBias</c> argument when it is a compile-time constant (its default, true, when
 /// omitted); null for other layers or when unknown.</param>
 internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures, bool? HasBias = null);

@@ -3,18 +3,19 @@ namespace Peft.Generators.Parsing;
 /// <summary>Metadata and display names the parser recognises.</summary>
 internal static class KnownNames
 {
-    public const string LoRAAttribute = "Peft.LoRAAttribute";
-    public const string KroneckerAttribute = "Peft.KroneckerAttribute";
-    public const string PromptTuneAttribute = "Peft.PromptTuneAttribute";
     public const string FreezeAttribute = "Peft.FreezeAttribute";
     public const string TrainableAttribute = "Peft.TrainableAttribute";
     public const string AdaptableAttribute = "Peft.AdaptableAttribute";
 
-    /// <summary>Every attribute that makes a class take part in generation.</summary>
-    public static readonly string[] AllAttributes = { LoRAAttribute, KroneckerAttribute, PromptTuneAttribute, FreezeAttribute, TrainableAttribute, AdaptableAttribute };
+    /// <summary>Every attribute that makes a class take part in generation: each method's (<see cref="Methods.MethodCatalogue"/>)
+    /// and the three structural ones.</summary>
+    public static readonly string[] AllAttributes = System.Linq.Enumerable.ToArray(System.Linq.Enumerable.Concat(
+        System.Linq.Enumerable.Select(Methods.MethodCatalogue.All, m => m.AttributeMetadataName),
+        new[] { FreezeAttribute, TrainableAttribute, AdaptableAttribute }));
 
     public const string Module = "TorchSharp.torch.nn.Module";
     public const string Linear = "TorchSharp.Modules.Linear";
+    public const string LayerNorm = "TorchSharp.Modules.LayerNorm";
     public const string ModuleOfTensorToTensor = "TorchSharp.torch.nn.Module<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor>";
     public const string Parameter = "TorchSharp.Modules.Parameter";
     public const string Tensor = "TorchSharp.torch.Tensor";

@@ -8,20 +8,20 @@ namespace Peft.Generators.Parsing;
 internal static partial class PeftModelValidator
 {
     /// <summary>
-    /// The members configuration targeting looks at (the emitted <c>PeftTargetMembers</c>): module members that are not
-    /// prompt-tuned embeddings and that are typed to hold a wrapper, declared as <c>Linear</c>, or built with
-    /// <c>Linear(...)</c>, but not built with another TorchSharp layer; each with the reason it cannot be targeted (null
-    /// when it can).
+    /// The members configuration targeting looks at (the emitted <c>PeftTargetMembers</c>): module members whose adapters
+    /// (if any) adapt linear or norm layers, and that are typed to hold a wrapper, declared as <c>Linear</c> or
+    /// <c>LayerNorm</c>, or built with <c>Linear(...)</c> or <c>LayerNorm(...)</c>, but not built with another TorchSharp
+    /// layer; each with the reason it cannot be targeted (null when it can).
     /// </summary>
     public static IEnumerable<(MemberModel Member, string? Reason)> TargetMembers(PeftClassModel model)
     {
         foreach (var member in model.Members)
         {
             if (member.Component != ComponentKind.Module) continue;
-            if (member.Adapters.Any(a => a.Method == PeftMethodKind.PromptTune)) continue;
-            bool linearish = member.AcceptsWrapper || member.IsLinearType || member.Layer is { Kind: LayerKind.Linear };
-            // Built with another TorchSharp layer (ReLU(), Embedding(...)): never a linear layer to target.
-            if (!linearish || member.Layer is { Kind: LayerKind.Embedding or LayerKind.Unknown }) continue;
+            if (member.Adapters.Any(a => (Methods.MethodCatalogue.Get(a.Method).LayerKinds & (LayerKind.Linear | LayerKind.Norm)) == 0)) continue;
+            bool layerish = member.AcceptsWrapper || member.IsLinearType || member.IsNormType || member.Layer is { Kind: LayerKind.Linear or LayerKind.Norm };
+            // Built with another TorchSharp layer (ReLU(), Embedding(...)): never a layer to target.
+            if (!layerish || member.Layer is { Kind: LayerKind.Embedding or LayerKind.Unknown }) continue;
             yield return (member, NotTargetableReason(member));
         }
     }
@@ -31,7 +31,7 @@ internal static partial class PeftModelValidator
         if (!member.AcceptsWrapper)
         {
             return "member '" + member.Name + "' is declared as '" + DisplayTypeName(member.TypeName)
-                + "', which cannot hold the AdaptedLinear wrapper (declare it as Module<Tensor, Tensor>)";
+                + "', which cannot hold the adapter wrapper (declare it as Module<Tensor, Tensor>)";
         }
         if (member.IsReadOnly)
         {
@@ -41,13 +41,15 @@ internal static partial class PeftModelValidator
         return null;
     }
 
-    /// <summary>PEFT0017: in an [Adaptable] class every linear member must be targetable.</summary>
+    /// <summary>PEFT0017: in an [Adaptable] class every linear member must be targetable (a norm member typed
+    /// <c>LayerNorm</c> is listed with its reason, so a run-time target names it, but is not an error).</summary>
     private static void ValidateAdaptable(ImmutableArray<PeftProblem>.Builder problems, PeftClassModel model, string className)
     {
         if (!model.Adaptable) return;
         foreach (var (member, reason) in TargetMembers(model))
         {
             if (reason is null) continue;
+            if (member.IsNormType || member.Layer is { Kind: LayerKind.Norm }) continue;
             // An adapter attribute on the member already reports the same problem (PEFT0006 / PEFT0012).
             if (member.Adapters.Count > 0) continue;
             problems.Add(new PeftProblem(

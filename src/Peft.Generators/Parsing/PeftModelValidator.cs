@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.Collections.Immutable;
 using System.Globalization;
 using System.Linq;
+using Peft.Generators.Methods;
 using Peft.Generators.Model;
 
 namespace Peft.Generators.Parsing;
@@ -25,7 +26,7 @@ internal static partial class PeftModelValidator
         {
             if (member.Adapters.Count == 0) continue;
             if (member.IsReadOnly || !member.AcceptsWrapper) return false;
-            if (member.Adapters.Select(a => a.Method == PeftMethodKind.PromptTune).Distinct().Count() > 1) return false;
+            if (CommonLayerKinds(member) == LayerKind.Unknown) return false;
         }
         return true;
     }
@@ -52,7 +53,7 @@ internal static partial class PeftModelValidator
         }
 
         // First use of each adapter name in the class: (method, member), for PEFT0016.
-        var firstUse = new Dictionary<string, (PeftMethodKind Method, string Member)>(StringComparer.Ordinal);
+        var firstUse = new Dictionary<string, (string Method, string Member)>(StringComparer.Ordinal);
 
         foreach (var member in model.Members)
         {
@@ -63,7 +64,7 @@ internal static partial class PeftModelValidator
             {
                 problems.Add(new PeftProblem(
                     PeftDiagnosticIds.WrongMemberType, PeftProblemTarget.MemberType, member.Name, 0, null,
-                    Args(AttributeName(adapters[0].Method), member.Name,
+                    Args(adapters[0].Method, member.Name,
                         "a member of type Module<Tensor, Tensor> that can hold the adapter wrapper",
                         "it is declared as '" + DisplayTypeName(member.TypeName) + "'")));
             }
@@ -75,16 +76,18 @@ internal static partial class PeftModelValidator
                     Args(member.Name, member.IsProperty ? "a property without a setter" : "a readonly field")));
             }
 
-            bool hasLinearMethod = adapters.Any(a => a.Method != PeftMethodKind.PromptTune);
             var namesOnMember = new HashSet<string>(StringComparer.Ordinal);
 
             for (int i = 0; i < adapters.Count; i++)
             {
                 var adapter = adapters[i];
-                string attribute = AttributeName(adapter.Method);
+                var spec = MethodCatalogue.Get(adapter.Method);
+                string attribute = adapter.Method;
 
-                ValidateValues(problems, member, adapter, i, attribute);
-                ValidateLayer(problems, member, adapter, i, attribute, hasLinearMethod, adapters);
+                if (ValidateLayer(problems, member, adapter, i, spec, adapters))
+                {
+                    spec.Validate(new ValidationContext(problems, member, adapter, i, spec));
+                }
 
                 if (member.Frozen || model.FrozenClass)
                 {
@@ -107,7 +110,7 @@ internal static partial class PeftModelValidator
                     {
                         problems.Add(new PeftProblem(
                             PeftDiagnosticIds.AdapterNameMethodConflict, PeftProblemTarget.AttributeArgument, member.Name, i, "Name",
-                            Args(adapter.AdapterName, attribute, AttributeName(first.Method), first.Member)));
+                            Args(adapter.AdapterName, attribute, first.Method, first.Member)));
                     }
                 }
                 else
@@ -133,94 +136,62 @@ internal static partial class PeftModelValidator
         return problems.ToImmutable();
     }
 
-    private static void ValidateValues(ImmutableArray<PeftProblem>.Builder problems, MemberModel member, AdapterModel adapter, int index, string attribute)
+    /// <summary>The layer kinds every adapter on the member accepts (Unknown when they exclude each other).</summary>
+    private static LayerKind CommonLayerKinds(MemberModel member)
     {
-        if (adapter.Method == PeftMethodKind.PromptTune)
-        {
-            if (adapter.VirtualTokens <= 0)
-            {
-                problems.Add(ArgumentProblem(PeftDiagnosticIds.VirtualTokensNotPositive, member, index, "virtualTokens",
-                    adapter.VirtualTokens.ToString(CultureInfo.InvariantCulture)));
-            }
-            return;
-        }
-
-        if (adapter.Rank <= 0)
-        {
-            problems.Add(ArgumentProblem(PeftDiagnosticIds.RankNotPositive, member, index, "rank",
-                attribute, adapter.Rank.ToString(CultureInfo.InvariantCulture)));
-        }
-        if (!(adapter.Alpha > 0) || double.IsInfinity(adapter.Alpha))
-        {
-            problems.Add(ArgumentProblem(PeftDiagnosticIds.AlphaNotPositive, member, index, "alpha",
-                attribute, FormatValue(adapter.Alpha)));
-        }
-        if (adapter.Method == PeftMethodKind.LoRA && !(adapter.Dropout >= 0 && adapter.Dropout < 1))
-        {
-            problems.Add(ArgumentProblem(PeftDiagnosticIds.DropoutOutOfRange, member, index, "dropout",
-                FormatValue(adapter.Dropout)));
-        }
+        var kinds = LayerKind.Linear | LayerKind.Embedding | LayerKind.Norm;
+        foreach (var adapter in member.Adapters) kinds &= MethodCatalogue.Get(adapter.Method).LayerKinds;
+        return kinds;
     }
 
-    private static void ValidateLayer(
-        ImmutableArray<PeftProblem>.Builder problems, MemberModel member, AdapterModel adapter, int index, string attribute,
-        bool hasLinearMethod, EquatableArray<AdapterModel> adapters)
+    /// <summary>PEFT0006 when the member's layer (seen by the compiler) is of a kind the method does not adapt, or another
+    /// attribute on the member needs another kind; false when the adapter's values cannot be judged against the layer.</summary>
+    private static bool ValidateLayer(
+        ImmutableArray<PeftProblem>.Builder problems, MemberModel member, AdapterModel adapter, int index, MethodSpec spec,
+        EquatableArray<AdapterModel> adapters)
     {
         var layer = member.Layer;
-        bool needsLinear = adapter.Method != PeftMethodKind.PromptTune;
-        LayerKind needed = needsLinear ? LayerKind.Linear : LayerKind.Embedding;
-        string neededText = needsLinear ? "a Linear layer" : "an Embedding layer";
-
-        if (layer is not null && layer.Kind != needed)
+        if (layer is not null && (layer.Kind & spec.LayerKinds) == 0)
         {
             string found = layer.Kind switch
             {
                 LayerKind.Linear => "it is built with Linear(...)",
                 LayerKind.Embedding => "it is built with Embedding(...)",
-                _ => "it is built with a TorchSharp layer other than Linear or Embedding",
+                LayerKind.Norm => "it is built with LayerNorm(...)",
+                _ => "it is built with a TorchSharp layer other than Linear, Embedding or LayerNorm",
             };
             problems.Add(new PeftProblem(PeftDiagnosticIds.WrongMemberType, PeftProblemTarget.Attribute, member.Name, index, null,
-                Args(attribute, member.Name, neededText, found)));
-            return;
+                Args(spec.Name, member.Name, spec.LayerKindText, found)));
+            return false;
         }
 
-        if (layer is null && !needsLinear && hasLinearMethod)
+        if (layer is null)
         {
-            // The layer is not visible to the compiler, but one member cannot be both a Linear and an Embedding.
-            var other = adapters.First(a => a.Method != PeftMethodKind.PromptTune);
-            problems.Add(new PeftProblem(PeftDiagnosticIds.WrongMemberType, PeftProblemTarget.Attribute, member.Name, index, null,
-                Args(attribute, member.Name, neededText,
-                    "the member also has [" + AttributeName(other.Method) + "], which needs a Linear layer")));
-            return;
-        }
-
-        // Here the layer is a Linear or not visible to the compiler.
-        long? inSize = layer?.InFeatures, outSize = layer?.OutFeatures;
-
-        if (adapter.Method == PeftMethodKind.LoRA
-            && adapter.Rank > 0
-            && inSize is long inFeatures
-            && outSize is long outFeatures
-            && adapter.Rank > Math.Min(inFeatures, outFeatures))
-        {
-            problems.Add(ArgumentProblem(PeftDiagnosticIds.RankExceedsLayer, member, index, "rank",
-                adapter.Rank.ToString(CultureInfo.InvariantCulture), member.Name,
-                inFeatures.ToString(CultureInfo.InvariantCulture), outFeatures.ToString(CultureInfo.InvariantCulture)));
-        }
-
-        // Factor -1 (or any negative value) is PEFT's automatic factorization; 0 divides nothing.
-        if (adapter.Method == PeftMethodKind.Kronecker && adapter.Factor >= 0)
-        {
-            bool divides = adapter.Factor > 0
-                && (inSize is not long i || i % adapter.Factor == 0)
-                && (outSize is not long o || o % adapter.Factor == 0);
-            if (!divides)
+            // The layer is not visible to the compiler, but one member holds one layer: two attributes that need layers of
+            // different kinds cannot both apply.
+            foreach (var other in adapters)
             {
-                problems.Add(ArgumentProblem(PeftDiagnosticIds.FactorDoesNotDivide, member, index, "Factor",
-                    adapter.Factor.ToString(CultureInfo.InvariantCulture), member.Name,
-                    FormatSize(inSize), FormatSize(outSize)));
+                var otherSpec = MethodCatalogue.Get(other.Method);
+                if ((otherSpec.LayerKinds & spec.LayerKinds) == 0 && IndexOf(adapters, other) < index)
+                {
+                    problems.Add(new PeftProblem(PeftDiagnosticIds.WrongMemberType, PeftProblemTarget.Attribute, member.Name, index, null,
+                        Args(spec.Name, member.Name, spec.LayerKindText,
+                            "the member also has [" + other.Method + "], which needs " + otherSpec.LayerKindText)));
+                    return false;
+                }
             }
         }
+
+        return true;
+    }
+
+    private static int IndexOf(EquatableArray<AdapterModel> adapters, AdapterModel adapter)
+    {
+        for (int i = 0; i < adapters.Count; i++)
+        {
+            if (ReferenceEquals(adapters[i], adapter)) return i;
+        }
+        return -1;
     }
 
     /// <summary>The trainable parameters of one class that the compiler can count.</summary>
@@ -270,18 +241,18 @@ internal static partial class PeftModelValidator
         {
             LayerKind.Linear when layer.HasBias is bool bias => SaturatingAdd(SaturatingMultiply(a, b), bias ? b : 0),
             LayerKind.Embedding => SaturatingMultiply(a, b),
+            LayerKind.Norm when layer.HasBias is bool normBias => normBias ? SaturatingAdd(a, a) : a,
             _ => null,
         };
     }
 
-    private static long SaturatingMultiply(long a, long b) => a > long.MaxValue / b ? long.MaxValue : a * b;
+    private static long SaturatingMultiply(long a, long b) => global::Peft.Generators.Rules.SaturatingMath.Multiply(a, b);
 
     private static bool IsInvalidForCounting(AdapterModel adapter, LayerInfo? layer)
     {
-        bool isPrompt = adapter.Method == PeftMethodKind.PromptTune;
-        if (isPrompt ? adapter.VirtualTokens <= 0 : adapter.Rank <= 0) return true;
-        if (adapter.Method == PeftMethodKind.Kronecker && adapter.Factor == 0) return true;
-        return layer is not null && layer.Kind != (isPrompt ? LayerKind.Embedding : LayerKind.Linear);
+        var spec = MethodCatalogue.Get(adapter.Method);
+        if (!spec.IsCountable(adapter)) return true;
+        return layer is not null && (layer.Kind & spec.LayerKinds) == 0;
     }
 
     /// <summary>
@@ -292,94 +263,21 @@ internal static partial class PeftModelValidator
     {
         if (layer is null || layer.InFeatures is not long first || layer.OutFeatures is not long second) return null;
         if (first <= 0 || second <= 0) return null;
-        switch (adapter.Method)
-        {
-            case PeftMethodKind.LoRA when layer.Kind == LayerKind.Linear && adapter.Rank > 0:
-                return LoRAParameterCount(first, second, adapter.Rank);
-            case PeftMethodKind.Kronecker when layer.Kind == LayerKind.Linear && adapter.Rank > 0 && adapter.Factor != 0:
-                return KroneckerParameterCount(first, second, adapter.Rank, adapter.Factor, adapter.DecomposeBoth);
-            case PeftMethodKind.PromptTune when layer.Kind == LayerKind.Embedding && adapter.VirtualTokens > 0:
-                return PromptTuningParameterCount(adapter.VirtualTokens, second);
-            default:
-                return null;
-        }
-    }
-
-    /// <summary>LoRA on Linear(in, out): A is [r, in], B is [out, r], so r · (in + out) parameters.</summary>
-    public static long LoRAParameterCount(long inFeatures, long outFeatures, int rank) => rank * (inFeatures + outFeatures);
-
-    /// <summary>Prompt tuning: one [virtualTokens, dim] embedding.</summary>
-    public static long PromptTuningParameterCount(int virtualTokens, long embeddingDim) => virtualTokens * embeddingDim;
-
-    /// <summary>
-    /// LoKr on Linear(in, out), as PEFT's <c>LoKrLayer.update_layer</c>: <c>(in_m, in_n) = F(in)</c>,
-    /// <c>(out_l, out_k) = F(out)</c>; W1 is a full [out_l, in_m] matrix unless <paramref name="decomposeBoth"/> and
-    /// r &lt; max(out_l, in_m) / 2 (then w1_a [out_l, r] and w1_b [r, in_m]); W2 is a full [out_k, in_n] matrix unless
-    /// r &lt; max(out_k, in_n) / 2 (then w2_a [out_k, r] and w2_b [r, in_n]).
-    /// </summary>
-    public static long KroneckerParameterCount(long inFeatures, long outFeatures, int rank, int factor, bool decomposeBoth)
-    {
-        var (inM, inN) = Factorization(inFeatures, factor);
-        var (outL, outK) = Factorization(outFeatures, factor);
-        // r < max / 2 in PEFT's float arithmetic is 2r < max for integers.
-        long w1 = decomposeBoth && 2L * rank < Math.Max(outL, inM) ? rank * (outL + inM) : outL * inM;
-        long w2 = 2L * rank < Math.Max(outK, inN) ? rank * (outK + inN) : outK * inN;
-        return w1 + w2;
-    }
-
-    /// <summary>
-    /// PEFT's LoKr <c>factorization(dimension, factor)</c>: splits <paramref name="dimension"/> into two factors,
-    /// smaller first. A positive <paramref name="factor"/> that divides the dimension is used as is; otherwise the factors
-    /// are searched upward from (1, dimension), taking each next divisor m while m + dimension / m does not exceed
-    /// dimension + 1 and m does not exceed <paramref name="factor"/> (the dimension itself when factor is negative).
-    /// </summary>
-    /// <example>128 → (8, 16); 768 → (24, 32); 64 → (8, 8); 7 → (1, 7); 64 with factor 4 → (4, 16).</example>
-    public static (long Small, long Large) Factorization(long dimension, int factor = -1)
-    {
-        if (dimension <= 0) throw new ArgumentOutOfRangeException(nameof(dimension), dimension, "The dimension must be positive.");
-        if (factor > 0 && dimension % factor == 0)
-        {
-            long first = factor, second = dimension / factor;
-            return first <= second ? (first, second) : (second, first);
-        }
-
-        long limit = factor < 0 ? dimension : factor;
-        long m = 1, n = dimension;
-        long length = m + n;
-        while (m < n)
-        {
-            long newM = m + 1;
-            while (dimension % newM != 0) newM++;
-            long newN = dimension / newM;
-            if (newM + newN > length || newM > limit) break;
-            m = newM;
-            n = newN;
-        }
-        return m <= n ? (m, n) : (n, m);
+        var spec = MethodCatalogue.Get(adapter.Method);
+        if ((layer.Kind & spec.LayerKinds) == 0 || !spec.IsCountable(adapter)) return null;
+        return spec.CountParameters(adapter, layer, first, second);
     }
 
     /// <summary>"Attention" or "Outer.Inner&lt;T&gt;": how the class is named in messages.</summary>
     public static string ClassDisplayName(PeftClassModel model)
         => string.Join(".", model.Hierarchy.Types.Select(t => t.Name + t.TypeParameterList));
 
-    /// <summary>The attribute as users write it: LoRA, Kronecker or PromptTune.</summary>
-    public static string AttributeName(PeftMethodKind method) => method switch
-    {
-        PeftMethodKind.LoRA => "LoRA",
-        PeftMethodKind.Kronecker => "Kronecker",
-        _ => "PromptTune",
-    };
-
     /// <summary>Formats a parameter count for messages: invariant culture with thousands separators (1,234,567).</summary>
     public static string FormatCount(long value) => value.ToString("N0", CultureInfo.InvariantCulture);
 
-    private static string FormatValue(double value) => value.ToString("R", CultureInfo.InvariantCulture);
-
-    private static string FormatSize(long? size) => size is long s ? s.ToString(CultureInfo.InvariantCulture) : "?";
-
     private static string DisplayTypeName(string fullyQualified) => fullyQualified.Replace("global::", string.Empty);
 
-    private static long SaturatingAdd(long a, long b) => a > long.MaxValue - b ? long.MaxValue : a + b;
+    private static long SaturatingAdd(long a, long b) => global::Peft.Generators.Rules.SaturatingMath.Add(a, b);
 
     private static EquatableArray<string> Args(params string[] args) => new(args);
 

@@ -7,7 +7,9 @@ using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp;
 using Microsoft.CodeAnalysis.CSharp.Syntax;
 using Microsoft.CodeAnalysis.Operations;
+using Peft.Generators.Methods;
 using Peft.Generators.Model;
+using ArgumentKind = Peft.Generators.Model.ArgumentKind;
 
 namespace Peft.Generators.Parsing;
 
@@ -88,6 +90,7 @@ internal static class PeftParser
                 AcceptsWrapper: AcceptsWrapper(memberType))
             {
                 IsLinearType = memberType.WithNullableAnnotation(NullableAnnotation.NotAnnotated).ToDisplayString() == KnownNames.Linear,
+                IsNormType = memberType.WithNullableAnnotation(NullableAnnotation.NotAnnotated).ToDisplayString() == KnownNames.LayerNorm,
             }));
         }
 
@@ -149,88 +152,50 @@ internal static class PeftParser
     public static bool Is(AttributeData attribute, string metadataName)
         => attribute.AttributeClass?.ToDisplayString() == metadataName;
 
-    /// <summary>Reads a [LoRA]/[Kronecker]/[PromptTune] attribute with defaults applied; null for other attributes.</summary>
+    /// <summary>Reads a method's attribute (any attribute in <see cref="MethodCatalogue"/>) with defaults applied; null for other
+    /// attributes. Arguments come back in the spec's order, each marked as written or defaulted.</summary>
     public static AdapterModel? ParseAdapter(AttributeData attribute)
     {
-        PeftMethodKind method;
-        if (Is(attribute, KnownNames.LoRAAttribute)) method = PeftMethodKind.LoRA;
-        else if (Is(attribute, KnownNames.KroneckerAttribute)) method = PeftMethodKind.Kronecker;
-        else if (Is(attribute, KnownNames.PromptTuneAttribute)) method = PeftMethodKind.PromptTune;
-        else return null;
+        var spec = MethodCatalogue.ForAttribute(attribute.AttributeClass?.ToDisplayString());
+        if (spec is null) return null;
 
         var ctorArgs = attribute.ConstructorArguments;
         var ctorParams = attribute.AttributeConstructor?.Parameters ?? default;
-        object? Ctor(string name)
+        TypedConstant? Find(string name)
         {
-            if (ctorParams.IsDefault) return null;
-            for (int i = 0; i < ctorParams.Length && i < ctorArgs.Length; i++)
+            if (!ctorParams.IsDefault)
             {
-                if (ctorParams[i].Name == name) return ctorArgs[i].Value;
+                for (int i = 0; i < ctorParams.Length && i < ctorArgs.Length; i++)
+                {
+                    if (ctorParams[i].Name == name) return ctorArgs[i];
+                }
             }
-            return null;
-        }
-        object? Named(string name)
-        {
             foreach (var pair in attribute.NamedArguments)
             {
-                if (pair.Key == name) return pair.Value.Value;
+                if (pair.Key == name) return pair.Value;
             }
             return null;
         }
 
-        string adapterName = Named("Name") as string ?? KnownNames.DefaultAdapterName;
-        switch (method)
+        var values = new List<ArgumentValue>(spec.Arguments.Length);
+        foreach (var argument in spec.Arguments)
         {
-            case PeftMethodKind.LoRA:
-                return new AdapterModel(
-                    Method: method,
-                    AdapterName: adapterName,
-                    Rank: ToInt(Ctor("rank"), 8),
-                    Alpha: ToDouble(Ctor("alpha"), 8.0),
-                    Dropout: ToDouble(Ctor("dropout"), 0.0),
-                    UseRsLora: Named("UseRsLora") is true,
-                    LoRAInit: ToInt(Named("Init"), 0),
-                    Factor: -1,
-                    DecomposeBoth: false,
-                    VirtualTokens: 0,
-                    InitText: null);
-            case PeftMethodKind.Kronecker:
-                return new AdapterModel(
-                    Method: method,
-                    AdapterName: adapterName,
-                    Rank: ToInt(Ctor("rank"), 8),
-                    Alpha: ToDouble(Ctor("alpha"), 8.0),
-                    Dropout: 0.0,
-                    UseRsLora: false,
-                    LoRAInit: 0,
-                    Factor: ToInt(Named("Factor"), -1),
-                    DecomposeBoth: Named("DecomposeBoth") is true,
-                    VirtualTokens: 0,
-                    InitText: null);
-            default:
-                return new AdapterModel(
-                    Method: method,
-                    AdapterName: adapterName,
-                    Rank: 0,
-                    Alpha: 0.0,
-                    Dropout: 0.0,
-                    UseRsLora: false,
-                    LoRAInit: 0,
-                    Factor: -1,
-                    DecomposeBoth: false,
-                    VirtualTokens: ToInt(Ctor("virtualTokens"), 20),
-                    InitText: Named("InitText") as string);
+            var constant = Find(argument.Name);
+            // A constructor argument is always present (its default filled in by the compiler); it is "written" when the
+            // syntax names it, which the analyzer's locator checks. Named arguments are present only when written.
+            object? value = constant is { Kind: not TypedConstantKind.Error } c && !c.IsNull ? c.Value : null;
+            values.Add(argument.Kind switch
+            {
+                ArgumentKind.Int or ArgumentKind.Enum => argument.DefaultValue() with { Integer = ToLong(value) ?? argument.DefaultInteger, Written = constant is not null },
+                ArgumentKind.Bool => argument.DefaultValue() with { Integer = value is bool b ? (b ? 1 : 0) : argument.DefaultInteger, Written = constant is not null },
+                ArgumentKind.Double => argument.DefaultValue() with { Number = ToDouble(value, argument.DefaultNumber), Written = constant is not null },
+                _ => argument.DefaultValue() with { Text = constant is { IsNull: true } ? null : value as string ?? argument.DefaultText, Written = constant is not null },
+            });
         }
-    }
 
-    private static int ToInt(object? value, int fallback) => value switch
-    {
-        int i => i,
-        long l => (int)l,
-        short s => s,
-        byte b => b,
-        _ => fallback,
-    };
+        string adapterName = attribute.NamedArguments.FirstOrDefault(p => p.Key == "Name").Value.Value as string ?? KnownNames.DefaultAdapterName;
+        return new AdapterModel(spec.Name, adapterName, values.ToEquatableArray());
+    }
 
     private static double ToDouble(object? value, double fallback) => value switch
     {
@@ -353,6 +318,7 @@ internal static class PeftParser
             {
                 "Linear" => LayerKind.Linear,
                 "Embedding" => LayerKind.Embedding,
+                "LayerNorm" => LayerKind.Norm,
                 _ => LayerKind.Unknown,
             };
             if (kind == LayerKind.Unknown) return new LayerInfo(LayerKind.Unknown, null, null);
@@ -361,7 +327,7 @@ internal static class PeftParser
             foreach (var argument in invocation.Arguments)
             {
                 if (argument.Parameter is null) continue;
-                if (kind == LayerKind.Linear && argument.Parameter.Name == "hasBias")
+                if ((kind == LayerKind.Linear && argument.Parameter.Name == "hasBias") || (kind == LayerKind.Norm && argument.Parameter.Name == "bias"))
                 {
                     // Omitted arguments appear with their default value (true).
                     hasBias = argument.Value.ConstantValue is { HasValue: true, Value: bool b } ? b : null;
@@ -369,14 +335,27 @@ internal static class PeftParser
                 }
                 long? value = argument.Value.ConstantValue.HasValue
                     ? ToLong(argument.Value.ConstantValue.Value)
-                    : null;
+                    : kind == LayerKind.Norm ? SingleElementArray(argument.Value) : null;
                 switch (argument.Parameter.Ordinal)
                 {
                     case 0: first = value; break;
                     case 1: second = value; break;
                 }
             }
+            // LayerNorm(d) normalises d values: its weight (and bias) are [d], which both sizes describe.
+            if (kind == LayerKind.Norm) second = first;
             return new LayerInfo(kind, first, second, hasBias);
+        }
+        return null;
+    }
+
+    /// <summary>The one element of <c>new long[] { d }</c> / <c>new[] { d }</c> when it is a compile-time constant.</summary>
+    private static long? SingleElementArray(IOperation operation)
+    {
+        while (operation is IConversionOperation conversion) operation = conversion.Operand;
+        if (operation is IArrayCreationOperation { Initializer.ElementValues: { Length: 1 } elements } && elements[0].ConstantValue.HasValue)
+        {
+            return ToLong(elements[0].ConstantValue.Value);
         }
         return null;
     }

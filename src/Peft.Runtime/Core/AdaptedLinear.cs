@@ -1,4 +1,3 @@
-using System.Collections.ObjectModel;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -7,47 +6,38 @@ using F = TorchSharp.torch.nn.functional;
 namespace Peft;
 
 /// <summary>
-/// A linear layer with named adapters (<see cref="LoRAAdapter"/>, <see cref="KroneckerAdapter"/>). It takes over the
-/// wrapped <see cref="Linear"/>'s <c>weight</c> and <c>bias</c> parameters under their own names, so base checkpoint
-/// keys (<c>q_proj.weight</c>) are unchanged, and registers each adapter as a child module named by the adapter.
+/// A linear layer with named adapters. It takes over the wrapped <see cref="Linear"/>'s <c>weight</c> and <c>bias</c>
+/// parameters under their own names, so base checkpoint keys (<c>q_proj.weight</c>) are unchanged, and registers each adapter
+/// as a child module named by the adapter.
 /// </summary>
 /// <remarks>
-/// <para>Forward: <c>y = linear(x, W, b)</c>; each active, unmerged adapter then accumulates its low-rank path into
-/// <c>y</c> in place. With adapters disabled, or none active and unmerged, the forward is exactly the base
-/// <c>linear</c> (a merged layer costs the same as the base layer).</para>
-/// <para>As in Hugging Face PEFT, the first adapter added to a layer becomes active; later ones stay inactive until
-/// selected with <see cref="SetActiveAdapters"/> (or <see cref="PeftModel.SetActiveAdapter"/>).</para>
+/// <para>Forward, for the live adapters (active, unmerged, enabled), by capability:</para>
+/// <list type="number">
+/// <item>input scaling (<see cref="IScalingAdapter"/> with <see cref="IScalingAdapter.ScalesInput"/>): <c>x' = x ⊙ Π l</c>;</item>
+/// <item>the base product, once: <c>linear(x', W, b)</c>; with row-rescaling adapters (<see cref="IRowRescalingAdapter"/>,
+/// DoRA) <c>(1 + Σ(c_k − 1)) ⊙ W x' + Σ c_k ⊙ ΔW_k x' + b</c>;</item>
+/// <item>additive updates (<see cref="IAdditiveAdapter"/>: LoRA, LoKr), each accumulated into the output in place, from the
+/// layer's input <c>x</c>, never forming the <c>out × in</c> update;</item>
+/// <item>output scaling (<see cref="IScalingAdapter"/>): <c>y ⊙ Π l</c>.</item>
+/// </list>
+/// <para>With adapters disabled, or none live, the forward is exactly the base <c>linear</c> (a merged layer costs the same
+/// as the base layer). <see cref="AdaptedLayer.Merge"/> merges in the same order.</para>
 /// </remarks>
-public sealed partial class AdaptedLinear : nn.Module<Tensor, Tensor>
+public sealed class AdaptedLinear : AdaptedLayer
 {
-    /// <summary>The registered name of the base weight.</summary>
-    internal const string WeightName = "weight";
-
-    /// <summary>The registered name of the base bias.</summary>
-    internal const string BiasName = "bias";
-
     private readonly long _in;
     private readonly long _out;
-    private readonly List<LinearAdapter> _adapters = new();
-    private readonly List<string> _active = new();
-    private readonly List<LinearAdapter> _mergeOrder = new();
-    private readonly ReadOnlyCollection<LinearAdapter> _adaptersView;
-    private readonly ReadOnlyCollection<string> _activeView;
     private Parameter _weight;
     private Parameter? _bias;
-    private LinearAdapter[] _live = Array.Empty<LinearAdapter>();
-    private bool _disabled;
+    private ForwardPlan? _plan;
 
     private AdaptedLinear(Parameter weight, Parameter? bias, string memberName)
-        : base(nameof(AdaptedLinear))
+        : base(nameof(AdaptedLinear), memberName)
     {
         _weight = weight;
         _bias = bias;
         _out = weight.shape[0];
         _in = weight.shape[1];
-        MemberName = memberName;
-        _adaptersView = _adapters.AsReadOnly();
-        _activeView = _active.AsReadOnly();
 
         // TorchSharp's to(deviceType) skips a module whose recorded device equals the target; record the real one.
         _deviceType = weight.device_type;
@@ -60,7 +50,7 @@ public sealed partial class AdaptedLinear : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>
-    /// Wraps the <see cref="Linear"/> held by a member (generated code calls this from <c>InitializePeft()</c>).
+    /// Wraps the <see cref="Linear"/> held by a member (<see cref="PeftLayers.Wrap"/> calls this for linear layers).
     /// </summary>
     /// <param name="layer">A <see cref="Linear"/>, or an <see cref="AdaptedLinear"/> (returned as is).</param>
     /// <param name="memberName">The member name, used in messages.</param>
@@ -91,318 +81,77 @@ public sealed partial class AdaptedLinear : nn.Module<Tensor, Tensor>
                     return wrapper;
                 }
 
-            case null:
-                throw new PeftConfigurationException(
-                    $"Member '{memberName}' is null when InitializePeft() runs. [LoRA] and [Kronecker] wrap the TorchSharp.Modules.Linear the member holds: " +
-                    $"assign it before InitializePeft() is called, e.g. in the field initializer ('{memberName} = Linear(inFeatures, outFeatures);').",
-                    memberName, null);
             default:
-                throw new PeftConfigurationException(
-                    $"Member '{memberName}' holds a {layer.GetType().FullName}, but [LoRA] and [Kronecker] adapt only TorchSharp.Modules.Linear layers. " +
-                    $"Remove the attribute from '{memberName}', or put it on a member that holds a Linear (nn.Linear(inFeatures, outFeatures)).",
-                    memberName, null);
+                throw PeftLayers.CannotWrap(layer, memberName, "a TorchSharp.Modules.Linear (nn.Linear(inFeatures, outFeatures))");
         }
     }
 
-    /// <summary>The member this layer was wrapped for (used in messages).</summary>
-    public string MemberName { get; }
+    /// <inheritdoc />
+    public override PeftLayerKind Kind => PeftLayerKind.Linear;
 
     /// <summary>The base weight <c>[out, in]</c>, registered as <c>weight</c>.</summary>
-    public Parameter Weight => _weight;
+    public override Parameter Weight => _weight;
 
     /// <summary>The base bias <c>[out]</c>, registered as <c>bias</c>, or null.</summary>
-    public Parameter? Bias => _bias;
+    public override Parameter? Bias => _bias;
 
-    /// <summary>The input size.</summary>
-    public long InFeatures => _in;
+    /// <inheritdoc />
+    public override long InFeatures => _in;
 
-    /// <summary>The output size.</summary>
-    public long OutFeatures => _out;
+    /// <inheritdoc />
+    public override long OutFeatures => _out;
 
-    /// <summary>All adapters on this layer, in the order they were added.</summary>
-    public IReadOnlyList<LinearAdapter> Adapters => _adaptersView;
-
-    /// <summary>The names of the active adapters, in application order.</summary>
-    public IReadOnlyList<string> ActiveAdapters => _activeView;
-
-    /// <summary>The names of the adapters currently merged into <see cref="Weight"/>, in merge order.</summary>
-    public IReadOnlyList<string> MergedAdapters => _mergeOrder.Select(a => a.AdapterName).ToArray();
-
-    /// <summary>True while at least one adapter is merged into <see cref="Weight"/>.</summary>
-    public bool IsMerged => _mergeOrder.Count > 0;
-
-    /// <summary>
-    /// Disables every adapter: the forward is the base layer's. Setting it unmerges merged adapters first (PEFT's
-    /// semantics: a disabled layer computes with the original weight).
-    /// </summary>
-    public bool AdaptersDisabled
-    {
-        get => _disabled;
-        set
-        {
-            _disabled = value;
-            if (value && IsMerged)
-            {
-                Unmerge();
-            }
-
-            RefreshLive();
-        }
-    }
-
-    /// <summary>Whether an adapter with this name is on the layer.</summary>
-    /// <param name="adapterName">The adapter name.</param>
-    public bool HasAdapter(string adapterName) => Find(adapterName) is not null;
-
-    /// <summary>Whether the named adapter is active.</summary>
-    /// <param name="adapterName">The adapter name.</param>
-    public bool IsActive(string adapterName) => _active.Contains(adapterName, StringComparer.Ordinal);
-
-    /// <summary>Returns the named adapter.</summary>
-    /// <param name="adapterName">The adapter name.</param>
-    /// <returns>The adapter.</returns>
-    /// <exception cref="PeftConfigurationException">The layer has no adapter with that name.</exception>
-    public LinearAdapter GetAdapter(string adapterName) =>
-        Find(adapterName) ?? throw new PeftConfigurationException(
-            $"Member '{MemberName}' has no adapter named '{adapterName}'. Its adapters: {DescribeAdapters()}.",
-            MemberName, adapterName);
-
-    /// <summary>
-    /// Adds an adapter, registered as a child module named <see cref="LinearAdapter.AdapterName"/>. The first adapter
-    /// on a layer becomes active.
-    /// </summary>
-    /// <param name="adapter">An adapter created for this layer's sizes, device and dtype.</param>
-    /// <returns>This layer.</returns>
-    /// <exception cref="PeftConfigurationException">The name is taken, or the sizes, device or dtype do not match.</exception>
-    public AdaptedLinear AddAdapter(LinearAdapter adapter)
-    {
-        ArgumentNullException.ThrowIfNull(adapter);
-        EnsureNameFree(adapter.AdapterName);
-        if (adapter.InFeatures != _in || adapter.OutFeatures != _out)
-        {
-            throw new PeftConfigurationException(
-                $"Adapter '{adapter.AdapterName}' was created for a {adapter.InFeatures} -> {adapter.OutFeatures} layer, but member '{MemberName}' is {_in} -> {_out}. " +
-                "Create it with this layer's InFeatures and OutFeatures.",
-                MemberName, adapter.AdapterName);
-        }
-
-        foreach (var (peftName, p) in adapter.PeftTensors())
-        {
-            if (p.dtype != _weight.dtype || p.device_type != _weight.device_type || p.device_index != _weight.device_index)
-            {
-                throw new PeftConfigurationException(
-                    $"Adapter '{adapter.AdapterName}' tensor '{peftName}' is {p.dtype} on {p.device}, but member '{MemberName}' has its weight as {_weight.dtype} on {_weight.device}. " +
-                    "Create the adapter with device: layer.Weight.device and dtype: layer.Weight.dtype.",
-                    MemberName, adapter.AdapterName);
-            }
-        }
-
-        register_module(adapter.AdapterName, adapter);
-        _adapters.Add(adapter);
-        if (_adapters.Count == 1)
-        {
-            _active.Add(adapter.AdapterName);
-        }
-
-        RefreshLive();
-        return this;
-    }
-
-    /// <summary>
-    /// Removes and disposes an adapter (unmerging it first if merged). When it was the only active adapter, the first
-    /// remaining adapter becomes active, as in PEFT.
-    /// </summary>
-    /// <param name="adapterName">The adapter name.</param>
-    /// <exception cref="PeftConfigurationException">The layer has no adapter with that name.</exception>
-    public void DeleteAdapter(string adapterName)
-    {
-        var adapter = GetAdapter(adapterName);
-        if (adapter.Merged)
-        {
-            UnmergeOne(adapter);
-        }
-
-        _adapters.Remove(adapter);
-        _internal_submodules.Remove(adapterName);
-        bool wasActive = _active.Remove(adapterName);
-        if (wasActive && _active.Count == 0 && _adapters.Count > 0)
-        {
-            _active.Add(_adapters[0].AdapterName);
-        }
-
-        RefreshLive();
-        adapter.Dispose();
-    }
-
-    /// <summary>
-    /// Makes exactly the named adapters active (none when called without names). Merged adapters that are not in the
-    /// new set are unmerged first.
-    /// </summary>
-    /// <param name="adapterNames">Adapter names on this layer, without duplicates.</param>
-    /// <exception cref="PeftConfigurationException">A name is unknown or repeated.</exception>
-    public void SetActiveAdapters(params string[] adapterNames)
-    {
-        ArgumentNullException.ThrowIfNull(adapterNames);
-        var set = new HashSet<string>(StringComparer.Ordinal);
-        foreach (var name in adapterNames)
-        {
-            GetAdapter(name);
-            if (!set.Add(name))
-            {
-                throw new PeftConfigurationException(
-                    $"Adapter '{name}' is listed twice in SetActiveAdapters on member '{MemberName}'.", MemberName, name);
-            }
-        }
-
-        for (int i = _mergeOrder.Count - 1; i >= 0; i--)
-        {
-            if (!set.Contains(_mergeOrder[i].AdapterName))
-            {
-                UnmergeOne(_mergeOrder[i]);
-            }
-        }
-
-        _active.Clear();
-        _active.AddRange(adapterNames);
-        RefreshLive();
-    }
-
-    /// <summary>
-    /// Merges adapters into the base weight (<c>W += ΔW</c>, under no_grad): the named adapter, or every active adapter
-    /// when <paramref name="adapterName"/> is null. Already merged adapters are skipped.
-    /// </summary>
-    /// <param name="adapterName">The adapter to merge, or null for all active adapters.</param>
-    /// <param name="safeMerge">Compute the merged weight in a copy and refuse it (leaving the weight unchanged) when it
-    /// contains NaN or infinity.</param>
-    /// <exception cref="PeftConfigurationException">The named adapter does not exist.</exception>
-    /// <exception cref="InvalidOperationException"><paramref name="safeMerge"/> found NaN or infinity.</exception>
-    public void Merge(string? adapterName = null, bool safeMerge = true)
-    {
-        var targets = adapterName is null
-            ? _active.Select(GetAdapter).ToList()
-            : new List<LinearAdapter> { GetAdapter(adapterName) };
-        try
-        {
-            using var noGrad = torch.no_grad();
-            foreach (var adapter in targets)
-            {
-                if (adapter.Merged)
-                {
-                    continue;
-                }
-
-                using var delta = adapter.DeltaWeight();
-                if (safeMerge)
-                {
-                    using var candidate = _weight.add(delta);
-                    using var finite = candidate.isfinite();
-                    using var allFinite = finite.all();
-                    if (!allFinite.item<bool>())
-                    {
-                        throw new InvalidOperationException(
-                            $"NaN or infinity detected in the merged weight of member '{MemberName}': adapter '{adapter.AdapterName}' seems to be broken. " +
-                            "The weight was left unchanged.");
-                    }
-
-                    _weight.copy_(candidate);
-                }
-                else
-                {
-                    _weight.add_(delta);
-                }
-
-                adapter.Merged = true;
-                _mergeOrder.Add(adapter);
-            }
-        }
-        finally
-        {
-            RefreshLive();
-        }
-    }
-
-    /// <summary>
-    /// Subtracts merged adapters from the base weight (<c>W -= ΔW</c>): the named adapter, or all merged adapters in
-    /// reverse merge order when <paramref name="adapterName"/> is null. Unmerged adapters are skipped.
-    /// </summary>
-    /// <param name="adapterName">The adapter to unmerge, or null for all merged adapters.</param>
-    /// <exception cref="PeftConfigurationException">The named adapter does not exist.</exception>
-    public void Unmerge(string? adapterName = null)
-    {
-        if (adapterName is null)
-        {
-            for (int i = _mergeOrder.Count - 1; i >= 0; i--)
-            {
-                UnmergeOne(_mergeOrder[i]);
-            }
-        }
-        else
-        {
-            var adapter = GetAdapter(adapterName);
-            if (adapter.Merged)
-            {
-                UnmergeOne(adapter);
-            }
-        }
-
-        RefreshLive();
-    }
-
-    /// <summary>
-    /// Computes <c>linear(x, W, b)</c> plus the in-place contribution of every active, unmerged adapter.
-    /// </summary>
+    /// <summary>Computes the base product plus the live adapters (see the class remarks).</summary>
     /// <param name="input">The input <c>[..., in]</c>.</param>
     /// <returns>The output <c>[..., out]</c>.</returns>
     public override Tensor forward(Tensor input)
     {
-        if (_disabled && _mergeOrder.Count > 0)
-        {
-            Unmerge();
-        }
-
-        var live = _live;
-        if (live.Length == 0)
+        EnsureUnmergedWhenDisabled();
+        var plan = _plan;
+        if (plan is null)
         {
             return F.linear(input, _weight, _bias);
         }
 
         if (input.Dimensions == 2)
         {
-            var y = F.linear(input, _weight, _bias);
-            try
-            {
-                foreach (var adapter in live)
-                {
-                    adapter.AddTo(input, y);
-                }
-            }
-            catch
-            {
-                y.Dispose();
-                throw;
-            }
-
-            return y;
+            return Compose(plan, input);
         }
 
         using var x2 = input.reshape(-1, _in);
-        using var y2 = F.linear(x2, _weight, _bias);
-        foreach (var adapter in live)
-        {
-            adapter.AddTo(x2, y2);
-        }
-
+        using var y2 = Compose(plan, x2);
         var shape = input.shape;
         shape[^1] = _out;
         return y2.view(shape);
     }
 
-    /// <summary>Whether the adapter currently takes part in the forward pass (active and adapters enabled).</summary>
-    internal bool IsLive(LinearAdapter adapter) => !_disabled && IsActive(adapter.AdapterName);
-
-    /// <summary>Components are registered explicitly; TorchSharp's reflection-based registration is not used.</summary>
-    protected override void RegisterComponents()
+    /// <inheritdoc />
+    private protected override void OnLiveChanged()
     {
+        var live = LiveAdapters;
+        if (live.Count == 0)
+        {
+            _plan = null;
+            return;
+        }
+
+        var plan = new ForwardPlan
+        {
+            InputScales = live.OfType<IScalingAdapter>().Where(a => a.ScalesInput).ToArray(),
+            RowRescalers = live.OfType<IRowRescalingAdapter>().ToArray(),
+            Additive = live.OfType<IAdditiveAdapter>().ToArray(),
+            OutputScales = live.OfType<IScalingAdapter>().Where(a => !a.ScalesInput).ToArray(),
+        };
+        int handled = plan.InputScales.Length + plan.RowRescalers.Length + plan.Additive.Length + plan.OutputScales.Length;
+        if (handled != live.Count)
+        {
+            var other = live.First(a => a is not (IScalingAdapter or IRowRescalingAdapter or IAdditiveAdapter));
+            throw new PeftConfigurationException(
+                $"Adapter '{other.AdapterName}' ({other.Method.Name}) on member '{MemberName}' has no capability a linear layer can apply.",
+                MemberName, other.AdapterName);
+        }
+
+        _plan = plan;
     }
 
     /// <summary>Moves or converts the layer, then refreshes the cached base parameters.</summary>
@@ -416,63 +165,130 @@ public sealed partial class AdaptedLinear : nn.Module<Tensor, Tensor>
         _bias = _internal_params.TryGetValue(BiasName, out var b) ? b : null;
     }
 
-    private LinearAdapter? Find(string adapterName)
+    private Tensor Compose(ForwardPlan plan, Tensor x)
     {
-        foreach (var a in _adapters)
+        Tensor? scaledInput = null;
+        Tensor? y = null;
+        try
         {
-            if (string.Equals(a.AdapterName, adapterName, StringComparison.Ordinal))
+            var xin = x;
+            if (plan.InputScales.Length > 0)
             {
-                return a;
+                using var scale = Product(plan.InputScales);
+                scaledInput = x * scale;
+                xin = scaledInput;
+            }
+
+            y = plan.RowRescalers.Length == 0 ? F.linear(xin, _weight, _bias) : RescaledBase(plan.RowRescalers, xin);
+            foreach (var adapter in plan.Additive)
+            {
+                adapter.AddTo(x, y);
+            }
+
+            if (plan.OutputScales.Length > 0)
+            {
+                using var scale = Product(plan.OutputScales);
+                var scaled = y * scale;
+                y.Dispose();
+                y = scaled;
+            }
+
+            var result = y;
+            y = null;
+            return result;
+        }
+        finally
+        {
+            y?.Dispose();
+            scaledInput?.Dispose();
+        }
+    }
+
+    /// <summary><c>(1 + Σ(c_k − 1)) ⊙ W x + Σ c_k ⊙ ΔW_k x + b</c> for the adapters that share the base product, then the others.</summary>
+    private Tensor RescaledBase(IRowRescalingAdapter[] rescalers, Tensor x)
+    {
+        var shared = rescalers.Where(r => r.SharesBaseProduct).ToArray();
+        var scales = new Tensor[shared.Length];
+        Tensor? y = null;
+        try
+        {
+            for (int i = 0; i < shared.Length; i++)
+            {
+                scales[i] = shared[i].RowScale(_weight);
+            }
+
+            if (shared.Length == 0)
+            {
+                y = F.linear(x, _weight, _bias);
+            }
+            else
+            {
+                using var baseProduct = F.linear(x, _weight);
+                Tensor combined = scales[0].alias();
+                for (int i = 1; i < shared.Length; i++)
+                {
+                    using var minusOne = scales[i] - 1;
+                    var next = combined + minusOne;
+                    combined.Dispose();
+                    combined = next;
+                }
+
+                using (combined)
+                {
+                    y = baseProduct * combined;
+                }
+
+                for (int i = 0; i < shared.Length; i++)
+                {
+                    shared[i].AddScaledUpdate(x, y, scales[i]);
+                }
+
+                if (_bias is not null)
+                {
+                    y.add_(_bias);
+                }
+            }
+
+            foreach (var separate in rescalers.Where(r => !r.SharesBaseProduct))
+            {
+                separate.AddSeparately(x, y, _weight);
+            }
+
+            var result = y;
+            y = null;
+            return result;
+        }
+        finally
+        {
+            y?.Dispose();
+            foreach (var s in scales)
+            {
+                s?.Dispose();
             }
         }
-
-        return null;
     }
 
-    private void EnsureNameFree(string adapterName)
+    private static Tensor Product(IScalingAdapter[] scalers)
     {
-        AdapterNameRules.Validate(adapterName, MemberName, WeightName, BiasName);
-        if (Find(adapterName) is not null)
+        var product = scalers[0].Scale.alias();
+        for (int i = 1; i < scalers.Length; i++)
         {
-            throw new PeftConfigurationException(
-                $"Member '{MemberName}' already has an adapter named '{adapterName}'. Give each adapter on one member a distinct Name.",
-                MemberName, adapterName);
+            var next = product * scalers[i].Scale;
+            product.Dispose();
+            product = next;
         }
+
+        return product;
     }
 
-    private string DescribeAdapters() =>
-        _adapters.Count == 0 ? "none" : string.Join(", ", _adapters.Select(a => $"'{a.AdapterName}'"));
-
-    private void UnmergeOne(LinearAdapter adapter)
+    private sealed class ForwardPlan
     {
-        using (torch.no_grad())
-        {
-            using var delta = adapter.DeltaWeight();
-            _weight.sub_(delta);
-        }
+        public IScalingAdapter[] InputScales { get; init; } = Array.Empty<IScalingAdapter>();
 
-        adapter.Merged = false;
-        _mergeOrder.Remove(adapter);
-    }
+        public IRowRescalingAdapter[] RowRescalers { get; init; } = Array.Empty<IRowRescalingAdapter>();
 
-    private void RefreshLive()
-    {
-        if (_disabled)
-        {
-            _live = Array.Empty<LinearAdapter>();
-            return;
-        }
+        public IAdditiveAdapter[] Additive { get; init; } = Array.Empty<IAdditiveAdapter>();
 
-        var live = new List<LinearAdapter>(_active.Count);
-        foreach (var name in _active)
-        {
-            var adapter = Find(name);
-            if (adapter is not null && !adapter.Merged)
-            {
-                live.Add(adapter);
-            }
-        }
-
-        _live = live.ToArray();
+        public IScalingAdapter[] OutputScales { get; init; } = Array.Empty<IScalingAdapter>();
     }
 }

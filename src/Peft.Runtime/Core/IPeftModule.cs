@@ -1,9 +1,9 @@
 namespace Peft;
 
 /// <summary>
-/// Implemented by generated code on every module class that carries PEFT attributes (<see cref="LoRAAttribute"/>,
-/// <see cref="KroneckerAttribute"/>, <see cref="PromptTuneAttribute"/>, <see cref="FreezeAttribute"/>,
-/// <see cref="TrainableAttribute"/>). The runtime reads the descriptor instead of reflecting over the class.
+/// Implemented by generated code on every module class that carries PEFT attributes (a method's attribute such as
+/// <see cref="LoRAAttribute"/>, or <see cref="FreezeAttribute"/>, <see cref="TrainableAttribute"/>,
+/// <see cref="AdaptableAttribute"/>). The runtime reads the descriptor instead of reflecting over the class.
 /// </summary>
 public interface IPeftModule
 {
@@ -11,24 +11,11 @@ public interface IPeftModule
     PeftModuleDescriptor PeftDescriptor { get; }
 }
 
-/// <summary>The PEFT method an adapter uses.</summary>
-public enum PeftMethod
-{
-    /// <summary>Low-rank adaptation (<see cref="LoRAAdapter"/>), PEFT's <c>LORA</c>.</summary>
-    LoRA = 0,
-
-    /// <summary>Kronecker-product adaptation (<see cref="KroneckerAdapter"/>), PEFT's <c>LOKR</c>.</summary>
-    Kronecker = 1,
-
-    /// <summary>Prompt tuning (<see cref="PromptTuningAdapter"/>), PEFT's <c>PROMPT_TUNING</c>.</summary>
-    PromptTuning = 2,
-}
-
 /// <summary>One adapter declared by an attribute on a member.</summary>
 /// <param name="MemberName">The member (field or property) name, which is also its registered module name.</param>
 /// <param name="AdapterName">The adapter name (PEFT's adapter_name).</param>
-/// <param name="Method">The adapter's method.</param>
-public sealed record PeftAdapterDeclaration(string MemberName, string AdapterName, PeftMethod Method);
+/// <param name="Method">The adapter's method: <see cref="PeftMethod.Name"/> of a method registered in <see cref="PeftMethods"/>.</param>
+public sealed record PeftAdapterDeclaration(string MemberName, string AdapterName, string Method);
 
 /// <summary>
 /// What the source generator knows about one annotated module class: which members are frozen or kept trainable

@@ -5,9 +5,10 @@ namespace Peft;
 public static partial class PeftModel
 {
     /// <summary>
-    /// Merges adapters into the base weights of every adapted linear layer (<c>W += ΔW</c>): the named adapter where a
-    /// layer has it, or each layer's active adapters when <paramref name="adapterName"/> is null. A merged layer's
-    /// forward costs exactly the base forward. Prompt-tuning adapters cannot be merged and are left as they are.
+    /// Merges adapters into the base parameters of every adapted layer (<c>W += ΔW</c> for additive methods; each method's
+    /// own rule otherwise): the named adapter where a layer has it, or each layer's active adapters when
+    /// <paramref name="adapterName"/> is null. A merged layer's forward costs exactly the base forward. Adapters that cannot
+    /// be merged (prompts) are left as they are.
     /// </summary>
     /// <param name="root">The model.</param>
     /// <param name="adapterName">The adapter to merge, or null for the active adapters.</param>
@@ -37,8 +38,8 @@ public static partial class PeftModel
     }
 
     /// <summary>
-    /// Unmerges adapters from the base weights (<c>W -= ΔW</c>): the named adapter where merged, or every merged adapter
-    /// (in reverse merge order) when <paramref name="adapterName"/> is null.
+    /// Takes merged adapters out of the base parameters: the named adapter where merged, or every merged adapter (in reverse
+    /// merge order) when <paramref name="adapterName"/> is null.
     /// </summary>
     /// <param name="root">The model.</param>
     /// <param name="adapterName">The adapter to unmerge, or null for all merged adapters.</param>
@@ -79,8 +80,9 @@ public static partial class PeftModel
     }
 
     /// <summary>
-    /// Activates several adapters at once: each linear layer applies those of <paramref name="adapterNames"/> it has (their
-    /// contributions add up); a prompt layer may have at most one of them. Then re-applies <see cref="ApplyTrainability"/>.
+    /// Activates several adapters at once: each layer applies those of <paramref name="adapterNames"/> it has (a linear
+    /// layer composes them by capability); a prompt layer may have at most one of them. Then re-applies
+    /// <see cref="ApplyTrainability"/>.
     /// </summary>
     /// <param name="root">The model.</param>
     /// <param name="adapterNames">The adapters to activate.</param>
@@ -94,22 +96,23 @@ public static partial class PeftModel
             EnsureExists(root, name);
         }
 
-        foreach (var (_, layer) in root.AdaptedLayers())
+        // Check every layer's new set before changing any (a prompt layer takes one prompt).
+        var plan = root.AdaptedLayers()
+            .Select(l => (l.Layer, Names: adapterNames.Where(l.Layer.HasAdapter).Distinct(StringComparer.Ordinal).ToArray()))
+            .ToList();
+        foreach (var (layer, names) in plan)
         {
-            layer.SetActiveAdapters(adapterNames.Where(layer.HasAdapter).Distinct(StringComparer.Ordinal).ToArray());
-        }
-
-        foreach (var (_, layer) in root.PromptEmbeddings())
-        {
-            var present = adapterNames.Where(layer.HasAdapter).Distinct(StringComparer.Ordinal).ToArray();
-            if (present.Length > 1)
+            if (layer is AdaptedEmbedding && names.Length > 1)
             {
                 throw new PeftConfigurationException(
-                    $"Member '{layer.MemberName}' can prepend only one prompt, but adapters {string.Join(", ", present.Select(n => $"'{n}'"))} were all requested. Activate one of them.",
-                    layer.MemberName, present[1]);
+                    $"Member '{layer.MemberName}' can prepend only one prompt, but adapters {string.Join(", ", names.Select(n => $"'{n}'"))} were all requested. Activate one of them.",
+                    layer.MemberName, names[1]);
             }
+        }
 
-            layer.SetActiveAdapter(present.Length == 1 ? present[0] : null);
+        foreach (var (layer, names) in plan)
+        {
+            layer.SetActiveAdapters(names);
         }
 
         root.ApplyTrainability();
@@ -125,14 +128,8 @@ public static partial class PeftModel
     public static IDisposable DisableAdapters(this nn.Module root)
     {
         ArgumentNullException.ThrowIfNull(root);
-        var linear = root.AdaptedLayers().Select(l => (l.Layer, l.Layer.AdaptersDisabled)).ToList();
-        var prompts = root.PromptEmbeddings().Select(l => (l.Layer, l.Layer.AdaptersDisabled)).ToList();
-        foreach (var (layer, _) in linear)
-        {
-            layer.AdaptersDisabled = true;
-        }
-
-        foreach (var (layer, _) in prompts)
+        var layers = root.AdaptedLayers().Select(l => (l.Layer, l.Layer.AdaptersDisabled)).ToList();
+        foreach (var (layer, _) in layers)
         {
             layer.AdaptersDisabled = true;
         }
@@ -140,12 +137,7 @@ public static partial class PeftModel
         root.ApplyTrainability();
         return new RestoreScope(() =>
         {
-            foreach (var (layer, was) in linear)
-            {
-                layer.AdaptersDisabled = was;
-            }
-
-            foreach (var (layer, was) in prompts)
+            foreach (var (layer, was) in layers)
             {
                 layer.AdaptersDisabled = was;
             }
@@ -163,17 +155,6 @@ public static partial class PeftModel
         var names = new List<string>();
         var seen = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (_, layer) in root.AdaptedLayers())
-        {
-            foreach (var adapter in layer.Adapters)
-            {
-                if (seen.Add(adapter.AdapterName))
-                {
-                    names.Add(adapter.AdapterName);
-                }
-            }
-        }
-
-        foreach (var (_, layer) in root.PromptEmbeddings())
         {
             foreach (var adapter in layer.Adapters)
             {
@@ -206,21 +187,12 @@ public static partial class PeftModel
                 layer.DeleteAdapter(adapterName);
             }
         }
-
-        foreach (var (_, layer) in root.PromptEmbeddings())
-        {
-            if (layer.HasAdapter(adapterName))
-            {
-                layer.DeleteAdapter(adapterName);
-            }
-        }
     }
 
     private static void EnsureExists(nn.Module root, string adapterName)
     {
         ArgumentNullException.ThrowIfNull(adapterName);
-        bool found = root.AdaptedLayers().Any(l => l.Layer.HasAdapter(adapterName))
-            || root.PromptEmbeddings().Any(l => l.Layer.HasAdapter(adapterName));
+        bool found = root.AdaptedLayers().Any(l => l.Layer.HasAdapter(adapterName));
         if (!found)
         {
             var known = root.AdapterNames();

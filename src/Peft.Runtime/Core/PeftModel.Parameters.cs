@@ -6,8 +6,8 @@ namespace Peft;
 public static partial class PeftModel
 {
     /// <summary>
-    /// Every adapter parameter of the tree (LoRA, Kronecker and prompt-tuning adapters, active or not), each once, in
-    /// registration order. Everything else in <c>parameters()</c> is the base model.
+    /// Every adapter parameter of the tree (every method, active or not), each once, in registration order. Everything
+    /// else in <c>parameters()</c> is the base model.
     /// </summary>
     /// <param name="root">The model.</param>
     /// <returns>The adapter parameters.</returns>
@@ -16,17 +16,7 @@ public static partial class PeftModel
         ArgumentNullException.ThrowIfNull(root);
         var seen = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
         var result = new List<Parameter>();
-        foreach (var (_, layer) in root.AdaptedLayers())
-        {
-            foreach (var adapter in layer.Adapters)
-            {
-                foreach (var p in adapter.parameters())
-                {
-                    if (seen.Add(p)) result.Add(p);
-                }
-            }
-        }
-        foreach (var (_, layer) in root.PromptEmbeddings())
+        foreach (var (_, layer) in ModuleTree.Layers(root))
         {
             foreach (var adapter in layer.Adapters)
             {

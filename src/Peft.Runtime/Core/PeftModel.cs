@@ -5,8 +5,8 @@ namespace Peft;
 
 /// <summary>
 /// Model-level PEFT operations on any TorchSharp module tree: trainability, parameter summaries, merging, adapter
-/// selection and deletion, and prompt-tuning helpers. The tree is walked through <c>named_children()</c> and
-/// <c>named_parameters(recurse: false)</c>; nothing is found by reflection.
+/// selection and deletion, and prompt helpers. The tree is walked by <see cref="ModuleTree"/> (<c>named_children()</c>);
+/// nothing is found by reflection.
 /// </summary>
 public static partial class PeftModel
 {
@@ -29,13 +29,47 @@ public static partial class PeftModel
     public static void ApplyTrainability(this nn.Module root)
     {
         ArgumentNullException.ThrowIfNull(root);
-        bool anyAdapters = HasAdapters(root);
-        Apply(root, anyAdapters, frozen: false, trainable: false, adapterLive: null);
+        var nodes = ModuleTree.Walk(root);
+        bool anyAdapters = nodes.Any(n => n.Layer is { Adapters.Count: > 0 });
+        foreach (var node in nodes)
+        {
+            var descriptor = (node.Module as IPeftModule)?.PeftDescriptor;
+            foreach (var (name, parameter) in node.Module.named_parameters(recurse: false))
+            {
+                bool frozen = node.Frozen || (descriptor?.IsFrozenMember(name) ?? false);
+                bool trainable = node.Trainable || (descriptor?.IsTrainableMember(name) ?? false);
+                Set(parameter, frozen ? false : trainable ? true : anyAdapters ? false : null);
+            }
+
+            if (node.Layer is not { } layer)
+            {
+                continue;
+            }
+
+            foreach (var adapter in layer.Adapters)
+            {
+                bool live = !node.Frozen && layer.IsLive(adapter);
+                foreach (var parameter in adapter.parameters())
+                {
+                    Set(parameter, live);
+                }
+            }
+        }
+
+        static void Set(Parameter parameter, bool? requiresGrad)
+        {
+            if (requiresGrad is bool wanted && parameter.requires_grad != wanted)
+            {
+                parameter.requires_grad = wanted;
+            }
+        }
     }
 
     /// <summary>Applies <see cref="ApplyTrainability"/> and returns the parameters that require gradients (each once).</summary>
     /// <param name="root">The model.</param>
     /// <returns>The trainable parameters, in registration order.</returns>
+    /// <exception cref="PeftConfigurationException">A class declares adapters its constructor never created (it did not call
+    /// the generated <c>InitializePeft()</c>).</exception>
     public static IEnumerable<Parameter> TrainableParameters(this nn.Module root)
     {
         EnsureInitialized(root);
@@ -74,149 +108,37 @@ public static partial class PeftModel
         (writer ?? Console.Out).WriteLine(summary.ToString());
     }
 
-    /// <summary>All adapted linear layers of the tree with their dotted paths (the root itself has path "").</summary>
+    /// <summary>All adapted layers of the tree (every kind) with their dotted paths (the root itself has path "").</summary>
     /// <param name="root">The model.</param>
     /// <returns>(path, layer) pairs in registration order.</returns>
-    public static IEnumerable<(string Path, AdaptedLinear Layer)> AdaptedLayers(this nn.Module root)
+    public static IEnumerable<(string Path, AdaptedLayer Layer)> AdaptedLayers(this nn.Module root)
     {
         ArgumentNullException.ThrowIfNull(root);
-        return Collect<AdaptedLinear>(root);
+        return ModuleTree.Layers(root).ToList();
     }
 
-    /// <summary>All prompt-tuning embedding layers of the tree with their dotted paths (the root itself has path "").</summary>
+    /// <summary>All adapted embedding layers of the tree (where prompts are prepended) with their dotted paths.</summary>
     /// <param name="root">The model.</param>
     /// <returns>(path, layer) pairs in registration order.</returns>
-    public static IEnumerable<(string Path, PromptTuningEmbedding Layer)> PromptEmbeddings(this nn.Module root)
+    public static IEnumerable<(string Path, AdaptedEmbedding Layer)> PromptEmbeddings(this nn.Module root)
     {
         ArgumentNullException.ThrowIfNull(root);
-        return Collect<PromptTuningEmbedding>(root);
-    }
-
-    private static List<(string Path, T Layer)> Collect<T>(nn.Module root)
-        where T : nn.Module
-    {
-        var list = new List<(string Path, T Layer)>();
-        Visit(root, string.Empty, list);
-        return list;
-
-        static void Visit(nn.Module module, string path, List<(string Path, T Layer)> list)
-        {
-            if (module is T layer)
-            {
-                list.Add((path, layer));
-                return;
-            }
-
-            if (module is AdaptedLinear or PromptTuningEmbedding)
-            {
-                return;
-            }
-
-            foreach (var (name, child) in module.named_children())
-            {
-                Visit(child, path.Length == 0 ? name : path + "." + name, list);
-            }
-        }
-    }
-
-    private static bool HasAdapters(nn.Module module)
-    {
-        switch (module)
-        {
-            case AdaptedLinear linear:
-                return linear.Adapters.Count > 0;
-            case PromptTuningEmbedding prompt:
-                return prompt.Adapters.Count > 0;
-        }
-
-        foreach (var (_, child) in module.named_children())
-        {
-            if (HasAdapters(child))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
-
-    private static void Apply(nn.Module module, bool anyAdapters, bool frozen, bool trainable, bool? adapterLive)
-    {
-        var descriptor = (module as IPeftModule)?.PeftDescriptor;
-        if (descriptor is { FrozenClass: true })
-        {
-            frozen = true;
-        }
-
-        foreach (var (name, parameter) in module.named_parameters(recurse: false))
-        {
-            bool memberFrozen = frozen || (descriptor?.IsFrozenMember(name) ?? false);
-            bool memberTrainable = trainable || (descriptor?.IsTrainableMember(name) ?? false);
-            bool? wanted;
-            if (memberFrozen)
-            {
-                wanted = false;
-            }
-            else if (adapterLive is bool live)
-            {
-                wanted = live;
-            }
-            else if (memberTrainable)
-            {
-                wanted = true;
-            }
-            else
-            {
-                wanted = anyAdapters ? false : null;
-            }
-
-            if (wanted is bool requiresGrad && parameter.requires_grad != requiresGrad)
-            {
-                parameter.requires_grad = requiresGrad;
-            }
-        }
-
-        foreach (var (name, child) in module.named_children())
-        {
-            bool childFrozen = frozen || (descriptor?.IsFrozenMember(name) ?? false);
-            bool childTrainable = trainable || (descriptor?.IsTrainableMember(name) ?? false);
-            bool? live = adapterLive;
-            if (live is null)
-            {
-                if (module is AdaptedLinear layer && child is LinearAdapter adapter)
-                {
-                    live = layer.IsLive(adapter);
-                }
-                else if (module is PromptTuningEmbedding embedding && child is PromptTuningAdapter prompt)
-                {
-                    live = embedding.IsLive(prompt);
-                }
-            }
-
-            Apply(child, anyAdapters, childFrozen, childTrainable, live);
-        }
+        return ModuleTree.Layers(root).Where(l => l.Layer is AdaptedEmbedding).Select(l => (l.Path, (AdaptedEmbedding)l.Layer)).ToList();
     }
 
     /// <summary>
     /// Checks every <see cref="IPeftModule"/> of a fully built model (not from generated code: a base class's
     /// <c>InitializePeft()</c> runs before the derived class has created its layers).
     /// </summary>
-    private static void EnsureInitialized(nn.Module module)
+    internal static void EnsureInitialized(nn.Module root)
     {
-        ArgumentNullException.ThrowIfNull(module);
-        if (module is IPeftModule peft)
+        ArgumentNullException.ThrowIfNull(root);
+        foreach (var node in ModuleTree.Walk(root))
         {
-            EnsureDeclaredAdaptersAreWrapped(module, peft.PeftDescriptor);
-        }
-
-        if (module is AdaptedLinear or PromptTuningEmbedding)
-        {
-            return;
-        }
-
-        foreach (var (_, child) in module.named_children())
-        {
-            EnsureInitialized(child);
+            if (node.Module is IPeftModule peft)
+            {
+                EnsureDeclaredAdaptersAreWrapped(node.Module, peft.PeftDescriptor);
+            }
         }
     }
 
@@ -236,8 +158,7 @@ public static partial class PeftModel
         {
             children ??= module.named_children().ToDictionary(c => c.name, c => c.module, StringComparer.Ordinal);
             children.TryGetValue(declaration.MemberName, out var child);
-            bool wrapped = declaration.Method == PeftMethod.PromptTuning ? child is PromptTuningEmbedding : child is AdaptedLinear;
-            if (!wrapped)
+            if (child is not AdaptedLayer)
             {
                 string found = child is null ? "no registered module of that name" : $"a {child.GetType().Name}";
                 throw new PeftConfigurationException(

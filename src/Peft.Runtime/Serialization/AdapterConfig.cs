@@ -6,13 +6,19 @@ using System.Text.Json.Nodes;
 namespace Peft.Serialization;
 
 /// <summary>
-/// The parts of a Hugging Face PEFT <c>adapter_config.json</c> this library reads. Unknown keys are kept in
-/// <see cref="Raw"/> and otherwise ignored, so configs written by newer PEFT versions still load.
+/// A Hugging Face PEFT <c>adapter_config.json</c>: the fields every method shares (peft_type, targets, layers, modules to
+/// save, patterns) as properties, and typed, checked access to any other field for the method that owns it
+/// (<see cref="GetInt"/>, <see cref="GetDouble"/>, ...; LoRA reads <c>r</c> and <c>lora_alpha</c>, IA3 reads
+/// <c>feedforward_modules</c>). Unknown keys are kept in <see cref="Raw"/> and otherwise ignored, so configs written by newer
+/// PEFT versions still load. Every error names the file and the field.
 /// </summary>
 public sealed record AdapterConfig
 {
     /// <summary>PEFT's <c>peft_type</c>: "LORA", "LOKR", "PROMPT_TUNING", ...</summary>
     public required string PeftType { get; init; }
+
+    /// <summary>What names the config in messages (its path, or "adapter_config.json").</summary>
+    public string Source { get; init; } = AdapterFiles.ConfigFileName;
 
     /// <summary><c>task_type</c> (e.g. "CAUSAL_LM"), or null.</summary>
     public string? TaskType { get; init; }
@@ -45,52 +51,23 @@ public sealed record AdapterConfig
     /// </summary>
     public IReadOnlyList<string> ModulesToSave { get; init; } = Array.Empty<string>();
 
-    /// <summary><c>r</c> (LoRA, LoKr).</summary>
-    public int R { get; init; } = 8;
-
-    /// <summary><c>lora_alpha</c> (LoRA) or <c>alpha</c> (LoKr).</summary>
-    public double Alpha { get; init; } = 8;
-
-    /// <summary><c>lora_dropout</c>.</summary>
-    public double Dropout { get; init; }
-
-    /// <summary><c>use_rslora</c>.</summary>
-    public bool UseRsLora { get; init; }
-
-    /// <summary><c>use_dora</c> (not supported yet: loading such an adapter fails with a clear message).</summary>
-    public bool UseDora { get; init; }
-
     /// <summary><c>fan_in_fan_out</c>: the adapted base layers are stored [in, out] (Conv1D); see <see cref="IFanInFanOutLayers"/>.</summary>
     public bool FanInFanOut { get; init; }
 
-    /// <summary><c>bias</c>: "none", "all" or "lora_only" (only "none" is supported).</summary>
-    public string Bias { get; init; } = "none";
-
-    /// <summary><c>lora_bias</c> (a trainable bias on lora_B; not supported: loading such an adapter fails with a clear message).</summary>
-    public bool LoraBias { get; init; }
-
-    /// <summary><c>rank_pattern</c>: module name pattern to rank.</summary>
+    /// <summary><c>rank_pattern</c>: module name pattern to rank (the low-rank methods' per-module override).</summary>
     public IReadOnlyDictionary<string, int> RankPattern { get; init; } = new Dictionary<string, int>();
 
     /// <summary><c>alpha_pattern</c>: module name pattern to alpha.</summary>
     public IReadOnlyDictionary<string, double> AlphaPattern { get; init; } = new Dictionary<string, double>();
 
-    /// <summary>LoKr <c>decompose_factor</c>.</summary>
-    public int DecomposeFactor { get; init; } = -1;
-
-    /// <summary>LoKr <c>decompose_both</c>.</summary>
-    public bool DecomposeBoth { get; init; }
-
-    /// <summary>Prompt tuning <c>num_virtual_tokens</c>.</summary>
-    public int NumVirtualTokens { get; init; }
-
-    /// <summary>Prompt tuning <c>token_dim</c>.</summary>
-    public int TokenDim { get; init; }
-
     /// <summary>The whole JSON object as read (unknown keys included).</summary>
     public JsonObject Raw { get; init; } = new();
 
     /// <summary>Reads and validates a config file; errors name the file and the field.</summary>
+    /// <param name="path">The path of <c>adapter_config.json</c>.</param>
+    /// <returns>The config.</returns>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
+    /// <exception cref="AdapterFormatException">The file is not a valid config.</exception>
     public static AdapterConfig Read(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Adapter config not found: {path}", path);
@@ -117,11 +94,15 @@ public sealed record AdapterConfig
     }
 
     /// <summary>Interprets a parsed config object; <paramref name="source"/> names it in error messages.</summary>
+    /// <param name="obj">The JSON object.</param>
+    /// <param name="source">The file's path (or another name for messages).</param>
+    /// <returns>The config.</returns>
+    /// <exception cref="AdapterFormatException">A shared field is malformed.</exception>
     public static AdapterConfig FromJson(JsonObject obj, string source)
     {
+        ArgumentNullException.ThrowIfNull(obj);
         string peftType = GetString(obj, "peft_type", source)
             ?? throw new AdapterFormatException($"{source}: \"peft_type\" is missing; PEFT configs always name their method (e.g. \"LORA\").");
-        bool isLokr = peftType == "LOKR";
         var (targets, regex) = GetModuleSelection(obj, "target_modules", source);
         var (excluded, excludedRegex) = GetModuleSelection(obj, "exclude_modules", source);
         var layers = new List<int>();
@@ -150,6 +131,7 @@ public sealed record AdapterConfig
         return new AdapterConfig
         {
             PeftType = peftType,
+            Source = source,
             TaskType = GetString(obj, "task_type", source),
             BaseModelNameOrPath = GetString(obj, "base_model_name_or_path", source),
             TargetModules = targets,
@@ -159,30 +141,81 @@ public sealed record AdapterConfig
             LayersToTransform = layers,
             LayersPattern = layersPattern,
             ModulesToSave = modulesToSave,
-            R = GetInt(obj, "r", source) ?? 8,
-            Alpha = GetDouble(obj, isLokr ? "alpha" : "lora_alpha", source) ?? 8,
-            Dropout = GetDouble(obj, "lora_dropout", source) ?? 0,
-            UseRsLora = GetBool(obj, "use_rslora", source) ?? false,
-            UseDora = GetBool(obj, "use_dora", source) ?? false,
             FanInFanOut = GetBool(obj, "fan_in_fan_out", source) ?? false,
-            Bias = GetString(obj, "bias", source) ?? "none",
-            LoraBias = GetBool(obj, "lora_bias", source) ?? false,
             RankPattern = GetMap(obj, "rank_pattern", source, n => ToInt(n, "rank_pattern", source)),
             AlphaPattern = GetMap(obj, "alpha_pattern", source, n => ToDouble(n, "alpha_pattern", source)),
-            DecomposeFactor = GetInt(obj, "decompose_factor", source) ?? -1,
-            DecomposeBoth = GetBool(obj, "decompose_both", source) ?? false,
-            NumVirtualTokens = GetInt(obj, "num_virtual_tokens", source) ?? 0,
-            TokenDim = GetInt(obj, "token_dim", source) ?? 0,
             Raw = obj,
         };
     }
 
-    /// <summary>The rank for a module: the first <c>rank_pattern</c> key matching its name (PEFT's
-    /// <c>get_pattern_key</c>: <c>(.*\.)?key$</c>, in the file's order), else <see cref="R"/>.</summary>
-    public int RankFor(string modulePath) => PeftTargets.PatternValue(RankPattern, modulePath, out _) ?? R;
+    /// <summary>An integer field, or <paramref name="fallback"/> when the key is absent. A present <c>null</c> is an error
+    /// (PEFT would fail on it later, or silently use another value).</summary>
+    /// <param name="key">The field.</param>
+    /// <param name="fallback">The value when absent (PEFT's default).</param>
+    /// <returns>The value.</returns>
+    /// <exception cref="AdapterFormatException">The field is null, not an integer, or out of range.</exception>
+    public int GetInt(string key, int fallback) => Raw.ContainsKey(key) ? ToInt(Present(key), key, Source) : fallback;
 
-    /// <summary>The alpha for a module: <c>alpha_pattern</c> matched like <see cref="RankFor"/>, else <see cref="Alpha"/>.</summary>
-    public double AlphaFor(string modulePath) => PeftTargets.PatternValue(AlphaPattern, modulePath, out _) ?? Alpha;
+    /// <summary>A number field (finite), or <paramref name="fallback"/> when the key is absent.</summary>
+    /// <param name="key">The field.</param>
+    /// <param name="fallback">The value when absent (PEFT's default).</param>
+    /// <returns>The value.</returns>
+    /// <exception cref="AdapterFormatException">The field is null, not a number, or not finite.</exception>
+    public double GetDouble(string key, double fallback)
+    {
+        if (!Raw.ContainsKey(key)) return fallback;
+        double value = ToDouble(Present(key), key, Source);
+        return double.IsFinite(value)
+            ? value
+            : throw new AdapterFormatException($"{Source}: \"{key}\" must be a finite number, found {Raw[key]!.ToJsonString()}.");
+    }
+
+    /// <summary>A boolean field, or <paramref name="fallback"/> when the key is absent or null (PEFT writes null for unset flags).</summary>
+    /// <param name="key">The field.</param>
+    /// <param name="fallback">The value when absent.</param>
+    /// <returns>The value.</returns>
+    /// <exception cref="AdapterFormatException">The field is not true, false or null.</exception>
+    public bool GetBool(string key, bool fallback) => GetBool(Raw, key, Source) ?? fallback;
+
+    /// <summary>A string field, or null when absent or null.</summary>
+    /// <param name="key">The field.</param>
+    /// <returns>The value.</returns>
+    /// <exception cref="AdapterFormatException">The field is not a string.</exception>
+    public string? GetString(string key) => GetString(Raw, key, Source);
+
+    /// <summary>A module selection field (a list of names or a regex string), or null when absent or null.</summary>
+    /// <param name="key">The field (e.g. <c>feedforward_modules</c>).</param>
+    /// <returns>The selection.</returns>
+    /// <exception cref="AdapterFormatException">The field is malformed.</exception>
+    public TargetModules? GetModules(string key)
+    {
+        if (Raw[key] is null) return null;
+        var (names, regex) = GetModuleSelection(Raw, key, Source);
+        return Peft.TargetModules.FromPeft(regex, names);
+    }
+
+    /// <summary>An <see cref="AdapterFormatException"/> for a setting this library does not support, naming the file and the field.</summary>
+    /// <param name="key">The field.</param>
+    /// <param name="what">What is not supported and what to do instead.</param>
+    /// <returns>The exception to throw.</returns>
+    public AdapterFormatException Unsupported(string key, string what)
+        => new($"{Source}: {key} {Raw[key]?.ToJsonString() ?? "null"} is not supported: {what}");
+
+    private JsonNode Present(string key)
+        => Raw[key] ?? throw new AdapterFormatException($"{Source}: \"{key}\" is null; give it a value or leave it out for PEFT's default.");
+
+    /// <summary>The rank for a module: the first <c>rank_pattern</c> key matching its name (PEFT's
+    /// <c>get_pattern_key</c>: <c>(.*\.)?key$</c>, in the file's order), else <paramref name="fallback"/>.</summary>
+    /// <param name="modulePath">The module path, or null for the adapter-wide value.</param>
+    /// <param name="fallback">The config's <c>r</c>.</param>
+    /// <returns>The rank.</returns>
+    public int RankFor(string? modulePath, int fallback) => modulePath is null ? fallback : PeftTargets.PatternValue(RankPattern, modulePath, out _) ?? fallback;
+
+    /// <summary>The alpha for a module: <c>alpha_pattern</c> matched like <see cref="RankFor"/>, else <paramref name="fallback"/>.</summary>
+    /// <param name="modulePath">The module path, or null for the adapter-wide value.</param>
+    /// <param name="fallback">The config's alpha.</param>
+    /// <returns>The alpha.</returns>
+    public double AlphaFor(string? modulePath, double fallback) => modulePath is null ? fallback : PeftTargets.PatternValue(AlphaPattern, modulePath, out _) ?? fallback;
 
     /// <summary>
     /// PEFT's target matching (<c>check_target_module_exists</c>) for one module name: a list entry matches a module
@@ -203,6 +236,8 @@ public sealed record AdapterConfig
     }
 
     /// <summary>Serialises like PEFT's <c>save_pretrained</c>: keys sorted, 2-space indent.</summary>
+    /// <param name="fields">The fields.</param>
+    /// <returns>The JSON text with a final newline.</returns>
     public static string ToJson(IDictionary<string, JsonNode?> fields)
     {
         var sorted = new JsonObject();
@@ -218,12 +253,6 @@ public sealed record AdapterConfig
         return node.GetValueKind() == JsonValueKind.String
             ? node.GetValue<string>()
             : throw new AdapterFormatException($"{source}: \"{key}\" must be a string, found {node.ToJsonString()}.");
-    }
-
-    private static int? GetInt(JsonObject obj, string key, string source)
-    {
-        var node = obj[key];
-        return node is null ? null : ToInt(node, key, source);
     }
 
     private static int ToInt(JsonNode node, string key, string source)
@@ -254,12 +283,6 @@ public sealed record AdapterConfig
             case var other:
                 throw new AdapterFormatException($"{source}: \"{key}\" must be a list of names or a regex string, found {other.ToJsonString()}.");
         }
-    }
-
-    private static double? GetDouble(JsonObject obj, string key, string source)
-    {
-        var node = obj[key];
-        return node is null ? null : ToDouble(node, key, source);
     }
 
     private static double ToDouble(JsonNode node, string key, string source)
@@ -301,12 +324,15 @@ public sealed record AdapterConfig
     internal static byte[] Utf8(string text) => new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(text);
 }
 
-/// <summary>An adapter directory whose files do not follow PEFT's format.</summary>
+/// <summary>An adapter directory whose files do not follow PEFT's format, or that this library does not support.</summary>
 public sealed class AdapterFormatException : Exception
 {
     /// <summary>Creates the exception.</summary>
+    /// <param name="message">The message, naming the file and the field.</param>
     public AdapterFormatException(string message) : base(message) { }
 
     /// <summary>Creates the exception with its cause.</summary>
+    /// <param name="message">The message, naming the file and the field.</param>
+    /// <param name="inner">The cause.</param>
     public AdapterFormatException(string message, Exception inner) : base(message, inner) { }
 }

@@ -78,7 +78,8 @@ public sealed class TensorMismatchException : Exception
 /// <summary>
 /// Saves and loads adapters in Hugging Face PEFT's format: a directory with <c>adapter_config.json</c> and
 /// <c>adapter_model.safetensors</c> (metadata <c>{"format": "pt"}</c>), tensor keys
-/// <c>base_model.model.{module path}.{lora_A.weight|lora_B.weight|lokr_w1|...}</c> or <c>prompt_embeddings</c>.
+/// <c>base_model.model.{module path}.{lora_A.weight|lora_B.weight|lokr_w1|...}</c> or <c>prompt_embeddings</c>. Each method's
+/// <see cref="PeftMethod"/> writes and reads its config fields and names its tensors; this class is the same for all.
 /// <c>[Trainable]</c> modules travel as PEFT's <c>modules_to_save</c>: listed by name in the config, their state-dict
 /// tensors keyed <c>base_model.model.{module path}.{weight|bias|...}</c> (<c>base_model.{module path}...</c> for prompt
 /// tuning). A model holds one copy of each such module, shared by all its adapters (PEFT keeps one per adapter).
@@ -174,7 +175,7 @@ public static class AdapterFiles
         var config = AdapterConfig.Read(configPath);
         if (!File.Exists(weightsPath))
             throw new FileNotFoundException($"{directory} has {ConfigFileName} but no {WeightsFileName}; PEFT's pickle format (adapter_model.bin) is not supported.", weightsPath);
-        var method = AdapterLayout.MethodOf(config, configPath);
+        var method = PeftMethods.ForConfig(config);
 
         // Open (and so validate) the weights before the model is touched.
         using var reader = SafetensorsFile.Open(weightsPath);
@@ -201,10 +202,14 @@ public static class AdapterFiles
     private static AdapterLoadResult LoadInto(nn.Module model, SafetensorsReader reader, AdapterConfig config, PeftMethod method,
         string configPath, string weightsPath, string adapterName, bool strict, bool creates)
     {
-        if (creates) AdapterLayout.EnsureAdapter(model, adapterName, method, config, configPath);
+        if (creates)
+        {
+            method.CreateFromConfig(model, adapterName, config, reader.Tensors.ToDictionary(t => t.Name, t => t.Shape, StringComparer.Ordinal));
+            model.ApplyTrainability();
+        }
         var layout = AdapterLayout.Collect(model, adapterName);
         if (layout.Method != method)
-            throw new AdapterFormatException($"{configPath} holds a {config.PeftType} adapter but the model's adapter '{adapterName}' is {AdapterLayout.PeftTypeOf(layout.Method)}.");
+            throw new AdapterFormatException($"{configPath} holds a {method.Name} adapter ({config.PeftType}) but the model's adapter '{adapterName}' is {layout.Method.Name} ({layout.Method.PeftType}).");
         layout.CheckFanInFanOut(model, config, configPath);
 
         var merged = model.AdaptedLayers()

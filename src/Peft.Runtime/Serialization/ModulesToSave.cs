@@ -18,7 +18,7 @@ internal static class ModulesToSave
     public static readonly string[] SequenceClassificationNames = { "classifier", "score" };
 
     /// <summary>The prefix of module keys in the file: PEFT's PeftModel path of the base model for <paramref name="method"/>.</summary>
-    public static string KeyPrefix(PeftMethod method) => method == PeftMethod.PromptTuning ? "base_model." : AdapterFiles.KeyPrefix;
+    public static string KeyPrefix(PeftMethod method) => method.IsPromptLearning ? "base_model." : AdapterFiles.KeyPrefix;
 
     /// <summary>One module to save or load: its path in the model, and its tensors under PEFT's keys.</summary>
     public sealed record Entry(string Path, nn.Module Module, List<(string Key, Tensor Target)> Tensors);
@@ -32,7 +32,26 @@ internal static class ModulesToSave
     {
         var modules = new List<(string Path, nn.Module Module)>();
         var parameters = new List<string>();
-        Visit(model, string.Empty, frozen: false);
+        var trainableParents = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var node in ModuleTree.Walk(model))
+        {
+            // The outermost [Trainable] modules, not under [Freeze]; a module inside one is saved as part of it.
+            bool inside = node.Path.Length > 0 && trainableParents.Contains(ParentPath(node.Path));
+            if (node.Trainable)
+            {
+                trainableParents.Add(node.Path);
+                if (!inside && !node.Frozen) modules.Add((node.Path, node.Module));
+                continue;
+            }
+
+            var descriptor = (node.Module as IPeftModule)?.PeftDescriptor;
+            if (descriptor is null || node.Frozen) continue;
+            foreach (var (name, _) in node.Module.named_parameters(recurse: false))
+            {
+                if (descriptor.IsTrainableMember(name) && !descriptor.IsFrozenMember(name)) parameters.Add(Join(node.Path, name));
+            }
+        }
+
         if (parameters.Count > 0)
         {
             throw new PeftConfigurationException(
@@ -45,30 +64,10 @@ internal static class ModulesToSave
         string prefix = KeyPrefix(method);
         return modules.Select(m => new Entry(m.Path, m.Module, Tensors(m.Module, prefix + m.Path + ".", adapterParameters))).ToList();
 
-        void Visit(nn.Module module, string path, bool frozen)
+        static string ParentPath(string path)
         {
-            if (module is AdaptedLinear or PromptTuningEmbedding) return;
-            var descriptor = (module as IPeftModule)?.PeftDescriptor;
-            if (descriptor is { FrozenClass: true }) frozen = true;
-            if (descriptor is not null && !frozen)
-            {
-                foreach (var (name, _) in module.named_parameters(recurse: false))
-                {
-                    if (descriptor.IsTrainableMember(name) && !descriptor.IsFrozenMember(name)) parameters.Add(Join(path, name));
-                }
-            }
-
-            foreach (var (name, child) in module.named_children())
-            {
-                bool childFrozen = frozen || (descriptor?.IsFrozenMember(name) ?? false);
-                if (!childFrozen && (descriptor?.IsTrainableMember(name) ?? false))
-                {
-                    modules.Add((Join(path, name), child));
-                    continue;
-                }
-
-                Visit(child, Join(path, name), childFrozen);
-            }
+            int dot = path.LastIndexOf('.');
+            return dot < 0 ? string.Empty : path[..dot];
         }
     }
 
@@ -82,7 +81,7 @@ internal static class ModulesToSave
     public static List<string> Names(nn.Module model, IReadOnlyList<Entry> entries, PeftMethod method, string adapterName)
     {
         var chosen = new HashSet<string>(entries.Select(e => e.Path), StringComparer.Ordinal);
-        var paths = AdapterLayout.ModuleTree(model).Select(m => m.Path).ToList();
+        var paths = ModuleTree.Walk(model).Where(n => n.Path.Length > 0).Select(n => n.Path).ToList();
         string prefix = KeyPrefix(method);
         bool SelectsOnlyChosen(string name) => paths.Where(p => (prefix + p).EndsWith(name, StringComparison.Ordinal)).All(chosen.Contains);
 
@@ -114,7 +113,7 @@ internal static class ModulesToSave
     /// </summary>
     public static List<Entry> FromConfig(nn.Module model, AdapterConfig config, PeftMethod method, string source)
     {
-        var tree = AdapterLayout.ModuleTree(model);
+        var tree = ModuleTree.Walk(model).Where(n => n.Path.Length > 0).Select(n => (n.Path, n.Module)).ToList();
         string prefix = KeyPrefix(method);
         var selected = new List<(string Path, nn.Module Module)>();
         var unknown = new List<string>();

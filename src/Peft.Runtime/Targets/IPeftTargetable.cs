@@ -16,7 +16,7 @@ public interface IPeftTargetable
 
     /// <summary>
     /// Adapts every member whose full dotted name (<paramref name="prefix"/> + member name) <paramref name="plan"/>
-    /// selects: wraps its layer with <see cref="AdaptedLinear"/>, adds the planned adapter, stores the wrapper in the
+    /// selects: wraps its layer (<see cref="PeftLayers.Wrap"/>), adds the planned adapter, stores the wrapper in the
     /// member and re-registers it under the same name. Generated; call <see cref="PeftTargeting.ApplyTargets"/> instead.
     /// </summary>
     /// <param name="prefix">The module's own full name followed by "." ("" for the root).</param>

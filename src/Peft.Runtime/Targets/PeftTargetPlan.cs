@@ -35,11 +35,11 @@ public sealed class PeftTargetPlan
     public bool Selects(string fullName) => _selected.ContainsKey(fullName) && !_applied.Contains(fullName);
 
     /// <summary>Adds the planned adapter to <paramref name="layer"/>, the wrapped layer of member <paramref name="fullName"/> (called by generated code).</summary>
-    /// <param name="layer">The wrapper returned by <see cref="AdaptedLinear.Wrap"/>.</param>
+    /// <param name="layer">The wrapper returned by <see cref="PeftLayers.Wrap"/>.</param>
     /// <param name="fullName">The member's full dotted name.</param>
     /// <returns><paramref name="layer"/>.</returns>
     /// <exception cref="PeftConfigurationException">The plan does not select <paramref name="fullName"/>.</exception>
-    public AdaptedLinear Adapt(AdaptedLinear layer, string fullName)
+    public AdaptedLayer Adapt(AdaptedLayer layer, string fullName)
     {
         ArgumentNullException.ThrowIfNull(layer);
         ArgumentNullException.ThrowIfNull(fullName);

@@ -32,7 +32,7 @@ public static class PeftTargeting
     /// <summary>
     /// Adds adapter <see cref="PeftTargets.AdapterName"/> to every linear layer <paramref name="targets"/> selects, through the
     /// generated <see cref="IPeftTargetable.ApplyPeftTargets"/> of the classes that own them (the same wrapping as attribute
-    /// adapters: <see cref="AdaptedLinear.Wrap"/>, the member replaced and re-registered under its name), then re-applies
+    /// adapters: <see cref="PeftLayers.Wrap"/>, the member replaced and re-registered under its name), then re-applies
     /// trainability (only active adapters and <see cref="TrainableAttribute"/> members train). Everything is checked first:
     /// on an error the model is unchanged.
     /// </summary>
@@ -56,7 +56,7 @@ public static class PeftTargeting
     /// have an equal adapter of that name, e.g. from a <see cref="LoRAAttribute"/> with the same rank and alpha, are kept),
     /// then loads the weights with <see cref="AdapterFiles.Load"/>. The targets are resolved before anything changes; when
     /// loading the weights fails, the adapters added here are removed again and trainability is restored. A plain
-    /// <c>Linear</c> member it wrapped stays wrapped: an <see cref="AdaptedLinear"/> without adapters computes exactly its
+    /// <c>Linear</c> member it wrapped stays wrapped: an <see cref="AdaptedLayer"/> without adapters computes exactly its
     /// base layer, under the same state-dict names.
     /// </summary>
     /// <param name="model">The model.</param>
@@ -71,7 +71,7 @@ public static class PeftTargeting
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Adapter directory not found: {directory}");
         string configPath = Path.Combine(directory, AdapterFiles.ConfigFileName);
-        var targets = PeftTargets.ForLoading(AdapterConfig.Read(configPath), adapterName, configPath);
+        var targets = PeftTargets.ForLoading(AdapterConfig.Read(configPath), adapterName);
         var plan = Resolve(model, targets, reuseEqual: true);
         var requiresGrad = model.parameters().Select(p => (p, p.requires_grad)).ToList();
         Apply(model, plan);
@@ -153,8 +153,8 @@ public static class PeftTargeting
         return module;
     }
 
-    /// <summary>One registered module of the tree.</summary>
-    private sealed record Node(string Path, string Name, nn.Module Module, nn.Module? Parent, bool IsLinear, bool IsRootChild)
+    /// <summary>One registered module of the tree, as targeting sees it.</summary>
+    private sealed record Node(string Path, string Name, nn.Module Module, nn.Module? Parent, PeftLayerKind Kind, bool IsRootChild)
     {
         public PeftTargetMember? Member { get; init; }
         public bool TrainableMember { get; init; }
@@ -162,43 +162,39 @@ public static class PeftTargeting
         public string? Reason { get; init; }
     }
 
+    /// <summary>The modules of the tree below the root (<see cref="ModuleTree"/>, so [Freeze]/[Trainable] are inherited
+    /// exactly as trainability inherits them), each with its layer kind and, for layers, whether the generated code of
+    /// its owner can replace it.</summary>
     private static List<Node> Walk(nn.Module root)
     {
         var nodes = new List<Node>();
-        Visit(root, string.Empty, frozen: false, trainable: false, nodes);
-        return nodes;
-
-        // frozen/trainable are inherited down the tree exactly as PeftModel.ApplyTrainability inherits them: a layer
-        // anywhere under a [Freeze] member or class never trains, one under a [Trainable] member trains whole.
-        static void Visit(nn.Module module, string prefix, bool frozen, bool trainable, List<Node> nodes)
+        var members = new Dictionary<nn.Module, Dictionary<string, PeftTargetMember>>(ReferenceEqualityComparer.Instance);
+        foreach (var tree in ModuleTree.Walk(root))
         {
-            if (module is AdaptedLinear or PromptTuningEmbedding) return;
-            var members = (module as IPeftTargetable)?.PeftTargetMembers.ToDictionary(m => m.Name, StringComparer.Ordinal);
-            var descriptor = (module as IPeftModule)?.PeftDescriptor;
-            if (descriptor is { FrozenClass: true }) frozen = true;
-            foreach (var (name, child) in module.named_children())
+            if (tree.Parent is null) continue;
+            var kind = PeftLayers.KindOf(tree.Module);
+            string? reason = null;
+            PeftTargetMember? member = null;
+            if (kind != PeftLayerKind.None)
             {
-                string path = prefix + name;
-                bool linear = child is Linear or AdaptedLinear;
-                PeftTargetMember? member = null;
-                members?.TryGetValue(name, out member);
-                string? reason = null;
-                if (linear)
+                if (!members.TryGetValue(tree.Parent, out var byName))
                 {
-                    reason = member?.NotTargetableReason ?? (member is not null ? null : NotTargetable(module, name));
+                    byName = (tree.Parent as IPeftTargetable)?.PeftTargetMembers.ToDictionary(m => m.Name, StringComparer.Ordinal)
+                        ?? new Dictionary<string, PeftTargetMember>(StringComparer.Ordinal);
+                    members[tree.Parent] = byName;
                 }
-                bool childFrozen = frozen || (descriptor?.IsFrozenMember(name) ?? false);
-                bool childTrainable = trainable || (descriptor?.IsTrainableMember(name) ?? false);
-                nodes.Add(new Node(path, name, child, module, linear, prefix.Length == 0)
-                {
-                    Member = member,
-                    TrainableMember = childTrainable,
-                    FrozenMember = childFrozen,
-                    Reason = reason,
-                });
-                Visit(child, path + ".", childFrozen, childTrainable, nodes);
+                byName.TryGetValue(tree.Name, out member);
+                reason = member?.NotTargetableReason ?? (member is not null ? null : NotTargetable(tree.Parent, tree.Name));
             }
+            nodes.Add(new Node(tree.Path, tree.Name, tree.Module, tree.Parent, kind, ReferenceEquals(tree.Parent, root))
+            {
+                Member = member,
+                TrainableMember = tree.Trainable,
+                FrozenMember = tree.Frozen,
+                Reason = reason,
+            });
         }
+        return nodes;
     }
 
     private static string NotTargetable(nn.Module parent, string name)
@@ -225,9 +221,10 @@ public static class PeftTargeting
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(targets);
         string adapterName = targets.AdapterName;
-        AdapterNameRules.Validate(adapterName, null, AdaptedLinear.WeightName, AdaptedLinear.BiasName);
+        AdapterNameRules.Validate(adapterName, null, AdaptedLayer.WeightName, AdaptedLayer.BiasName);
         if (targets.Exclude is { Kind: TargetModulesKind.AllLinear })
             throw new PeftConfigurationException("exclude_modules cannot be \"all-linear\".");
+        var method = targets.Options.Method;
 
         var nodes = Walk(model);
         string modelName = model.GetType().Name;
@@ -253,7 +250,7 @@ public static class PeftTargeting
                         unmatched.Add(entry);
                         continue;
                     }
-                    if (CheckMatches($"target_modules entry '{entry}'", entry, matches, nodes, modelName, errors))
+                    if (CheckMatches($"target_modules entry '{entry}'", entry, matches, nodes, modelName, method, errors))
                     {
                         // PEFT filters by layers_to_transform only the suffix matches, not a module named exactly.
                         foreach (var node in matches.Where(n => n.Path == entry || InLayers(n))) Select(node);
@@ -263,22 +260,27 @@ public static class PeftTargeting
                 {
                     // Even a file's list must match something (PEFT: "Target modules ... not found in the base model").
                     foreach (var entry in unmatched)
-                        CheckMatches($"target_modules entry '{entry}'", entry, new List<Node>(), nodes, modelName, errors);
+                        CheckMatches($"target_modules entry '{entry}'", entry, new List<Node>(), nodes, modelName, method, errors);
                 }
                 break;
             case TargetModulesKind.Regex:
             {
                 var matches = nodes.Where(n => targets.Targets.IsMatch(n.Path)).ToList();
-                if (CheckMatches($"target_modules {targets.Targets}", null, matches, nodes, modelName, errors))
+                if (CheckMatches($"target_modules {targets.Targets}", null, matches, nodes, modelName, method, errors))
                 {
                     foreach (var node in matches) Select(node);
                 }
                 break;
             }
             default:
+                if ((method.LayerKinds & PeftLayerKind.Linear) == 0)
+                {
+                    errors.Add($"target_modules \"all-linear\" selects linear layers, but [{method.Name}] adapts {method.LayerKinds} layers; name the modules instead.");
+                    break;
+                }
                 foreach (var node in nodes)
                 {
-                    if (!node.IsLinear || node.TrainableMember || node.FrozenMember) continue;
+                    if (node.Kind != PeftLayerKind.Linear || node.TrainableMember || node.FrozenMember) continue;
                     if (node.IsRootChild && TargetModules.OutputHeadNames.Contains(node.Name, StringComparer.Ordinal)) continue;
                     if (InLayers(node)) Select(node);
                 }
@@ -317,7 +319,7 @@ public static class PeftTargeting
         {
             if (node.Reason is not null)
             {
-                errors.Add($"'{node.Path}' is a linear layer but cannot be targeted: {node.Reason}.");
+                errors.Add($"'{node.Path}' is a {node.Kind.ToString().ToLowerInvariant()} layer but cannot be targeted: {node.Reason}.");
                 continue;
             }
             if (node.FrozenMember)
@@ -326,10 +328,10 @@ public static class PeftTargeting
                 continue;
             }
             var options = targets.OptionsFor(node.Path);
-            if (node.Module is AdaptedLinear adapted && adapted.HasAdapter(adapterName))
+            if (node.Module is AdaptedLayer adapted && adapted.HasAdapter(adapterName))
             {
                 var existing = adapted.GetAdapter(adapterName);
-                if (reuseEqual && SameUpdate(existing.Config, options))
+                if (reuseEqual && existing.Config.SameUpdate(options))
                 {
                     reused.Add(node.Path);
                     continue;
@@ -338,23 +340,9 @@ public static class PeftTargeting
                     "Give the configuration another AdapterName, or remove the existing adapter first (model.DeleteAdapter(name)).");
                 continue;
             }
-            long inFeatures, outFeatures;
-            if (node.Module is AdaptedLinear a)
-            {
-                (inFeatures, outFeatures) = (a.InFeatures, a.OutFeatures);
-            }
-            else
-            {
-                var weight = ((Linear)node.Module).weight!;
-                (inFeatures, outFeatures) = (weight.shape[1], weight.shape[0]);
-            }
             try
             {
-                switch (options)
-                {
-                    case LoRAOptions lora: lora.Validate(adapterName, node.Path, inFeatures, outFeatures); break;
-                    case KroneckerOptions kron: kron.Validate(adapterName, node.Path); break;
-                }
+                options.Validate(adapterName, PeftLayers.InfoOf(node.Module, node.Path));
             }
             catch (PeftConfigurationException ex)
             {
@@ -374,44 +362,47 @@ public static class PeftTargeting
         return new PeftTargetPlan(adapterName, plan, reused);
     }
 
-    private static bool SameUpdate(PeftAdapterOptions existing, PeftAdapterOptions wanted) => (existing, wanted) switch
-    {
-        (LoRAOptions a, LoRAOptions b) => a.Rank == b.Rank && a.Alpha == b.Alpha && a.UseRsLora == b.UseRsLora,
-        (KroneckerOptions a, KroneckerOptions b) => a.Rank == b.Rank && a.Alpha == b.Alpha && a.Factor == b.Factor && a.DecomposeBoth == b.DecomposeBoth,
-        _ => false,
-    };
-
-    private static string Origin(Node node, string adapterName, LinearAdapter existing)
+    private static string Origin(Node node, string adapterName, PeftAdapter existing)
     {
         var descriptor = (node.Parent as IPeftModule)?.PeftDescriptor;
         var declared = descriptor?.Adapters.FirstOrDefault(d => d.MemberName == node.Name && d.AdapterName == adapterName);
         return declared is not null
-            ? $"declared by [{(declared.Method == PeftMethod.Kronecker ? "Kronecker" : "LoRA")}] on {descriptor!.TypeName}.{node.Name}"
-            : $"a {existing.Method} adapter added earlier";
+            ? $"declared by [{declared.Method}] on {descriptor!.TypeName}.{node.Name}"
+            : $"a {existing.Method.Name} adapter added earlier";
     }
 
-    /// <summary>Checks what one target entry matched; false (with an error) when it matched nothing or a non-linear module.</summary>
-    private static bool CheckMatches(string what, string? entry, List<Node> matches, List<Node> nodes, string modelName, List<string> errors)
+    /// <summary>Checks what one target entry matched; false (with an error) when it matched nothing or a module of a kind
+    /// the method does not adapt.</summary>
+    private static bool CheckMatches(string what, string? entry, List<Node> matches, List<Node> nodes, string modelName, PeftMethod method, List<string> errors)
     {
         if (matches.Count == 0)
         {
-            errors.Add($"{what} matches no module of {modelName}.{(entry is null ? string.Empty : Suggest(entry, nodes))} {Available(nodes)}");
+            errors.Add($"{what} matches no module of {modelName}.{(entry is null ? string.Empty : Suggest(entry, nodes))} {Available(nodes, method)}");
             return false;
         }
-        var nonLinear = matches.Where(n => !n.IsLinear).ToList();
-        if (nonLinear.Count > 0)
+        var wrongKind = matches.Where(n => (n.Kind & method.LayerKinds) == 0).ToList();
+        if (wrongKind.Count > 0)
         {
-            errors.Add($"{what} matches {Shorten(nonLinear.Select(n => $"'{n.Path}' ({n.Module.GetType().Name})").ToList())}, which {(nonLinear.Count == 1 ? "is" : "are")} not a linear layer: " +
-                $"configuration targeting adds LoRA/Kronecker adapters to Linear layers only. Name the linear layers inside instead. {Available(nodes)}");
+            errors.Add($"{what} matches {Shorten(wrongKind.Select(n => $"'{n.Path}' ({n.Module.GetType().Name})").ToList())}, which {(wrongKind.Count == 1 ? "is" : "are")} not {Describe(method.LayerKinds)}: " +
+                $"[{method.Name}] adapts {Describe(method.LayerKinds)}s only. Name the layers inside instead. {Available(nodes, method)}");
             return false;
         }
         return true;
     }
 
-    private static string Available(List<Node> nodes)
+    private static string Describe(PeftLayerKind kinds) => kinds switch
     {
-        var names = nodes.Where(n => n.IsLinear).Select(n => n.Name).Distinct(StringComparer.Ordinal).ToList();
-        return names.Count == 0 ? "The model has no linear layers." : "Linear modules: " + Shorten(names) + ".";
+        PeftLayerKind.Linear => "a linear layer",
+        PeftLayerKind.Norm => "a normalisation layer",
+        PeftLayerKind.Embedding => "an embedding layer",
+        _ => $"a {kinds} layer",
+    };
+
+    private static string Available(List<Node> nodes, PeftMethod method)
+    {
+        var names = nodes.Where(n => (n.Kind & method.LayerKinds) != 0).Select(n => n.Name).Distinct(StringComparer.Ordinal).ToList();
+        string what = method.LayerKinds == PeftLayerKind.Linear ? "Linear" : method.LayerKinds.ToString();
+        return names.Count == 0 ? $"The model has no {what} layers." : $"{what} modules: " + Shorten(names) + ".";
     }
 
     private static string Shorten(IReadOnlyList<string> names)

@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.RegularExpressions;
 using Peft.Serialization;
 
@@ -23,15 +22,16 @@ public sealed record PeftTargets
 {
     /// <summary>Creates a configuration.</summary>
     /// <param name="targets">The modules to adapt (PEFT's <c>target_modules</c>).</param>
-    /// <param name="options">The adapter's options: <see cref="LoRAOptions"/> (default: PEFT's LoRA defaults) or <see cref="KroneckerOptions"/>.</param>
-    /// <exception cref="PeftConfigurationException">The options are prompt-tuning options (prompt tuning adapts an embedding, not linear layers).</exception>
+    /// <param name="options">The adapter's options, of any method with target modules (default: PEFT's LoRA defaults).</param>
+    /// <exception cref="PeftConfigurationException">The options are a prompt-learning method's (prompt tuning adapts the
+    /// input embedding, not target modules).</exception>
     public PeftTargets(TargetModules targets, PeftAdapterOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(targets);
         Targets = targets;
         Options = options ?? new LoRAOptions();
-        if (Options is not (LoRAOptions or KroneckerOptions))
-            throw new PeftConfigurationException($"Configuration targeting adds LoRA or Kronecker adapters to linear layers; {Options.Method} is not supported (use [PromptTune] on the embedding member).");
+        if (Options.Method.IsPromptLearning)
+            throw new PeftConfigurationException($"Configuration targeting adds adapters to target modules; {Options.Method.Name} has none (put [{Options.Method.Name}] on the embedding member).");
     }
 
     /// <summary>The modules to adapt (PEFT's <c>target_modules</c>).</summary>
@@ -72,20 +72,24 @@ public sealed record PeftTargets
     /// (e.g. <c>layers</c>, <c>h</c>); empty means any list.</summary>
     public IReadOnlyList<string> LayersPattern { get; init; } = Array.Empty<string>();
 
-    /// <summary>The options for the module named <paramref name="fullName"/>: <see cref="Options"/> with the rank and alpha
-    /// of the matching <see cref="RankPattern"/> / <see cref="AlphaPattern"/> keys.</summary>
+    /// <summary>The options for the module named <paramref name="fullName"/>: <see cref="Options"/> as the method adapts them to
+    /// one module (<see cref="PeftAdapterOptions.ForModule"/>: LoRA and LoKr apply the matching <see cref="RankPattern"/> /
+    /// <see cref="AlphaPattern"/> keys).</summary>
     /// <param name="fullName">A full dotted module name.</param>
+    /// <returns>The options.</returns>
     public PeftAdapterOptions OptionsFor(string fullName)
     {
         ArgumentNullException.ThrowIfNull(fullName);
-        int? rank = PatternValue(RankPattern, fullName, out _);
-        double? alpha = PatternValue(AlphaPattern, fullName, out _);
-        return Options switch
-        {
-            LoRAOptions lora => lora with { Rank = rank ?? lora.Rank, Alpha = alpha ?? lora.Alpha },
-            KroneckerOptions kron => kron with { Rank = rank ?? kron.Rank, Alpha = alpha ?? kron.Alpha },
-            var other => other,
-        };
+        return Options.ForModule(fullName, this);
+    }
+
+    /// <summary>The rank and alpha the patterns give <paramref name="fullName"/> (null where no key matches).</summary>
+    /// <param name="fullName">A full dotted module name.</param>
+    /// <returns>The pattern values.</returns>
+    public (int? Rank, double? Alpha) PatternsFor(string fullName)
+    {
+        ArgumentNullException.ThrowIfNull(fullName);
+        return (PatternValue(RankPattern, fullName, out _), PatternValue(AlphaPattern, fullName, out _));
     }
 
     /// <summary>PEFT's pattern lookup (<c>get_pattern_key</c>): the first key <c>k</c>, in the dictionary's order, for
@@ -120,45 +124,42 @@ public sealed record PeftTargets
 
     /// <summary>
     /// The targets of a PEFT <c>adapter_config.json</c> (read with <see cref="AdapterConfig"/>): <c>target_modules</c>,
-    /// <c>exclude_modules</c>, <c>r</c>, <c>lora_alpha</c>/<c>alpha</c>, <c>lora_dropout</c>, <c>use_rslora</c>,
-    /// <c>init_lora_weights</c>, <c>rank_pattern</c>, <c>alpha_pattern</c>, LoKr's <c>decompose_factor</c>/<c>decompose_both</c>.
+    /// <c>exclude_modules</c>, <c>layers_to_transform</c>/<c>layers_pattern</c>, <c>rank_pattern</c>, <c>alpha_pattern</c>, and
+    /// the options the config's method reads (<see cref="PeftMethod.ReadOptions"/>: LoRA's <c>r</c>, <c>lora_alpha</c>, ...).
     /// </summary>
     /// <param name="config">The config.</param>
     /// <param name="adapterName">The adapter name to create (default <c>"default"</c>).</param>
-    /// <param name="source">Names the config in messages (e.g. its path).</param>
-    /// <exception cref="PeftConfigurationException">The config names another method than LoRA/LoKr, has no
-    /// <c>target_modules</c>, or uses a setting configuration targeting does not support (DoRA, <c>lora_bias</c>,
-    /// <c>bias</c> other than "none", <c>init_lora_weights</c> other than true or "gaussian").</exception>
-    public static PeftTargets FromAdapterConfig(AdapterConfig config, string adapterName = AdapterNames.Default, string? source = null)
-        => Create(config, adapterName, source, ignoreInit: false);
+    /// <exception cref="PeftConfigurationException">The config's method has no target modules (prompt learning), the config
+    /// has no <c>target_modules</c>, or uses a setting this library does not support.</exception>
+    public static PeftTargets FromAdapterConfig(AdapterConfig config, string adapterName = AdapterNames.Default)
+        => Create(config, adapterName);
 
-    /// <summary>Like FromAdapterConfig, without checking <c>init_lora_weights</c>: for an adapter about to be loaded,
-    /// whose weights come from the file.</summary>
-    internal static PeftTargets ForLoading(AdapterConfig config, string adapterName, string source)
-        => Create(config, adapterName, source, ignoreInit: true) with { IgnoreUnmatchedEntries = true };
+    /// <summary>Like FromAdapterConfig, for an adapter about to be loaded: an unmatched list entry is skipped while another
+    /// matches, as PEFT loads files.</summary>
+    internal static PeftTargets ForLoading(AdapterConfig config, string adapterName)
+        => Create(config, adapterName) with { IgnoreUnmatchedEntries = true };
 
-    private static PeftTargets Create(AdapterConfig config, string adapterName, string? source, bool ignoreInit)
+    private static PeftTargets Create(AdapterConfig config, string adapterName)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentException.ThrowIfNullOrEmpty(adapterName);
-        string where = source ?? "adapter_config.json";
-        void Unsupported(string what) => throw new PeftConfigurationException($"{where}: {what} is not supported by configuration targeting; nothing was changed.");
-
         if (config.TargetModules.Count == 0 && config.TargetModulesRegex is null)
-            throw new PeftConfigurationException($"{where} has no \"target_modules\"; nothing to target.");
-        if (config.UseDora) Unsupported("\"use_dora\": true (DoRA)");
-        if (config.LoraBias) Unsupported("\"lora_bias\": true");
+            throw new PeftConfigurationException($"{config.Source} has no \"target_modules\"; nothing to target.");
+        PeftAdapterOptions options;
+        try
+        {
+            var method = PeftMethods.ForConfig(config);
+            if (method.IsPromptLearning)
+                throw new PeftConfigurationException($"{config.Source}: peft_type \"{config.PeftType}\" cannot be applied by target_modules.");
+            options = method.ReadOptions(config, null);
+        }
+        catch (AdapterFormatException ex)
+        {
+            throw new PeftConfigurationException($"{ex.Message} Nothing was changed.", ex);
+        }
+
         // fan_in_fan_out: the tensors are the same; AdapterFiles.Load accepts the flag where the model declares
         // Conv1D layers (IFanInFanOutLayers) and refuses it elsewhere.
-        if (config.Bias != "none") Unsupported($"\"bias\": \"{config.Bias}\"");
-
-        PeftAdapterOptions options = config.PeftType switch
-        {
-            "LORA" => new LoRAOptions(config.R, config.Alpha, config.Dropout, config.UseRsLora, ignoreInit ? LoRAInit.KaimingUniform : InitOf(config, where)),
-            "LOKR" => new KroneckerOptions(config.R, config.Alpha, config.DecomposeFactor, config.DecomposeBoth),
-            var other => throw new PeftConfigurationException($"{where}: peft_type \"{other}\" cannot be applied by target_modules; LORA and LOKR can."),
-        };
-
         var exclude = config.ExcludeModules.Count == 0 && config.ExcludeModulesRegex is null
             ? null
             : TargetModules.FromPeft(config.ExcludeModulesRegex, config.ExcludeModules);
@@ -183,19 +184,6 @@ public sealed record PeftTargets
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
         string file = Directory.Exists(path) ? Path.Combine(path, AdapterFiles.ConfigFileName) : path;
-        return FromAdapterConfig(AdapterConfig.Read(file), adapterName, file);
-    }
-
-    private static LoRAInit InitOf(AdapterConfig config, string where)
-    {
-        var node = config.Raw["init_lora_weights"];
-        if (node is null) return LoRAInit.KaimingUniform;
-        return node.GetValueKind() switch
-        {
-            JsonValueKind.True => LoRAInit.KaimingUniform,
-            JsonValueKind.String when node.GetValue<string>() == "gaussian" => LoRAInit.Gaussian,
-            _ => throw new PeftConfigurationException(
-                $"{where}: \"init_lora_weights\": {node.ToJsonString()} is not supported by configuration targeting (true or \"gaussian\" are); nothing was changed."),
-        };
+        return FromAdapterConfig(AdapterConfig.Read(file), adapterName);
     }
 }

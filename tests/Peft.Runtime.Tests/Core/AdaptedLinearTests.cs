@@ -78,16 +78,16 @@ public class AdaptedLinearTests
     public void AddAdapterRejectsAdaptersOfAnotherShape()
     {
         var layer = AdaptedLinear.Wrap(nn.Linear(8, 6), "o_proj");
-        using var adapter = new LoRAAdapter("x", 6, 8, new LoRAOptions(Rank: 2));
+        using var adapter = new LoRAAdapter("x", PeftLayerInfo.ForLinear(6, 8), new LoRAOptions(Rank: 2));
         var ex = Assert.Throws<PeftConfigurationException>(() => layer.AddAdapter(adapter));
-        Assert.Contains("'o_proj' is 8 -> 6", ex.Message);
+        Assert.Contains("'o_proj' is a Linear layer of sizes 8 -> 6", ex.Message);
     }
 
     [Fact]
     public void AddAdapterRejectsAdaptersOfAnotherDtype()
     {
         var layer = AdaptedLinear.Wrap(nn.Linear(8, 6), "o_proj");
-        using var adapter = new LoRAAdapter("x", 8, 6, new LoRAOptions(Rank: 2), dtype: ScalarType.Float64);
+        using var adapter = new LoRAAdapter("x", PeftLayerInfo.ForLinear(8, 6) with { DType = ScalarType.Float64 }, new LoRAOptions(Rank: 2));
         var ex = Assert.Throws<PeftConfigurationException>(() => layer.AddAdapter(adapter));
         Assert.Contains("Float64", ex.Message);
         Assert.Empty(layer.Adapters);
@@ -186,7 +186,7 @@ public class AdaptedLinearTests
         Assert.True(weight.IsInvalid);
         Assert.True(loraA.IsInvalid);
 
-        var prompt = PromptTuningEmbedding.Wrap(nn.Embedding(10, 4), "embed").WithPrompt("p", new PromptTuningOptions(VirtualTokens: 2));
+        var prompt = AdaptedEmbedding.Wrap(nn.Embedding(10, 4), "embed").WithPrompt("p", new PromptTuningOptions(VirtualTokens: 2));
         var embeddingWeight = prompt.Weight;
         prompt.Dispose();
         Assert.True(embeddingWeight.IsInvalid);

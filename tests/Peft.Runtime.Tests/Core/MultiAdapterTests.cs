@@ -20,7 +20,7 @@ public class MultiAdapterTests
         return (layer, a, k);
     }
 
-    private static Tensor Expected(Tensor x, AdaptedLinear layer, params LinearAdapter[] adapters)
+    private static Tensor Expected(Tensor x, AdaptedLinear layer, params IAdditiveAdapter[] adapters)
     {
         using var noGrad = torch.no_grad();
         var y = F.linear(x, layer.Weight, layer.Bias);

@@ -49,8 +49,8 @@ internal sealed class TinyBlock : nn.Module<Tensor, Tensor>, IPeftModule
         frozenMembers: new string[] { "norm" }, trainableMembers: new string[] { "head" },
         adapters: new PeftAdapterDeclaration[]
         {
-            new("q_proj", "default", PeftMethod.LoRA),
-            new("v_proj", "default", PeftMethod.Kronecker),
+            new("q_proj", "default", "LoRA"),
+            new("v_proj", "default", "Kronecker"),
         });
 
     private nn.Module<Tensor, Tensor> q_proj = nn.Linear(16, 16);
@@ -117,7 +117,7 @@ internal sealed class FrozenClassBlock : nn.Module<Tensor, Tensor>, IPeftModule
     private static readonly PeftModuleDescriptor s_peftDescriptor = new(
         typeName: "FrozenClassBlock", frozenClass: true,
         frozenMembers: Array.Empty<string>(), trainableMembers: Array.Empty<string>(),
-        adapters: new PeftAdapterDeclaration[] { new("proj", "default", PeftMethod.LoRA) });
+        adapters: new PeftAdapterDeclaration[] { new("proj", "default", "LoRA") });
 
     private nn.Module<Tensor, Tensor> proj = nn.Linear(8, 8);
 

@@ -42,7 +42,7 @@ public class KroneckerTests
     [InlineData(96, 5, 4, 24)]
     public void FactorizeMatchesPeft(int dimension, int factor, int small, int large)
     {
-        Assert.Equal((small, large), KroneckerFactorization.Factorize(dimension, factor));
+        Assert.Equal((small, large), KroneckerRules.Factorize(dimension, factor));
     }
 
     [Theory]

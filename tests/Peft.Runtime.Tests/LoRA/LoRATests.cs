@@ -261,7 +261,7 @@ public class LoRATests
         Assert.Equal(new[] { "lora_A.weight", "lora_B.weight" }, a.PeftTensors().Select(t => t.PeftName));
         Assert.Same(a.A, a.PeftTensors().First().Parameter);
         Assert.Equal(2 * 8 + 6 * 2, a.TrainableParameterCount);
-        Assert.Equal(PeftMethod.LoRA, a.Method);
+        Assert.Same(LoRAMethod.Instance, a.Method);
         Assert.Same(a.Options, a.Config);
         var model = new Wrapper(layer);
         Assert.Contains("q_proj.default.lora_A.weight", model.state_dict().Keys);

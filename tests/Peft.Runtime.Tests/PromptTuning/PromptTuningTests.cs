@@ -13,7 +13,7 @@ public class PromptTuningTests
         private static readonly PeftModuleDescriptor s_peftDescriptor = new(
             typeName: "TinyLm", frozenClass: false,
             frozenMembers: Array.Empty<string>(), trainableMembers: Array.Empty<string>(),
-            adapters: new PeftAdapterDeclaration[] { new("embed", "default", PeftMethod.PromptTuning) });
+            adapters: new PeftAdapterDeclaration[] { new("embed", "default", "PromptTune") });
 
         private nn.Module<Tensor, Tensor> embed = nn.Embedding(20, 6);
         private nn.Module<Tensor, Tensor> lm_head = nn.Linear(6, 20);
@@ -21,7 +21,7 @@ public class PromptTuningTests
         public TinyLm(string? initText = null)
             : base(nameof(TinyLm))
         {
-            embed = PromptTuningEmbedding.Wrap(embed, "embed")
+            embed = AdaptedEmbedding.Wrap(embed, "embed")
                 .WithPrompt("default", new PromptTuningOptions(VirtualTokens: 4, InitText: initText));
             register_module("embed", embed);
             register_module("lm_head", lm_head);
@@ -30,7 +30,7 @@ public class PromptTuningTests
 
         public PeftModuleDescriptor PeftDescriptor => s_peftDescriptor;
 
-        public PromptTuningEmbedding Embed => (PromptTuningEmbedding)embed;
+        public AdaptedEmbedding Embed => (AdaptedEmbedding)embed;
 
         public override Tensor forward(Tensor ids)
         {
@@ -45,7 +45,7 @@ public class PromptTuningTests
         torch.manual_seed(41);
         var model = new TinyLm();
         var layer = model.Embed;
-        var prompt = layer.GetAdapter("default").PromptEmbeddings;
+        var prompt = layer.GetPrompt("default").PromptEmbeddings;
         Assert.Equal(new long[] { 4, 6 }, prompt.shape);
 
         using var ids = torch.tensor(new long[] { 1, 2, 3, 4, 5, 6 }).view(2, 3);
@@ -89,8 +89,8 @@ public class PromptTuningTests
     public void PromptIsInitialisedStandardNormalAndIsTheOnlyTrainableTensor()
     {
         torch.manual_seed(43);
-        var layer = PromptTuningEmbedding.Wrap(nn.Embedding(10, 64), "embed").WithPrompt("default", new PromptTuningOptions(VirtualTokens: 64));
-        var prompt = layer.GetAdapter("default").PromptEmbeddings;
+        var layer = AdaptedEmbedding.Wrap(nn.Embedding(10, 64), "embed").WithPrompt("default", new PromptTuningOptions(VirtualTokens: 64));
+        var prompt = layer.GetPrompt("default").PromptEmbeddings;
         using var std = prompt.std();
         using var mean = prompt.mean();
         Assert.InRange(std.item<float>(), 0.95, 1.05);
@@ -99,7 +99,7 @@ public class PromptTuningTests
         var model = new TinyLm();
         var trainable = model.TrainableParameters().ToList();
         Assert.Single(trainable);
-        Assert.Same(model.Embed.GetAdapter("default").PromptEmbeddings, trainable[0]);
+        Assert.Same(model.Embed.GetPrompt("default").PromptEmbeddings, trainable[0]);
         Assert.Equal("trainable params: 24 || all params: 284 || trainable%: 8.4507", model.GetTrainableSummary().ToString());
     }
 
@@ -113,7 +113,7 @@ public class PromptTuningTests
         Assert.Equal(new long[] { 2, 6, 20 }, logits.shape);
         using var loss = logits.square().mean();
         loss.backward();
-        var prompt = model.Embed.GetAdapter("default").PromptEmbeddings;
+        var prompt = model.Embed.GetPrompt("default").PromptEmbeddings;
         Assert.NotNull(prompt.grad);
         using var g = prompt.grad!.abs().sum();
         Assert.True(g.item<float>() > 0);
@@ -152,7 +152,7 @@ public class PromptTuningTests
     {
         var model = new TinyLm();
         var layer = model.Embed;
-        var prompt = layer.GetAdapter("default").PromptEmbeddings;
+        var prompt = layer.GetPrompt("default").PromptEmbeddings;
 
         layer.InitializeFromTokenIds("default", new long[] { 3, 9, 11 });
         using (var idx = torch.tensor(new long[] { 3, 9, 11, 3 }))
@@ -189,7 +189,7 @@ public class PromptTuningTests
         Assert.Equal(new[] { "classify the sentiment" }, seen);
         using var idx = torch.tensor(new long[] { 8, 3, 9, 8 });
         using var expected = model.Embed.Weight.index_select(0, idx);
-        TensorAssert.Equal(expected, model.Embed.GetAdapter("default").PromptEmbeddings);
+        TensorAssert.Equal(expected, model.Embed.GetPrompt("default").PromptEmbeddings);
 
         Assert.Equal(0, new TinyLm().InitializePromptsFromText(_ => throw new InvalidOperationException("not called")));
     }
@@ -198,7 +198,7 @@ public class PromptTuningTests
     public void SeveralPromptsCanBeSwitchedAndDeleted()
     {
         torch.manual_seed(45);
-        var layer = PromptTuningEmbedding.Wrap(nn.Embedding(10, 3), "embed")
+        var layer = AdaptedEmbedding.Wrap(nn.Embedding(10, 3), "embed")
             .WithPrompt("a", new PromptTuningOptions(VirtualTokens: 2))
             .WithPrompt("b", new PromptTuningOptions(VirtualTokens: 5));
         Assert.Equal("a", layer.ActiveAdapter);
@@ -213,11 +213,11 @@ public class PromptTuningTests
         {
             Assert.Equal(new long[] { 1, 7, 3 }, y.shape);
             using var head = y[0].narrow(0, 0, 5);
-            TensorAssert.Equal(layer.GetAdapter("b").PromptEmbeddings, head);
+            TensorAssert.Equal(layer.GetPrompt("b").PromptEmbeddings, head);
         }
 
         var dup = Assert.Throws<PeftConfigurationException>(() => layer.WithPrompt("a", new PromptTuningOptions()));
-        Assert.Contains("already has a prompt adapter named 'a'", dup.Message);
+        Assert.Contains("already has an adapter named 'a'", dup.Message);
 
         layer.DeleteAdapter("b");
         Assert.Equal("a", layer.ActiveAdapter);
@@ -228,12 +228,12 @@ public class PromptTuningTests
     [Fact]
     public void WrapErrorsNameTheMember()
     {
-        var ex = Assert.Throws<PeftConfigurationException>(() => PromptTuningEmbedding.Wrap(null, "embed_tokens"));
+        var ex = Assert.Throws<PeftConfigurationException>(() => AdaptedEmbedding.Wrap(null, "embed_tokens"));
         Assert.Contains("'embed_tokens'", ex.Message);
         Assert.Contains("null", ex.Message);
 
         using var linear = nn.Linear(3, 3);
-        ex = Assert.Throws<PeftConfigurationException>(() => PromptTuningEmbedding.Wrap(linear, "embed_tokens"));
+        ex = Assert.Throws<PeftConfigurationException>(() => AdaptedEmbedding.Wrap(linear, "embed_tokens"));
         Assert.Contains("'embed_tokens'", ex.Message);
         Assert.Contains("TorchSharp.Modules.Linear", ex.Message);
         Assert.Contains("Embedding", ex.Message);

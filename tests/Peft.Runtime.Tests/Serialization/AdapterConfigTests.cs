@@ -12,24 +12,22 @@ public sealed class AdapterConfigTests
     public void Missing_fields_take_PEFTs_defaults()
     {
         var config = Parse("""{"peft_type": "LORA"}""");
-        Assert.Equal(8, config.R);
-        Assert.Equal(8.0, config.Alpha);
-        Assert.Equal(0.0, config.Dropout);
-        Assert.Equal("none", config.Bias);
-        Assert.False(config.UseRsLora);
-        Assert.False(config.UseDora);
+        Assert.Same(LoRAMethod.Instance, PeftMethods.ForConfig(config));
+        Assert.Equal(new LoRAOptions(Rank: 8, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: LoRAInit.KaimingUniform), LoRAMethod.Instance.ReadOptions(config, null));
         Assert.Empty(config.TargetModules);
         Assert.Null(config.TargetModulesRegex);
-        Assert.Equal(-1, config.DecomposeFactor);
+        var lokr = Parse("""{"peft_type": "LOKR"}""");
+        Assert.Equal(new KroneckerOptions(Rank: 8, Alpha: 8.0, Factor: -1, DecomposeBoth: false), KroneckerMethod.Instance.ReadOptions(lokr, null));
     }
 
     [Fact]
     public void LoKr_reads_alpha_not_lora_alpha()
     {
         var config = Parse("""{"peft_type": "LOKR", "alpha": 3, "lora_alpha": 99, "decompose_both": true, "decompose_factor": 4}""");
-        Assert.Equal(3.0, config.Alpha);
-        Assert.True(config.DecomposeBoth);
-        Assert.Equal(4, config.DecomposeFactor);
+        var options = (KroneckerOptions)PeftMethods.ForConfig(config).ReadOptions(config, null);
+        Assert.Equal(3.0, options.Alpha);
+        Assert.True(options.DecomposeBoth);
+        Assert.Equal(4, options.Factor);
     }
 
     [Theory]
@@ -87,12 +85,14 @@ public sealed class AdapterConfigTests
              "rank_pattern": {"v_proj": 2, "layers\\.1\\..*\\.q_proj": 6},
              "alpha_pattern": {"layers.0.self_attn.q_proj": 3}}
             """);
-        Assert.Equal(2, config.RankFor("model.layers.0.self_attn.v_proj"));
-        Assert.Equal(6, config.RankFor("model.layers.1.self_attn.q_proj"));
-        Assert.Equal(8, config.RankFor("model.layers.0.self_attn.q_proj"));
-        Assert.Equal(8, config.RankFor("model.layers.0.self_attn.xv_proj"));
-        Assert.Equal(3.0, config.AlphaFor("model.layers.0.self_attn.q_proj"));
-        Assert.Equal(16.0, config.AlphaFor("model.layers.1.self_attn.q_proj"));
+        Assert.Equal(2, config.RankFor("model.layers.0.self_attn.v_proj", 8));
+        Assert.Equal(6, config.RankFor("model.layers.1.self_attn.q_proj", 8));
+        Assert.Equal(8, config.RankFor("model.layers.0.self_attn.q_proj", 8));
+        Assert.Equal(8, config.RankFor("model.layers.0.self_attn.xv_proj", 8));
+        Assert.Equal(3.0, config.AlphaFor("model.layers.0.self_attn.q_proj", 16));
+        Assert.Equal(16.0, config.AlphaFor("model.layers.1.self_attn.q_proj", 16));
+        var options = (LoRAOptions)LoRAMethod.Instance.ReadOptions(config, "model.layers.0.self_attn.v_proj");
+        Assert.Equal((2, 16.0), (options.Rank, options.Alpha));
     }
 
     [Fact]
@@ -128,7 +128,7 @@ public sealed class AdapterConfigTests
     [Fact]
     public void Integers_out_of_range_are_format_errors()
     {
-        var ex = Assert.Throws<AdapterFormatException>(() => Parse("""{"peft_type": "LORA", "r": 1e12}"""));
+        var ex = Assert.Throws<AdapterFormatException>(() => LoRAMethod.Instance.ReadOptions(Parse("""{"peft_type": "LORA", "r": 1e12}"""), null));
         Assert.Contains("\"r\" must be an integer", ex.Message);
         Assert.Contains("test.json", ex.Message);
     }

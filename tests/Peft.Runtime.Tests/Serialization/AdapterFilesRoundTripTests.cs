@@ -130,7 +130,7 @@ public sealed class AdapterFilesRoundTripTests : IDisposable
         RoundTrip(() => new AfPromptModel(), () => torch.randint(0, 20, new long[] { 2, 5 }, dtype: ScalarType.Int64), (_, other) =>
         {
             var layer = other.PromptEmbeddings().Single().Layer;
-            Assert.Equal(3, layer.GetAdapter("other").VirtualTokens);
+            Assert.Equal(3, layer.GetPrompt("other").VirtualTokens);
             Assert.Equal("other", layer.ActiveAdapter);
         });
     }

@@ -102,10 +102,12 @@ public sealed class AdapterFilesSaveTests : IDisposable
 
         // The reader of this library sees the same values.
         var config = AdapterConfig.Read(Path.Combine(dir, AdapterFiles.ConfigFileName));
-        Assert.Equal(2, config.RankFor("blocks.1.attn.v_proj"));
-        Assert.Equal(4, config.RankFor("blocks.1.attn.q_proj"));
-        Assert.Equal(4.0, config.AlphaFor("blocks.0.attn.v_proj"));
-        Assert.Equal(8.0, config.AlphaFor("blocks.0.attn.k_proj"));
+        var r = config.GetInt("r", 8);
+        var alpha = config.GetDouble("lora_alpha", 8);
+        Assert.Equal(2, config.RankFor("blocks.1.attn.v_proj", r));
+        Assert.Equal(4, config.RankFor("blocks.1.attn.q_proj", r));
+        Assert.Equal(4.0, config.AlphaFor("blocks.0.attn.v_proj", alpha));
+        Assert.Equal(8.0, config.AlphaFor("blocks.0.attn.k_proj", alpha));
     }
 
     [Fact]
@@ -260,7 +262,7 @@ public sealed class AdapterFilesSaveTests : IDisposable
 
         Assert.Equal(new[] { "prompt_embeddings" }, Keys(weights));
         Assert.Equal(new long[] { 3, 8 }, Shape(weights, "prompt_embeddings"));
-        var prompt = model.PromptEmbeddings().Single().Layer.GetAdapter("default");
+        var prompt = model.PromptEmbeddings().Single().Layer.GetPrompt("default");
         using (var stored = Read(dir, "prompt_embeddings")) AssertBitwiseEqual(prompt.PromptEmbeddings, stored);
 
         var json = Config(dir);

@@ -34,7 +34,7 @@ namespace MyModels.Targets
         {
             new global::Peft.PeftTargetMember("up", null),
             new global::Peft.PeftTargetMember("gate", null),
-            new global::Peft.PeftTargetMember("down", "member 'down' is declared as 'TorchSharp.Modules.Linear', which cannot hold the AdaptedLinear wrapper (declare it as Module<Tensor, Tensor>)"),
+            new global::Peft.PeftTargetMember("down", "member 'down' is declared as 'TorchSharp.Modules.Linear', which cannot hold the adapter wrapper (declare it as Module<Tensor, Tensor>)"),
         };
 
         /// <inheritdoc />
@@ -42,18 +42,18 @@ namespace MyModels.Targets
 
         /// <summary>
         /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
-        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.
         /// </summary>
         void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
         {
             if (plan.Selects(prefix + "up"))
             {
-                this.up = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.up, "up"), prefix + "up");
+                this.up = plan.Adapt(global::Peft.PeftLayers.Wrap(this.up, "up"), prefix + "up");
                 global::Peft.PeftTargeting.ReplaceChild(this, "up", this.up);
             }
             if (plan.Selects(prefix + "gate"))
             {
-                this.gate = plan.Adapt(global::Peft.AdaptedLinear.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>?)this.gate, "gate"), prefix + "gate");
+                this.gate = plan.Adapt(global::Peft.PeftLayers.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>?)this.gate, "gate"), prefix + "gate");
                 global::Peft.PeftTargeting.ReplaceChild(this, "gate", this.gate);
             }
         }

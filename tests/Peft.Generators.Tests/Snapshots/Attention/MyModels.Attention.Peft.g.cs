@@ -12,8 +12,8 @@ namespace MyModels
             trainableMembers: global::System.Array.Empty<string>(),
             adapters: new global::Peft.PeftAdapterDeclaration[]
             {
-                new global::Peft.PeftAdapterDeclaration("q_proj", "default", global::Peft.PeftMethod.LoRA),
-                new global::Peft.PeftAdapterDeclaration("v_proj", "default", global::Peft.PeftMethod.Kronecker),
+                new global::Peft.PeftAdapterDeclaration("q_proj", "default", "LoRA"),
+                new global::Peft.PeftAdapterDeclaration("v_proj", "default", "Kronecker"),
             });
 
         /// <inheritdoc />
@@ -26,10 +26,10 @@ namespace MyModels
         /// </summary>
         private void InitializePeft()
         {
-            this.q_proj = global::Peft.AdaptedLinear.Wrap(this.q_proj, "q_proj")
-                .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
-            this.v_proj = global::Peft.AdaptedLinear.Wrap(this.v_proj, "v_proj")
-                .WithKronecker("default", new global::Peft.KroneckerOptions(Rank: 4, Alpha: 8.0, Factor: -1, DecomposeBoth: false));
+            this.q_proj = global::Peft.PeftLayers.Wrap(this.q_proj, "q_proj")
+                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
+            this.v_proj = global::Peft.PeftLayers.Wrap(this.v_proj, "v_proj")
+                .WithAdapter("default", new global::Peft.KroneckerOptions(Rank: 4, Alpha: 8.0, Factor: -1, DecomposeBoth: false));
             if (this.q_proj is not null) this.register_module("q_proj", this.q_proj);
             if (this.v_proj is not null) this.register_module("v_proj", this.v_proj);
             if (this.o_proj is not null) this.register_module("o_proj", this.o_proj);
@@ -50,23 +50,23 @@ namespace MyModels
 
         /// <summary>
         /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
-        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.
         /// </summary>
         void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
         {
             if (plan.Selects(prefix + "q_proj"))
             {
-                this.q_proj = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.q_proj, "q_proj"), prefix + "q_proj");
+                this.q_proj = plan.Adapt(global::Peft.PeftLayers.Wrap(this.q_proj, "q_proj"), prefix + "q_proj");
                 global::Peft.PeftTargeting.ReplaceChild(this, "q_proj", this.q_proj);
             }
             if (plan.Selects(prefix + "v_proj"))
             {
-                this.v_proj = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.v_proj, "v_proj"), prefix + "v_proj");
+                this.v_proj = plan.Adapt(global::Peft.PeftLayers.Wrap(this.v_proj, "v_proj"), prefix + "v_proj");
                 global::Peft.PeftTargeting.ReplaceChild(this, "v_proj", this.v_proj);
             }
             if (plan.Selects(prefix + "o_proj"))
             {
-                this.o_proj = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.o_proj, "o_proj"), prefix + "o_proj");
+                this.o_proj = plan.Adapt(global::Peft.PeftLayers.Wrap(this.o_proj, "o_proj"), prefix + "o_proj");
                 global::Peft.PeftTargeting.ReplaceChild(this, "o_proj", this.o_proj);
             }
         }

@@ -10,7 +10,7 @@ partial class Classifier : global::Peft.IPeftModule, global::Peft.IPeftTargetabl
         trainableMembers: new string[] { "head", "epochs" },
         adapters: new global::Peft.PeftAdapterDeclaration[]
         {
-            new global::Peft.PeftAdapterDeclaration("proj", "task", global::Peft.PeftMethod.LoRA),
+            new global::Peft.PeftAdapterDeclaration("proj", "task", "LoRA"),
         });
 
     /// <inheritdoc />
@@ -23,8 +23,8 @@ partial class Classifier : global::Peft.IPeftModule, global::Peft.IPeftTargetabl
     /// </summary>
     private void InitializePeft()
     {
-        this.proj = global::Peft.AdaptedLinear.Wrap(this.proj, "proj")
-            .WithLoRA("task", new global::Peft.LoRAOptions(Rank: 4, Alpha: 8.0, Dropout: 0.1, UseRsLora: true, Init: global::Peft.LoRAInit.Gaussian));
+        this.proj = global::Peft.PeftLayers.Wrap(this.proj, "proj")
+            .WithAdapter("task", new global::Peft.LoRAOptions(Rank: 4, Alpha: 8.0, Dropout: 0.1, UseRsLora: true, Init: global::Peft.LoRAInit.Gaussian));
         if (this.backbone is not null) this.register_module("backbone", this.backbone);
         if (this.proj is not null) this.register_module("proj", this.proj);
         if (this.head is not null) this.register_module("head", this.head);
@@ -43,18 +43,18 @@ partial class Classifier : global::Peft.IPeftModule, global::Peft.IPeftTargetabl
 
     /// <summary>
     /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
-    /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+    /// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.
     /// </summary>
     void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
     {
         if (plan.Selects(prefix + "proj"))
         {
-            this.proj = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.proj, "proj"), prefix + "proj");
+            this.proj = plan.Adapt(global::Peft.PeftLayers.Wrap(this.proj, "proj"), prefix + "proj");
             global::Peft.PeftTargeting.ReplaceChild(this, "proj", this.proj);
         }
         if (plan.Selects(prefix + "head"))
         {
-            this.head = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.head, "head"), prefix + "head");
+            this.head = plan.Adapt(global::Peft.PeftLayers.Wrap(this.head, "head"), prefix + "head");
             global::Peft.PeftTargeting.ReplaceChild(this, "head", this.head);
         }
     }

@@ -34,13 +34,13 @@ partial class FrozenEncoder : global::Peft.IPeftModule, global::Peft.IPeftTarget
 
     /// <summary>
     /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
-    /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+    /// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.
     /// </summary>
     void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
     {
         if (plan.Selects(prefix + "layer"))
         {
-            this.layer = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.layer, "layer"), prefix + "layer");
+            this.layer = plan.Adapt(global::Peft.PeftLayers.Wrap(this.layer, "layer"), prefix + "layer");
             global::Peft.PeftTargeting.ReplaceChild(this, "layer", this.layer);
         }
     }

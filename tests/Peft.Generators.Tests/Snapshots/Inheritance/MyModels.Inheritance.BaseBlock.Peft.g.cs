@@ -12,7 +12,7 @@ namespace MyModels.Inheritance
             trainableMembers: new string[] { "head" },
             adapters: new global::Peft.PeftAdapterDeclaration[]
             {
-                new global::Peft.PeftAdapterDeclaration("inner", "default", global::Peft.PeftMethod.LoRA),
+                new global::Peft.PeftAdapterDeclaration("inner", "default", "LoRA"),
             });
 
         /// <inheritdoc />
@@ -25,8 +25,8 @@ namespace MyModels.Inheritance
         /// </summary>
         private void InitializePeft()
         {
-            this.inner = global::Peft.AdaptedLinear.Wrap(this.inner, "inner")
-                .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
+            this.inner = global::Peft.PeftLayers.Wrap(this.inner, "inner")
+                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
             if (this.inner is not null) this.register_module("inner", this.inner);
             if (this.head is not null) this.register_module("head", this.head);
             global::Peft.PeftModel.ApplyTrainability(this);
@@ -43,18 +43,18 @@ namespace MyModels.Inheritance
 
         /// <summary>
         /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
-        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.
         /// </summary>
         void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
         {
             if (plan.Selects(prefix + "inner"))
             {
-                this.inner = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.inner, "inner"), prefix + "inner");
+                this.inner = plan.Adapt(global::Peft.PeftLayers.Wrap(this.inner, "inner"), prefix + "inner");
                 global::Peft.PeftTargeting.ReplaceChild(this, "inner", this.inner);
             }
             if (plan.Selects(prefix + "head"))
             {
-                this.head = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.head, "head"), prefix + "head");
+                this.head = plan.Adapt(global::Peft.PeftLayers.Wrap(this.head, "head"), prefix + "head");
                 global::Peft.PeftTargeting.ReplaceChild(this, "head", this.head);
             }
         }

@@ -12,7 +12,7 @@ namespace MyModels.Inheritance
             trainableMembers: global::System.Array.Empty<string>(),
             adapters: new global::Peft.PeftAdapterDeclaration[]
             {
-                new global::Peft.PeftAdapterDeclaration("outer", "default", global::Peft.PeftMethod.Kronecker),
+                new global::Peft.PeftAdapterDeclaration("outer", "default", "Kronecker"),
             });
 
         private static global::Peft.PeftModuleDescriptor? s_peftDescriptorWithBase;
@@ -35,8 +35,8 @@ namespace MyModels.Inheritance
         /// </summary>
         private void InitializePeft()
         {
-            this.outer = global::Peft.AdaptedLinear.Wrap(this.outer, "outer")
-                .WithKronecker("default", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 8.0, Factor: -1, DecomposeBoth: false));
+            this.outer = global::Peft.PeftLayers.Wrap(this.outer, "outer")
+                .WithAdapter("default", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 8.0, Factor: -1, DecomposeBoth: false));
             if (this.outer is not null) this.register_module("outer", this.outer);
             if (this.norm is not null) this.register_module("norm", this.norm);
             global::Peft.PeftModel.ApplyTrainability(this);

@@ -12,10 +12,10 @@ namespace MyModels.Multi
             trainableMembers: global::System.Array.Empty<string>(),
             adapters: new global::Peft.PeftAdapterDeclaration[]
             {
-                new global::Peft.PeftAdapterDeclaration("fc", "default", global::Peft.PeftMethod.LoRA),
-                new global::Peft.PeftAdapterDeclaration("fc", "fast", global::Peft.PeftMethod.LoRA),
-                new global::Peft.PeftAdapterDeclaration("fc", "lokr", global::Peft.PeftMethod.Kronecker),
-                new global::Peft.PeftAdapterDeclaration("optional", "maybe", global::Peft.PeftMethod.LoRA),
+                new global::Peft.PeftAdapterDeclaration("fc", "default", "LoRA"),
+                new global::Peft.PeftAdapterDeclaration("fc", "fast", "LoRA"),
+                new global::Peft.PeftAdapterDeclaration("fc", "lokr", "Kronecker"),
+                new global::Peft.PeftAdapterDeclaration("optional", "maybe", "LoRA"),
             });
 
         /// <inheritdoc />
@@ -28,12 +28,12 @@ namespace MyModels.Multi
         /// </summary>
         private void InitializePeft()
         {
-            this.fc = global::Peft.AdaptedLinear.Wrap(this.fc, "fc")
-                .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
-                .WithLoRA("fast", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.05, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
-                .WithKronecker("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 2.0, Factor: -1, DecomposeBoth: false));
-            this.optional = global::Peft.AdaptedLinear.Wrap(this.optional, "optional")
-                .WithLoRA("maybe", new global::Peft.LoRAOptions(Rank: 2, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
+            this.fc = global::Peft.PeftLayers.Wrap(this.fc, "fc")
+                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
+                .WithAdapter("fast", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.05, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
+                .WithAdapter("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 2.0, Factor: -1, DecomposeBoth: false));
+            this.optional = global::Peft.PeftLayers.Wrap(this.optional, "optional")
+                .WithAdapter("maybe", new global::Peft.LoRAOptions(Rank: 2, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
             if (this.fc is not null) this.register_module("fc", this.fc);
             if (this.optional is not null) this.register_module("optional", this.optional);
             global::Peft.PeftModel.ApplyTrainability(this);
@@ -50,18 +50,18 @@ namespace MyModels.Multi
 
         /// <summary>
         /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
-        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.
         /// </summary>
         void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
         {
             if (plan.Selects(prefix + "fc"))
             {
-                this.fc = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.fc, "fc"), prefix + "fc");
+                this.fc = plan.Adapt(global::Peft.PeftLayers.Wrap(this.fc, "fc"), prefix + "fc");
                 global::Peft.PeftTargeting.ReplaceChild(this, "fc", this.fc);
             }
             if (plan.Selects(prefix + "optional"))
             {
-                this.optional = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.optional, "optional"), prefix + "optional");
+                this.optional = plan.Adapt(global::Peft.PeftLayers.Wrap(this.optional, "optional"), prefix + "optional");
                 global::Peft.PeftTargeting.ReplaceChild(this, "optional", this.optional);
             }
         }

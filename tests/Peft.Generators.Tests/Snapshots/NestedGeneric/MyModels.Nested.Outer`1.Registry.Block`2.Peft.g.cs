@@ -16,7 +16,7 @@ namespace MyModels.Nested
                     trainableMembers: global::System.Array.Empty<string>(),
                     adapters: new global::Peft.PeftAdapterDeclaration[]
                     {
-                        new global::Peft.PeftAdapterDeclaration("proj", "default", global::Peft.PeftMethod.LoRA),
+                        new global::Peft.PeftAdapterDeclaration("proj", "default", "LoRA"),
                     });
 
                 /// <inheritdoc />
@@ -29,8 +29,8 @@ namespace MyModels.Nested
                 /// </summary>
                 private void InitializePeft()
                 {
-                    this.proj = global::Peft.AdaptedLinear.Wrap(this.proj, "proj")
-                        .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
+                    this.proj = global::Peft.PeftLayers.Wrap(this.proj, "proj")
+                        .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
                     if (this.proj is not null) this.register_module("proj", this.proj);
                     global::Peft.PeftModel.ApplyTrainability(this);
                 }
@@ -45,13 +45,13 @@ namespace MyModels.Nested
 
                 /// <summary>
                 /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
-                /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+                /// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.
                 /// </summary>
                 void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
                 {
                     if (plan.Selects(prefix + "proj"))
                     {
-                        this.proj = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.proj, "proj"), prefix + "proj");
+                        this.proj = plan.Adapt(global::Peft.PeftLayers.Wrap(this.proj, "proj"), prefix + "proj");
                         global::Peft.PeftTargeting.ReplaceChild(this, "proj", this.proj);
                     }
                 }

@@ -12,8 +12,8 @@ namespace MyModels.Prompts
             trainableMembers: global::System.Array.Empty<string>(),
             adapters: new global::Peft.PeftAdapterDeclaration[]
             {
-                new global::Peft.PeftAdapterDeclaration("embed", "default", global::Peft.PeftMethod.PromptTuning),
-                new global::Peft.PeftAdapterDeclaration("embed", "other", global::Peft.PeftMethod.PromptTuning),
+                new global::Peft.PeftAdapterDeclaration("embed", "default", "PromptTune"),
+                new global::Peft.PeftAdapterDeclaration("embed", "other", "PromptTune"),
             });
 
         /// <inheritdoc />
@@ -26,9 +26,9 @@ namespace MyModels.Prompts
         /// </summary>
         private void InitializePeft()
         {
-            this.embed = global::Peft.PromptTuningEmbedding.Wrap(this.embed, "embed")
-                .WithPrompt("default", new global::Peft.PromptTuningOptions(VirtualTokens: 10, InitText: "Classify \"this\" review:\n\tpositive or negative? \\ ü \u2028 end"))
-                .WithPrompt("other", new global::Peft.PromptTuningOptions(VirtualTokens: 5, InitText: null));
+            this.embed = global::Peft.PeftLayers.Wrap(this.embed, "embed")
+                .WithAdapter("default", new global::Peft.PromptTuningOptions(VirtualTokens: 10, InitText: "Classify \"this\" review:\n\tpositive or negative? \\ ü \u2028 end"))
+                .WithAdapter("other", new global::Peft.PromptTuningOptions(VirtualTokens: 5, InitText: null));
             if (this.embed is not null) this.register_module("embed", this.embed);
             global::Peft.PeftModel.ApplyTrainability(this);
         }
@@ -40,7 +40,7 @@ namespace MyModels.Prompts
 
         /// <summary>
         /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
-        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.
         /// </summary>
         void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
         {

@@ -12,8 +12,8 @@ namespace MyModels.Props
             trainableMembers: new string[] { "base" },
             adapters: new global::Peft.PeftAdapterDeclaration[]
             {
-                new global::Peft.PeftAdapterDeclaration("Query", "default", global::Peft.PeftMethod.LoRA),
-                new global::Peft.PeftAdapterDeclaration("Key", "lokr", global::Peft.PeftMethod.Kronecker),
+                new global::Peft.PeftAdapterDeclaration("Query", "default", "LoRA"),
+                new global::Peft.PeftAdapterDeclaration("Key", "lokr", "Kronecker"),
             });
 
         /// <inheritdoc />
@@ -26,10 +26,10 @@ namespace MyModels.Props
         /// </summary>
         private void InitializePeft()
         {
-            this.Query = global::Peft.AdaptedLinear.Wrap(this.Query, "Query")
-                .WithLoRA("default", new global::Peft.LoRAOptions(Rank: 2, Alpha: 16.5, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
-            this.Key = global::Peft.AdaptedLinear.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>?)this.Key, "Key")
-                .WithKronecker("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 0.001, Factor: 4, DecomposeBoth: true));
+            this.Query = global::Peft.PeftLayers.Wrap(this.Query, "Query")
+                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 2, Alpha: 16.5, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
+            this.Key = global::Peft.PeftLayers.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>?)this.Key, "Key")
+                .WithAdapter("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 0.001, Factor: 4, DecomposeBoth: true));
             if (this.Query is not null) this.register_module("Query", this.Query);
             if (this.Key is not null) this.register_module("Key", this.Key);
             if (this.@base is not null) this.register_module("base", this.@base);
@@ -50,23 +50,23 @@ namespace MyModels.Props
 
         /// <summary>
         /// Wraps each member the plan selects by its full dotted name (<paramref name="prefix"/> + member name) with
-        /// <see cref="global::Peft.AdaptedLinear"/>, adds the planned adapter and re-registers the member under its name.
+        /// its layer's adapter wrapper, adds the planned adapter and re-registers the member under its name.
         /// </summary>
         void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
         {
             if (plan.Selects(prefix + "Query"))
             {
-                this.Query = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.Query, "Query"), prefix + "Query");
+                this.Query = plan.Adapt(global::Peft.PeftLayers.Wrap(this.Query, "Query"), prefix + "Query");
                 global::Peft.PeftTargeting.ReplaceChild(this, "Query", this.Query);
             }
             if (plan.Selects(prefix + "Key"))
             {
-                this.Key = plan.Adapt(global::Peft.AdaptedLinear.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>?)this.Key, "Key"), prefix + "Key");
+                this.Key = plan.Adapt(global::Peft.PeftLayers.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>?)this.Key, "Key"), prefix + "Key");
                 global::Peft.PeftTargeting.ReplaceChild(this, "Key", this.Key);
             }
             if (plan.Selects(prefix + "Head"))
             {
-                this.Head = plan.Adapt(global::Peft.AdaptedLinear.Wrap(this.Head, "Head"), prefix + "Head");
+                this.Head = plan.Adapt(global::Peft.PeftLayers.Wrap(this.Head, "Head"), prefix + "Head");
                 global::Peft.PeftTargeting.ReplaceChild(this, "Head", this.Head);
             }
         }

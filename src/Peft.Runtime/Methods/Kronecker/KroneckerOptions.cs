@@ -14,7 +14,7 @@ public sealed record KroneckerOptions(
     bool DecomposeBoth = false) : PeftAdapterOptions
 {
     /// <inheritdoc />
-    public override PeftMethod Method => PeftMethod.Kronecker;
+    public override PeftMethod Method => KroneckerMethod.Instance;
 
     /// <summary>The factor alpha / r applied to <c>kron(W1, W2)</c>.</summary>
     public double Scaling => Alpha / Rank;
@@ -41,5 +41,39 @@ public sealed record KroneckerOptions(
             throw new PeftConfigurationException(
                 $"{where}: factor must be -1 (automatic) or a positive size, got {Factor}.", memberName, adapterName);
         }
+    }
+
+    /// <inheritdoc />
+    public override void Validate(string adapterName, PeftLayerInfo layer)
+    {
+        ArgumentNullException.ThrowIfNull(layer);
+        Validate(adapterName, layer.MemberName);
+        if (layer.InFeatures > int.MaxValue || layer.OutFeatures > int.MaxValue)
+        {
+            throw new PeftConfigurationException(
+                $"Kronecker adapter '{adapterName}'{layer.Where}: layer sizes {layer.InFeatures} x {layer.OutFeatures} are too large.",
+                layer.MemberName, adapterName);
+        }
+    }
+
+    /// <inheritdoc />
+    public override PeftAdapter CreateAdapter(string adapterName, PeftLayerInfo layer) => new KroneckerAdapter(adapterName, layer, this);
+
+    /// <inheritdoc />
+    public override PeftAdapterOptions ForModule(string fullName, PeftTargets targets)
+    {
+        ArgumentNullException.ThrowIfNull(targets);
+        var (rank, alpha) = targets.PatternsFor(fullName);
+        return this with { Rank = rank ?? Rank, Alpha = alpha ?? Alpha };
+    }
+
+    /// <inheritdoc />
+    public override IEnumerable<(string Name, object? Value)> Describe()
+    {
+        yield return ("r", Rank);
+        yield return ("alpha", Alpha);
+        yield return ("scaling", Scaling);
+        yield return ("decompose_factor", Factor);
+        yield return ("decompose_both", DecomposeBoth);
     }
 }

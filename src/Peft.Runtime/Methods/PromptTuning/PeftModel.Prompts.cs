@@ -89,7 +89,7 @@ public static partial class PeftModel
 
     /// <summary>
     /// Initialises every prompt adapter that has <see cref="PromptTuningOptions.InitText"/> from the embeddings of that
-    /// text's tokens (PEFT's TEXT init), via <see cref="PromptTuningEmbedding.InitializeFromTokenIds"/>.
+    /// text's tokens (PEFT's TEXT init), via <see cref="InitializeFromTokenIds"/>.
     /// </summary>
     /// <param name="root">The model.</param>
     /// <param name="tokenize">Maps a text to token ids of the model's vocabulary.</param>
@@ -101,7 +101,7 @@ public static partial class PeftModel
         int count = 0;
         foreach (var (_, layer) in root.PromptEmbeddings())
         {
-            foreach (var adapter in layer.Adapters)
+            foreach (var adapter in layer.Adapters.OfType<PromptTuningAdapter>())
             {
                 if (adapter.Options.InitText is string text)
                 {
@@ -112,6 +112,48 @@ public static partial class PeftModel
         }
 
         return count;
+    }
+
+    /// <summary>
+    /// Initialises a prompt from token embeddings (PEFT's TEXT init): the ids are repeated or truncated to V and the
+    /// base embedding rows of those ids are copied into <c>prompt_embeddings</c>.
+    /// </summary>
+    /// <param name="layer">The embedding layer.</param>
+    /// <param name="adapterName">The prompt adapter to initialise.</param>
+    /// <param name="tokenIds">Token ids of the init text (non-empty, each in [0, vocabulary)).</param>
+    /// <exception cref="PeftConfigurationException">The adapter is unknown or not a prompt, or the ids are empty or out of range.</exception>
+    public static void InitializeFromTokenIds(this AdaptedEmbedding layer, string adapterName, IReadOnlyList<long> tokenIds)
+    {
+        ArgumentNullException.ThrowIfNull(layer);
+        ArgumentNullException.ThrowIfNull(tokenIds);
+        var adapter = layer.GetAdapter(adapterName) as PromptTuningAdapter
+            ?? throw new PeftConfigurationException($"Adapter '{adapterName}' on member '{layer.MemberName}' is not a prompt.", layer.MemberName, adapterName);
+        if (tokenIds.Count == 0)
+        {
+            throw new PeftConfigurationException(
+                $"Prompt adapter '{adapterName}' on member '{layer.MemberName}': the init text produced no token ids; use a non-empty InitText.",
+                layer.MemberName, adapterName);
+        }
+
+        long vocabulary = layer.NumEmbeddings;
+        var ids = new long[adapter.VirtualTokens];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            long id = tokenIds[i % tokenIds.Count];
+            if (id < 0 || id >= vocabulary)
+            {
+                throw new PeftConfigurationException(
+                    $"Prompt adapter '{adapterName}' on member '{layer.MemberName}': token id {id} is outside the vocabulary [0, {vocabulary}). Use the tokenizer that matches the embedding.",
+                    layer.MemberName, adapterName);
+            }
+
+            ids[i] = id;
+        }
+
+        using var noGrad = torch.no_grad();
+        using var index = torch.tensor(ids, dtype: ScalarType.Int64, device: layer.Weight.device);
+        using var rows = layer.Weight.index_select(0, index);
+        adapter.PromptEmbeddings.copy_(rows);
     }
 
     private static Tensor Prepend(nn.Module root, Tensor tensor, bool ones, long value)

@@ -29,7 +29,7 @@ public sealed class KroneckerAttribute : Attribute
     public double Alpha { get; }
 
     /// <summary>PEFT's <c>decompose_factor</c>: -1 for automatic factor sizes; otherwise the first factor's size where it divides a
-    /// layer size, and an upper bound on the smaller factor where it does not (see <see cref="KroneckerFactorization.Factorize"/>).</summary>
+    /// layer size, and an upper bound on the smaller factor where it does not (see <see cref="KroneckerRules.Factorize"/>).</summary>
     public int Factor { get; set; } = -1;
 
     /// <summary>PEFT's <c>decompose_both</c>: also write W1 as a rank-r product.</summary>

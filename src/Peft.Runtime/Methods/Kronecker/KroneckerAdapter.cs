@@ -16,7 +16,7 @@ namespace Peft;
 /// <c>lokr_w2</c> or <c>lokr_w2_a</c>/<c>lokr_w2_b</c>. The forward pass uses the Kronecker structure
 /// (<c>Y = W1 · X · W2ᵀ</c> with <c>X = x</c> reshaped to <c>[N, m, n]</c>) and never forms the out × in matrix.
 /// </remarks>
-public sealed class KroneckerAdapter : LinearAdapter
+public sealed class KroneckerAdapter : PeftAdapter, IAdditiveAdapter
 {
     private const string W1Name = "lokr_w1";
     private const string W1AName = "lokr_w1_a";
@@ -42,56 +42,44 @@ public sealed class KroneckerAdapter : LinearAdapter
 
     /// <summary>Creates a Kronecker adapter initialised as PEFT does, so that its initial update is exactly zero.</summary>
     /// <param name="adapterName">The adapter name.</param>
-    /// <param name="inFeatures">The layer's input size.</param>
-    /// <param name="outFeatures">The layer's output size.</param>
+    /// <param name="layer">The layer.</param>
     /// <param name="options">The Kronecker options.</param>
-    /// <param name="device">The device of the layer's weight (default: CPU).</param>
-    /// <param name="dtype">The dtype of the layer's weight (default: the default dtype).</param>
-    /// <param name="memberName">The member the layer belongs to, for messages (optional).</param>
     /// <exception cref="PeftConfigurationException">The name or options are invalid for the layer.</exception>
-    public KroneckerAdapter(string adapterName, long inFeatures, long outFeatures, KroneckerOptions options,
-        Device? device = null, ScalarType? dtype = null, string? memberName = null)
-        : base(adapterName, inFeatures, outFeatures, memberName)
+    public KroneckerAdapter(string adapterName, PeftLayerInfo layer, KroneckerOptions options)
+        : base(adapterName, layer)
     {
         ArgumentNullException.ThrowIfNull(options);
-        options.Validate(adapterName, memberName);
-        if (inFeatures > int.MaxValue || outFeatures > int.MaxValue)
-        {
-            throw new PeftConfigurationException(
-                $"Kronecker adapter '{adapterName}'{AdapterNameRules.Describe(memberName)}: layer sizes {inFeatures} x {outFeatures} are too large.",
-                memberName, adapterName);
-        }
-
+        options.Validate(adapterName, layer);
         Options = options;
-        var (inM, inN) = KroneckerFactorization.Factorize((int)inFeatures, options.Factor);
-        var (outL, outK) = KroneckerFactorization.Factorize((int)outFeatures, options.Factor);
+        var (inM, inN) = KroneckerRules.Factorize((int)layer.InFeatures, options.Factor);
+        var (outL, outK) = KroneckerRules.Factorize((int)layer.OutFeatures, options.Factor);
         _m = inM;
         _n = inN;
         _l = outL;
         _k = outK;
         _r = options.Rank;
         _scaling = options.Scaling;
-        UsesFullW1 = !(options.DecomposeBoth && options.Rank < Math.Max(outL, inM) / 2.0);
-        UsesFullW2 = !(options.Rank < Math.Max(outK, inN) / 2.0);
+        UsesFullW1 = KroneckerRules.UsesFullW1(options.Rank, outL, inM, options.DecomposeBoth);
+        UsesFullW2 = KroneckerRules.UsesFullW2(options.Rank, outK, inN);
 
         if (UsesFullW1)
         {
-            _w1 = Create(W1Name, _l, _m, device, dtype);
+            _w1 = CreateParameter(W1Name, _l, _m);
         }
         else
         {
-            _w1a = Create(W1AName, _l, _r, device, dtype);
-            _w1b = Create(W1BName, _r, _m, device, dtype);
+            _w1a = CreateParameter(W1AName, _l, _r);
+            _w1b = CreateParameter(W1BName, _r, _m);
         }
 
         if (UsesFullW2)
         {
-            _w2 = Create(W2Name, _k, _n, device, dtype);
+            _w2 = CreateParameter(W2Name, _k, _n);
         }
         else
         {
-            _w2a = Create(W2AName, _k, _r, device, dtype);
-            _w2b = Create(W2BName, _r, _n, device, dtype);
+            _w2a = CreateParameter(W2AName, _k, _r);
+            _w2b = CreateParameter(W2BName, _r, _n);
         }
 
         ResetParameters();
@@ -100,9 +88,6 @@ public sealed class KroneckerAdapter : LinearAdapter
         _alphaArgument = (float)_scaling;
         _preScale = anyParameter.dtype == ScalarType.Float64 && _alphaArgument != _scaling;
     }
-
-    /// <inheritdoc />
-    public override PeftMethod Method => PeftMethod.Kronecker;
 
     /// <summary>The options the adapter was created with.</summary>
     public KroneckerOptions Options { get; }
@@ -172,8 +157,10 @@ public sealed class KroneckerAdapter : LinearAdapter
         }
     }
 
-    /// <inheritdoc />
-    public override void AddTo(Tensor input, Tensor output)
+    /// <summary>Adds <c>s · W1 X W2ᵀ</c> (X = x reshaped to <c>[N, m, n]</c>) to <paramref name="output"/> in place.</summary>
+    /// <param name="input">The layer input <c>[..., in]</c>.</param>
+    /// <param name="output">The layer output <c>[..., out]</c>, updated in place.</param>
+    public void AddTo(Tensor input, Tensor output)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(output);
@@ -215,8 +202,9 @@ public sealed class KroneckerAdapter : LinearAdapter
         }
     }
 
-    /// <inheritdoc />
-    public override Tensor DeltaWeight()
+    /// <summary><c>(alpha / r) · kron(W1, W2)</c> <c>[out, in]</c>; the caller disposes it.</summary>
+    /// <returns>A new tensor.</returns>
+    public Tensor DeltaWeight()
     {
         using var w1 = _w1 is not null ? _w1.alias() : _w1a!.matmul(_w1b!);
         using var w2 = _w2 is not null ? _w2.alias() : _w2a!.matmul(_w2b!);
@@ -258,12 +246,12 @@ public sealed class KroneckerAdapter : LinearAdapter
     protected override void _toEpilog(ScalarType? dtype, Device? device, bool non_blocking)
     {
         base._toEpilog(dtype, device, non_blocking);
-        _w1 = Lookup(W1Name);
-        _w1a = Lookup(W1AName);
-        _w1b = Lookup(W1BName);
-        _w2 = Lookup(W2Name);
-        _w2a = Lookup(W2AName);
-        _w2b = Lookup(W2BName);
+        _w1 = RegisteredParameter(W1Name);
+        _w1a = RegisteredParameter(W1AName);
+        _w1b = RegisteredParameter(W1BName);
+        _w2 = RegisteredParameter(W2Name);
+        _w2a = RegisteredParameter(W2AName);
+        _w2b = RegisteredParameter(W2BName);
     }
 
     private Tensor LeftMultiply(Tensor x3, long batch)
@@ -279,14 +267,4 @@ public sealed class KroneckerAdapter : LinearAdapter
         using var a = _w1a!.expand(batch, _l, _r);
         return torch.bmm(a, t);
     }
-
-    private Parameter Create(string name, long rows, long columns, Device? device, ScalarType? dtype)
-    {
-        var p = nn.Parameter(torch.empty(new[] { rows, columns }, dtype: dtype, device: device));
-        p.DetachFromDisposeScope();
-        register_parameter(name, p);
-        return p;
-    }
-
-    private Parameter? Lookup(string name) => _internal_params.TryGetValue(name, out var p) ? p : null;
 }

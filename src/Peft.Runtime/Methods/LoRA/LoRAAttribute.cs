@@ -35,7 +35,8 @@ public sealed class LoRAAttribute : Attribute
     /// <summary>Use rank-stabilised scaling alpha / √r (rsLoRA, Kalajdzievski 2023) instead of alpha / r.</summary>
     public bool UseRsLora { get; set; }
 
-    /// <summary>How A is initialised; B always starts at zero so the adapted layer equals the base layer.</summary>
+    /// <summary>How A and B are initialised; except for <see cref="LoRAInit.Random"/>, B starts at zero so the adapted layer
+    /// equals the base layer.</summary>
     public LoRAInit Init { get; set; } = LoRAInit.KaimingUniform;
 
     /// <summary>The adapter name (PEFT's adapter_name). Defaults to <c>"default"</c>.</summary>
@@ -50,6 +51,10 @@ public enum LoRAInit
 
     /// <summary>Normal with standard deviation 1/r, as PEFT's <c>init_lora_weights="gaussian"</c>.</summary>
     Gaussian = 1,
+
+    /// <summary>A and B both kaiming-uniform (nn.Linear's default), as PEFT's <c>init_lora_weights=False</c>: the adapter
+    /// does not start at zero (for experiments and tests only).</summary>
+    Random = 2,
 }
 
 /// <summary>Well-known adapter names.</summary>

@@ -1,0 +1,143 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Peft;
+
+/// <summary>
+/// The base layer's parameters an adapter merges into: the weight (<c>[out, in]</c> for a linear layer, <c>[vocabulary, dim]</c>
+/// for an embedding, <c>[dim]</c> for a norm) and the bias, if any. Merges change them in place under <c>no_grad</c>.
+/// A file-level merge passes the tensors read from a checkpoint (transposed views for Conv1D layouts), so the same
+/// per-method math serves <see cref="AdaptedLayer.Merge"/> and <c>peft merge</c>.
+/// </summary>
+/// <param name="Weight">The base weight.</param>
+/// <param name="Bias">The base bias, or null.</param>
+public sealed record LayerParameters(Tensor Weight, Tensor? Bias);
+
+/// <summary>An adapter whose effect can be folded into the base layer's parameters and taken out again.</summary>
+public interface IMergeableAdapter
+{
+    /// <summary>Folds the adapter into <paramref name="target"/> in place (called under <c>no_grad</c>).</summary>
+    /// <param name="target">The base parameters.</param>
+    void MergeInto(LayerParameters target);
+
+    /// <summary>Takes a merged adapter out of <paramref name="target"/> in place (called under <c>no_grad</c>). Exact for
+    /// additive updates up to rounding; methods that multiply (IA3) or rescale (DoRA) say how exact they are.</summary>
+    /// <param name="target">The merged parameters.</param>
+    void UnmergeFrom(LayerParameters target);
+}
+
+/// <summary>
+/// An additive update <c>y += Δ(x)</c> with a dense equivalent <c>ΔW</c> (LoRA, LoKr, ...): the forward adds its
+/// contribution in place after the base product, and merging is <c>W += ΔW</c> (the default implementation).
+/// </summary>
+public interface IAdditiveAdapter : IMergeableAdapter
+{
+    /// <summary>Adds the adapter's contribution to <paramref name="output"/> in place. The layer passes a 2-D input
+    /// <c>[N, in]</c> and a contiguous 2-D output <c>[N, out]</c>. Dropout (if any) applies only in training mode.</summary>
+    /// <param name="input">The layer input.</param>
+    /// <param name="output">The layer output, updated in place.</param>
+    void AddTo(Tensor input, Tensor output);
+
+    /// <summary>The dense update <c>ΔW</c> in the base weight's layout (scaling included); the caller disposes it. Call under
+    /// <c>no_grad</c> unless gradients are wanted.</summary>
+    /// <returns>A new tensor.</returns>
+    Tensor DeltaWeight();
+
+    void IMergeableAdapter.MergeInto(LayerParameters target)
+    {
+        using var delta = DeltaWeight();
+        target.Weight.add_(delta);
+    }
+
+    void IMergeableAdapter.UnmergeFrom(LayerParameters target)
+    {
+        using var delta = DeltaWeight();
+        target.Weight.sub_(delta);
+    }
+}
+
+/// <summary>
+/// An additive update that is a low-rank product <c>ΔW = s · B A</c> (LoRA and its variants): it exposes its factors so a
+/// layer (or generated code) can fuse several such adapters into one pair of products.
+/// </summary>
+public interface ILowRankAdapter : IAdditiveAdapter
+{
+    /// <summary>The down projection A <c>[r, in]</c>.</summary>
+    Parameter Down { get; }
+
+    /// <summary>The up projection B <c>[out, r]</c>.</summary>
+    Parameter Up { get; }
+
+    /// <summary>The scaling s.</summary>
+    double Scaling { get; }
+
+    /// <summary>The dropout probability on the adapter's input (0 when none).</summary>
+    double Dropout { get; }
+}
+
+/// <summary>
+/// Scales the layer's input (<c>y = base(x ⊙ l)</c>) or its output (<c>y = base(x) ⊙ l</c>, bias included) by a learned
+/// vector (IA3). Several active scalings multiply. Merging multiplies the weight's columns (input) or rows and the bias
+/// (output).
+/// </summary>
+public interface IScalingAdapter : IMergeableAdapter
+{
+    /// <summary>True when the adapter scales the input features, false when it scales the outputs.</summary>
+    bool ScalesInput { get; }
+
+    /// <summary>The scale as a flat vector: <c>[in]</c> when <see cref="ScalesInput"/>, else <c>[out]</c>.</summary>
+    Tensor Scale { get; }
+}
+
+/// <summary>
+/// Rescales the rows of the adapted weight (DoRA: <c>W' = diag(m / ‖W + ΔW‖) (W + ΔW)</c>). The layer computes the bias-free
+/// base product once and asks each such adapter for its row scale <c>c</c> and its own low-rank term, so that
+/// <c>y = (1 + Σ(c_k − 1)) ⊙ W x + Σ c_k ⊙ ΔW_k x + b</c>.
+/// </summary>
+public interface IRowRescalingAdapter : IMergeableAdapter
+{
+    /// <summary>False when the adapter cannot share the layer's base product this forward (DoRA in training with dropout,
+    /// whose base term uses the dropped-out input): the layer then calls <see cref="AddSeparately"/>.</summary>
+    bool SharesBaseProduct { get; }
+
+    /// <summary>The row scale <c>c = m / ‖W + ΔW‖</c> <c>[out]</c> for the current weight (the norm detached).</summary>
+    /// <param name="weight">The layer's current base weight <c>[out, in]</c>.</param>
+    /// <returns>A new tensor.</returns>
+    Tensor RowScale(Tensor weight);
+
+    /// <summary>Adds <c>rowScale ⊙ ΔW x</c> to <paramref name="output"/> in place.</summary>
+    /// <param name="input">The layer input <c>[N, in]</c>.</param>
+    /// <param name="output">The output <c>[N, out]</c>.</param>
+    /// <param name="rowScale">The adapter's <see cref="RowScale"/>.</param>
+    void AddScaledUpdate(Tensor input, Tensor output, Tensor rowScale);
+
+    /// <summary>Adds the adapter's whole contribution when it cannot share the base product
+    /// (<see cref="SharesBaseProduct"/> is false).</summary>
+    /// <param name="input">The layer input <c>[N, in]</c>.</param>
+    /// <param name="output">The output so far <c>[N, out]</c>, updated in place.</param>
+    /// <param name="weight">The base weight.</param>
+    void AddSeparately(Tensor input, Tensor output, Tensor weight);
+}
+
+/// <summary>
+/// Replaces the base layer's parameters while active (LayerNorm tuning: a trained copy of the norm's weight and bias). Merging
+/// writes the copy into the base layer and keeps the original for unmerging.
+/// </summary>
+public interface IParameterOverrideAdapter : IMergeableAdapter
+{
+    /// <summary>The weight used instead of the base weight.</summary>
+    Tensor Weight { get; }
+
+    /// <summary>The bias used instead of the base bias (null when the base has none).</summary>
+    Tensor? Bias { get; }
+}
+
+/// <summary>Prepends learned vectors to a sequence of embeddings (prompt tuning); not mergeable.</summary>
+public interface IPrefixAdapter
+{
+    /// <summary>The prefix <c>[V, dim]</c>.</summary>
+    Tensor Prefix { get; }
+
+    /// <summary>The number of prepended positions V.</summary>
+    int Length { get; }
+}

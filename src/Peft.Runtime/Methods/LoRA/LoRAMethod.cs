@@ -1,0 +1,164 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Peft.Serialization;
+
+namespace Peft;
+
+/// <summary>
+/// LoRA (<see cref="LoRAAttribute"/>) and rsLoRA in Hugging Face PEFT's format: <c>peft_type</c> "LORA", tensors
+/// <c>lora_A.weight</c> <c>[r, in]</c> and <c>lora_B.weight</c> <c>[out, r]</c>, config fields <c>r</c>, <c>lora_alpha</c>,
+/// <c>lora_dropout</c>, <c>use_rslora</c>, <c>init_lora_weights</c>, <c>rank_pattern</c>, <c>alpha_pattern</c>,
+/// <c>fan_in_fan_out</c>.
+/// </summary>
+public sealed class LoRAMethod : PeftMethod
+{
+    /// <summary>The registered instance.</summary>
+    public static LoRAMethod Instance { get; } = new();
+
+    private static readonly string[] s_tensorNames = { "lora_A.weight", "lora_B.weight" };
+
+    private LoRAMethod()
+    {
+    }
+
+    /// <inheritdoc />
+    public override string Name => "LoRA";
+
+    /// <inheritdoc />
+    public override string PeftType => "LORA";
+
+    /// <inheritdoc />
+    public override PeftLayerKind LayerKinds => PeftLayerKind.Linear;
+
+    /// <inheritdoc />
+    public override Type AttributeType => typeof(LoRAAttribute);
+
+    /// <inheritdoc />
+    public override Type OptionsType => typeof(LoRAOptions);
+
+    /// <inheritdoc />
+    public override IReadOnlyList<string> TensorNames => s_tensorNames;
+
+    /// <inheritdoc />
+    public override PeftAdapterOptions ReadOptions(AdapterConfig config, string? modulePath)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        if (config.GetBool("use_dora", false))
+            throw config.Unsupported("use_dora", "DoRA adapters are read by the DoRA method; this one is LoRA only.");
+        return LoRAConfigFields.Read(config, modulePath);
+    }
+
+    /// <inheritdoc />
+    public override void WriteConfig(AdapterConfigWriter writer) => LoRAConfigFields.Write(writer, useDora: false);
+
+    /// <inheritdoc />
+    public override IEnumerable<string> SettingMismatches(string path, PeftAdapterOptions fromFile, PeftAdapterOptions inModel)
+        => LoRAConfigFields.Mismatches(path, (LoRAOptions)fromFile, inModel is LoRAOptions l ? l : null);
+}
+
+/// <summary>The LoraConfig fields every LoRA-format method (LoRA, DoRA, ...) reads and writes: one copy.</summary>
+public static class LoRAConfigFields
+{
+    /// <summary>The largest lora_alpha accepted from a file: no recipe uses more, and a larger value is a damaged file that
+    /// would silently produce infinities.</summary>
+    public const double MaxAlpha = 1e6;
+
+    /// <summary>Reads r, lora_alpha (with the module's rank_pattern/alpha_pattern), lora_dropout, use_rslora and
+    /// init_lora_weights, refusing settings this library does not implement.</summary>
+    /// <param name="config">The config.</param>
+    /// <param name="modulePath">The module, or null for the adapter-wide values.</param>
+    /// <returns>The options as LoRA options.</returns>
+    /// <exception cref="AdapterFormatException">A field is malformed, out of range or unsupported.</exception>
+    public static LoRAOptions Read(AdapterConfig config, string? modulePath)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        string bias = config.GetString("bias") ?? "none";
+        if (bias != "none") throw config.Unsupported("bias", "only \"none\" is (train the base biases with [Trainable] instead).");
+        if (config.GetBool("lora_bias", false)) throw config.Unsupported("lora_bias", "a trainable bias on lora_B is not implemented.");
+        int r = config.RankFor(modulePath, config.GetInt("r", 8));
+        double alpha = config.AlphaFor(modulePath, config.GetDouble("lora_alpha", 8));
+        string where = modulePath is null ? string.Empty : $" for '{modulePath}'";
+        if (r <= 0) throw new AdapterFormatException($"{config.Source}: \"r\"{where} must be a positive integer, found {r}.");
+        if (!(alpha > 0) || alpha > MaxAlpha)
+            throw new AdapterFormatException($"{config.Source}: \"lora_alpha\"{where} must be in (0, {MaxAlpha:G}], found {alpha:R}.");
+        double dropout = config.GetDouble("lora_dropout", 0);
+        if (!(dropout >= 0 && dropout < 1)) throw new AdapterFormatException($"{config.Source}: \"lora_dropout\" must be in [0, 1), found {dropout:R}.");
+        return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), ReadInit(config));
+    }
+
+    /// <summary>Writes the LoraConfig fields of <paramref name="writer"/>'s adapter.</summary>
+    /// <param name="writer">The adapter being saved.</param>
+    /// <param name="useDora">The value of <c>use_dora</c>.</param>
+    /// <exception cref="PeftConfigurationException">Layers disagree on a setting PEFT stores once.</exception>
+    public static void Write(AdapterConfigWriter writer, bool useDora)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        LoRAOptions Of(PeftAdapterOptions o) => o switch
+        {
+            LoRAOptions lora => lora,
+            ILoRAFormatOptions variant => variant.AsLoRA,
+            _ => throw new PeftConfigurationException($"{o.Method.Name} options cannot be written as LoraConfig fields."),
+        };
+        bool rs = writer.Same("use_rslora", o => Of(o).UseRsLora);
+        var init = writer.Same("init_lora_weights", o => Of(o).Init);
+        double dropout = writer.Same("lora_dropout", o => Of(o).Dropout);
+        writer.WithPattern("r", "rank_pattern", o => Of(o).Rank, v => v);
+        writer.WithPattern("lora_alpha", "alpha_pattern", o => Of(o).Alpha, v => v);
+        writer.Fields["lora_dropout"] = dropout;
+        writer.Fields["use_rslora"] = rs;
+        writer.Fields["use_dora"] = useDora;
+        writer.Fields["fan_in_fan_out"] = writer.FanInFanOut();
+        writer.Fields["bias"] = "none";
+        writer.Fields["lora_bias"] = false;
+        writer.Fields["init_lora_weights"] = init switch
+        {
+            LoRAInit.Gaussian => "gaussian",
+            LoRAInit.Random => false,
+            _ => true,
+        };
+    }
+
+    /// <summary>The differences between a file's LoRA settings and the model's adapter that change the update computed from
+    /// the same tensors (rank, alpha, rsLoRA).</summary>
+    /// <param name="path">The module path.</param>
+    /// <param name="file">The file's options for it.</param>
+    /// <param name="model">The model's options (null when of another kind).</param>
+    /// <returns>One line per difference.</returns>
+    public static IEnumerable<string> Mismatches(string path, LoRAOptions file, LoRAOptions? model)
+    {
+        ArgumentNullException.ThrowIfNull(file);
+        if (model is null)
+        {
+            yield return $"{path}: the model's adapter is not a LoRA adapter";
+            yield break;
+        }
+
+        if (file.Rank != model.Rank) yield return $"{path}: r is {file.Rank} in the config, {model.Rank} in the model";
+        if (file.Alpha != model.Alpha) yield return $"{path}: lora_alpha is {file.Alpha} in the config, {model.Alpha} in the model";
+        if (file.UseRsLora != model.UseRsLora) yield return $"{path}: use_rslora is {Json(file.UseRsLora)} in the config, {Json(model.UseRsLora)} in the model";
+
+        static string Json(bool value) => value ? "true" : "false";
+    }
+
+    private static LoRAInit ReadInit(AdapterConfig config)
+    {
+        var node = config.Raw["init_lora_weights"];
+        if (node is null) return LoRAInit.KaimingUniform;
+        return node.GetValueKind() switch
+        {
+            JsonValueKind.True => LoRAInit.KaimingUniform,
+            JsonValueKind.False => LoRAInit.Random,
+            JsonValueKind.String when node.GetValue<string>() == "gaussian" => LoRAInit.Gaussian,
+            _ => throw config.Unsupported("init_lora_weights",
+                "true, false and \"gaussian\" are. Adapters initialised from the base weights (PiSSA, OLoRA, LoftQ, CorDA, EVA) " +
+                "were trained on a changed base model and are not plain LoRA adapters for the original one."),
+        };
+    }
+}
+
+/// <summary>Options of a method stored in PEFT's LoraConfig format (a LoRA variant): their LoRA part.</summary>
+public interface ILoRAFormatOptions
+{
+    /// <summary>The rank, alpha, dropout, scaling rule and initialisation as LoRA options.</summary>
+    LoRAOptions AsLoRA { get; }
+}

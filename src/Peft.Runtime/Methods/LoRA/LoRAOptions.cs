@@ -1,0 +1,101 @@
+namespace Peft;
+
+/// <summary>
+/// Options of a LoRA adapter, with Hugging Face PEFT's <c>LoraConfig</c> defaults.
+/// </summary>
+/// <param name="Rank">The rank r (positive, at most min(in, out) of the layer). PEFT's <c>r</c>.</param>
+/// <param name="Alpha">The scaling numerator (positive, finite). PEFT's <c>lora_alpha</c>.</param>
+/// <param name="Dropout">Dropout probability on the adapter input, in [0, 1). PEFT's <c>lora_dropout</c>.</param>
+/// <param name="UseRsLora">Scale by alpha / √r instead of alpha / r. PEFT's <c>use_rslora</c>.</param>
+/// <param name="Init">How A and B are initialised. PEFT's <c>init_lora_weights</c>.</param>
+public sealed record LoRAOptions(
+    int Rank = 8,
+    double Alpha = 8.0,
+    double Dropout = 0.0,
+    bool UseRsLora = false,
+    LoRAInit Init = LoRAInit.KaimingUniform) : PeftAdapterOptions
+{
+    /// <inheritdoc />
+    public override PeftMethod Method => LoRAMethod.Instance;
+
+    /// <summary>The factor s applied to <c>B A x</c>: alpha / r, or alpha / √r with <see cref="UseRsLora"/>.</summary>
+    public double Scaling => LoRARules.Scaling(Alpha, Rank, UseRsLora);
+
+    /// <summary>Checks the options for a layer of the given sizes.</summary>
+    /// <param name="adapterName">The adapter name, for messages.</param>
+    /// <param name="memberName">The member name, for messages (optional).</param>
+    /// <param name="inFeatures">The layer's input size.</param>
+    /// <param name="outFeatures">The layer's output size.</param>
+    /// <exception cref="PeftConfigurationException">An option is out of range.</exception>
+    public void Validate(string adapterName, string? memberName, long inFeatures, long outFeatures)
+        => LowRank.Validate("LoRA", adapterName, memberName, Rank, Alpha, Dropout, inFeatures, outFeatures, Init);
+
+    /// <inheritdoc />
+    public override void Validate(string adapterName, PeftLayerInfo layer)
+    {
+        ArgumentNullException.ThrowIfNull(layer);
+        Validate(adapterName, layer.MemberName, layer.InFeatures, layer.OutFeatures);
+    }
+
+    /// <inheritdoc />
+    public override PeftAdapter CreateAdapter(string adapterName, PeftLayerInfo layer) => new LoRAAdapter(adapterName, layer, this);
+
+    /// <inheritdoc />
+    public override PeftAdapterOptions ForModule(string fullName, PeftTargets targets)
+    {
+        ArgumentNullException.ThrowIfNull(targets);
+        var (rank, alpha) = targets.PatternsFor(fullName);
+        return this with { Rank = rank ?? Rank, Alpha = alpha ?? Alpha };
+    }
+
+    /// <inheritdoc />
+    public override bool SameUpdate(PeftAdapterOptions other)
+        => other is LoRAOptions o && o.Rank == Rank && o.Alpha == Alpha && o.UseRsLora == UseRsLora;
+
+    /// <inheritdoc />
+    public override IEnumerable<(string Name, object? Value)> Describe()
+    {
+        yield return ("r", Rank);
+        yield return ("alpha", Alpha);
+        yield return ("scaling", Scaling);
+        yield return ("use_rslora", UseRsLora);
+        yield return ("dropout", Dropout);
+    }
+}
+
+/// <summary>The validation every low-rank (LoRA-style) method shares; one copy, with messages naming the member and the fix.</summary>
+internal static class LowRank
+{
+    public static void Validate(string method, string adapterName, string? memberName, int rank, double alpha, double dropout,
+        long inFeatures, long outFeatures, LoRAInit init)
+    {
+        string where = $"{method} adapter '{adapterName}'{AdapterNameRules.Describe(memberName)}";
+        if (rank <= 0)
+        {
+            throw new PeftConfigurationException($"{where}: rank must be positive, got {rank}.", memberName, adapterName);
+        }
+
+        if (!(alpha > 0) || double.IsInfinity(alpha))
+        {
+            throw new PeftConfigurationException($"{where}: alpha must be positive and finite, got {alpha}.", memberName, adapterName);
+        }
+
+        if (!(dropout >= 0 && dropout < 1))
+        {
+            throw new PeftConfigurationException($"{where}: dropout must be in [0, 1), got {dropout}.", memberName, adapterName);
+        }
+
+        if (!Enum.IsDefined(init))
+        {
+            throw new PeftConfigurationException($"{where}: unknown initialisation {init}.", memberName, adapterName);
+        }
+
+        long max = LoRARules.MaxRank(inFeatures, outFeatures);
+        if (rank > max)
+        {
+            throw new PeftConfigurationException(
+                $"{where}: rank {rank} exceeds min(in_features={inFeatures}, out_features={outFeatures}) = {max}. Use a rank of at most {max}.",
+                memberName, adapterName);
+        }
+    }
+}

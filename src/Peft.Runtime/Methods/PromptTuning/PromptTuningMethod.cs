@@ -1,0 +1,118 @@
+using Peft.Serialization;
+using static TorchSharp.torch;
+
+namespace Peft;
+
+/// <summary>
+/// Prompt tuning (<see cref="PromptTuneAttribute"/>) in Hugging Face PEFT's prompt-learning format: <c>peft_type</c>
+/// "PROMPT_TUNING", one tensor <c>prompt_embeddings</c> <c>[num_virtual_tokens, token_dim]</c>, config fields
+/// <c>num_virtual_tokens</c>, <c>token_dim</c>, <c>num_transformer_submodules</c>, <c>prompt_tuning_init</c>,
+/// <c>prompt_tuning_init_text</c>, <c>tokenizer_name_or_path</c>.
+/// </summary>
+public sealed class PromptTuningMethod : PeftMethod
+{
+    /// <summary>The registered instance.</summary>
+    public static PromptTuningMethod Instance { get; } = new();
+
+    private static readonly string[] s_tensorNames = { PromptTuningAdapter.PromptEmbeddingsName };
+
+    private PromptTuningMethod()
+    {
+    }
+
+    /// <inheritdoc />
+    public override string Name => "PromptTune";
+
+    /// <inheritdoc />
+    public override string PeftType => "PROMPT_TUNING";
+
+    /// <inheritdoc />
+    public override PeftLayerKind LayerKinds => PeftLayerKind.Embedding;
+
+    /// <inheritdoc />
+    public override Type AttributeType => typeof(PromptTuneAttribute);
+
+    /// <inheritdoc />
+    public override Type OptionsType => typeof(PromptTuningOptions);
+
+    /// <inheritdoc />
+    public override bool IsPromptLearning => true;
+
+    /// <inheritdoc />
+    public override IReadOnlyList<string> TensorNames => s_tensorNames;
+
+    /// <inheritdoc />
+    public override PeftAdapterOptions ReadOptions(AdapterConfig config, string? modulePath)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        int tokens = config.GetInt("num_virtual_tokens", 0);
+        if (tokens <= 0 || tokens > PromptTuningOptions.MaxVirtualTokens)
+            throw new AdapterFormatException($"{config.Source}: \"num_virtual_tokens\" must be an integer in [1, {PromptTuningOptions.MaxVirtualTokens}], found {config.Raw["num_virtual_tokens"]?.ToJsonString() ?? "nothing"}.");
+        int submodules = config.GetInt("num_transformer_submodules", 1);
+        if (submodules != 1)
+            throw config.Unsupported("num_transformer_submodules", "only 1 is (encoder-decoder models prepend a prompt to each stack).");
+        return new PromptTuningOptions(tokens, config.GetString("prompt_tuning_init_text"));
+    }
+
+    /// <inheritdoc />
+    public override void WriteConfig(AdapterConfigWriter writer)
+    {
+        ArgumentNullException.ThrowIfNull(writer);
+        if (writer.Layers.Count > 1)
+        {
+            throw new PeftConfigurationException(
+                $"Adapter '{writer.AdapterName}' is a prompt on {writer.Layers.Count} embeddings ({string.Join(", ", writer.Layers.Select(l => l.Path))}); PEFT's format holds one prompt per adapter.",
+                writer.Layers[1].Path, writer.AdapterName);
+        }
+
+        var adapter = (PromptTuningAdapter)writer.Layers[0].Adapter;
+        string? initText = adapter.Options.InitText;
+        bool text = initText is not null && writer.TokenizerNameOrPath is not null;
+        writer.Fields["num_virtual_tokens"] = adapter.VirtualTokens;
+        writer.Fields["token_dim"] = adapter.EmbeddingDim;
+        writer.Fields["num_transformer_submodules"] = 1;
+        writer.Fields["num_attention_heads"] = null;
+        writer.Fields["num_layers"] = null;
+        writer.Fields["prompt_tuning_init"] = text ? "TEXT" : "RANDOM";
+        writer.Fields["prompt_tuning_init_text"] = initText;
+        writer.Fields["tokenizer_name_or_path"] = text ? writer.TokenizerNameOrPath : null;
+        writer.Fields["tokenizer_kwargs"] = null;
+    }
+
+    /// <inheritdoc />
+    public override IEnumerable<string> SettingMismatches(string path, PeftAdapterOptions fromFile, PeftAdapterOptions inModel)
+    {
+        var file = (PromptTuningOptions)fromFile;
+        if (inModel is PromptTuningOptions model && model.VirtualTokens != file.VirtualTokens)
+        {
+            yield return $"{path}: num_virtual_tokens is {file.VirtualTokens} in the config, {model.VirtualTokens} in the model";
+        }
+    }
+
+    /// <summary>Creates the prompt on the model's one adapted embedding, after checking the file's prompt has the configured size.</summary>
+    /// <param name="model">The model.</param>
+    /// <param name="adapterName">The adapter to create.</param>
+    /// <param name="config">The config.</param>
+    /// <param name="fileShapes">The weights file's tensor shapes.</param>
+    /// <exception cref="AdapterFormatException">The model has not exactly one prompt-capable embedding, or the sizes disagree.</exception>
+    public override void CreateFromConfig(nn.Module model, string adapterName, AdapterConfig config, IReadOnlyDictionary<string, long[]> fileShapes)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(fileShapes);
+        var embeddings = model.PromptEmbeddings().ToList();
+        if (embeddings.Count != 1)
+            throw new AdapterFormatException($"{config.Source}: loading a new prompt adapter '{adapterName}' needs exactly one [PromptTune] embedding in the model; found {embeddings.Count}.");
+        var options = (PromptTuningOptions)ReadOptions(config, null);
+        var layer = embeddings[0].Layer;
+        if (fileShapes.TryGetValue(PromptTuningAdapter.PromptEmbeddingsName, out var shape)
+            && !(shape.Length == 2 && shape[0] == options.VirtualTokens && shape[1] == layer.EmbeddingDim))
+        {
+            throw new AdapterFormatException(
+                $"{config.Source}: num_virtual_tokens {options.VirtualTokens} and the model's embedding size {layer.EmbeddingDim} call for prompt_embeddings " +
+                $"[{options.VirtualTokens}, {layer.EmbeddingDim}], but the weights file holds [{string.Join(", ", shape)}]; nothing was loaded.");
+        }
+
+        layer.WithAdapter(adapterName, options);
+    }
+}

@@ -1,0 +1,84 @@
+using static TorchSharp.torch;
+
+namespace Peft.Serialization;
+
+/// <summary>
+/// Builds one module's adapter from an adapter file's tensors, outside any model: the method's own adapter class with the
+/// file's values, so file-level tools (<c>peft merge</c>, <c>peft inspect</c>) run exactly the per-method math a model runs
+/// (<see cref="IMergeableAdapter.MergeInto"/>, <see cref="PeftAdapterOptions.Describe"/>).
+/// </summary>
+public static class StandaloneAdapter
+{
+    /// <summary>The adapter name standalone adapters get.</summary>
+    public const string Name = "file";
+
+    /// <summary>
+    /// Creates the adapter the config gives <paramref name="modulePath"/> for <paramref name="layer"/> and copies
+    /// <paramref name="tensors"/> into it. Every tensor the adapter has must be given with its shape, and no other.
+    /// </summary>
+    /// <param name="method">The config's method.</param>
+    /// <param name="config">The config.</param>
+    /// <param name="modulePath">The adapted module's path.</param>
+    /// <param name="layer">The base layer (kind, sizes, dtype the math runs in).</param>
+    /// <param name="tensors">The module's tensors by PEFT name relative to the module (<c>lora_A.weight</c>).</param>
+    /// <param name="source">Names the weights file in messages.</param>
+    /// <returns>The adapter; the caller disposes it.</returns>
+    /// <exception cref="AdapterFormatException">The config's options do not fit the layer, or tensors are missing, unexpected or mis-shaped.</exception>
+    public static PeftAdapter FromTensors(PeftMethod method, AdapterConfig config, string modulePath, PeftLayerInfo layer,
+        IReadOnlyDictionary<string, Tensor> tensors, string source)
+    {
+        ArgumentNullException.ThrowIfNull(method);
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(tensors);
+        var options = method.ReadOptions(config, modulePath);
+        PeftAdapter adapter;
+        try
+        {
+            options.Validate(Name, layer);
+            adapter = options.CreateAdapter(Name, layer);
+        }
+        catch (PeftConfigurationException ex)
+        {
+            throw new AdapterFormatException($"{config.Source}: the settings for '{modulePath}' do not fit its base layer ({layer.Kind}, {layer.InFeatures} -> {layer.OutFeatures}): {ex.Message}", ex);
+        }
+
+        try
+        {
+            var expected = adapter.PeftTensors().ToList();
+            var missing = expected.Where(e => !tensors.ContainsKey(e.PeftName)).Select(e => e.PeftName).ToList();
+            var unexpected = tensors.Keys.Where(k => expected.All(e => e.PeftName != k)).OrderBy(k => k, StringComparer.Ordinal).ToList();
+            var mismatched = expected.Where(e => tensors.TryGetValue(e.PeftName, out var t) && !t.shape.SequenceEqual(e.Parameter.shape))
+                .Select(e => $"{e.PeftName} is [{string.Join(", ", tensors[e.PeftName].shape)}], expected [{string.Join(", ", e.Parameter.shape)}]")
+                .ToList();
+            if (missing.Count > 0 || unexpected.Count > 0 || mismatched.Count > 0)
+            {
+                var problems = new List<string>();
+                if (missing.Count > 0) problems.Add("missing " + string.Join(", ", missing));
+                if (unexpected.Count > 0) problems.Add("unexpected " + string.Join(", ", unexpected));
+                problems.AddRange(mismatched);
+                throw new AdapterFormatException(
+                    $"{source}: module '{modulePath}' does not hold the tensors of its {method.Name} adapter ({string.Join("; ", problems)}); " +
+                    $"{config.Source} gives it {Describe(options)}.");
+            }
+
+            using (no_grad())
+            {
+                foreach (var (name, parameter) in expected)
+                {
+                    using var converted = tensors[name].to(parameter.dtype, parameter.device);
+                    parameter.copy_(converted);
+                }
+            }
+
+            return adapter;
+        }
+        catch
+        {
+            adapter.Dispose();
+            throw;
+        }
+    }
+
+    private static string Describe(PeftAdapterOptions options)
+        => string.Join(", ", options.Describe().Select(d => $"{d.Name} {d.Value}"));
+}
