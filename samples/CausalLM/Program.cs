@@ -123,8 +123,13 @@ internal static class CausalLmRun
                 : "plain text";
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"data: {userText.Path} ({what}), {userText.Characters:N0} characters, {tokens.Count:N0} tokens: {train.Count:N0} training blocks, {split.Validation.Count:N0} held-out blocks (the last {DataFile.ValidationFraction * 100:F0}%; {validation.Count} used for validation) of {options.BlockSize} tokens; tokenised in {sw.Elapsed.TotalSeconds:F1} s"));
-            // The block may start inside a word, so the prompt starts at its second word.
-            promptText = options.Prompt ?? FirstWords(codec.Decode(split.Validation[0].InputIds.Take(8 * PromptWords)), skip: 1, PromptWords);
+            // The block may start inside a word, so the prompt starts at its second word; text without spaces
+            // (Chinese, Japanese) has no second word, and then the block's first 8 tokens are the prompt.
+            var heldOut = split.Validation[0].InputIds;
+            string words = FirstWords(codec.Decode(heldOut.Take(8 * PromptWords)), skip: 1, PromptWords);
+            // (A byte-level block can also start inside a character: its leading U+FFFD are dropped.)
+            string firstTokens = codec.Decode(heldOut.Take(8));
+            promptText = options.Prompt ?? (words.Length > 0 ? words : firstTokens.TrimStart('\uFFFD') is { Length: > 0 } clean ? clean : firstTokens);
         }
         else
         {

@@ -293,4 +293,18 @@ public sealed class CausalLmDataFileTests : IDisposable
         Assert.True(File.Exists(Path.Combine(output, "adapter", "adapter_config.json")));
         Assert.Empty(error);
     }
+
+    [Fact]
+    public void Text_without_spaces_still_gets_a_prompt()
+    {
+        // The default prompt is words from the held-out text; this text has no second word to start at.
+        string path = Write("sea.txt", string.Concat(Enumerable.Repeat("鯨は海を泳ぐ。船は風で走る。", 60)));
+
+        var (code, stdout, error) = RunSample("--data", path, "--tokenizer", "bytes", "--steps", "20", "--output", Path.Combine(_dir, "out"));
+
+        Assert.True(code == 0, $"exit code {code}\n{stdout}\n{error}");
+        Assert.Contains("(plain text), 840 characters, 2,520 tokens", stdout);
+        var before = stdout.Split('\n').Single(l => l.StartsWith("before: \"", StringComparison.Ordinal));
+        Assert.True(before.Length > "before: \"\"".Length + 24, before); // 8 prompt bytes (at least 2 characters) + 24 generated
+    }
 }
