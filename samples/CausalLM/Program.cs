@@ -12,8 +12,9 @@ using TorchSharp;
 using static TorchSharp.torch;
 
 // Causal-LM sample: LoRA-adapt a Llama-layout or GPT-2 checkpoint (a local Hugging Face directory, its family read from
-// config.json's model_type, or a tiny random one made here) to State of the Union addresses, then show perplexity and a greedy continuation before/after, save the
-// adapter in PEFT's layout and check that base + adapter reloaded into a fresh model give the same logits bit for bit.
+// config.json's model_type, or a tiny random one made here) to State of the Union addresses or to the user's own text
+// (--data FILE: plain text or JSONL), then show perplexity and a greedy continuation before/after, save the adapter in
+// PEFT's layout and check that base + adapter reloaded into a fresh model give the same logits bit for bit.
 
 var checkpoint = new Option<string?>("--checkpoint") { Description = "A Hugging Face directory (config.json + safetensors, sharded or not) whose model_type is llama, mistral, qwen2 or gpt2. Without it a tiny random checkpoint is created under --output." };
 var family = new Option<string?>("--family") { Description = "gpt2 or llama: the family of the tiny random checkpoint (default llama). With --checkpoint, config.json's model_type decides." };
@@ -24,27 +25,33 @@ var learningRate = new Option<double>("--lr") { Description = "Peak learning rat
 var blockSize = new Option<int>("--block-size") { Description = "Tokens per training example.", DefaultValueFactory = _ => 64 };
 var batchSize = new Option<int>("--batch-size") { Description = "Examples per step.", DefaultValueFactory = _ => 8 };
 var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValueFactory = _ => 42 };
+var data = new Option<string?>("--data") { Description = "Train and evaluate on this file instead of the State of the Union addresses: UTF-8 plain text (the whole file is one document) or JSONL (.jsonl/.json, or a first line that is a JSON object: one document per line, its text in --text-field). The last 10% of its blocks are held out for validation." };
+var textField = new Option<string?>("--text-field") { Description = "The JSONL field that holds each document's text (default \"text\"); only with a JSONL --data file." };
+var prompt = new Option<string?>("--prompt") { Description = "The text whose greedy continuation is shown before and after training (default: \"The state of the Union is\", or with --data the first words of the held-out text)." };
 var targetModules = new Option<string?>("--target-modules") { Description = "Choose the LoRA layers by configuration, as PEFT's target_modules: \"all-linear\" or comma-separated names (q_proj,k_proj,v_proj,o_proj; c_attn,c_proj,c_fc). Replaces the adapter the attributes declare." };
-var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint or on c_attn of a GPT-2 one, trained on State of the Union addresses.")
+var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint or on c_attn of a GPT-2 one, trained on State of the Union addresses or on your own text (--data).")
 {
-    checkpoint, family, tokenizerName, steps, output, learningRate, blockSize, batchSize, seed, targetModules,
+    checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, targetModules,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
     var options = new CausalLmOptions(parse.GetValue(checkpoint), parse.GetValue(family), parse.GetValue(tokenizerName)!, parse.GetValue(steps), parse.GetValue(output)!,
-        parse.GetValue(learningRate), parse.GetValue(blockSize), parse.GetValue(batchSize), parse.GetValue(seed), parse.GetValue(targetModules));
+        parse.GetValue(learningRate), parse.GetValue(blockSize), parse.GetValue(batchSize), parse.GetValue(seed), parse.GetValue(targetModules),
+        parse.GetValue(data), parse.GetValue(textField), parse.GetValue(prompt));
     return await CausalLmRun.RunAsync(options, cancellationToken);
 });
 return await root.Parse(args).InvokeAsync();
 
-internal sealed record CausalLmOptions(string? Checkpoint, string? Family, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed, string? TargetModules = null);
+internal sealed record CausalLmOptions(string? Checkpoint, string? Family, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed, string? TargetModules = null,
+    string? Data = null, string? TextField = null, string? Prompt = null);
 
 internal static class CausalLmRun
 {
     /// <summary>Validation is capped so evaluation stays a few seconds on 2 cores.</summary>
     private const int ValidationBlocks = 64;
     private const int NewTokens = 24;
-    private const string Prompt = "The state of the Union is";
+    private const string SotuPrompt = "The state of the Union is";
+    private const int PromptWords = 6;
 
     public static async Task<int> RunAsync(CausalLmOptions options, CancellationToken cancellationToken)
     {
@@ -63,15 +70,81 @@ internal static class CausalLmRun
             return 2;
         }
 
+        // The user's file is read before anything is fetched or created, so a problem with it costs nothing.
+        DataFileText? userText = null;
+        if (options.TextField is not null && options.Data is null)
+        {
+            Console.Error.WriteLine("--text-field names the text field of a JSONL --data file; give --data FILE too, or leave --text-field out.");
+            return 2;
+        }
+        if (options.Data is not null)
+        {
+            try
+            {
+                userText = DataFile.Read(options.Data, options.TextField ?? "text");
+            }
+            catch (DataFileException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
+            }
+            if (options.TextField is not null && userText.Format != DataFormat.Jsonl)
+            {
+                Console.Error.WriteLine($"--data {options.Data} is read as plain text, so --text-field does not apply: leave it out, or name the file .jsonl if it is JSON Lines.");
+                return 2;
+            }
+        }
+
         var codec = await TextCodec.CreateAsync(options.Tokenizer, cancellationToken);
-        var sotu = await Sotu.LoadAsync(cancellationToken);
         Console.WriteLine($"tokenizer: {codec.Description}");
 
-        // 1. The base checkpoint: the given directory, or a tiny random one written and read back through the same path.
+        // 1. Data: documents separated by the end-of-text id (GPT-2), cut into blocks; labels already shifted.
+        var sw = Stopwatch.StartNew();
+        IReadOnlyList<TokenizedExample> train;
+        List<TokenizedExample> validation;
+        string promptText;
+        if (userText is not null)
+        {
+            var tokens = Stream(codec, userText.Documents);
+            DatasetSplit<TokenizedExample> split;
+            try
+            {
+                split = DataFile.SplitBlocks(userText.Path, tokens, options.BlockSize, codec.Description);
+            }
+            catch (DataFileException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                return 2;
+            }
+            train = split.Train;
+            validation = split.Validation.Take(ValidationBlocks).ToList();
+            string what = userText.Format == DataFormat.Jsonl
+                ? $"JSONL, {userText.Documents.Count:N0} documents from field \"{options.TextField ?? "text"}\""
+                : "plain text";
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"data: {userText.Path} ({what}), {userText.Characters:N0} characters, {tokens.Count:N0} tokens: {train.Count:N0} training blocks, {split.Validation.Count:N0} held-out blocks (the last {DataFile.ValidationFraction * 100:F0}%; {validation.Count} used for validation) of {options.BlockSize} tokens; tokenised in {sw.Elapsed.TotalSeconds:F1} s"));
+            // The block may start inside a word, so the prompt starts at its second word; text without spaces
+            // (Chinese, Japanese) has no second word, and then the block's first 8 tokens are the prompt.
+            var heldOut = split.Validation[0].InputIds;
+            string words = FirstWords(codec.Decode(heldOut.Take(8 * PromptWords)), skip: 1, PromptWords);
+            // (A byte-level block can also start inside a character: its leading U+FFFD are dropped.)
+            string firstTokens = codec.Decode(heldOut.Take(8));
+            promptText = options.Prompt ?? (words.Length > 0 ? words : firstTokens.TrimStart('\uFFFD') is { Length: > 0 } clean ? clean : firstTokens);
+        }
+        else
+        {
+            var sotu = await Sotu.LoadAsync(cancellationToken);
+            train = CausalLmData.Blocks(Stream(codec, sotu.Train), options.BlockSize);
+            validation = CausalLmData.Blocks(Stream(codec, sotu.Validation), options.BlockSize).Take(ValidationBlocks).ToList();
+            Console.WriteLine($"State of the Union (1946 on): {train.Count:N0} training blocks, {validation.Count} validation blocks of {options.BlockSize} tokens; tokenised in {sw.Elapsed.TotalSeconds:F1} s");
+            promptText = options.Prompt ?? SotuPrompt;
+        }
+
+        // 2. The base checkpoint: the given directory, or a tiny random one written and read back through the same path.
         string familyName = options.Family ?? "llama";
         string baseDir = options.Checkpoint
             ?? CausalLm.CreateRandomCheckpoint(familyName, Path.Combine(options.Output, $"tiny-random-{familyName}"), codec.VocabSize, options.Seed);
-        var sw = Stopwatch.StartNew();
+        sw.Restart();
         using var lm = CausalLm.FromPretrained(baseDir);
         var model = lm.Module;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"loaded {baseDir} in {sw.Elapsed.TotalSeconds:F1} s: {lm.Description}"));
@@ -106,17 +179,16 @@ internal static class CausalLmRun
         model.to(device);
         model.PrintTrainableParameters();
 
-        // 2. Data: documents separated by the end-of-text id (GPT-2), cut into blocks; labels already shifted.
-        sw.Restart();
-        var train = CausalLmData.Blocks(Stream(codec, sotu.Train), options.BlockSize);
-        var validation = CausalLmData.Blocks(Stream(codec, sotu.Validation), options.BlockSize).Take(ValidationBlocks).ToList();
-        Console.WriteLine($"State of the Union (1946 on): {train.Count:N0} training blocks, {validation.Count} validation blocks of {options.BlockSize} tokens; tokenised in {sw.Elapsed.TotalSeconds:F1} s");
-
-        var prompt = codec.Encode(Prompt);
+        var prompt = codec.Encode(promptText);
+        if (prompt.Count == 0 || prompt.Count + NewTokens > lm.MaxPositions)
+        {
+            Console.Error.WriteLine($"--prompt \"{promptText}\" is {prompt.Count} tokens; it needs 1 to {lm.MaxPositions - NewTokens} (the model's {lm.MaxPositions} positions less the {NewTokens} generated): pass a shorter or non-empty --prompt.");
+            return 2;
+        }
         double lossBefore = ValidationLoss(model, validation, device);
         string textBefore = Continue(lm, codec, prompt, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"before: validation loss {lossBefore:F4}, perplexity {Math.Exp(lossBefore):F2}"));
-        Console.WriteLine($"before: {Quote(Prompt + textBefore)}");
+        Console.WriteLine($"before: {Quote(promptText + textBefore)}");
 
         // 3. LoRA training: only the adapter parameters (q_proj/v_proj, or GPT-2's c_attn) train.
         sw.Restart();
@@ -125,7 +197,7 @@ internal static class CausalLmRun
         double lossAfter = ValidationLoss(model, validation, device);
         string textAfter = Continue(lm, codec, prompt, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"after:  validation loss {lossAfter:F4}, perplexity {Math.Exp(lossAfter):F2}"));
-        Console.WriteLine($"after:  {Quote(Prompt + textAfter)}");
+        Console.WriteLine($"after:  {Quote(promptText + textAfter)}");
 
         // 4. Save the adapter (PEFT layout), reload base + adapter into a fresh model, compare logits exactly.
         string adapterDir = Path.Combine(options.Output, "adapter");
@@ -237,6 +309,10 @@ internal static class CausalLmRun
             trainer.TrainStep(() => Loss(model, batch, device, nn.Reduction.Mean));
         }
     }
+
+    /// <summary><paramref name="count"/> whitespace-separated words of <paramref name="text"/> after the first <paramref name="skip"/>, joined by spaces.</summary>
+    private static string FirstWords(string text, int skip, int count) =>
+        string.Join(' ', text.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Skip(skip).Take(count));
 
     private static string Quote(string text) => "\"" + text.Replace("\n", "\\n", StringComparison.Ordinal) + "\"";
 
