@@ -8,20 +8,20 @@ namespace Peft.Generators.Parsing;
 internal static partial class PeftModelValidator
 {
     /// <summary>
-    /// The members configuration targeting looks at (the emitted <c>PeftTargetMembers</c>): module members whose adapters
-    /// (if any) adapt linear or norm layers, and that are typed to hold a wrapper, declared as <c>Linear</c> or
-    /// <c>LayerNorm</c>, or built with <c>Linear(...)</c> or <c>LayerNorm(...)</c>, but not built with another TorchSharp
-    /// layer; each with the reason it cannot be targeted (null when it can).
+    /// The members configuration targeting looks at (the emitted <c>PeftTargetMembers</c>): module members typed to hold a
+    /// wrapper, declared as <c>Linear</c> or <c>LayerNorm</c>, or built with <c>Linear(...)</c>, <c>LayerNorm(...)</c> or
+    /// <c>Embedding(...)</c>, but not built with another TorchSharp layer; each with the reason it cannot be targeted (null
+    /// when it can).
     /// </summary>
     public static IEnumerable<(MemberModel Member, string? Reason)> TargetMembers(PeftClassModel model)
     {
         foreach (var member in model.Members)
         {
             if (member.Component != ComponentKind.Module) continue;
-            if (member.Adapters.Any(a => (Methods.MethodCatalogue.Get(a.Method).LayerKinds & (LayerKind.Linear | LayerKind.Norm)) == 0)) continue;
-            bool layerish = member.AcceptsWrapper || member.IsLinearType || member.IsNormType || member.Layer is { Kind: LayerKind.Linear or LayerKind.Norm };
-            // Built with another TorchSharp layer (ReLU(), Embedding(...)): never a layer to target.
-            if (!layerish || member.Layer is { Kind: LayerKind.Embedding or LayerKind.Unknown }) continue;
+            bool layerish = member.AcceptsWrapper || member.IsLinearType || member.IsNormType
+                || member.Layer is { Kind: LayerKind.Linear or LayerKind.Norm or LayerKind.Embedding };
+            // Built with another TorchSharp layer (ReLU(), Conv1d(...)): never a layer to target.
+            if (!layerish || member.Layer is { Kind: LayerKind.Unknown }) continue;
             yield return (member, NotTargetableReason(member));
         }
     }
@@ -49,7 +49,7 @@ internal static partial class PeftModelValidator
         foreach (var (member, reason) in TargetMembers(model))
         {
             if (reason is null) continue;
-            if (member.IsNormType || member.Layer is { Kind: LayerKind.Norm }) continue;
+            if (member.IsNormType || member.Layer is { Kind: LayerKind.Norm or LayerKind.Embedding }) continue;
             // An adapter attribute on the member already reports the same problem (PEFT0006 / PEFT0012).
             if (member.Adapters.Count > 0) continue;
             problems.Add(new PeftProblem(

@@ -22,16 +22,14 @@ public sealed record PeftTargets
 {
     /// <summary>Creates a configuration.</summary>
     /// <param name="targets">The modules to adapt (PEFT's <c>target_modules</c>).</param>
-    /// <param name="options">The adapter's options, of any method with target modules (default: PEFT's LoRA defaults).</param>
-    /// <exception cref="PeftConfigurationException">The options are a prompt-learning method's (prompt tuning adapts the
-    /// input embedding, not target modules).</exception>
+    /// <param name="options">The adapter's options, of any method (default: PEFT's LoRA defaults). The targets must be
+    /// layers of a kind the method adapts: linear layers for LoRA, norms for LayerNorm tuning, the input embedding for
+    /// prompt tuning.</param>
     public PeftTargets(TargetModules targets, PeftAdapterOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(targets);
         Targets = targets;
         Options = options ?? new LoRAOptions();
-        if (Options.Method.IsPromptLearning)
-            throw new PeftConfigurationException($"Configuration targeting adds adapters to target modules; {Options.Method.Name} has none (put [{Options.Method.Name}] on the embedding member).");
     }
 
     /// <summary>The modules to adapt (PEFT's <c>target_modules</c>).</summary>

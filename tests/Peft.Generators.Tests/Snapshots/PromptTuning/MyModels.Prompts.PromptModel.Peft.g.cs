@@ -33,7 +33,10 @@ namespace MyModels.Prompts
             global::Peft.PeftModel.ApplyTrainability(this);
         }
 
-        private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = global::System.Array.Empty<global::Peft.PeftTargetMember>();
+        private static readonly global::Peft.PeftTargetMember[] s_peftTargetMembers = new global::Peft.PeftTargetMember[]
+        {
+            new global::Peft.PeftTargetMember("embed", null),
+        };
 
         /// <inheritdoc />
         global::System.Collections.Generic.IReadOnlyList<global::Peft.PeftTargetMember> global::Peft.IPeftTargetable.PeftTargetMembers => s_peftTargetMembers;
@@ -44,6 +47,11 @@ namespace MyModels.Prompts
         /// </summary>
         void global::Peft.IPeftTargetable.ApplyPeftTargets(string prefix, global::Peft.PeftTargetPlan plan)
         {
+            if (plan.Selects(prefix + "embed"))
+            {
+                this.embed = plan.Adapt(global::Peft.PeftLayers.Wrap(this.embed, "embed"), prefix + "embed");
+                global::Peft.PeftTargeting.ReplaceChild(this, "embed", this.embed);
+            }
         }
     }
 }
