@@ -146,7 +146,7 @@ public abstract class AdaptedLayer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Adds an adapter, registered as a child module named <see cref="PeftAdapter.AdapterName"/>. The first adapter
-    /// on a layer becomes active.</summary>
+    /// on a layer becomes active. An <see cref="IBaseInitializedAdapter"/> is initialised from the layer's parameters first.</summary>
     /// <param name="adapter">An adapter created for this layer (<see cref="Info"/>).</param>
     /// <returns>This layer.</returns>
     /// <exception cref="PeftConfigurationException">The name is taken, or the kind, sizes, device or dtype do not match.</exception>
@@ -174,6 +174,12 @@ public abstract class AdaptedLayer : nn.Module<Tensor, Tensor>
                     "Create the adapter with this layer's Info (its device and dtype).",
                     MemberName, adapter.AdapterName);
             }
+        }
+
+        if (adapter is IBaseInitializedAdapter fromBase)
+        {
+            using var noGrad = torch.no_grad();
+            fromBase.InitializeFromBase(new LayerParameters(Weight, Bias));
         }
 
         register_module(adapter.AdapterName, adapter);

@@ -132,6 +132,18 @@ public interface IParameterOverrideAdapter : IMergeableAdapter
     Tensor? Bias { get; }
 }
 
+/// <summary>
+/// An adapter whose initial values depend on the base layer's parameters (DoRA's magnitude is the row norm of the weight;
+/// SVD-initialised methods read the weight). The layer calls <see cref="InitializeFromBase"/> once, under <c>no_grad</c>, when
+/// the adapter joins it, with the layer's current parameters (merged adapters included, as in PEFT).
+/// </summary>
+public interface IBaseInitializedAdapter
+{
+    /// <summary>Initialises the adapter from the base parameters (which it must not replace).</summary>
+    /// <param name="layer">The base parameters.</param>
+    void InitializeFromBase(LayerParameters layer);
+}
+
 /// <summary>Prepends learned vectors to a sequence of embeddings (prompt tuning); not mergeable.</summary>
 public interface IPrefixAdapter
 {
