@@ -123,6 +123,7 @@ public static class AdapterFiles
         fields["revision"] = options.Revision;
         fields["inference_mode"] = true;
         fields["peft_version"] = PeftVersion;
+        fields["auto_mapping"] = null;
         var modules = options.SaveTrainableMembers ? ModulesToSave.Trainable(model, layout.Method, adapterName) : new List<ModulesToSave.Entry>();
         if (modules.Count > 0)
             fields["modules_to_save"] = new JsonArray(ModulesToSave.Names(model, modules, layout.Method, adapterName).Select(n => (JsonNode?)n).ToArray());

@@ -76,8 +76,9 @@ internal sealed class AdapterLayout
     }
 
     /// <summary>
-    /// The config fields: the method's own (<see cref="PeftMethod.WriteConfig"/>) and the targeting fields PEFT writes for
-    /// every method with target modules. <paramref name="tokenizerNameOrPath"/> is given to prompt tuning (PEFT refuses a
+    /// The config fields: the method's own (<see cref="PeftMethod.WriteConfig"/>) and the targeting fields every PEFT config
+    /// with target modules has (<c>target_modules</c>, <c>exclude_modules</c>; <c>layers_to_transform</c> and
+    /// <c>layers_pattern</c> only some configs have, so their methods write them). <paramref name="tokenizerNameOrPath"/> is given to prompt tuning (PEFT refuses a
     /// TEXT-initialised prompt config without one).
     /// </summary>
     public Dictionary<string, JsonNode?> ConfigFields(nn.Module model, string? tokenizerNameOrPath)
@@ -89,8 +90,6 @@ internal sealed class AdapterLayout
         {
             writer.Fields["target_modules"] = writer.ModuleNames(Layers.Select(l => l.Path));
             writer.Fields["exclude_modules"] = null;
-            writer.Fields["layers_to_transform"] = null;
-            writer.Fields["layers_pattern"] = null;
         }
         writer.Fields["modules_to_save"] = null;
         return writer.Fields;

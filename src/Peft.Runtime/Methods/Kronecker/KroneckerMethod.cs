@@ -67,6 +67,8 @@ public sealed class KroneckerMethod : PeftMethod
         writer.Fields["rank_dropout_scale"] = false;
         writer.Fields["use_effective_conv2d"] = false;
         writer.Fields["init_weights"] = true;
+        writer.Fields["layers_to_transform"] = null;
+        writer.Fields["layers_pattern"] = null;
     }
 
     /// <inheritdoc />

@@ -116,6 +116,28 @@ public static class LoRAConfigFields
             LoRAInit.Random => false,
             _ => true,
         };
+        writer.Fields["layers_to_transform"] = null;
+        writer.Fields["layers_pattern"] = null;
+
+        // The rest of PEFT 0.20's LoraConfig, at its defaults: features this library does not implement, written so that
+        // the file has exactly the keys PEFT's own save gives.
+        writer.Fields["megatron_config"] = null;
+        writer.Fields["megatron_core"] = "megatron.core";
+        writer.Fields["trainable_token_indices"] = null;
+        writer.Fields["loftq_config"] = new JsonObject();
+        writer.Fields["eva_config"] = null;
+        writer.Fields["corda_config"] = null;
+        writer.Fields["lora_ga_config"] = null;
+        writer.Fields["velora_config"] = null;
+        writer.Fields["alora_invocation_tokens"] = null;
+        writer.Fields["use_qalora"] = false;
+        writer.Fields["qalora_group_size"] = 16;
+        writer.Fields["monteclora_config"] = null;
+        writer.Fields["layer_replication"] = null;
+        writer.Fields["target_parameters"] = null;
+        writer.Fields["use_bdlora"] = null;
+        writer.Fields["arrow_config"] = null;
+        writer.Fields["ensure_weight_tying"] = false;
     }
 
     /// <summary>The differences between a file's LoRA settings and the model's adapter that change the update computed from
