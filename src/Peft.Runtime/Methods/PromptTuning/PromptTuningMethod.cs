@@ -89,30 +89,56 @@ public sealed class PromptTuningMethod : PeftMethod
         }
     }
 
-    /// <summary>Creates the prompt on the model's one adapted embedding, after checking the file's prompt has the configured size.</summary>
+    /// <summary>
+    /// Creates the prompt on the model's input embedding, after checking the file's prompt has the configured size: the one
+    /// adapted embedding (<see cref="PromptTuneAttribute"/> or an earlier target), else the model's one embedding layer,
+    /// wrapped through configuration targeting (PEFT prompts the model's input embeddings).
+    /// </summary>
     /// <param name="model">The model.</param>
     /// <param name="adapterName">The adapter to create.</param>
     /// <param name="config">The config.</param>
     /// <param name="fileShapes">The weights file's tensor shapes.</param>
-    /// <exception cref="AdapterFormatException">The model has not exactly one prompt-capable embedding, or the sizes disagree.</exception>
+    /// <exception cref="AdapterFormatException">The model has no single embedding to prompt, or the sizes disagree.</exception>
     public override void CreateFromConfig(nn.Module model, string adapterName, AdapterConfig config, IReadOnlyDictionary<string, long[]> fileShapes)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(fileShapes);
-        var embeddings = model.PromptEmbeddings().ToList();
-        if (embeddings.Count != 1)
-            throw new AdapterFormatException($"{config.Source}: loading a new prompt adapter '{adapterName}' needs exactly one [PromptTune] embedding in the model; found {embeddings.Count}.");
         var options = (PromptTuningOptions)ReadOptions(config, null);
-        var layer = embeddings[0].Layer;
-        if (fileShapes.TryGetValue(PromptTuningAdapter.PromptEmbeddingsName, out var shape)
-            && !(shape.Length == 2 && shape[0] == options.VirtualTokens && shape[1] == layer.EmbeddingDim))
+        var embeddings = ModuleTree.Walk(model).Where(n => PeftLayers.KindOf(n.Module) == PeftLayerKind.Embedding).ToList();
+        var adapted = embeddings.Where(n => n.Module is AdaptedEmbedding).ToList();
+        var candidates = adapted.Count > 0 ? adapted : embeddings;
+        if (candidates.Count != 1)
         {
             throw new AdapterFormatException(
-                $"{config.Source}: num_virtual_tokens {options.VirtualTokens} and the model's embedding size {layer.EmbeddingDim} call for prompt_embeddings " +
-                $"[{options.VirtualTokens}, {layer.EmbeddingDim}], but the weights file holds [{string.Join(", ", shape)}]; nothing was loaded.");
+                $"{config.Source}: loading a new prompt adapter '{adapterName}' needs one input embedding to prompt, but the model has " +
+                (candidates.Count == 0 ? "none" : string.Join(", ", candidates.Select(c => "'" + c.Path + "'"))) +
+                ". Put [PromptTune] on the input embedding (or target it first) so the model says which one.");
         }
 
-        layer.WithAdapter(adapterName, options);
+        var embedding = candidates[0];
+        long dim = PeftLayers.InfoOf(embedding.Module, embedding.Path).OutFeatures;
+        if (fileShapes.TryGetValue(PromptTuningAdapter.PromptEmbeddingsName, out var shape)
+            && !(shape.Length == 2 && shape[0] == options.VirtualTokens && shape[1] == dim))
+        {
+            throw new AdapterFormatException(
+                $"{config.Source}: num_virtual_tokens {options.VirtualTokens} and the model's embedding size {dim} call for prompt_embeddings " +
+                $"[{options.VirtualTokens}, {dim}], but the weights file holds [{string.Join(", ", shape)}]; nothing was loaded.");
+        }
+
+        if (embedding.Module is AdaptedEmbedding layer)
+        {
+            layer.WithAdapter(adapterName, options);
+            return;
+        }
+
+        try
+        {
+            model.ApplyTargets(new PeftTargets(TargetModules.Names(embedding.Path), options) { AdapterName = adapterName });
+        }
+        catch (PeftConfigurationException ex)
+        {
+            throw new AdapterFormatException($"{config.Source}: creating prompt adapter '{adapterName}' on '{embedding.Path}' failed: {ex.Message}", ex);
+        }
     }
 }

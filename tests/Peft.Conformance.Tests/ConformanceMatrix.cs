@@ -1,0 +1,19 @@
+namespace Peft.Conformance.Tests;
+
+/// <summary>Every method's rows: one line per method (its rows file in Rows/).</summary>
+public static class ConformanceMatrix
+{
+    /// <summary>All rows.</summary>
+    public static readonly IReadOnlyList<ConformanceCase> Cases = new[]
+    {
+        LoRARows.Cases,
+        KroneckerRows.Cases,
+        PromptTuneRows.Cases,
+    }.SelectMany(c => c).ToList();
+
+    /// <summary>The rows as xunit theory data (by name).</summary>
+    public static IEnumerable<object[]> Names => Cases.Select(c => new object[] { c.Name });
+
+    /// <summary>The row named <paramref name="name"/>.</summary>
+    public static ConformanceCase Get(string name) => Cases.Single(c => c.Name == name);
+}
