@@ -68,3 +68,25 @@ public sealed partial class LoRAStackLayer : Module<Tensor, Tensor>
 
     public override Tensor forward(Tensor x) => proj.call(x);
 }
+
+/// <summary>The same four 1024x1024 layers with no declared adapter: each method of the methods table is applied to it by
+/// configuration targeting (benchmarks/Peft.Benchmarks/Methods.cs).</summary>
+[Adaptable]
+public sealed partial class AdaptableStack : Module<Tensor, Tensor>
+{
+    private Module<Tensor, Tensor> l0 = Linear(LoRAStack.Hidden, LoRAStack.Hidden);
+    private Module<Tensor, Tensor> l1 = Linear(LoRAStack.Hidden, LoRAStack.Hidden);
+    private Module<Tensor, Tensor> l2 = Linear(LoRAStack.Hidden, LoRAStack.Hidden);
+    private Module<Tensor, Tensor> l3 = Linear(LoRAStack.Hidden, LoRAStack.Hidden);
+
+    public AdaptableStack() : base(nameof(AdaptableStack)) => InitializePeft();
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = functional.gelu(l0.call(x));
+        h = functional.gelu(l1.call(h));
+        h = functional.gelu(l2.call(h));
+        return l3.call(h).MoveToOuterDisposeScope();
+    }
+}
