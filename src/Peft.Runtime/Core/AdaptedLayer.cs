@@ -182,6 +182,8 @@ public abstract class AdaptedLayer : nn.Module<Tensor, Tensor>
             fromBase.InitializeFromBase(new LayerParameters(Weight, Bias));
         }
 
+        // A module is created in training mode; an adapter added to a layer in eval mode must not start dropping out.
+        adapter.train(training);
         register_module(adapter.AdapterName, adapter);
         _adapters.Add(adapter);
         if (_adapters.Count == 1)
