@@ -165,8 +165,26 @@ public class IncrementalTests
     [Fact]
     public void EveryTrackedStepRunsForACompleteModel()
     {
-        // All sources together exercise every attribute stream: each named step must be recorded.
-        var compilation = TestCompilation.Create(Sources.All.Select(c => c.Source).Append(TrainableFirst).ToArray());
+        // All sources together exercise every attribute stream: each named step must be recorded. Each catalogue method
+        // gets a class of its own whose first annotation is that method's attribute, so its stream parses a class.
+        var perMethod = Peft.Generators.Methods.MethodCatalogue.All.Select(spec => $$"""
+            using Peft;
+            using static TorchSharp.torch;
+            using static TorchSharp.torch.nn;
+            namespace MyModels.PerMethod
+            {
+                /// <summary>First annotation: [{{spec.Name}}].</summary>
+                public sealed partial class {{spec.Name}}First : Module<Tensor, Tensor>
+                {
+                    [{{spec.Name}}] private Module<Tensor, Tensor> m = {{(spec.LayerKinds.HasFlag(Peft.Generators.Model.LayerKind.Linear) ? "Linear(8, 8)" : spec.LayerKinds.HasFlag(Peft.Generators.Model.LayerKind.Embedding) ? "Embedding(10, 8)" : "LayerNorm(8)")}};
+                    /// <summary>Builds it.</summary>
+                    public {{spec.Name}}First() : base("x") => InitializePeft();
+                    /// <inheritdoc />
+                    public override Tensor forward(Tensor x) => m.call(x);
+                }
+            }
+            """);
+        var compilation = TestCompilation.Create(Sources.All.Select(c => c.Source).Append(TrainableFirst).Concat(perMethod).ToArray());
         var result = TestCompilation.CreateDriver().RunGenerators(compilation).GetRunResult().Results[0];
 
         foreach (string step in PeftTrackingNames.All)
