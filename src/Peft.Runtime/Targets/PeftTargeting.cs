@@ -108,6 +108,8 @@ public static class PeftTargeting
         ArgumentNullException.ThrowIfNull(parent);
         ArgumentNullException.ThrowIfNull(name);
         ArgumentNullException.ThrowIfNull(replacement);
+        // A new wrapper is created in training mode; it takes its parent's mode (a model in eval mode stays in eval mode).
+        replacement.train(parent.training);
         var children = parent.named_children().ToList();
         int index = children.FindIndex(c => c.name == name);
         if (index < 0)
