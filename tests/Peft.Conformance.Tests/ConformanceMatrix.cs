@@ -9,6 +9,7 @@ public static class ConformanceMatrix
         LoRARows.Cases,
         KroneckerRows.Cases,
         PromptTuneRows.Cases,
+        DoRARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

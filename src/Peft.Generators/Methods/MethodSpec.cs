@@ -157,7 +157,8 @@ internal static class MethodCatalogue
     public static readonly ImmutableArray<MethodSpec> All = ImmutableArray.Create<MethodSpec>(
         new LoRA.LoRASpec(),
         new Kronecker.KroneckerSpec(),
-        new PromptTuning.PromptTuneSpec());
+        new PromptTuning.PromptTuneSpec(),
+        new DoRA.DoRASpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

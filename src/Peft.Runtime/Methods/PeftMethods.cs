@@ -14,6 +14,7 @@ public static class PeftMethods
         LoRAMethod.Instance,
         KroneckerMethod.Instance,
         PromptTuningMethod.Instance,
+        DoRAMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>

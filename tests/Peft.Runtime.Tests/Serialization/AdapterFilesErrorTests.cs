@@ -177,8 +177,7 @@ public sealed class AdapterFilesErrorTests : IDisposable
     }
 
     [Theory]
-    [InlineData("peft_type", "\"IA3\"", "peft_type \"IA3\" is not supported")]
-    [InlineData("use_dora", "true", "DoRA")]
+    [InlineData("peft_type", "\"BOFT\"", "peft_type \"BOFT\" is not supported")]
     [InlineData("fan_in_fan_out", "true", "fan_in_fan_out")]
     [InlineData("bias", "\"all\"", "bias \"all\"")]
     [InlineData("bias", "\"lora_only\"", "bias \"lora_only\"")]

@@ -104,10 +104,9 @@ public sealed class TargetModulesTests
 
     [Theory]
     [InlineData("""{"peft_type": "LORA"}""", "no \"target_modules\"")]
-    [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "use_dora": true}""", "DoRA")]
     [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "bias": "all"}""", "bias \"all\"")]
     [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "init_lora_weights": "pissa"}""", "init_lora_weights")]
-    [InlineData("""{"peft_type": "IA3", "target_modules": ["q"]}""", "peft_type \"IA3\"")]
+    [InlineData("""{"peft_type": "BOFT", "target_modules": ["q"]}""", "peft_type \"BOFT\"")]
     public void UnsupportedConfigsAreRefusedByName(string json, string expected)
     {
         var ex = Assert.Throws<PeftConfigurationException>(() => PeftTargets.FromAdapterConfig(Config(json)));

@@ -1,0 +1,25 @@
+using System.Collections.Immutable;
+using Peft.Generators.Methods.LoRA;
+using Peft.Generators.Model;
+
+namespace Peft.Generators.Methods.DoRA;
+
+/// <summary><c>[DoRA(rank, alpha, dropout, UseRsLora, Init)]</c> → <c>Peft.DoRAOptions</c>; LoRA's arguments and rules
+/// (PEFT0001-0004), r·(in + out) + out parameters (the magnitude is one per output row).</summary>
+internal sealed class DoRASpec : MethodSpec
+{
+    public override string Name => "DoRA";
+
+    public override string OptionsType => "global::Peft.DoRAOptions";
+
+    public override LayerKind LayerKinds => LayerKind.Linear;
+
+    public override ImmutableArray<ArgumentSpec> Arguments { get; } = LowRankSpec.Arguments;
+
+    public override void Validate(ValidationContext context) => LowRankSpec.Validate(context);
+
+    public override bool IsCountable(AdapterModel adapter) => adapter.Int("rank") > 0;
+
+    public override long? CountParameters(AdapterModel adapter, LayerInfo layer, long inFeatures, long outFeatures)
+        => global::Peft.Generators.Rules.DoRARules.ParameterCount(inFeatures, outFeatures, adapter.Int("rank"));
+}
