@@ -144,10 +144,10 @@ public sealed class InspectTests : IDisposable
         Assert.Contains("Invalid safetensors file '" + _dir["bad.safetensors"] + "'", corrupt.Error);
 
         Directory.CreateDirectory(_dir["ia3"]);
-        File.WriteAllText(_dir["ia3/adapter_config.json"], """{"peft_type": "IA3", "target_modules": ["k"]}""");
+        File.WriteAllText(_dir["ia3/adapter_config.json"], """{"peft_type": "BOFT", "target_modules": ["k"]}""");
         var unknown = CliRunner.Run("inspect", _dir["ia3"]);
         Assert.Equal(ExitCodes.Failure, unknown.ExitCode);
-        Assert.Contains("peft_type \"IA3\" is not supported", unknown.Error);
+        Assert.Contains("peft_type \"BOFT\" is not supported", unknown.Error);
         Assert.Contains(_dir["ia3/adapter_config.json"], unknown.Error);
 
         Directory.CreateDirectory(_dir["noweights"]);

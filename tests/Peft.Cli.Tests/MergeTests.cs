@@ -170,12 +170,12 @@ public sealed class MergeTests : IDisposable
         using var model = SaveModel();
         string configPath = Path.Combine(_dir["adapters/default"], AdapterFiles.ConfigFileName);
         var config = JsonNode.Parse(File.ReadAllText(configPath))!.AsObject();
-        config["peft_type"] = "IA3";
+        config["peft_type"] = "BOFT";
         File.WriteAllText(configPath, config.ToJsonString());
 
         var result = CliRunner.Run("merge", "--base", _dir["base.safetensors"], "--adapter", _dir["adapters/default"], "--output", _dir["merged.safetensors"]);
         Assert.Equal(ExitCodes.Failure, result.ExitCode);
-        Assert.Contains("peft_type \"IA3\" is not supported", result.Error);
+        Assert.Contains("peft_type \"BOFT\" is not supported", result.Error);
         Assert.Contains(configPath, result.Error);
     }
 
