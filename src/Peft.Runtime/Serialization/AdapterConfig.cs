@@ -93,26 +93,7 @@ public sealed record AdapterConfig
     /// <summary>Reads and validates a config file; errors name the file and the field.</summary>
     public static AdapterConfig Read(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"Adapter config not found: {path}", path);
-        JsonNode? node;
-        try
-        {
-            node = JsonNode.Parse(File.ReadAllText(path));
-        }
-        catch (JsonException ex)
-        {
-            throw new AdapterFormatException($"{path} is not valid JSON: {ex.Message}", ex);
-        }
-        if (node is not JsonObject obj) throw new AdapterFormatException($"{path} must hold a JSON object.");
-        try
-        {
-            // JsonObject builds its dictionary lazily and only then notices a repeated key.
-            _ = obj.Count;
-        }
-        catch (ArgumentException ex)
-        {
-            throw new AdapterFormatException($"{path} is not a valid adapter config: {ex.Message}", ex);
-        }
+        var obj = AdapterConfigFile.Read(path);
         return FromJson(obj, path);
     }
 
@@ -299,14 +280,4 @@ public sealed record AdapterConfig
     }
 
     internal static byte[] Utf8(string text) => new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(text);
-}
-
-/// <summary>An adapter directory whose files do not follow PEFT's format.</summary>
-public sealed class AdapterFormatException : Exception
-{
-    /// <summary>Creates the exception.</summary>
-    public AdapterFormatException(string message) : base(message) { }
-
-    /// <summary>Creates the exception with its cause.</summary>
-    public AdapterFormatException(string message, Exception inner) : base(message, inner) { }
 }
