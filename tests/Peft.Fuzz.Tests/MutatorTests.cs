@@ -53,7 +53,7 @@ public sealed class MutatorTests : IDisposable
 
     private static string Fingerprint(string path)
     {
-        if (new FileInfo(path).LinkTarget is { } target) return $"link -> {Path.GetFileName(target)}";
+        if (Mutator.IsLink(path)) return $"link -> {Path.GetFileName(new FileInfo(path).LinkTarget ?? new DirectoryInfo(path).LinkTarget)}";
         if (Directory.Exists(path))
         {
             return string.Join("\n", Directory.GetFileSystemEntries(path).Order(StringComparer.Ordinal)

@@ -218,7 +218,8 @@ public sealed class Mutator
                 break;
             case 1:
             {
-                var other = Path.Combine(caseDir, "elsewhere");
+                // A fresh directory each time: a second mutation may act on a file inside the first one's.
+                var other = Path.Combine(caseDir, "elsewhere-" + _log.Count.ToString(System.Globalization.CultureInfo.InvariantCulture));
                 Directory.CreateDirectory(other);
                 File.WriteAllText(Path.Combine(other, "x.txt"), "x");
                 File.CreateSymbolicLink(path, other);
@@ -786,15 +787,24 @@ public sealed class Mutator
     // ---------------------------------------------------------------- helpers
 
     /// <summary>Whether <paramref name="path"/> is itself a regular file (not a link, directory, device, FIFO or socket).</summary>
-    public static bool IsRegularFile(string path)
+    public static bool IsRegularFile(string path) => TypeOf(path) == 0x8000;
+
+    /// <summary>Whether <paramref name="path"/> is itself a symbolic link (whatever it points to, if anything).</summary>
+    public static bool IsLink(string path) => TypeOf(path) == 0xA000;
+
+    /// <summary>The file type bits of lstat(2) (S_IFMT) for <paramref name="path"/>, without following a link; 0 when nothing is there.</summary>
+    private static uint TypeOf(string path)
     {
-        var info = new FileInfo(path);
-        if (info.LinkTarget is not null || Directory.Exists(path)) return false;
-        if (!OperatingSystem.IsLinux()) return info.Exists;
+        if (!OperatingSystem.IsLinux())
+        {
+            var info = new FileInfo(path);
+            if (info.LinkTarget is not null || (File.GetAttributes(path) & FileAttributes.ReparsePoint) != 0) return 0xA000;
+            return Directory.Exists(path) ? 0x4000u : info.Exists ? 0x8000u : 0;
+        }
         var buffer = new byte[256];
-        if (LStat(path, buffer) != 0) return false;
+        if (LStat(path, buffer) != 0) return 0;
         int offset = RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 24 : 16;
-        return (BitConverter.ToUInt32(buffer, offset) & 0xF000) == 0x8000;
+        return BitConverter.ToUInt32(buffer, offset) & 0xF000;
     }
 
     [DllImport("libc", EntryPoint = "lstat", SetLastError = true, CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
@@ -805,31 +815,29 @@ public sealed class Mutator
     /// <summary>Deletes a file, link, FIFO or directory tree without following links.</summary>
     public static void Delete(string path)
     {
-        var info = new FileInfo(path);
-        if (info.LinkTarget is not null)
+        uint type = TypeOf(path);
+        if (type == 0) return;
+        if (type == 0x4000)
         {
-            File.Delete(path);
-        }
-        else if (Directory.Exists(path))
-        {
+            // A real directory (a link to one is 0xA000 and is only unlinked below).
             foreach (var entry in Directory.EnumerateFileSystemEntries(path)) Delete(entry);
             Directory.Delete(path);
+            return;
         }
-        else if (info.Exists || File.Exists(path))
-        {
-            File.Delete(path);
-        }
-        else
-        {
-            try
-            {
-                File.Delete(path);   // a FIFO or socket
-            }
-            catch (IOException)
-            {
-            }
-        }
+        // unlink(2): a file, a FIFO, or a link itself, whatever it points to.
+        if (OperatingSystem.IsLinux() ? Unlink(path) != 0 : !DeleteLink(path)) throw new IOException($"cannot remove {path}");
     }
+
+    private static bool DeleteLink(string path)
+    {
+        File.Delete(path);
+        return true;
+    }
+
+    [DllImport("libc", EntryPoint = "unlink", SetLastError = true, CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
+#pragma warning disable SYSLIB1054
+    private static extern int Unlink(string path);
+#pragma warning restore SYSLIB1054
 
     [DllImport("libc", EntryPoint = "mkfifo", SetLastError = true, CharSet = CharSet.Ansi, BestFitMapping = false, ThrowOnUnmappableChar = true)]
 #pragma warning disable SYSLIB1054
