@@ -44,7 +44,8 @@ public sealed class FuzzQuickTests
                 Assert.True(kind.GetProperty("MaxManagedBytes").GetInt64() < Worker.OneGiB);
                 Assert.True(kind.GetProperty("MaxNativePeakBytes").GetInt64() < Worker.OneGiB);
             }
-            Assert.True(watch.Elapsed < TimeSpan.FromMinutes(1), $"quick mode took {watch.Elapsed}");
+            // About 14 s alone and 35 s beside the other test projects on 2 cores; the bound only catches a runaway.
+            Assert.True(watch.Elapsed < TimeSpan.FromMinutes(2), $"quick mode took {watch.Elapsed}");
         }
         finally
         {
