@@ -85,7 +85,7 @@ public sealed class ConfigTests : IDisposable
     public void An_accessor_on_a_changed_document_names_the_field()
     {
         var config = new HfConfig(new JsonObject { ["vocab_size"] = "many" });
-        var e = Assert.Throws<FormatException>(() => config.VocabSize);
+        var e = Assert.Throws<CheckpointFormatException>(() => config.VocabSize);
         Assert.Contains("\"vocab_size\"", e.Message, StringComparison.Ordinal);
         using var model = TinyLlamaForCausalLM.Create(52);
         var dtypeError = Assert.Throws<ArgumentException>(() => HfCheckpoint.Save(model, _tmp.Sub("x"), new HfConfig(),

@@ -183,9 +183,9 @@ public sealed class ErrorTests : IDisposable
     [Theory]
     [InlineData("{\"model_type\": \"llama\", ", "not valid JSON")]
     [InlineData("[1, 2]", "must be a JSON object")]
-    [InlineData("{\"hidden_size\": \"sixteen\"}", "\"hidden_size\" must be a non-negative integer, not a string")]
-    [InlineData("{\"tie_word_embeddings\": 1}", "\"tie_word_embeddings\" must be true or false, not a number")]
-    [InlineData("{\"rms_norm_eps\": \"1e-6\"}", "\"rms_norm_eps\" must be a number")]
+    [InlineData("{\"hidden_size\": \"sixteen\"}", "\"hidden_size\" must be an integer in [1, 2147483647], not the string \"sixteen\"")]
+    [InlineData("{\"tie_word_embeddings\": 1}", "\"tie_word_embeddings\" must be true or false, not 1")]
+    [InlineData("{\"rms_norm_eps\": \"1e-6\"}", "\"rms_norm_eps\" must be a finite number > 0 and <= 1, not the string \"1e-6\"")]
     public void An_invalid_config_json_names_the_file_and_the_problem(string json, string problem)
     {
         var dir = SaveSingle("config-" + Math.Abs(json.GetHashCode(StringComparison.Ordinal)));

@@ -246,7 +246,7 @@ public sealed class CheckpointTests : IDisposable
 
         File.WriteAllText(Path.Combine(path, CheckpointStore.ManifestFileName), "{ not json");
         var unreadable = Assert.Throws<CheckpointException>(() => CheckpointStore.ReadManifest(path));
-        Assert.Contains("cannot be read", unreadable.Message, StringComparison.Ordinal);
+        Assert.Contains("not valid JSON", unreadable.Message, StringComparison.Ordinal);
 
         var absent = Assert.Throws<CheckpointException>(() => CheckpointStore.ReadManifest(Path.Combine(_root, "step-00000099")));
         Assert.Contains("step-00000099", absent.Message, StringComparison.Ordinal);

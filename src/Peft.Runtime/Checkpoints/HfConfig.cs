@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Peft.Serialization;
 using static TorchSharp.torch;
 
 namespace Peft.Checkpoints;
@@ -14,26 +15,30 @@ namespace Peft.Checkpoints;
 /// Accessors return <see langword="null"/> when a key is absent or JSON <c>null</c>. Where a model family spells a field
 /// differently (GPT-2's <c>n_embd</c>, <c>n_head</c>, <c>n_layer</c>, <c>n_positions</c>) the accessor falls back to that
 /// spelling, as transformers' <c>attribute_map</c> does. <see cref="Load"/> and <see cref="Parse"/> check that every field
-/// with an accessor has the right JSON type, so the accessors of a loaded config do not throw unless <see cref="Json"/>
-/// is changed afterwards.
+/// with an accessor has the right JSON type and range (sizes are integers &gt;= 1, <c>rms_norm_eps</c> is in (0, 1],
+/// <c>rope_theta</c> is a finite number &gt; 0), so the accessors of a loaded config do not throw unless <see cref="Json"/>
+/// is changed afterwards; then they throw <see cref="CheckpointFormatException"/> naming the field. Model families read
+/// their other fields with <see cref="ReadInt"/>, <see cref="ReadNumber"/>, <see cref="ReadBool"/> and <see cref="ReadString"/>,
+/// which check the same way.
 /// </remarks>
 public sealed class HfConfig
 {
     /// <summary>The file name of a Hugging Face model configuration.</summary>
     public const string FileName = "config.json";
 
+    /// <summary>The fields with typed accessors, their JSON type and range: <see cref="Load"/> and <see cref="Parse"/> check them.</summary>
     private static readonly (string Key, FieldKind Kind)[] s_knownFields =
     [
         ("model_type", FieldKind.String),
-        ("hidden_size", FieldKind.Integer), ("n_embd", FieldKind.Integer),
-        ("num_attention_heads", FieldKind.Integer), ("n_head", FieldKind.Integer),
-        ("num_key_value_heads", FieldKind.Integer),
-        ("num_hidden_layers", FieldKind.Integer), ("n_layer", FieldKind.Integer),
-        ("intermediate_size", FieldKind.Integer),
-        ("vocab_size", FieldKind.Integer),
-        ("max_position_embeddings", FieldKind.Integer), ("n_positions", FieldKind.Integer),
-        ("rms_norm_eps", FieldKind.Number),
-        ("rope_theta", FieldKind.Number),
+        ("hidden_size", FieldKind.Size), ("n_embd", FieldKind.Size),
+        ("num_attention_heads", FieldKind.Size), ("n_head", FieldKind.Size),
+        ("num_key_value_heads", FieldKind.Size),
+        ("num_hidden_layers", FieldKind.Size), ("n_layer", FieldKind.Size),
+        ("intermediate_size", FieldKind.Size),
+        ("vocab_size", FieldKind.Size),
+        ("max_position_embeddings", FieldKind.Size), ("n_positions", FieldKind.Size),
+        ("rms_norm_eps", FieldKind.Epsilon),
+        ("rope_theta", FieldKind.Positive),
         ("tie_word_embeddings", FieldKind.Boolean),
         ("torch_dtype", FieldKind.String), ("dtype", FieldKind.String),
     ];
@@ -47,10 +52,22 @@ public sealed class HfConfig
     /// <summary>Wraps <paramref name="json"/> (not copied: changes to either are seen by both).</summary>
     /// <param name="json">The configuration document.</param>
     public HfConfig(JsonObject json)
+        : this(json, null)
+    {
+    }
+
+    private HfConfig(JsonObject json, string? sourcePath)
     {
         ArgumentNullException.ThrowIfNull(json);
         Json = json;
+        SourcePath = sourcePath;
     }
+
+    /// <summary>
+    /// The file this configuration was read from (<see cref="Load"/>) or the source name given to <see cref="Parse"/>;
+    /// <see langword="null"/> for a configuration built in code. Errors about its fields name it.
+    /// </summary>
+    public string? SourcePath { get; }
 
     /// <summary>The whole document. Unknown keys are kept and written back by <see cref="Save"/>.</summary>
     public JsonObject Json { get; }
@@ -100,57 +117,89 @@ public sealed class HfConfig
     /// </summary>
     public string? TorchDType { get => GetString("torch_dtype") ?? GetString("dtype"); set => Set("torch_dtype", value); }
 
-    /// <summary>Reads and validates <paramref name="path"/>.</summary>
+    /// <summary>
+    /// Reads and validates <paramref name="path"/>: a regular file of at most <see cref="Serialization.PeftFileLimits.MaxJsonBytes"/>
+    /// holding a JSON object (valid UTF-8, no duplicate keys) whose fields with accessors have the right type and range.
+    /// </summary>
     /// <param name="path">A config.json file.</param>
     /// <returns>The configuration.</returns>
-    /// <exception cref="CheckpointFormatException">The file is missing, is not a JSON object, or a known field has the wrong type.</exception>
+    /// <exception cref="CheckpointFormatException">The file is missing, is not a regular file, is too large, is not a JSON
+    /// object, or a known field has the wrong type or is out of range; the message names the file, the field and the expected value.</exception>
     public static HfConfig Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var fullPath = Path.GetFullPath(path);
-        string text;
+        JsonObject obj;
         try
         {
-            text = File.ReadAllText(fullPath, Encoding.UTF8);
+            obj = JsonFile.ReadObject(fullPath, JsonFileKind.ModelConfig);
         }
         catch (Exception e) when (e is FileNotFoundException or DirectoryNotFoundException)
         {
             throw new CheckpointFormatException(fullPath, "the file does not exist (a Hugging Face model directory needs a config.json)", e);
         }
-        return Parse(text, fullPath);
+        return Validated(obj, fullPath);
     }
 
-    /// <summary>Parses and validates a config.json document.</summary>
+    /// <summary>Parses and validates a config.json document (the same checks as <see cref="Load"/>).</summary>
     /// <param name="json">The JSON text.</param>
-    /// <param name="sourceName">The file (or other source) named in error messages.</param>
+    /// <param name="sourceName">The file (or other source) named in error messages; becomes <see cref="SourcePath"/>.</param>
     /// <returns>The configuration.</returns>
-    /// <exception cref="CheckpointFormatException">The text is not a JSON object, or a known field has the wrong type.</exception>
+    /// <exception cref="CheckpointFormatException">The text is not a JSON object, or a known field has the wrong type or is out of range.</exception>
     public static HfConfig Parse(string json, string sourceName = FileName)
     {
         ArgumentNullException.ThrowIfNull(json);
         ArgumentNullException.ThrowIfNull(sourceName);
-        JsonNode? node;
-        try
-        {
-            node = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = false, CommentHandling = JsonCommentHandling.Disallow });
-        }
-        catch (JsonException e)
-        {
-            throw new CheckpointFormatException(sourceName, $"not valid JSON ({e.Message})", e);
-        }
-        if (node is not JsonObject obj)
-        {
-            throw new CheckpointFormatException(sourceName, $"the top level must be a JSON object, not {Describe(node)}");
-        }
+        return Validated(JsonFile.ParseObject(json, sourceName, JsonFileKind.ModelConfig), sourceName);
+    }
+
+    private static HfConfig Validated(JsonObject obj, string source)
+    {
+        var config = new HfConfig(obj, source);
+        var fields = config.Fields;
         foreach (var (key, kind) in s_knownFields)
         {
-            if (obj.TryGetPropertyValue(key, out var value) && value is not null && !Is(value, kind))
-            {
-                throw new CheckpointFormatException(sourceName, $"\"{key}\" must be {DescribeKind(kind)}, not {Describe(value)} ({value.ToJsonString()})");
-            }
+            Read(fields, key, kind);
         }
-        return new HfConfig(obj);
+        return config;
     }
+
+    /// <summary>
+    /// Reads an integer field in [<paramref name="min"/>, <paramref name="max"/>] (model families read their own fields with it).
+    /// </summary>
+    /// <param name="key">The config.json key.</param>
+    /// <param name="min">The smallest valid value.</param>
+    /// <param name="max">The largest valid value.</param>
+    /// <returns>The value, or <see langword="null"/> when the key is absent or null.</returns>
+    /// <exception cref="CheckpointFormatException">Not an integer, or out of range; names <see cref="SourcePath"/>, the key and the range.</exception>
+    public int? ReadInt(string key, int min = 0, int max = int.MaxValue) => Fields.Int(key, min, max);
+
+    /// <summary>Reads a finite number field greater than <paramref name="min"/> (or equal, with <paramref name="minInclusive"/>) and at most <paramref name="max"/>.</summary>
+    /// <param name="key">The config.json key.</param>
+    /// <param name="min">The lower bound.</param>
+    /// <param name="minInclusive">Whether <paramref name="min"/> itself is valid.</param>
+    /// <param name="max">The largest valid value.</param>
+    /// <returns>The value, or <see langword="null"/> when the key is absent or null.</returns>
+    /// <exception cref="CheckpointFormatException">Not a number, NaN or infinite (1e400), or out of range.</exception>
+    public double? ReadNumber(string key, double min, bool minInclusive, double max = double.MaxValue) => Fields.Number(key, min, minInclusive, max);
+
+    /// <summary>Reads a boolean field.</summary>
+    /// <param name="key">The config.json key.</param>
+    /// <returns>The value, or <see langword="null"/> when the key is absent or null.</returns>
+    /// <exception cref="CheckpointFormatException">Not true or false.</exception>
+    public bool? ReadBool(string key) => Fields.Bool(key);
+
+    /// <summary>Reads a string field.</summary>
+    /// <param name="key">The config.json key.</param>
+    /// <returns>The value, or <see langword="null"/> when the key is absent or null.</returns>
+    /// <exception cref="CheckpointFormatException">Not a string.</exception>
+    public string? ReadString(string key) => Fields.String(key);
+
+    /// <summary>An exception about field <paramref name="key"/> of this configuration, naming <see cref="SourcePath"/> (or config.json).</summary>
+    /// <param name="key">The config.json key concerned.</param>
+    /// <param name="problem">What is wrong: the key, the value found and the value expected.</param>
+    /// <returns>The exception, to throw.</returns>
+    public CheckpointFormatException Invalid(string key, string problem) => new(SourcePath ?? FileName, key, problem);
 
     /// <summary>
     /// Writes the configuration to <paramref name="path"/> as transformers does (2-space indent, keys sorted, trailing
@@ -174,7 +223,7 @@ public sealed class HfConfig
 
     /// <summary>A deep copy.</summary>
     /// <returns>A configuration that shares nothing with this one.</returns>
-    public HfConfig Clone() => new((JsonObject)Json.DeepClone());
+    public HfConfig Clone() => new((JsonObject)Json.DeepClone(), SourcePath);
 
     /// <summary>Maps a transformers dtype name (<c>"float32"</c>, <c>"float16"</c>, <c>"bfloat16"</c>, <c>"float64"</c>) to TorchSharp's.</summary>
     /// <param name="name">The name, with or without a <c>torch.</c> prefix.</param>
@@ -206,34 +255,26 @@ public sealed class HfConfig
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "Only float32, float16, bfloat16 and float64 have a config.json name."),
     };
 
-    private string? GetString(string key)
+    private JsonFields Fields => new(Json, (key, problem) => Invalid(key, problem));
+
+    private static object? Read(JsonFields fields, string key, FieldKind kind) => kind switch
     {
-        var node = Get(key);
-        if (node is null) return null;
-        return Is(node, FieldKind.String) ? node.GetValue<string>() : throw WrongType(key, FieldKind.String, node);
-    }
+        FieldKind.String => fields.String(key),
+        FieldKind.Boolean => fields.Bool(key),
+        FieldKind.Size => fields.Int(key, 1),
+        FieldKind.Epsilon => fields.Number(key, 0, minInclusive: false, max: 1),
+        FieldKind.Positive => fields.Number(key, 0, minInclusive: false),
+        _ => throw new ArgumentOutOfRangeException(nameof(kind)),
+    };
+
+    private string? GetString(string key) => Fields.String(key);
 
     private int? GetInt(string key, string? alternative = null)
-    {
-        var node = Get(key) ?? (alternative is null ? null : Get(alternative));
-        if (node is null) return null;
-        if (!Is(node, FieldKind.Integer)) throw WrongType(Get(key) is null ? alternative! : key, FieldKind.Integer, node);
-        return checked((int)Element(node).GetInt64());
-    }
+        => Get(key) is not null || alternative is null ? Fields.Int(key, 1) : Fields.Int(alternative, 1);
 
-    private double? GetDouble(string key)
-    {
-        var node = Get(key);
-        if (node is null) return null;
-        return Is(node, FieldKind.Number) ? Element(node).GetDouble() : throw WrongType(key, FieldKind.Number, node);
-    }
+    private double? GetDouble(string key) => (double?)Read(Fields, key, s_knownFields.First(f => f.Key == key).Kind);
 
-    private bool? GetBool(string key)
-    {
-        var node = Get(key);
-        if (node is null) return null;
-        return Is(node, FieldKind.Boolean) ? node.GetValue<bool>() : throw WrongType(key, FieldKind.Boolean, node);
-    }
+    private bool? GetBool(string key) => Fields.Bool(key);
 
     private JsonNode? Get(string key) => Json.TryGetPropertyValue(key, out var node) ? node : null;
 
@@ -244,48 +285,6 @@ public sealed class HfConfig
     private void Set(string key, double? value) => Json[key] = value is null ? null : JsonValue.Create(value.Value);
 
     private void Set(string key, bool? value) => Json[key] = value is null ? null : JsonValue.Create(value.Value);
-
-    private static bool Is(JsonNode node, FieldKind kind)
-    {
-        if (node is not JsonValue value) return false;
-        var element = Element(value);
-        return kind switch
-        {
-            FieldKind.String => element.ValueKind == JsonValueKind.String,
-            FieldKind.Boolean => element.ValueKind is JsonValueKind.True or JsonValueKind.False,
-            FieldKind.Number => element.ValueKind == JsonValueKind.Number,
-            FieldKind.Integer => element.ValueKind == JsonValueKind.Number && element.TryGetInt64(out var n) && n is >= 0 and <= int.MaxValue,
-            _ => false,
-        };
-    }
-
-    private static JsonElement Element(JsonNode node) => JsonSerializer.SerializeToElement(node);
-
-    private static FormatException WrongType(string key, FieldKind kind, JsonNode node)
-        => new(string.Create(CultureInfo.InvariantCulture, $"config.json field \"{key}\" must be {DescribeKind(kind)}, not {Describe(node)} ({node.ToJsonString()})."));
-
-    private static string DescribeKind(FieldKind kind) => kind switch
-    {
-        FieldKind.String => "a string",
-        FieldKind.Boolean => "true or false",
-        FieldKind.Number => "a number",
-        _ => "a non-negative integer",
-    };
-
-    private static string Describe(JsonNode? node) => node switch
-    {
-        null => "null",
-        JsonObject => "an object",
-        JsonArray => "an array",
-        JsonValue v => Element(v).ValueKind switch
-        {
-            JsonValueKind.String => "a string",
-            JsonValueKind.Number => "a number",
-            JsonValueKind.True or JsonValueKind.False => "a boolean",
-            _ => "a value",
-        },
-        _ => "a value",
-    };
 
     private static JsonNode? Sort(JsonNode? node) => node switch
     {
@@ -299,8 +298,9 @@ public sealed class HfConfig
     private enum FieldKind
     {
         String,
-        Integer,
-        Number,
         Boolean,
+        Size,       // an integer >= 1
+        Epsilon,    // a finite number in (0, 1]
+        Positive,   // a finite number > 0
     }
 }

@@ -70,26 +70,7 @@ public sealed record AdapterConfig
     /// <exception cref="AdapterFormatException">The file is not a valid config.</exception>
     public static AdapterConfig Read(string path)
     {
-        if (!File.Exists(path)) throw new FileNotFoundException($"Adapter config not found: {path}", path);
-        JsonNode? node;
-        try
-        {
-            node = JsonNode.Parse(File.ReadAllText(path));
-        }
-        catch (JsonException ex)
-        {
-            throw new AdapterFormatException($"{path} is not valid JSON: {ex.Message}", ex);
-        }
-        if (node is not JsonObject obj) throw new AdapterFormatException($"{path} must hold a JSON object.");
-        try
-        {
-            // JsonObject builds its dictionary lazily and only then notices a repeated key.
-            _ = obj.Count;
-        }
-        catch (ArgumentException ex)
-        {
-            throw new AdapterFormatException($"{path} is not a valid adapter config: {ex.Message}", ex);
-        }
+        var obj = AdapterConfigFile.Read(path);
         return FromJson(obj, path);
     }
 
@@ -322,17 +303,4 @@ public sealed record AdapterConfig
     }
 
     internal static byte[] Utf8(string text) => new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(text);
-}
-
-/// <summary>An adapter directory whose files do not follow PEFT's format, or that this library does not support.</summary>
-public sealed class AdapterFormatException : Exception
-{
-    /// <summary>Creates the exception.</summary>
-    /// <param name="message">The message, naming the file and the field.</param>
-    public AdapterFormatException(string message) : base(message) { }
-
-    /// <summary>Creates the exception with its cause.</summary>
-    /// <param name="message">The message, naming the file and the field.</param>
-    /// <param name="inner">The cause.</param>
-    public AdapterFormatException(string message, Exception inner) : base(message, inner) { }
 }

@@ -53,28 +53,6 @@ public sealed record AdapterLoadResult(
     public IReadOnlyList<string> ModulesToSave { get; init; } = Array.Empty<string>();
 }
 
-/// <summary>A weights or adapter file that does not fit the model: lists every problem by tensor name.</summary>
-public sealed class TensorMismatchException : Exception
-{
-    /// <summary>Creates the exception.</summary>
-    public TensorMismatchException(string message, IReadOnlyList<string> missing, IReadOnlyList<string> unexpected, IReadOnlyList<string> shapeMismatches)
-        : base(message)
-    {
-        MissingKeys = missing;
-        UnexpectedKeys = unexpected;
-        ShapeMismatches = shapeMismatches;
-    }
-
-    /// <summary>Keys the model expects that the file lacks.</summary>
-    public IReadOnlyList<string> MissingKeys { get; }
-
-    /// <summary>Keys in the file the model has no place for.</summary>
-    public IReadOnlyList<string> UnexpectedKeys { get; }
-
-    /// <summary>Keys whose shapes differ.</summary>
-    public IReadOnlyList<string> ShapeMismatches { get; }
-}
-
 /// <summary>
 /// Saves and loads adapters in Hugging Face PEFT's format: a directory with <c>adapter_config.json</c> and
 /// <c>adapter_model.safetensors</c> (metadata <c>{"format": "pt"}</c>), tensor keys
@@ -184,6 +162,7 @@ public static class AdapterFiles
         // Loading under a new name creates the adapter; any failure below removes it again and restores trainability,
         // so a failed load leaves the model as it was.
         bool creates = !model.AdapterNames().Contains(adapterName, StringComparer.Ordinal);
+        if (creates) AdapterCreationCheck.EnsureFits(reader, config, configPath);
         var requiresGrad = creates ? model.parameters().Select(p => (p, p.requires_grad)).ToList() : null;
         try
         {

@@ -38,6 +38,9 @@ public static class ModelWeights
     /// the model unchanged.
     /// </summary>
     /// <exception cref="TensorMismatchException">Missing, unexpected or mis-shaped tensors (all listed by name).</exception>
+    /// <exception cref="SafetensorsFormatException">The file is malformed, or a floating-point tensor holds NaN or
+    /// infinite values (named in the message); nothing was loaded.</exception>
+    /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     /// <exception cref="InvalidOperationException">An adapter is merged into the base weights (unmerge first).</exception>
     public static void Load(nn.Module model, string path)
     {
@@ -65,15 +68,35 @@ public static class ModelWeights
             if (missing.Count > 0) message.Append("\n  missing keys: ").AppendJoin(", ", missing);
             if (unexpected.Count > 0) message.Append("\n  unexpected keys: ").AppendJoin(", ", unexpected);
             if (mismatched.Count > 0) message.Append("\n  shape mismatches: ").AppendJoin("; ", mismatched);
-            throw new TensorMismatchException(message.ToString(), missing, unexpected, mismatched);
+            throw new TensorMismatchException(reader.Path, message.ToString(), missing, unexpected, mismatched);
         }
 
-        using var _ = no_grad();
-        foreach (var (name, target) in expected)
+        // Every value is read and checked before the first copy, so a NaN or infinite weight leaves the model unchanged.
+        var values = new List<(Tensor Target, Tensor Value)>();
+        try
         {
-            using var value = reader.ReadTensor(name);
-            using var converted = value.to(target.dtype, target.device);
-            target.copy_(converted);
+            foreach (var (name, target) in expected)
+            {
+                using var value = reader.ReadTensor(name);
+                var converted = value.to(target.dtype, target.device);
+                values.Add((target, converted));
+                if (converted.is_floating_point())
+                {
+                    using var finite = isfinite(converted);
+                    using var all = finite.all();
+                    if (!all.item<bool>())
+                    {
+                        throw new SafetensorsFormatException(reader.Path, name, $"tensor '{name}' holds NaN or infinite values; refusing to load it (nothing was loaded)");
+                    }
+                }
+            }
+
+            using var _ = no_grad();
+            foreach (var (target, value) in values) target.copy_(value);
+        }
+        finally
+        {
+            foreach (var (_, value) in values) value.Dispose();
         }
     }
 

@@ -72,10 +72,10 @@ public sealed class BertModelTests
         Assert.Equal(0.0, BertConfig.FromHf(hf).ClassifierDropoutProb);
 
         hf.Json["hidden_act"] = "relu";
-        Assert.Contains("relu", Assert.Throws<ArgumentException>(() => BertConfig.FromHf(hf)).Message);
+        Assert.Contains("relu", Assert.Throws<CheckpointFormatException>(() => BertConfig.FromHf(hf)).Message);
         hf.Json["hidden_act"] = "gelu";
         hf.Json.Remove("num_attention_heads");
-        Assert.Contains("num_attention_heads", Assert.Throws<ArgumentException>(() => BertConfig.FromHf(hf)).Message);
+        Assert.Contains("num_attention_heads", Assert.Throws<CheckpointFormatException>(() => BertConfig.FromHf(hf)).Message);
     }
 
     [Fact]

@@ -65,16 +65,16 @@ public sealed class Gpt2ModelTests
 
         var bad = HfConfig.Parse(config.ToHf().ToJsonString());
         bad.Json["activation_function"] = "gelu_accurate";
-        Assert.Contains("gelu_accurate", Assert.Throws<ArgumentException>(() => Gpt2Config.FromHf(bad)).Message);
+        Assert.Contains("gelu_accurate", Assert.Throws<CheckpointFormatException>(() => Gpt2Config.FromHf(bad)).Message);
         bad = HfConfig.Parse(config.ToHf().ToJsonString());
         bad.Json["model_type"] = "llama";
-        Assert.Contains("llama", Assert.Throws<ArgumentException>(() => Gpt2Config.FromHf(bad)).Message);
+        Assert.Contains("llama", Assert.Throws<CheckpointFormatException>(() => Gpt2Config.FromHf(bad)).Message);
         bad = HfConfig.Parse(config.ToHf().ToJsonString());
         bad.Json["scale_attn_by_inverse_layer_idx"] = true;
-        Assert.Contains("scale_attn_by_inverse_layer_idx", Assert.Throws<ArgumentException>(() => Gpt2Config.FromHf(bad)).Message);
+        Assert.Contains("scale_attn_by_inverse_layer_idx", Assert.Throws<CheckpointFormatException>(() => Gpt2Config.FromHf(bad)).Message);
         bad = HfConfig.Parse(config.ToHf().ToJsonString());
         bad.Json["n_head"] = 5;
-        Assert.Contains("n_head", Assert.Throws<ArgumentException>(() => Gpt2Config.FromHf(bad)).Message);
+        Assert.Contains("n_head", Assert.Throws<CheckpointFormatException>(() => Gpt2Config.FromHf(bad)).Message);
     }
 
     [Fact]

@@ -50,7 +50,7 @@ public sealed class LlamaModelTests
         hf.Json.Remove("num_key_value_heads");
         Assert.Equal(4, LlamaConfig.FromHf(hf).KeyValueHeads);
         hf.Json.Remove("hidden_size");
-        Assert.Contains("hidden_size", Assert.Throws<ArgumentException>(() => LlamaConfig.FromHf(hf)).Message);
+        Assert.Contains("hidden_size", Assert.Throws<CheckpointFormatException>(() => LlamaConfig.FromHf(hf)).Message);
     }
 
     [Fact]

@@ -89,7 +89,8 @@ public sealed class Qwen2LayoutTests
     {
         var json = Qwen2Json();
         json.Json[key] = JsonNode.Parse(value);
-        var ex = Assert.Throws<ArgumentException>(() => LlamaConfig.FromHf(json));
+        var ex = Assert.Throws<CheckpointFormatException>(() => LlamaConfig.FromHf(json));
+        Assert.Equal(key, ex.Field);
         Assert.Contains(key, ex.Message);
     }
 }

@@ -226,8 +226,8 @@ public sealed class AdapterFilesErrorTests : IDisposable
     [Theory]
     [InlineData("{ \"peft_type\": \"LORA\", ", "not valid JSON")]
     [InlineData("", "not valid JSON")]
-    [InlineData("[1, 2]", "must hold a JSON object")]
-    [InlineData("{ \"peft_type\": \"LORA\", \"r\": 4, \"r\": 8 }", "not a valid adapter config")]
+    [InlineData("[1, 2]", "must be a JSON object")]
+    [InlineData("{ \"peft_type\": \"LORA\", \"r\": 4, \"r\": 8 }", "Duplicate property 'r'")]
     public void Corrupt_config_names_the_file(string text, string expected)
     {
         File.WriteAllText(ConfigPath, text);

@@ -49,7 +49,7 @@ public sealed class SafetensorsCorruptFileTests : IDisposable
     {
         AssertRejected("{\"a\": {\"dtype\": \"F32\",", 0, "header is not valid JSON");
         AssertRejected(SafetensorsBytes.WithLength(0, Array.Empty<byte>()), "header is not valid JSON");
-        AssertRejected(SafetensorsBytes.WithLength(4, new byte[] { (byte)'{', 0xFF, 0xFE, (byte)'}' }), "header is not valid JSON");   // not UTF-8
+        AssertRejected(SafetensorsBytes.WithLength(4, new byte[] { (byte)'{', 0xFF, 0xFE, (byte)'}' }), "header is not valid UTF-8");   // not UTF-8
         AssertRejected("{\"a\": 1,}", 0, "header is not valid JSON");   // trailing comma
     }
 

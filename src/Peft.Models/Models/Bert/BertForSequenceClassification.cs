@@ -43,13 +43,21 @@ public sealed partial class BertForSequenceClassification : Module<Tensor, Tenso
     /// <see cref="Peft.Serialization.AdapterFiles.Save"/> writes it into the adapter file as PEFT's <c>modules_to_save</c>.</summary>
     public Module<Tensor, Tensor> Classifier => classifier;
 
-    /// <summary>Builds a model from a Hugging Face directory (config.json + safetensors), strictly.</summary>
+    /// <summary>
+    /// Builds a model from a Hugging Face directory (config.json + safetensors), strictly. The sizes in config.json are
+    /// checked against the tensors in the weight files before the model is allocated.
+    /// </summary>
     /// <param name="directory">The checkpoint directory.</param>
     /// <param name="options">Load options (default: strict).</param>
+    /// <exception cref="CheckpointFormatException">The directory is malformed, config.json is not a supported BERT
+    /// configuration, or a weight is NaN or infinite (the message names the file and the field or tensor).</exception>
+    /// <exception cref="CheckpointMismatchException">The tensors do not fit the model config.json describes (each problem named).</exception>
     public static BertForSequenceClassification FromPretrained(string directory, CheckpointLoadOptions? options = null)
     {
         using var checkpoint = HfCheckpoint.Open(directory);
-        var result = new BertForSequenceClassification(BertConfig.FromHf(checkpoint.Config));
+        var config = BertConfig.FromHf(checkpoint.Config);
+        checkpoint.EnsureFits(config.ExpectedTensors(), options);
+        var result = new BertForSequenceClassification(config);
         try
         {
             checkpoint.LoadInto(result, options);

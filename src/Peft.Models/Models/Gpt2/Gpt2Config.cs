@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using Peft.Checkpoints;
 
@@ -67,40 +66,75 @@ public sealed record Gpt2Config
     /// (<c>scale_attn_by_inverse_layer_idx</c>, <c>add_cross_attention</c>) are refused rather than ignored.
     /// </summary>
     /// <param name="config">A parsed <c>config.json</c>.</param>
-    /// <exception cref="ArgumentException">
-    /// <c>model_type</c> is present and not "gpt2", a field has the wrong type, an option is unsupported, or the sizes
-    /// are inconsistent. The message names the field.
+    /// <exception cref="CheckpointFormatException">
+    /// <c>model_type</c> is present and not "gpt2", a field has the wrong type or is out of range, an option is
+    /// unsupported, or the sizes are inconsistent. The message names config.json's path, the field and the expected value.
     /// </exception>
     public static Gpt2Config FromHf(HfConfig config)
     {
         ArgumentNullException.ThrowIfNull(config);
-        var json = config.Json;
         if (config.ModelType is { } type && type != "gpt2")
-            throw new ArgumentException($"config.json has model_type \"{type}\", not \"gpt2\".", nameof(config));
-        if (Bool(json, "scale_attn_by_inverse_layer_idx") == true)
-            throw new ArgumentException("config.json sets scale_attn_by_inverse_layer_idx, which this GPT-2 model does not implement.", nameof(config));
-        if (Bool(json, "add_cross_attention") == true)
-            throw new ArgumentException("config.json sets add_cross_attention (a GPT-2 decoder with cross-attention), which this model does not implement.", nameof(config));
+            throw config.Invalid("model_type", $"\"model_type\" is \"{type}\", not \"gpt2\"");
+        if (config.ReadBool("scale_attn_by_inverse_layer_idx") == true)
+            throw config.Invalid("scale_attn_by_inverse_layer_idx", "\"scale_attn_by_inverse_layer_idx\" is true, which this GPT-2 model does not implement (expected false or absent)");
+        if (config.ReadBool("add_cross_attention") == true)
+            throw config.Invalid("add_cross_attention", "\"add_cross_attention\" is true (a GPT-2 decoder with cross-attention), which this model does not implement (expected false or absent)");
 
         var defaults = new Gpt2Config();
+        int? Size(string key, string alternative) => config.ReadInt(key, 1) ?? config.ReadInt(alternative, 1);
+        double? Probability(string key) => config.ReadNumber(key, 0, minInclusive: true, max: 1);
         var result = new Gpt2Config
         {
-            VocabSize = Int(json, "vocab_size") ?? defaults.VocabSize,
-            NEmbd = Int(json, "n_embd") ?? Int(json, "hidden_size") ?? defaults.NEmbd,
-            NLayer = Int(json, "n_layer") ?? Int(json, "num_hidden_layers") ?? defaults.NLayer,
-            NHead = Int(json, "n_head") ?? Int(json, "num_attention_heads") ?? defaults.NHead,
-            NPositions = Int(json, "n_positions") ?? Int(json, "max_position_embeddings") ?? defaults.NPositions,
-            NInner = Int(json, "n_inner"),
-            LayerNormEpsilon = Double(json, "layer_norm_epsilon") ?? defaults.LayerNormEpsilon,
-            ActivationFunction = String(json, "activation_function") ?? defaults.ActivationFunction,
-            ResidPdrop = Double(json, "resid_pdrop") ?? defaults.ResidPdrop,
-            EmbdPdrop = Double(json, "embd_pdrop") ?? defaults.EmbdPdrop,
-            AttnPdrop = Double(json, "attn_pdrop") ?? defaults.AttnPdrop,
-            ScaleAttnWeights = Bool(json, "scale_attn_weights") ?? defaults.ScaleAttnWeights,
+            VocabSize = config.ReadInt("vocab_size", 1) ?? defaults.VocabSize,
+            NEmbd = Size("n_embd", "hidden_size") ?? defaults.NEmbd,
+            NLayer = Size("n_layer", "num_hidden_layers") ?? defaults.NLayer,
+            NHead = Size("n_head", "num_attention_heads") ?? defaults.NHead,
+            NPositions = Size("n_positions", "max_position_embeddings") ?? defaults.NPositions,
+            NInner = config.ReadInt("n_inner", 1),
+            LayerNormEpsilon = config.ReadNumber("layer_norm_epsilon", 0, minInclusive: false, max: 1) ?? defaults.LayerNormEpsilon,
+            ActivationFunction = config.ReadString("activation_function") ?? defaults.ActivationFunction,
+            ResidPdrop = Probability("resid_pdrop") ?? defaults.ResidPdrop,
+            EmbdPdrop = Probability("embd_pdrop") ?? defaults.EmbdPdrop,
+            AttnPdrop = Probability("attn_pdrop") ?? defaults.AttnPdrop,
+            ScaleAttnWeights = config.ReadBool("scale_attn_weights") ?? defaults.ScaleAttnWeights,
             TieWordEmbeddings = config.TiesWordEmbeddings,
         };
-        result.Validate();
+        if (result.Problems().FirstOrDefault() is var (field, problem) && field is not null)
+            throw config.Invalid(field, problem);
         return result;
+    }
+
+    /// <summary>
+    /// The base tensors (model state-dict names and [out, in] shapes, no adapters) a <see cref="Gpt2LMHeadModel"/> built
+    /// from this configuration has, with the config.json keys behind each: for <see cref="HfCheckpoint.EnsureFits"/> with
+    /// <see cref="Gpt2LMHeadModel.LoadOptions"/>, before the model is allocated. Lazy.
+    /// </summary>
+    internal IEnumerable<ExpectedTensor> ExpectedTensors()
+    {
+        long e = NEmbd, inner = InnerSize;
+        string[] block = ["n_layer", "n_embd"];
+        string[] mlp = ["n_layer", "n_embd", "n_inner"];
+        yield return new("transformer.wte.weight", [VocabSize, e], ["vocab_size", "n_embd"]);
+        yield return new("transformer.wpe.weight", [NPositions, e], ["n_positions", "n_embd"]);
+        for (int i = 0; i < NLayer; i++)
+        {
+            string p = $"transformer.h.{i}.";
+            yield return new(p + "ln_1.weight", [e], block);
+            yield return new(p + "ln_1.bias", [e], block);
+            yield return new(p + "attn.c_attn.weight", [3 * e, e], block);
+            yield return new(p + "attn.c_attn.bias", [3 * e], block);
+            yield return new(p + "attn.c_proj.weight", [e, e], block);
+            yield return new(p + "attn.c_proj.bias", [e], block);
+            yield return new(p + "ln_2.weight", [e], block);
+            yield return new(p + "ln_2.bias", [e], block);
+            yield return new(p + "mlp.c_fc.weight", [inner, e], mlp);
+            yield return new(p + "mlp.c_fc.bias", [inner], mlp);
+            yield return new(p + "mlp.c_proj.weight", [e, inner], mlp);
+            yield return new(p + "mlp.c_proj.bias", [e], mlp);
+        }
+        yield return new("transformer.ln_f.weight", [e], ["n_embd"]);
+        yield return new("transformer.ln_f.bias", [e], ["n_embd"]);
+        if (!TieWordEmbeddings) yield return new("lm_head.weight", [VocabSize, e], ["vocab_size", "n_embd", "tie_word_embeddings"]);
     }
 
     /// <summary>Writes this configuration as a transformers <c>GPT2Config</c> config.json (<c>GPT2LMHeadModel</c>).</summary>
@@ -132,56 +166,30 @@ public sealed record Gpt2Config
     /// <exception cref="ArgumentException">They do not.</exception>
     public void Validate()
     {
-        if (VocabSize <= 0 || NEmbd <= 0 || NLayer <= 0 || NHead <= 0 || NPositions <= 0 || InnerSize <= 0)
-            throw new ArgumentException("GPT-2 sizes (vocab_size, n_embd, n_layer, n_head, n_positions, n_inner) must be positive.");
-        if (NEmbd % NHead != 0)
-            throw new ArgumentException($"n_embd {NEmbd} is not divisible by n_head {NHead}.");
+        if (Problems().FirstOrDefault() is var (_, problem) && problem is not null)
+            throw new ArgumentException(problem);
+    }
+
+    /// <summary>Every inconsistency, as (config.json key, message naming the value and what is expected).</summary>
+    private IEnumerable<(string Field, string Problem)> Problems()
+    {
+        foreach (var (key, value) in new[] { ("vocab_size", VocabSize), ("n_embd", NEmbd), ("n_layer", NLayer), ("n_head", NHead),
+            ("n_positions", NPositions), ("n_inner", InnerSize) })
+        {
+            if (value <= 0)
+                yield return (key, $"\"{key}\" must be an integer >= 1, not {value}; GPT-2 sizes (vocab_size, n_embd, n_layer, n_head, n_positions, n_inner) must be positive");
+        }
+        if (NEmbd > 0 && NHead > 0 && NEmbd % NHead != 0)
+            yield return ("n_head", $"n_embd {NEmbd} is not divisible by n_head {NHead}");
+        if (3L * NEmbd > int.MaxValue)
+            yield return ("n_embd", $"\"n_embd\" {NEmbd} is too large: c_attn has 3 × n_embd outputs (at most {int.MaxValue})");
         if (!SupportedActivations.Contains(ActivationFunction, StringComparer.Ordinal))
-            throw new ArgumentException($"activation_function \"{ActivationFunction}\" is not supported (supported: {string.Join(", ", SupportedActivations)}).");
+            yield return ("activation_function", $"\"activation_function\" \"{ActivationFunction}\" is not supported (supported: {string.Join(", ", SupportedActivations)})");
+        if (!(LayerNormEpsilon > 0 && LayerNormEpsilon <= 1))
+            yield return ("layer_norm_epsilon", $"\"layer_norm_epsilon\" must be a finite number in (0, 1], not {LayerNormEpsilon}");
         foreach (var (name, p) in new[] { ("resid_pdrop", ResidPdrop), ("embd_pdrop", EmbdPdrop), ("attn_pdrop", AttnPdrop) })
         {
-            if (!(p >= 0 && p < 1)) throw new ArgumentException($"{name} must be in [0, 1), not {p}.");
+            if (!(p >= 0 && p < 1)) yield return (name, $"\"{name}\" must be in [0, 1), not {p}");
         }
-    }
-
-    private static JsonNode? Node(JsonObject json, string key) => json.TryGetPropertyValue(key, out var node) ? node : null;
-
-    private static int? Int(JsonObject json, string key)
-    {
-        var node = Node(json, key);
-        if (node is null) return null;
-        if (node.GetValueKind() == JsonValueKind.Number && node.AsValue().TryGetValue<int>(out var value)) return value;
-        if (node.GetValueKind() == JsonValueKind.Number && node.GetValue<double>() is var d && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue) return (int)d;
-        throw new ArgumentException($"config.json: \"{key}\" must be an integer, not {node.ToJsonString()}.");
-    }
-
-    private static double? Double(JsonObject json, string key)
-    {
-        var node = Node(json, key);
-        if (node is null) return null;
-        return node.GetValueKind() == JsonValueKind.Number
-            ? node.GetValue<double>()
-            : throw new ArgumentException($"config.json: \"{key}\" must be a number, not {node.ToJsonString()}.");
-    }
-
-    private static bool? Bool(JsonObject json, string key)
-    {
-        var node = Node(json, key);
-        if (node is null) return null;
-        return node.GetValueKind() switch
-        {
-            JsonValueKind.True => true,
-            JsonValueKind.False => false,
-            _ => throw new ArgumentException($"config.json: \"{key}\" must be true or false, not {node.ToJsonString()}."),
-        };
-    }
-
-    private static string? String(JsonObject json, string key)
-    {
-        var node = Node(json, key);
-        if (node is null) return null;
-        return node.GetValueKind() == JsonValueKind.String
-            ? node.GetValue<string>()
-            : throw new ArgumentException($"config.json: \"{key}\" must be a string, not {node.ToJsonString()}.");
     }
 }

@@ -126,17 +126,20 @@ public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
     /// </summary>
     /// <param name="directory">The checkpoint directory.</param>
     /// <param name="options">Load options; <see langword="null"/> for <see cref="LoadOptions"/> of the directory's config.</param>
-    /// <exception cref="ArgumentException">config.json is not a supported GPT-2 configuration.</exception>
-    /// <exception cref="CheckpointFormatException">The directory is malformed.</exception>
-    /// <exception cref="CheckpointMismatchException">The tensors do not fit (each problem named).</exception>
+    /// <exception cref="CheckpointFormatException">The directory is malformed, config.json is not a supported GPT-2
+    /// configuration, or a weight is NaN or infinite (the message names the file and the field or tensor).</exception>
+    /// <exception cref="CheckpointMismatchException">The tensors do not fit (each problem named); checked against the sizes
+    /// in config.json before the model is allocated.</exception>
     public static Gpt2LMHeadModel FromPretrained(string directory, CheckpointLoadOptions? options = null)
     {
         using var checkpoint = HfCheckpoint.Open(directory);
         var config = Gpt2Config.FromHf(checkpoint.Config);
+        options ??= LoadOptions(config);
+        checkpoint.EnsureFits(config.ExpectedTensors(), options);
         var result = new Gpt2LMHeadModel(config);
         try
         {
-            checkpoint.LoadInto(result, options ?? LoadOptions(config));
+            checkpoint.LoadInto(result, options);
         }
         catch
         {

@@ -39,13 +39,21 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     /// <summary>The decoder without the head.</summary>
     public LlamaModel Model => model;
 
-    /// <summary>Builds a model from a Hugging Face directory (config.json + safetensors), strictly.</summary>
+    /// <summary>
+    /// Builds a model from a Hugging Face directory (config.json + safetensors), strictly. The sizes in config.json are
+    /// checked against the tensors in the weight files before the model is allocated.
+    /// </summary>
     /// <param name="directory">The checkpoint directory.</param>
     /// <param name="options">Load options (default: strict).</param>
+    /// <exception cref="CheckpointFormatException">The directory is malformed, config.json is not a supported Llama-style
+    /// configuration, or a weight is NaN or infinite (the message names the file and the field or tensor).</exception>
+    /// <exception cref="CheckpointMismatchException">The tensors do not fit the model config.json describes (each problem named).</exception>
     public static LlamaForCausalLM FromPretrained(string directory, CheckpointLoadOptions? options = null)
     {
         using var checkpoint = HfCheckpoint.Open(directory);
-        var result = new LlamaForCausalLM(LlamaConfig.FromHf(checkpoint.Config));
+        var config = LlamaConfig.FromHf(checkpoint.Config);
+        checkpoint.EnsureFits(config.ExpectedTensors(), options);
+        var result = new LlamaForCausalLM(config);
         try
         {
             checkpoint.LoadInto(result, options);

@@ -1,3 +1,4 @@
+using Microsoft.Win32.SafeHandles;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,13 +33,26 @@ public static class SafetensorsFile
     /// <summary>Opens <paramref name="path"/> and validates its header fully (layout, dtypes, shapes, offsets) before returning.</summary>
     /// <param name="path">The safetensors file.</param>
     /// <returns>A reader; dispose it to close the file.</returns>
-    /// <exception cref="SafetensorsFormatException">The file is malformed; the message names the file and the problem.</exception>
+    /// <exception cref="SafetensorsFormatException">The file is malformed, is not a regular file (a directory, a device, a
+    /// link loop) or cannot be opened; the message names the file and the problem.</exception>
     /// <exception cref="FileNotFoundException">The file does not exist.</exception>
     public static SafetensorsReader Open(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var fullPath = System.IO.Path.GetFullPath(path);
-        var handle = File.OpenHandle(fullPath, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+        if (RegularFile.Problem(fullPath) is { } what)
+        {
+            throw new SafetensorsFormatException(fullPath, $"the path is {what}");
+        }
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(fullPath, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException && e is not FileNotFoundException and not DirectoryNotFoundException)
+        {
+            throw new SafetensorsFormatException(fullPath, $"the file cannot be opened ({e.Message})", e);
+        }
         try
         {
             var header = SafetensorsHeader.Read(fullPath, handle);

@@ -65,6 +65,11 @@ internal sealed class SafetensorsHeader
     /// <summary>Parses and validates a header's JSON against a data section of <paramref name="dataLength"/> bytes.</summary>
     internal static SafetensorsHeader Parse(string path, ReadOnlyMemory<byte> json, long dataLength, long dataStart)
     {
+        if (JsonFile.InvalidUtf8Offset(json.Span) is long bad)
+        {
+            throw new SafetensorsFormatException(path, $"the header is not valid UTF-8 (invalid byte 0x{json.Span[(int)bad]:X2} at header offset {bad})");
+        }
+
         JsonDocument document;
         try
         {
@@ -81,6 +86,14 @@ internal sealed class SafetensorsHeader
             if (root.ValueKind != JsonValueKind.Object)
             {
                 throw new SafetensorsFormatException(path, $"the header is not a JSON object (it is {Describe(root.ValueKind)})");
+            }
+
+            // Every key and string must be readable as .NET text before any is used: an escaped lone surrogate
+            // ("\ud800") is valid JSON syntax but not Unicode.
+            if (JsonFile.FindInvalidString(root, "") is { } where)
+            {
+                throw new SafetensorsFormatException(path, where.Length == 0 ? null : where,
+                    $"{(where.Length == 0 ? "a tensor name" : $"the header entry '{where}'")} holds a string that is not valid Unicode (an escaped lone surrogate such as \\ud800)");
             }
 
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -137,7 +150,16 @@ internal sealed class SafetensorsHeader
             throw new SafetensorsFormatException(path, $"tensor '{name}' must be an object with dtype, shape and data_offsets, but it is {Describe(value.ValueKind)}");
         }
 
-        // Keys other than these three are ignored: the format does not forbid them.
+        // Keys other than these three are ignored: the format does not forbid them. A repeated key is refused, as the
+        // Python library's parser does, rather than silently taking one of the two values.
+        var keys = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var property in value.EnumerateObject())
+        {
+            if (!keys.Add(property.Name))
+            {
+                throw new SafetensorsFormatException(path, name, $"tensor '{name}' has the key '{property.Name}' twice");
+            }
+        }
         var dtypeElement = Required(path, name, value, "dtype");
         if (dtypeElement.ValueKind != JsonValueKind.String)
         {

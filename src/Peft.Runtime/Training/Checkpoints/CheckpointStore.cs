@@ -211,80 +211,7 @@ public sealed class CheckpointStore
     public static CheckpointManifest ReadManifest(string checkpointDirectory)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(checkpointDirectory);
-        string dir = Path.GetFullPath(checkpointDirectory);
-        if (!Directory.Exists(dir))
-        {
-            throw new CheckpointException(dir, "the checkpoint directory does not exist.");
-        }
-
-        string manifestPath = Path.Combine(dir, ManifestFileName);
-        if (!File.Exists(manifestPath))
-        {
-            throw new CheckpointException(manifestPath, "the manifest is missing; this is not a complete checkpoint (delete the directory to resume from an older one).");
-        }
-
-        CheckpointManifest? manifest;
-        try
-        {
-            manifest = JsonSerializer.Deserialize<CheckpointManifest>(File.ReadAllBytes(manifestPath), s_json);
-        }
-        catch (Exception ex) when (ex is JsonException or IOException or UnauthorizedAccessException)
-        {
-            throw new CheckpointException(manifestPath, $"the manifest cannot be read: {ex.Message}", ex);
-        }
-
-        if (manifest is null || manifest.Format != CheckpointManifest.FormatName)
-        {
-            throw new CheckpointException(manifestPath, $"not a training checkpoint manifest (expected \"format\": \"{CheckpointManifest.FormatName}\").");
-        }
-
-        if (manifest.FormatVersion != CheckpointManifest.CurrentFormatVersion)
-        {
-            throw new CheckpointException(manifestPath, $"format_version {manifest.FormatVersion} is not supported (this library reads {CheckpointManifest.CurrentFormatVersion}).");
-        }
-
-        if (manifest.Step < 0 || manifest.SkippedSteps < 0 || manifest.SkippedSteps > manifest.Step || manifest.DataPosition < 0 || manifest.TotalSteps <= 0)
-        {
-            throw new CheckpointException(manifestPath, "the step counters are inconsistent (negative, or more skipped steps than steps).");
-        }
-
-        foreach (string required in new[] { ParametersFileName, OptimizerFileName, RandomStateFileName })
-        {
-            if (!manifest.Files.ContainsKey(required))
-            {
-                throw new CheckpointException(manifestPath, $"the manifest does not list {required}.");
-            }
-        }
-
-        foreach (var (name, entry) in manifest.Files)
-        {
-            string file = Path.Combine(dir, name);
-            if (name.Contains('/') || name.Contains('\\') || !File.Exists(file))
-            {
-                throw new CheckpointException(file, "the file listed in the manifest is missing.");
-            }
-
-            try
-            {
-                long length = new FileInfo(file).Length;
-                if (length != entry.Bytes)
-                {
-                    throw new CheckpointException(file, $"the file has {length} bytes; the manifest says {entry.Bytes} (truncated or modified).");
-                }
-
-                string hash = DurableFiles.Sha256(file);
-                if (!string.Equals(hash, entry.Sha256, StringComparison.OrdinalIgnoreCase))
-                {
-                    throw new CheckpointException(file, $"the file's SHA-256 is {hash}; the manifest says {entry.Sha256} (corrupted or modified).");
-                }
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                throw new CheckpointException(file, $"the file cannot be read: {ex.Message}", ex);
-            }
-        }
-
-        return manifest;
+        return CheckpointValidation.ReadManifest(Path.GetFullPath(checkpointDirectory));
     }
 
     /// <summary>
@@ -337,6 +264,7 @@ public sealed class CheckpointStore
             throw new CheckpointException(dir, "a data sampler generator was given but the checkpoint holds no sampler state.");
         }
 
+        CheckpointValidation.EnsureOptimizerSteps(Path.Combine(dir, OptimizerFileName), manifest.Step);
         var states = AdamStates(trainer, dir);
         using var scope = torch.NewDisposeScope();
         var parameterValues = new List<Tensor>();
@@ -396,6 +324,20 @@ public sealed class CheckpointStore
             throw new CheckpointException(file, $"the file cannot be read: {ex.Message}", ex);
         }
 
+        // libtorch aborts the process on a state it rejects, so the states are checked here, and restored before the
+        // parameters are touched.
+        CheckpointValidation.EnsureGeneratorState(file, CpuGeneratorKey, cpuState);
+        if (samplerState is not null)
+        {
+            CheckpointValidation.EnsureGeneratorState(file, SamplerKey, samplerState);
+        }
+
+        torch.set_rng_state(cpuState);
+        if (samplerState is not null)
+        {
+            dataSampler!.set_state(samplerState);
+        }
+
         using (torch.no_grad())
         {
             for (int i = 0; i < names.Count; i++)
@@ -405,12 +347,6 @@ public sealed class CheckpointStore
                 states[i].exp_avg_sq.copy_(momentValues[i].ExpAvgSq);
                 states[i].step = momentValues[i].Step;
             }
-        }
-
-        torch.set_rng_state(cpuState);
-        if (samplerState is not null)
-        {
-            dataSampler!.set_state(samplerState);
         }
 
         trainer.RestoreCounters(manifest.Step, manifest.SkippedSteps);
