@@ -113,10 +113,10 @@ public sealed class CheckpointTests : IDisposable
         // Reset the AdamW moments to zero: the losses must then diverge.
         using (no_grad())
         {
-            foreach (var state in resumed.Trainer.Optimizer.state_dict().State.Cast<TorchSharp.Modules.AdamW.State>())
+            for (int i = 0; i < resumed.Trainer.Parameters.Count; i++)
             {
-                state.exp_avg.zero_();
-                state.exp_avg_sq.zero_();
+                resumed.Trainer.Optimizer.GetState(i, "exp_avg").zero_();
+                resumed.Trainer.Optimizer.GetState(i, "exp_avg_sq").zero_();
             }
         }
 

@@ -39,6 +39,13 @@ public sealed record CheckpointManifest
     [JsonPropertyName("total_steps")]
     public int TotalSteps { get; init; }
 
+    /// <summary>
+    /// The optimizer's <see cref="PeftOptimizer.Kind"/> (<c>AdamW</c>, <c>SGD</c>, ...); a resume must use the same kind.
+    /// Null in checkpoints written before the kind was recorded, which are AdamW's.
+    /// </summary>
+    [JsonPropertyName("optimizer")]
+    public string? Optimizer { get; init; }
+
     /// <summary>Batches the data source had delivered (the next batch to read is this one, 0-based).</summary>
     [JsonPropertyName("data_position")]
     public long DataPosition { get; init; }
