@@ -190,6 +190,7 @@ internal static class InspectCommand
             ["step"] = manifest.Step,
             ["total_steps"] = manifest.TotalSteps,
             ["skipped_steps"] = manifest.SkippedSteps,
+            ["optimizer"] = manifest.Optimizer ?? Peft.Training.AdamWOptimizer.KindName, // checkpoints that name none are AdamW's
             ["last_loss"] = manifest.LastLoss is double loss ? JsonNumber(loss) : null,
             ["next_learning_rate"] = JsonNumber(manifest.NextLearningRate),
             ["data_position"] = manifest.DataPosition,

@@ -1,3 +1,4 @@
+using Peft.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,4 +33,16 @@ public interface ITrainingJob : IDisposable
     /// <param name="device">The device the model is on; put the batch there.</param>
     /// <returns>The scalar loss.</returns>
     Tensor ComputeLoss(long batchIndex, Device device);
+
+    /// <summary>
+    /// Hooks the trainer runs at each step (<see cref="TrainingOptions.Callbacks"/>), for example a rank schedule.
+    /// Read once, when the trainer is created. Default: none.
+    /// </summary>
+    IReadOnlyList<ITrainingCallback> Callbacks => Array.Empty<ITrainingCallback>();
+
+    /// <summary>
+    /// Terms added to <see cref="ComputeLoss"/>'s loss at each step (<see cref="TrainingOptions.Regularizers"/>). Read
+    /// once, when the trainer is created. Default: none.
+    /// </summary>
+    IReadOnlyList<Func<Tensor>> Regularizers => Array.Empty<Func<Tensor>>();
 }

@@ -38,8 +38,17 @@ public sealed class PeftTrainingOptions
     /// <summary>Cosine floor as a fraction of <see cref="LearningRate"/>, in [0, 1]. Default 0.</summary>
     public double MinLearningRateRatio { get; set; }
 
-    /// <summary>AdamW decoupled weight decay (&gt;= 0). Default 0.</summary>
+    /// <summary>
+    /// The optimizer, by name: <c>AdamW</c> (the default) or <c>SGD</c> (with <see cref="Momentum"/>); not
+    /// case-sensitive. A checkpoint resumes only with the optimizer that wrote it.
+    /// </summary>
+    public string Optimizer { get; set; } = AdamWOptimizer.KindName;
+
+    /// <summary>Weight decay (&gt;= 0): decoupled for AdamW, an L2 term on the gradient for SGD. Default 0.</summary>
     public double WeightDecay { get; set; }
+
+    /// <summary>SGD's momentum factor, in [0, 1); ignored by AdamW. Default 0.9.</summary>
+    public double Momentum { get; set; } = 0.9;
 
     /// <summary>Gradient clipping norm; &lt;= 0 disables clipping. Default 1.</summary>
     public double MaxGradNorm { get; set; } = 1.0;
@@ -82,18 +91,31 @@ public sealed class PeftTrainingOptions
     /// <returns>A new instance with the same values.</returns>
     public PeftTrainingOptions Clone() => (PeftTrainingOptions)MemberwiseClone();
 
+    /// <summary>The names <see cref="Optimizer"/> accepts, as written in messages.</summary>
+    public static IReadOnlyList<string> OptimizerNames { get; } = [AdamWOptimizer.KindName, SgdOptimizer.KindName];
+
     /// <summary>The trainer options these settings describe.</summary>
     /// <returns>A <see cref="TrainingOptions"/> (not validated here).</returns>
+    /// <exception cref="ArgumentException"><see cref="Optimizer"/> is not one of <see cref="OptimizerNames"/>.</exception>
     public TrainingOptions ToTrainingOptions() => new()
     {
         TotalSteps = TotalSteps,
         LearningRate = LearningRate,
         WarmupSteps = WarmupSteps,
         MinLearningRateRatio = MinLearningRateRatio,
+        Optimizer = OptimizerFactoryFor(Optimizer)
+            ?? throw new ArgumentException($"{nameof(Optimizer)} must be {string.Join(" or ", OptimizerNames)}; got '{Optimizer}'.", nameof(Optimizer)),
         WeightDecay = WeightDecay,
+        Momentum = Momentum,
         MaxGradNorm = MaxGradNorm,
         LogEvery = LogEvery,
         OnNonFiniteLoss = OnNonFiniteLoss,
         Seed = Seed,
     };
+
+    /// <summary>The factory an optimizer name selects (not case-sensitive), or null for an unknown name.</summary>
+    internal static OptimizerFactory? OptimizerFactoryFor(string? name) =>
+        string.Equals(name, AdamWOptimizer.KindName, StringComparison.OrdinalIgnoreCase) ? Optimizers.AdamW
+        : string.Equals(name, SgdOptimizer.KindName, StringComparison.OrdinalIgnoreCase) ? Optimizers.Sgd
+        : null;
 }

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Options;
+using Peft.Training;
 using TorchSharp;
 
 namespace Peft.Hosting;
@@ -20,9 +21,17 @@ public sealed class PeftTrainingOptionsValidator : IValidateOptions<PeftTraining
     {
         ArgumentNullException.ThrowIfNull(options);
         var failures = new List<string>();
+        var checkable = options;
+        if (PeftTrainingOptions.OptimizerFactoryFor(options.Optimizer) is null)
+        {
+            failures.Add($"{_section}:Optimizer must be {string.Join(" or ", PeftTrainingOptions.OptimizerNames)} (not case-sensitive); got '{options.Optimizer}'.");
+            checkable = options.Clone();
+            checkable.Optimizer = AdamWOptimizer.KindName; // the other settings are still checked
+        }
+
         try
         {
-            options.ToTrainingOptions().Validate();
+            checkable.ToTrainingOptions().Validate();
         }
         catch (ArgumentException ex)
         {

@@ -95,7 +95,9 @@ internal sealed class TrainingRun
                 model.SetActiveAdapter(o.Adapter);
             }
 
-            using var trainer = new AdapterTrainer(model.TrainableParameters(), o.ToTrainingOptions());
+            using var trainer = new AdapterTrainer(
+                model.TrainableParameters(),
+                o.ToTrainingOptions() with { Callbacks = job.Callbacks, Regularizers = job.Regularizers });
             long trainable = trainer.Parameters.Sum(p => p.numel());
             TrainingLog.Starting(_logger, model.GetType().Name, trainable, o.TotalSteps, output, device.ToString());
 

@@ -83,6 +83,7 @@ public sealed class InspectTests : IDisposable
         Assert.Equal("checkpoint", json["kind"]!.GetValue<string>());
         Assert.Equal(2, json["step"]!.GetValue<int>());
         Assert.Equal(10, json["total_steps"]!.GetValue<int>());
+        Assert.Equal("AdamW", json["optimizer"]!.GetValue<string>());
         Assert.Equal(loss, json["last_loss"]!.GetValue<double>());
         Assert.Equal(new[] { CheckpointStore.OptimizerFileName, CheckpointStore.RandomStateFileName, CheckpointStore.ParametersFileName }.Order(),
             json["files"]!.AsArray().Select(f => f!["name"]!.GetValue<string>()).Order());

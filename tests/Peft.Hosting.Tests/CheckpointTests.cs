@@ -1,3 +1,4 @@
+using Peft.Serialization;
 using Peft.Training;
 using Peft.Training.Checkpoints;
 using TorchSharp;
@@ -18,7 +19,7 @@ public sealed class CheckpointTests : IDisposable
     /// <summary>One deterministic run: everything random comes from the seed; optionally resumes and saves.</summary>
     private sealed class Run : IDisposable
     {
-        public Run(string? resumeFrom = null, int totalSteps = TotalSteps, NonFiniteLossPolicy policy = NonFiniteLossPolicy.Throw)
+        public Run(string? resumeFrom = null, int totalSteps = TotalSteps, NonFiniteLossPolicy policy = NonFiniteLossPolicy.Throw, OptimizerFactory? optimizer = null)
         {
             Seeding.SetSeed(11);
             Model = new TinyNet();
@@ -26,6 +27,7 @@ public sealed class CheckpointTests : IDisposable
             Trainer = new AdapterTrainer(Model.TrainableParameters(), new TrainingOptions
             {
                 TotalSteps = totalSteps, LearningRate = 1e-2, WarmupSteps = 3, Seed = 11, WeightDecay = 0.01, OnNonFiniteLoss = policy,
+                Optimizer = optimizer ?? Optimizers.AdamW, Momentum = 0.8,
             });
             if (resumeFrom is not null) CheckpointStore.Load(resumeFrom, Model, Trainer, Sampler);
         }
@@ -113,10 +115,10 @@ public sealed class CheckpointTests : IDisposable
         // Reset the AdamW moments to zero: the losses must then diverge.
         using (no_grad())
         {
-            foreach (var state in resumed.Trainer.Optimizer.state_dict().State.Cast<TorchSharp.Modules.AdamW.State>())
+            for (int i = 0; i < resumed.Trainer.Parameters.Count; i++)
             {
-                state.exp_avg.zero_();
-                state.exp_avg_sq.zero_();
+                resumed.Trainer.Optimizer.GetState(i, "exp_avg").zero_();
+                resumed.Trainer.Optimizer.GetState(i, "exp_avg_sq").zero_();
             }
         }
 
@@ -266,5 +268,238 @@ public sealed class CheckpointTests : IDisposable
         using var other = new Run(totalSteps: TotalSteps + 1);
         var ex = Assert.Throws<CheckpointException>(() => CheckpointStore.Load(path, other.Model, other.Trainer, other.Sampler));
         Assert.Contains("TotalSteps", ex.Message, StringComparison.Ordinal);
+    }
+}
+
+/// <summary>Checkpoints of optimizers other than AdamW, optimizer kinds, and checkpoints written before kinds were recorded.</summary>
+public sealed class OptimizerCheckpointTests : IDisposable
+{
+    private const int TotalSteps = 24;
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "peft-ckpt-optim-tests-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
+    }
+
+    /// <summary>The run of <see cref="CheckpointTests"/> (the legacy test data was written by it) with a chosen optimizer.</summary>
+    private sealed class Run : IDisposable
+    {
+        public Run(OptimizerFactory optimizer, string? resumeFrom = null, double learningRate = 1e-2)
+        {
+            Seeding.SetSeed(11);
+            Model = new TinyNet();
+            Sampler = new Generator(2024);
+            Trainer = new AdapterTrainer(Model.TrainableParameters(), new TrainingOptions
+            {
+                TotalSteps = TotalSteps, LearningRate = learningRate, WarmupSteps = 3, Seed = 11, WeightDecay = 0.01, Momentum = 0.8, Optimizer = optimizer,
+            });
+            if (resumeFrom is not null) CheckpointStore.Load(resumeFrom, Model, Trainer, Sampler);
+        }
+
+        public TinyNet Model { get; }
+        public Generator Sampler { get; }
+        public AdapterTrainer Trainer { get; }
+        public List<double> Losses { get; } = new();
+
+        public void TrainUntil(int step)
+        {
+            while (Trainer.Step < step)
+            {
+                var (x, y) = TinyNet.Batch(Sampler);
+                using (x)
+                using (y)
+                {
+                    Losses.Add(Trainer.TrainStep(() => nn.functional.mse_loss(Model.call(x), y)).Loss);
+                }
+            }
+        }
+
+        public void Dispose()
+        {
+            Trainer.Dispose();
+            Model.Dispose();
+            Sampler.Dispose();
+        }
+    }
+
+    private static int[] FloatBits(Tensor t)
+    {
+        using var detached = t.detach().contiguous();
+        return detached.data<float>().ToArray().Select(BitConverter.SingleToInt32Bits).ToArray();
+    }
+
+    private static long[] Bits(IEnumerable<double> values) => values.Select(BitConverter.DoubleToInt64Bits).ToArray();
+
+    private static void AssertSameWeights(Run expected, Run actual)
+    {
+        foreach (var ((name, a), (_, b)) in expected.Model.named_parameters().Zip(actual.Model.named_parameters()))
+        {
+            Assert.True(FloatBits(a).SequenceEqual(FloatBits(b)), $"parameter {name} differs after resume");
+        }
+    }
+
+    /// <summary>Trains to step 9, checkpoints, goes on to 13 (lost work), then resumes and checks the rest bit for bit.</summary>
+    private void AssertResumeIsBitwise(OptimizerFactory optimizer, Action<string>? editCheckpoint = null, double learningRate = 1e-2)
+    {
+        using var full = new Run(optimizer, learningRate: learningRate);
+        full.TrainUntil(TotalSteps);
+
+        var store = new CheckpointStore(_root);
+        using (var first = new Run(optimizer, learningRate: learningRate))
+        {
+            first.TrainUntil(9);
+            store.Save(first.Model, first.Trainer, first.Trainer.Step, first.Sampler, first.Losses[^1]);
+            first.TrainUntil(13);
+        }
+
+        editCheckpoint?.Invoke(store.Latest()!);
+        using var resumed = new Run(optimizer, store.Latest(), learningRate);
+        Assert.Equal(9, resumed.Trainer.Step);
+        resumed.TrainUntil(TotalSteps);
+        Assert.Equal(Bits(full.Losses.Skip(9)), Bits(resumed.Losses));
+        AssertSameWeights(full, resumed);
+    }
+
+    [Fact]
+    public void An_SGD_run_resumes_bit_for_bit()
+    {
+        AssertResumeIsBitwise(Optimizers.Sgd);
+
+        // Guard: without the momentum buffers the resumed run would differ.
+        using var full = new Run(Optimizers.Sgd);
+        full.TrainUntil(TotalSteps);
+        using var resumed = new Run(Optimizers.Sgd, new CheckpointStore(_root).Latest());
+        using (no_grad())
+        {
+            for (int i = 0; i < resumed.Trainer.Parameters.Count; i++) resumed.Trainer.Optimizer.GetState(i, "momentum_buffer").zero_();
+        }
+
+        resumed.TrainUntil(TotalSteps);
+        Assert.NotEqual(Bits(full.Losses.Skip(9)), Bits(resumed.Losses));
+    }
+
+    [Fact]
+    public void A_MeZO_run_resumes_bit_for_bit_with_no_optimizer_state()
+    {
+        AssertResumeIsBitwise(Optimizers.MeZO(seed: 5), learningRate: 1e-4);
+        var manifest = CheckpointStore.ReadManifest(new CheckpointStore(_root).Latest()!);
+        Assert.Equal("MeZO", manifest.Optimizer);
+        using var reader = SafetensorsFile.Open(Path.Combine(new CheckpointStore(_root).Latest()!, CheckpointStore.OptimizerFileName));
+        Assert.Empty(reader.Tensors);
+    }
+
+    [Fact]
+    public void The_optimizer_file_holds_what_the_optimizer_exposes_and_the_manifest_names_it()
+    {
+        var store = new CheckpointStore(_root, keepLast: 10);
+        using var sgd = new Run(Optimizers.Sgd);
+        sgd.TrainUntil(2);
+        var saved = store.Save(sgd.Model, sgd.Trainer, 2, sgd.Sampler);
+        Assert.Equal("SGD", saved.Manifest.Optimizer);
+        Assert.Equal("SGD", CheckpointStore.ReadManifest(saved.Path).Optimizer);
+        Assert.Contains("\"optimizer\": \"SGD\"", File.ReadAllText(Path.Combine(saved.Path, CheckpointStore.ManifestFileName)), StringComparison.Ordinal);
+        using (var reader = SafetensorsFile.Open(Path.Combine(saved.Path, CheckpointStore.OptimizerFileName)))
+        {
+            Assert.Equal(saved.Manifest.Parameters.Select(n => n + "/momentum_buffer").Order(StringComparer.Ordinal), reader.Tensors.Select(t => t.Name).Order(StringComparer.Ordinal));
+            Assert.Empty(reader.Metadata);
+            for (int i = 0; i < sgd.Trainer.Parameters.Count; i++)
+            {
+                using var stored = reader.ReadTensor(saved.Manifest.Parameters[i] + "/momentum_buffer");
+                Assert.Equal(FloatBits(sgd.Trainer.Optimizer.GetState(i, "momentum_buffer")), FloatBits(stored));
+            }
+        }
+
+        using var adam = new Run(Optimizers.AdamW);
+        adam.TrainUntil(3);
+        var adamSaved = store.Save(adam.Model, adam.Trainer, 3, adam.Sampler);
+        Assert.Equal("AdamW", adamSaved.Manifest.Optimizer);
+        using (var reader = SafetensorsFile.Open(Path.Combine(adamSaved.Path, CheckpointStore.OptimizerFileName)))
+        {
+            Assert.Equal(
+                adamSaved.Manifest.Parameters.SelectMany(n => new[] { n + "/exp_avg", n + "/exp_avg_sq" }).Order(StringComparer.Ordinal),
+                reader.Tensors.Select(t => t.Name).Order(StringComparer.Ordinal));
+            Assert.Equal(adamSaved.Manifest.Parameters.Select(n => n + "/step").Order(StringComparer.Ordinal), reader.Metadata.Keys.Order(StringComparer.Ordinal));
+            Assert.All(reader.Metadata.Values, v => Assert.Equal("3", v));
+        }
+    }
+
+    [Fact]
+    public void Resuming_with_another_optimizer_is_refused_naming_the_directory_and_both_kinds()
+    {
+        var store = new CheckpointStore(_root);
+        string path;
+        using (var adam = new Run(Optimizers.AdamW))
+        {
+            adam.TrainUntil(4);
+            path = store.Save(adam.Model, adam.Trainer, 4, adam.Sampler).Path;
+        }
+
+        using var sgd = new Run(Optimizers.Sgd);
+        var before = sgd.Trainer.Parameters.Select(FloatBits).ToList();
+        var ex = Assert.Throws<CheckpointException>(() => CheckpointStore.Load(path, sgd.Model, sgd.Trainer, sgd.Sampler));
+
+        Assert.Equal(path, ex.CheckpointPath);
+        Assert.Contains("written with the AdamW optimizer; this run uses SGD", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(0, sgd.Trainer.Step);
+        Assert.Equal(before, sgd.Trainer.Parameters.Select(FloatBits).ToList());
+    }
+
+    /// <summary>A checkpoint whose manifest has no "optimizer" (as before kinds were recorded) is AdamW's and resumes exactly.</summary>
+    [Fact]
+    public void A_checkpoint_without_an_optimizer_kind_resumes_as_AdamW_bit_for_bit() =>
+        AssertResumeIsBitwise(Optimizers.AdamW, path =>
+        {
+            string manifest = Path.Combine(path, CheckpointStore.ManifestFileName);
+            var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(manifest))!.AsObject();
+            Assert.True(json.Remove("optimizer"));
+            File.WriteAllText(manifest, json.ToJsonString());
+            Assert.Null(CheckpointStore.ReadManifest(path).Optimizer);
+        });
+
+    private static string LegacyCheckpoint => Path.Combine(AppContext.BaseDirectory, "TestData", "legacy-adamw", "step-00000009");
+
+    /// <summary>
+    /// The checkpoint in TestData was written by the code before optimizers were pluggable. Loading it and saving again
+    /// must write the very same bytes: the state was restored exactly (this holds on any machine, unlike comparing a
+    /// continued run with one computed here).
+    /// </summary>
+    [Fact]
+    public void A_checkpoint_written_before_optimizer_kinds_loads_exactly_and_saves_back_byte_for_byte()
+    {
+        var legacy = CheckpointStore.ReadManifest(LegacyCheckpoint);
+        Assert.Null(legacy.Optimizer);
+
+        using var run = new Run(Optimizers.AdamW);
+        var info = CheckpointStore.Load(LegacyCheckpoint, run.Model, run.Trainer, run.Sampler);
+        Assert.Equal((9, 0), (run.Trainer.Step, run.Trainer.SkippedSteps));
+        Assert.Equal(9, run.Trainer.Optimizer.GetScalarState(0, "step"));
+
+        var again = new CheckpointStore(_root).Save(run.Model, run.Trainer, info.Manifest.DataPosition, run.Sampler, info.Manifest.LastLoss);
+        foreach (string file in new[] { CheckpointStore.ParametersFileName, CheckpointStore.OptimizerFileName, CheckpointStore.RandomStateFileName })
+        {
+            Assert.True(
+                File.ReadAllBytes(Path.Combine(LegacyCheckpoint, file)).SequenceEqual(File.ReadAllBytes(Path.Combine(again.Path, file))),
+                $"{file} differs from the legacy checkpoint's");
+        }
+
+        Assert.Equal("AdamW", again.Manifest.Optimizer);
+        Assert.Equal(legacy with { Optimizer = "AdamW", CreatedUtc = again.Manifest.CreatedUtc, Parameters = again.Manifest.Parameters, Files = again.Manifest.Files }, again.Manifest);
+        Assert.Equal(legacy.Parameters, again.Manifest.Parameters);
+        Assert.Equal(legacy.Files, again.Manifest.Files);
+
+        // The old checkpoint still trains on: a step from it works and moves the weights.
+        var before = run.Trainer.Parameters.Select(FloatBits).ToList();
+        run.TrainUntil(10);
+        Assert.NotEqual(before, run.Trainer.Parameters.Select(FloatBits).ToList());
+    }
+
+    [Fact]
+    public void A_checkpoint_written_before_optimizer_kinds_is_refused_by_SGD_saying_why()
+    {
+        using var run = new Run(Optimizers.Sgd);
+        var ex = Assert.Throws<CheckpointException>(() => CheckpointStore.Load(LegacyCheckpoint, run.Model, run.Trainer, run.Sampler));
+        Assert.Contains("written with the AdamW optimizer (a checkpoint that names no optimizer is AdamW's); this run uses SGD", ex.Message, StringComparison.Ordinal);
+        Assert.Equal(0, run.Trainer.Step);
     }
 }

@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using Peft.Training;
 using Peft.Training.Checkpoints;
 
 namespace Peft.Hosting.Tests;
@@ -55,6 +56,9 @@ public sealed class HostingTests : IDisposable
     [InlineData("PeftTraining:Device", "tpu", "PeftTraining:Device must be auto, cpu or cuda; got 'tpu'")]
     [InlineData("PeftTraining:DataFile", "/no/such/train.csv", "PeftTraining:DataFile: the file /no/such/train.csv does not exist")]
     [InlineData("PeftTraining:OutputDirectory", "", "PeftTraining:OutputDirectory is required")]
+    [InlineData("PeftTraining:Optimizer", "Adam", "PeftTraining:Optimizer must be AdamW or SGD (not case-sensitive); got 'Adam'.")]
+    [InlineData("PeftTraining:Optimizer", "", "PeftTraining:Optimizer must be AdamW or SGD (not case-sensitive); got ''.")]
+    [InlineData("PeftTraining:Momentum", "1", "PeftTraining:Momentum must be in [0, 1); got 1.")]
     public async Task A_bad_setting_stops_the_host_at_start_with_a_message_naming_it(string key, string value, string expected)
     {
         using var host = BuildHost(new() { [key] = value });
@@ -171,5 +175,65 @@ public sealed class HostingTests : IDisposable
 
         Assert.Equal(TrainingRunState.Completed, result.State);
         Assert.Equal(12, result.Step);
+    }
+
+    [Fact]
+    public async Task An_unknown_optimizer_is_reported_together_with_the_other_bad_settings()
+    {
+        using var host = BuildHost(new() { ["PeftTraining:Optimizer"] = "Lion", ["PeftTraining:LearningRate"] = "0" });
+        var ex = await Assert.ThrowsAsync<OptionsValidationException>(() => host.StartAsync());
+        Assert.Contains("PeftTraining:Optimizer must be AdamW or SGD", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("PeftTraining:LearningRate must be a finite number > 0", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("SGD")]
+    [InlineData("sgd")]
+    public async Task The_optimizer_setting_selects_SGD_and_the_checkpoints_say_so(string name)
+    {
+        using var host = BuildHost(new() { ["PeftTraining:Optimizer"] = name, ["PeftTraining:Momentum"] = "0.5" });
+        var result = await RunToEnd(host);
+
+        Assert.Equal(TrainingRunState.Completed, result.State);
+        var manifest = CheckpointStore.ReadManifest(result.Checkpoint!);
+        Assert.Equal("SGD", manifest.Optimizer);
+        Assert.Equal(12, manifest.Step);
+    }
+
+    [Fact]
+    public async Task Resuming_with_another_optimizer_fails_the_run_naming_the_checkpoint_and_both_optimizers()
+    {
+        using (var first = BuildHost(new() { ["PeftTraining:TotalSteps"] = "12", ["PeftTraining:CheckpointEvery"] = "5" }))
+        {
+            var done = await RunToEnd(first);
+            Assert.Equal("AdamW", CheckpointStore.ReadManifest(done.Checkpoint!).Optimizer);
+        }
+
+        using var second = BuildHost(new() { ["PeftTraining:Optimizer"] = "SGD" });
+        var result = await RunToEnd(second);
+
+        Assert.Equal(TrainingRunState.Failed, result.State);
+        Assert.Contains("step-00000012", result.Message, StringComparison.Ordinal);
+        Assert.Contains("written with the AdamW optimizer; this run uses SGD", result.Message, StringComparison.Ordinal);
+    }
+
+    private sealed class CountingCallback : ITrainingCallback
+    {
+        public List<int> Steps { get; } = new();
+
+        public void AfterStep(TrainingCallbackContext context) => Steps.Add(context.Step);
+    }
+
+    [Fact]
+    public async Task The_jobs_callbacks_run_at_every_step()
+    {
+        var job = new TestJobSettings();
+        var callback = new CountingCallback();
+        job.Callbacks.Add(callback);
+        using var host = BuildHost(new(), job);
+        var result = await RunToEnd(host);
+
+        Assert.Equal(TrainingRunState.Completed, result.State);
+        Assert.Equal(Enumerable.Range(1, 12), callback.Steps);
     }
 }

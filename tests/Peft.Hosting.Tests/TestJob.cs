@@ -12,6 +12,9 @@ public sealed class TestJobSettings
 
     /// <summary>Called with each batch index before its loss is computed (to stop or cancel mid-run).</summary>
     public Action<long>? OnBatch { get; set; }
+
+    /// <summary>The job's <see cref="ITrainingJob.Callbacks"/>.</summary>
+    public List<Peft.Training.ITrainingCallback> Callbacks { get; } = new();
 }
 
 /// <summary>Trains <see cref="TinyNet"/> on batches drawn from a seeded sampler.</summary>
@@ -27,6 +30,8 @@ public sealed class TestJob : ITrainingJob
     public Generator? DataSampler { get; } = new Generator(77);
 
     public long TokensPerStep => 16;
+
+    public IReadOnlyList<Peft.Training.ITrainingCallback> Callbacks => _settings.Callbacks;
 
     public Tensor ComputeLoss(long batchIndex, Device device)
     {

@@ -8,8 +8,10 @@ using static TorchSharp.torch;
 namespace Peft.Training;
 
 /// <summary>
-/// Trains exactly the given trainable parameters with AdamW, global gradient-norm clipping and a warmup + cosine
-/// learning-rate schedule (<see cref="LearningRateSchedule.WarmupCosine"/>), one <see cref="TrainStep"/> call per step.
+/// Trains exactly the given trainable parameters with an optimizer (<see cref="TrainingOptions.Optimizer"/>: AdamW by
+/// default), global gradient-norm clipping and a warmup + cosine learning-rate schedule
+/// (<see cref="LearningRateSchedule.WarmupCosine"/>), one <see cref="TrainStep"/> call per step, with
+/// <see cref="TrainingOptions.Callbacks"/> around the optimizer step and <see cref="TrainingOptions.Regularizers"/> added to the loss.
 /// </summary>
 /// <example>
 /// <code>
@@ -32,11 +34,16 @@ public sealed class AdapterTrainer : IDisposable
     private readonly TrainingOptions _options;
     private readonly IProgress<TrainingProgress>? _progress;
     private readonly Parameter[] _parameters;
-    private readonly AdamW _optimizer;
+    private readonly PeftOptimizer _optimizer;
+    private readonly ITrainingCallback[] _callbacks;
+    private readonly Func<Tensor>[] _regularizers;
     private readonly Stopwatch _stopwatch = new();
     private bool _disposed;
 
-    /// <summary>Creates the trainer and its AdamW optimizer over the trainable parameters among <paramref name="trainableParameters"/>.</summary>
+    /// <summary>
+    /// Creates the trainer and its optimizer (<see cref="TrainingOptions.Optimizer"/>, AdamW by default) over the trainable
+    /// parameters among <paramref name="trainableParameters"/>.
+    /// </summary>
     /// <param name="trainableParameters">Parameters to train, typically the model's trainable (adapter) parameters.
     /// Parameters with <c>requires_grad = false</c> are excluded; the same parameter given twice is trained once.</param>
     /// <param name="options">Hyper-parameters; validated here (<see cref="TrainingOptions.Validate"/>).</param>
@@ -45,6 +52,7 @@ public sealed class AdapterTrainer : IDisposable
     /// (<see cref="Progress{T}"/> itself posts to the captured synchronization context).</param>
     /// <exception cref="ArgumentNullException">An argument, or one of the parameters, is null.</exception>
     /// <exception cref="ArgumentException">An option is invalid, or no parameter requires a gradient.</exception>
+    /// <exception cref="InvalidOperationException">The optimizer factory returned null or an optimizer over other parameters.</exception>
     public AdapterTrainer(IEnumerable<Parameter> trainableParameters, TrainingOptions options, IProgress<TrainingProgress>? progress = null)
     {
         ArgumentNullException.ThrowIfNull(trainableParameters);
@@ -90,9 +98,19 @@ public sealed class AdapterTrainer : IDisposable
             Seeding.SetSeed(seed);
         }
 
-        // AdamW allocates its state (exp_avg, exp_avg_sq) here, outside any caller dispose scope (TorchSharp keeps
-        // optimizer state unregistered; a test guards this), so it lives exactly as long as the optimizer.
-        _optimizer = torch.optim.AdamW(_parameters, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
+        _callbacks = options.Callbacks.ToArray();
+        _regularizers = options.Regularizers.ToArray();
+        _optimizer = options.Optimizer(Parameters, options)
+            ?? throw new InvalidOperationException("TrainingOptions.Optimizer returned null; the factory must create an optimizer.");
+        if (_optimizer.Parameters.Count != _parameters.Length
+            || !_optimizer.Parameters.Zip(_parameters).All(pair => ReferenceEquals(pair.First, pair.Second)))
+        {
+            string kind = _optimizer.Kind;
+            _optimizer.Dispose();
+            throw new InvalidOperationException(
+                $"TrainingOptions.Optimizer created a {kind} optimizer over other parameters than the {_parameters.Length} it was given; "
+                + "create it over exactly the given list, in its order (checkpoints match optimizer state to parameters by position).");
+        }
     }
 
     /// <summary>The options the trainer was created with.</summary>
@@ -115,26 +133,45 @@ public sealed class AdapterTrainer : IDisposable
     public IReadOnlyList<Parameter> Parameters { get; }
 
     /// <summary>
-    /// Runs one training step: clears the gradients, computes the loss, back-propagates, clips the global gradient
-    /// norm to <see cref="TrainingOptions.MaxGradNorm"/>, sets the scheduled learning rate and applies AdamW.
+    /// The optimizer (<see cref="TrainingOptions.Optimizer"/>), over <see cref="Parameters"/> in the same order; its
+    /// state is what <see cref="Checkpoints.CheckpointStore"/> saves and restores. Owned by the trainer.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The trainer was disposed.</exception>
+    public PeftOptimizer Optimizer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return _optimizer;
+        }
+    }
+
+    /// <summary>
+    /// Runs one training step: clears the gradients, computes the loss and the regularizer terms, back-propagates,
+    /// clips the global gradient norm to <see cref="TrainingOptions.MaxGradNorm"/> and steps the optimizer with the
+    /// scheduled learning rate, calling the <see cref="TrainingOptions.Callbacks"/> on the way
+    /// (<see cref="ITrainingCallback"/> has the order). An optimizer without gradients
+    /// (<see cref="PeftOptimizer.RequiresGradients"/> false) evaluates the loss itself instead: no backward, no clipping.
     /// </summary>
     /// <remarks>
-    /// <para>When the loss (checked before back-propagation) or the gradient norm (checked before clipping) is NaN or
-    /// infinite, no update is applied and <see cref="TrainingOptions.OnNonFiniteLoss"/> decides:
+    /// <para>When the total loss (loss plus regularizer terms, checked before back-propagation) or the gradient norm
+    /// (checked after the <see cref="ITrainingCallback.AfterBackward"/> hooks, before clipping) is NaN or infinite, no
+    /// update is applied and <see cref="TrainingOptions.OnNonFiniteLoss"/> decides:
     /// <see cref="NonFiniteLossPolicy.Throw"/> throws <see cref="NonFiniteLossException"/> with parameters and
     /// optimizer state untouched; <see cref="NonFiniteLossPolicy.SkipStep"/> returns a progress with
-    /// <see cref="TrainingProgress.Skipped"/> set.</para>
+    /// <see cref="TrainingProgress.Skipped"/> set. The same holds for a loss an optimizer evaluates
+    /// (<see cref="OptimizerStepContext.EvaluateLoss"/>).</para>
     /// <para>Every tensor created while the step runs, <paramref name="computeLoss"/>'s included, is disposed when the
     /// step returns (a TorchSharp dispose scope); move a tensor you want to keep out of it with
     /// <c>MoveToOuterDisposeScope()</c> or <c>DetachFromDisposeScope()</c>. Gradients are cleared by setting them to
     /// none, so a parameter that the loss does not reach is not updated by that step.</para>
     /// </remarks>
     /// <param name="computeLoss">Computes the scalar (one-element) loss from the trainable parameters. Runs with
-    /// gradients enabled.</param>
+    /// gradients enabled (without, when the optimizer evaluates the loss itself, possibly several times per step).</param>
     /// <returns>The step's outcome (also reported to the progress sink when due).</returns>
     /// <exception cref="NonFiniteLossException">The loss or gradient norm was not finite under <see cref="NonFiniteLossPolicy.Throw"/>.</exception>
-    /// <exception cref="InvalidOperationException"><paramref name="computeLoss"/> returned null, a tensor with more than
-    /// one element, or a tensor that does not depend on any parameter requiring a gradient.</exception>
+    /// <exception cref="InvalidOperationException"><paramref name="computeLoss"/> or a regularizer returned null or a
+    /// tensor with more than one element, or the total loss does not depend on any parameter requiring a gradient.</exception>
     /// <exception cref="ObjectDisposedException">The trainer was disposed.</exception>
     public TrainingProgress TrainStep(Func<Tensor> computeLoss)
     {
@@ -150,43 +187,40 @@ public sealed class AdapterTrainer : IDisposable
 
         using var scope = torch.NewDisposeScope();
         ClearGradients();
+        var evaluator = new LossEvaluator(this, computeLoss, stepNumber, lr);
+        if (!_optimizer.RequiresGradients)
+        {
+            return GradientFreeStep(evaluator, stepNumber, lr);
+        }
 
-        double lossValue;
+        Objective objective;
         using (torch.enable_grad())
         {
-            var loss = computeLoss() ?? throw new InvalidOperationException("computeLoss returned null; it must return the scalar loss tensor.");
-            if (loss.numel() != 1)
+            objective = ComputeObjective(computeLoss);
+            if (!double.IsFinite(objective.TotalValue))
             {
-                throw new InvalidOperationException(string.Format(
-                    CultureInfo.InvariantCulture,
-                    "computeLoss must return a scalar (one-element) loss; got a tensor of shape [{0}]. Reduce it with .mean() or .sum().",
-                    string.Join(", ", loss.shape)));
+                return NonFinite(stepNumber, objective, double.NaN, lr);
             }
 
-            lossValue = loss.ToDouble();
-            if (!double.IsFinite(lossValue))
-            {
-                return NonFinite(stepNumber, lossValue, double.NaN, lr);
-            }
-
-            if (!loss.requires_grad)
+            if (!objective.Total.requires_grad)
             {
                 throw new InvalidOperationException(
                     "The loss does not require a gradient: it does not depend on any trainable parameter. Was it computed under "
                     + "torch.no_grad() or from detached tensors, or are all the parameters it uses frozen?");
             }
 
-            loss.backward();
+            objective.Total.backward();
         }
 
         double gradNorm;
         using (torch.no_grad())
         {
+            RunCallbacks(static (c, x) => c.AfterBackward(x), Context(stepNumber, lr, objective.Loss, objective.Regularizer, double.NaN));
             var grads = CollectGradients();
             gradNorm = GlobalNorm(grads);
             if (!double.IsFinite(gradNorm))
             {
-                return NonFinite(stepNumber, lossValue, gradNorm, lr);
+                return NonFinite(stepNumber, objective, gradNorm, lr);
             }
 
             if (_options.MaxGradNorm > 0)
@@ -200,33 +234,73 @@ public sealed class AdapterTrainer : IDisposable
                     }
                 }
             }
+
+            RunCallbacks(static (c, x) => c.BeforeStep(x), Context(stepNumber, lr, objective.Loss, objective.Regularizer, gradNorm));
         }
 
-        foreach (var group in _optimizer.ParamGroups)
+        try
         {
-            group.LearningRate = lr;
+            _optimizer.Step(new OptimizerStepContext(stepNumber, lr, evaluator.Evaluate));
+        }
+        catch (NonFiniteLossException ex) when (ReferenceEquals(ex, evaluator.Raised))
+        {
+            if (_options.OnNonFiniteLoss == NonFiniteLossPolicy.Throw)
+            {
+                throw;
+            }
+
+            return Skip(stepNumber, evaluator.LastLoss, evaluator.LastRegularizer, gradNorm, lr);
         }
 
-        _optimizer.step();
-        Step = stepNumber;
+        return Completed(stepNumber, objective.Loss, objective.Regularizer, gradNorm, lr);
+    }
 
-        var progress = new TrainingProgress(stepNumber, _options.TotalSteps, lossValue, lr, gradNorm, _stopwatch.Elapsed, Skipped: false);
+    private TrainingProgress GradientFreeStep(LossEvaluator evaluator, int stepNumber, double lr)
+    {
+        using (torch.no_grad())
+        {
+            RunCallbacks(static (c, x) => c.BeforeStep(x), Context(stepNumber, lr, double.NaN, double.NaN, double.NaN));
+        }
+
+        try
+        {
+            _optimizer.Step(new OptimizerStepContext(stepNumber, lr, evaluator.Evaluate));
+        }
+        catch (NonFiniteLossException ex) when (ReferenceEquals(ex, evaluator.Raised))
+        {
+            if (_options.OnNonFiniteLoss == NonFiniteLossPolicy.Throw)
+            {
+                throw;
+            }
+
+            return Skip(stepNumber, evaluator.LastLoss, evaluator.LastRegularizer, double.NaN, lr);
+        }
+
+        if (evaluator.Count == 0)
+        {
+            throw new InvalidOperationException(
+                $"The {_optimizer.Kind} optimizer does not use gradients, but its step {stepNumber} evaluated no loss "
+                + "(OptimizerStepContext.EvaluateLoss): such an optimizer must evaluate the loss to know where to go.");
+        }
+
+        return Completed(stepNumber, evaluator.FirstLoss, evaluator.FirstRegularizer, double.NaN, lr);
+    }
+
+    private TrainingProgress Completed(int stepNumber, double loss, double regularizer, double gradNorm, double lr)
+    {
+        Step = stepNumber;
+        using (torch.no_grad())
+        {
+            RunCallbacks(static (c, x) => c.AfterStep(x), Context(stepNumber, lr, loss, regularizer, gradNorm));
+        }
+
+        var progress = new TrainingProgress(stepNumber, _options.TotalSteps, loss, lr, gradNorm, _stopwatch.Elapsed, Skipped: false) { RegularizerLoss = regularizer };
         if (stepNumber % _options.LogEvery == 0 || stepNumber == _options.TotalSteps)
         {
             _progress?.Report(progress);
         }
 
         return progress;
-    }
-
-    /// <summary>The AdamW optimizer, for checkpoints (<see cref="Checkpoints.CheckpointStore"/>) to read and restore its state.</summary>
-    internal AdamW Optimizer
-    {
-        get
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            return _optimizer;
-        }
     }
 
     /// <summary>
@@ -259,18 +333,121 @@ public sealed class AdapterTrainer : IDisposable
     private double LearningRateAt(int step) =>
         LearningRateSchedule.WarmupCosine(step, _options.WarmupSteps, _options.TotalSteps, _options.LearningRate, _options.MinLearningRateRatio);
 
-    private TrainingProgress NonFinite(int stepNumber, double loss, double gradNorm, double lr)
+    private TrainingProgress NonFinite(int stepNumber, Objective objective, double gradNorm, double lr)
     {
         if (_options.OnNonFiniteLoss == NonFiniteLossPolicy.Throw)
         {
-            throw new NonFiniteLossException(stepNumber, _options.TotalSteps, loss, gradNorm, lr);
+            throw new NonFiniteLossException(stepNumber, _options.TotalSteps, objective.TotalValue, gradNorm, lr);
         }
 
+        return Skip(stepNumber, objective.Loss, objective.Regularizer, gradNorm, lr);
+    }
+
+    private TrainingProgress Skip(int stepNumber, double loss, double regularizer, double gradNorm, double lr)
+    {
         Step = stepNumber;
         SkippedSteps++;
-        var progress = new TrainingProgress(stepNumber, _options.TotalSteps, loss, lr, gradNorm, _stopwatch.Elapsed, Skipped: true);
+        var progress = new TrainingProgress(stepNumber, _options.TotalSteps, loss, lr, gradNorm, _stopwatch.Elapsed, Skipped: true) { RegularizerLoss = regularizer };
         _progress?.Report(progress);
         return progress;
+    }
+
+    private TrainingCallbackContext Context(int stepNumber, double lr, double loss, double regularizer, double gradNorm) =>
+        new(stepNumber, _options.TotalSteps, lr, loss, regularizer, gradNorm, Parameters, _optimizer);
+
+    private void RunCallbacks(Action<ITrainingCallback, TrainingCallbackContext> hook, TrainingCallbackContext context)
+    {
+        foreach (var callback in _callbacks)
+        {
+            hook(callback, context);
+        }
+    }
+
+    /// <summary>The loss function's value, the regularizer terms and their sum (the tensor that is back-propagated).</summary>
+    private readonly record struct Objective(Tensor Total, double Loss, double Regularizer, double TotalValue);
+
+    /// <summary>Runs the loss function and the regularizers; checks that each returns one element.</summary>
+    private Objective ComputeObjective(Func<Tensor> computeLoss)
+    {
+        var loss = computeLoss() ?? throw new InvalidOperationException("computeLoss returned null; it must return the scalar loss tensor.");
+        if (loss.numel() != 1)
+        {
+            throw new InvalidOperationException(string.Format(
+                CultureInfo.InvariantCulture,
+                "computeLoss must return a scalar (one-element) loss; got a tensor of shape [{0}]. Reduce it with .mean() or .sum().",
+                string.Join(", ", loss.shape)));
+        }
+
+        double lossValue = loss.ToDouble();
+        if (_regularizers.Length == 0)
+        {
+            return new Objective(loss, lossValue, 0.0, lossValue);
+        }
+
+        var total = loss;
+        double regularizer = 0;
+        for (int i = 0; i < _regularizers.Length; i++)
+        {
+            var term = _regularizers[i]() ?? throw new InvalidOperationException(
+                string.Format(CultureInfo.InvariantCulture, "TrainingOptions.Regularizers[{0}] returned null; it must return a one-element tensor.", i));
+            if (term.numel() != 1)
+            {
+                throw new InvalidOperationException(string.Format(
+                    CultureInfo.InvariantCulture,
+                    "TrainingOptions.Regularizers[{0}] must return a scalar (one-element) term; got a tensor of shape [{1}].",
+                    i,
+                    string.Join(", ", term.shape)));
+            }
+
+            regularizer += term.ToDouble();
+            total = total + term;
+        }
+
+        return new Objective(total, lossValue, regularizer, total.ToDouble());
+    }
+
+    /// <summary>
+    /// <see cref="OptimizerStepContext.EvaluateLoss"/> for one step: the objective without gradients, each evaluation in
+    /// its own dispose scope; a non-finite total throws a <see cref="NonFiniteLossException"/> the trainer recognises.
+    /// </summary>
+    private sealed class LossEvaluator(AdapterTrainer trainer, Func<Tensor> computeLoss, int stepNumber, double lr)
+    {
+        public int Count { get; private set; }
+
+        public double FirstLoss { get; private set; } = double.NaN;
+
+        public double FirstRegularizer { get; private set; } = double.NaN;
+
+        public double LastLoss { get; private set; } = double.NaN;
+
+        public double LastRegularizer { get; private set; } = double.NaN;
+
+        public NonFiniteLossException? Raised { get; private set; }
+
+        public double Evaluate()
+        {
+            Objective objective;
+            using (torch.NewDisposeScope())
+            using (torch.no_grad())
+            {
+                objective = trainer.ComputeObjective(computeLoss);
+            }
+
+            Count++;
+            if (Count == 1)
+            {
+                (FirstLoss, FirstRegularizer) = (objective.Loss, objective.Regularizer);
+            }
+
+            (LastLoss, LastRegularizer) = (objective.Loss, objective.Regularizer);
+            if (!double.IsFinite(objective.TotalValue))
+            {
+                Raised = new NonFiniteLossException(stepNumber, trainer._options.TotalSteps, objective.TotalValue, double.NaN, lr);
+                throw Raised;
+            }
+
+            return objective.TotalValue;
+        }
     }
 
     private void ClearGradients()

@@ -1,4 +1,5 @@
 using System.Globalization;
+using static TorchSharp.torch;
 
 namespace Peft.Training;
 
@@ -19,8 +20,9 @@ public enum NonFiniteLossPolicy
 }
 
 /// <summary>
-/// Hyper-parameters of <see cref="AdapterTrainer"/>: AdamW, linear warmup followed by cosine decay
-/// (<see cref="LearningRateSchedule.WarmupCosine"/>), global gradient-norm clipping, seeding and progress reporting.
+/// Hyper-parameters of <see cref="AdapterTrainer"/>: the optimizer (AdamW by default), linear warmup followed by cosine
+/// decay (<see cref="LearningRateSchedule.WarmupCosine"/>), global gradient-norm clipping, seeding, progress reporting,
+/// and the extension points: <see cref="Callbacks"/> around the optimizer step and <see cref="Regularizers"/> added to the loss.
 /// </summary>
 /// <remarks>
 /// Values are checked by <see cref="Validate"/>, which <see cref="AdapterTrainer"/> calls on construction; every
@@ -33,10 +35,20 @@ public sealed record TrainingOptions
     public double LearningRate { get; init; } = 1e-3;
 
     /// <summary>
-    /// Decoupled (AdamW) weight decay: each step multiplies every parameter by <c>1 - lr * WeightDecay</c>
-    /// (must be finite and &gt;= 0). Default 0.
+    /// Creates the optimizer: <see cref="Optimizers.AdamW"/> (the default), <see cref="Optimizers.Sgd"/>,
+    /// <see cref="Optimizers.MeZO"/> or your own <see cref="PeftOptimizer"/>. Must not be null.
+    /// </summary>
+    public OptimizerFactory Optimizer { get; init; } = Optimizers.AdamW;
+
+    /// <summary>
+    /// Weight decay (must be finite and &gt;= 0). Default 0. AdamW (and MeZO): decoupled, each step multiplies every
+    /// parameter by <c>1 - lr * WeightDecay</c>. SGD: an L2 term <c>WeightDecay * p</c> added to the gradient, as
+    /// <c>torch.optim.SGD</c>.
     /// </summary>
     public double WeightDecay { get; init; }
+
+    /// <summary>SGD's momentum factor (<see cref="Optimizers.Sgd"/>), in [0, 1); 0 is plain SGD. Default 0.9. Other optimizers ignore it.</summary>
+    public double Momentum { get; init; } = 0.9;
 
     /// <summary>AdamW decay rate of the first-moment (mean) estimate, in [0, 1). Default 0.9.</summary>
     public double Beta1 { get; init; } = 0.9;
@@ -85,6 +97,21 @@ public sealed record TrainingOptions
     /// <summary>What to do when the loss or the gradient norm is NaN or infinite. Default <see cref="NonFiniteLossPolicy.Throw"/>.</summary>
     public NonFiniteLossPolicy OnNonFiniteLoss { get; init; } = NonFiniteLossPolicy.Throw;
 
+    /// <summary>
+    /// Hooks run at each step after backward, before and after the optimizer step, in this order
+    /// (<see cref="ITrainingCallback"/>). Default none; the list and its items must not be null.
+    /// </summary>
+    public IReadOnlyList<ITrainingCallback> Callbacks { get; init; } = Array.Empty<ITrainingCallback>();
+
+    /// <summary>
+    /// Terms added to the loss before back-propagation, each a one-element tensor computed at each step right after
+    /// the loss function, inside the step (with gradients enabled, in its dispose scope); for example an L1 penalty on
+    /// gates or an orthogonality penalty on adapter factors. The non-finite policy applies to the total (loss plus
+    /// terms); <see cref="TrainingProgress.Loss"/> is the loss alone and <see cref="TrainingProgress.RegularizerLoss"/>
+    /// the sum of the terms. Default none; the list and its items must not be null.
+    /// </summary>
+    public IReadOnlyList<Func<Tensor>> Regularizers { get; init; } = Array.Empty<Func<Tensor>>();
+
     /// <summary>Checks every option and throws on the first bad one.</summary>
     /// <exception cref="ArgumentException">An option is out of range; <see cref="ArgumentException.ParamName"/> names it
     /// and the message gives the value.</exception>
@@ -95,9 +122,19 @@ public sealed record TrainingOptions
             throw Bad(nameof(LearningRate), Format(LearningRate), "must be a finite number > 0 (typical LoRA values: 1e-4 to 1e-3)");
         }
 
+        if (Optimizer is null)
+        {
+            throw Bad(nameof(Optimizer), "null", "must be an optimizer factory (Optimizers.AdamW, Optimizers.Sgd, Optimizers.MeZO(...) or your own)");
+        }
+
         if (!double.IsFinite(WeightDecay) || WeightDecay < 0)
         {
             throw Bad(nameof(WeightDecay), Format(WeightDecay), "must be a finite number >= 0");
+        }
+
+        if (!(Momentum >= 0 && Momentum < 1))
+        {
+            throw Bad(nameof(Momentum), Format(Momentum), "must be in [0, 1)");
         }
 
         if (!(Beta1 >= 0 && Beta1 < 1))
@@ -143,6 +180,16 @@ public sealed record TrainingOptions
         if (!Enum.IsDefined(OnNonFiniteLoss))
         {
             throw Bad(nameof(OnNonFiniteLoss), Format((int)OnNonFiniteLoss), "must be NonFiniteLossPolicy.Throw or NonFiniteLossPolicy.SkipStep");
+        }
+
+        if (Callbacks is null || Callbacks.Any(callback => callback is null))
+        {
+            throw Bad(nameof(Callbacks), Callbacks is null ? "null" : "a null item", "must be a list of callbacks without null items");
+        }
+
+        if (Regularizers is null || Regularizers.Any(term => term is null))
+        {
+            throw Bad(nameof(Regularizers), Regularizers is null ? "null" : "a null item", "must be a list of functions without null items");
         }
     }
 

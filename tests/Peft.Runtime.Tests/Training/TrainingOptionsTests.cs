@@ -32,6 +32,14 @@ public class TrainingOptionsTests
         { "MaxGradNorm", "NaN", Valid with { MaxGradNorm = double.NaN } },
         { "LogEvery", "0", Valid with { LogEvery = 0 } },
         { "OnNonFiniteLoss", "7", Valid with { OnNonFiniteLoss = (NonFiniteLossPolicy)7 } },
+        { "Optimizer", "null", Valid with { Optimizer = null! } },
+        { "Momentum", "1", Valid with { Momentum = 1.0 } },
+        { "Momentum", "-0.1", Valid with { Momentum = -0.1 } },
+        { "Momentum", "NaN", Valid with { Momentum = double.NaN } },
+        { "Callbacks", "null", Valid with { Callbacks = null! } },
+        { "Callbacks", "a null item", Valid with { Callbacks = new ITrainingCallback[] { null! } } },
+        { "Regularizers", "null", Valid with { Regularizers = null! } },
+        { "Regularizers", "a null item", Valid with { Regularizers = new Func<Tensor>[] { null! } } },
     };
 
     [Theory]
@@ -62,6 +70,10 @@ public class TrainingOptionsTests
         Assert.Equal((1e-3, 0.0, 0.9, 0.999, 1e-8), (o.LearningRate, o.WeightDecay, o.Beta1, o.Beta2, o.Epsilon));
         Assert.Equal((0, 0.0, 1.0, (int?)null, 10), (o.WarmupSteps, o.MinLearningRateRatio, o.MaxGradNorm, o.Seed, o.LogEvery));
         Assert.Equal(NonFiniteLossPolicy.Throw, o.OnNonFiniteLoss);
+        Assert.Same(Optimizers.AdamW, o.Optimizer);
+        Assert.Equal(0.9, o.Momentum);
+        Assert.Empty(o.Callbacks);
+        Assert.Empty(o.Regularizers);
     }
 
     [Theory]

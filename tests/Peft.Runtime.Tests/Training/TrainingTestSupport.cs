@@ -66,8 +66,22 @@ internal sealed class LeastSquares : IDisposable
     }
 }
 
+/// <summary>Compares doubles within an absolute tolerance (for <c>Assert.Equal(expected, actual, comparer)</c>).</summary>
+internal sealed class Tolerance(double tolerance) : IEqualityComparer<double>
+{
+    public bool Equals(double x, double y) => Math.Abs(x - y) <= tolerance;
+
+    public int GetHashCode(double obj) => 0;
+}
+
 internal static class TensorBits
 {
+    public static double[] Doubles(Tensor t)
+    {
+        using var detached = t.detach().cpu();
+        return detached.data<double>().ToArray();
+    }
+
     public static float[] Values(Tensor t)
     {
         using var detached = t.detach();

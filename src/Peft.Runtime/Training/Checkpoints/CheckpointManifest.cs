@@ -43,6 +43,13 @@ public sealed record CheckpointManifest
     [JsonPropertyName("total_steps")]
     public int TotalSteps { get; init; }
 
+    /// <summary>
+    /// The optimizer's <see cref="PeftOptimizer.Kind"/> (<c>AdamW</c>, <c>SGD</c>, ...); a resume must use the same kind.
+    /// Null in checkpoints written before the kind was recorded, which are AdamW's.
+    /// </summary>
+    [JsonPropertyName("optimizer")]
+    public string? Optimizer { get; init; }
+
     /// <summary>Batches the data source had delivered (the next batch to read is this one, 0-based).</summary>
     [JsonPropertyName("data_position")]
     public long DataPosition { get; init; }
@@ -106,6 +113,7 @@ public sealed record CheckpointManifest
             throw fields.Error("created_utc", $"\"created_utc\" must be an ISO 8601 date and time, not \"{createdText}\"");
         }
         bool hasSampler = fields.Required("has_sampler_state", (f, k) => f.Bool(k), "true or false");
+        string? optimizer = fields.String("optimizer"); // absent in checkpoints written before optimizers were pluggable: AdamW
 
         var parameters = new List<string>();
         if (fields.Node("parameters") is not JsonArray array)
@@ -166,6 +174,7 @@ public sealed record CheckpointManifest
             Parameters = parameters,
             HasSamplerState = hasSampler,
             Files = files,
+            Optimizer = optimizer,
         };
     }
 }

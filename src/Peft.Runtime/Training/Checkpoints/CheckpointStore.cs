@@ -14,8 +14,9 @@ public sealed record CheckpointInfo(string Path, CheckpointManifest Manifest);
 
 /// <summary>
 /// Writes and reads training checkpoints: one directory per step under <see cref="Root"/>
-/// (<c>step-00000120/</c>) holding the trained parameters, the AdamW state, the random-number generator states and a
-/// <c>manifest.json</c> with the step counters and the data position. Enough to resume a run so that it continues
+/// (<c>step-00000120/</c>) holding the trained parameters, the optimizer state (whatever the trainer's
+/// <see cref="PeftOptimizer"/> exposes), the random-number generator states and a <c>manifest.json</c> with the step
+/// counters, the optimizer kind and the data position. Enough to resume a run so that it continues
 /// exactly as the uninterrupted run would have (bit for bit on CPU).
 /// </summary>
 /// <remarks>
@@ -40,7 +41,10 @@ public sealed class CheckpointStore
     /// <summary>The trained parameters, by state-dict name.</summary>
     public const string ParametersFileName = "trainable.safetensors";
 
-    /// <summary>AdamW moments (<c>{name}/exp_avg</c>, <c>{name}/exp_avg_sq</c>) with per-parameter step counts in the metadata.</summary>
+    /// <summary>
+    /// The optimizer state: tensors <c>{name}/{state}</c> (AdamW: <c>exp_avg</c>, <c>exp_avg_sq</c>; SGD:
+    /// <c>momentum_buffer</c>) and per-parameter scalars <c>{name}/{scalar}</c> in the metadata (AdamW: <c>step</c>).
+    /// </summary>
     public const string OptimizerFileName = "optimizer.safetensors";
 
     /// <summary>The global CPU generator state (<c>torch.cpu</c>) and the data sampler's (<c>sampler</c>).</summary>
@@ -116,8 +120,9 @@ public sealed class CheckpointStore
 
         string finalPath = Path.Combine(Root, DirectoryPrefix + trainer.Step.ToString("D8", CultureInfo.InvariantCulture));
         var names = ParameterNames(model, trainer, finalPath);
-        var states = AdamStates(trainer, finalPath);
-        EnsureFinite(names, trainer, states, finalPath);
+        var optimizerState = OptimizerCheckpoint.Collect(trainer.Optimizer, names, finalPath);
+        EnsureFinite(names, trainer, finalPath);
+        OptimizerCheckpoint.EnsureFinite(trainer.Optimizer, names, trainer.Step, finalPath);
 
         string tempPath = Path.Combine(Root, TempPrefix + trainer.Step.ToString("D8", CultureInfo.InvariantCulture) + "-" + Guid.NewGuid().ToString("N"));
         try
@@ -137,16 +142,7 @@ public sealed class CheckpointStore
 
                 WriteTensors(tempPath, ParametersFileName, parameters, metadata: null, files);
 
-                var moments = new List<KeyValuePair<string, Tensor>>();
-                var steps = new Dictionary<string, string>(StringComparer.Ordinal);
-                for (int i = 0; i < names.Count; i++)
-                {
-                    moments.Add(new(names[i] + "/exp_avg", states[i].exp_avg));
-                    moments.Add(new(names[i] + "/exp_avg_sq", states[i].exp_avg_sq));
-                    steps[names[i] + "/step"] = states[i].step.ToString(CultureInfo.InvariantCulture);
-                }
-
-                WriteTensors(tempPath, OptimizerFileName, moments, steps, files);
+                WriteTensors(tempPath, OptimizerFileName, optimizerState.Tensors, optimizerState.Metadata, files);
 
                 var random = new List<KeyValuePair<string, Tensor>> { new(CpuGeneratorKey, torch.get_rng_state()) };
                 if (dataSampler is not null)
@@ -161,6 +157,7 @@ public sealed class CheckpointStore
                     Step = trainer.Step,
                     SkippedSteps = trainer.SkippedSteps,
                     TotalSteps = trainer.Options.TotalSteps,
+                    Optimizer = trainer.Optimizer.Kind,
                     DataPosition = dataPosition,
                     NextLearningRate = trainer.CurrentLearningRate,
                     LastLoss = lastLoss is double loss && double.IsFinite(loss) ? loss : null,
@@ -215,8 +212,8 @@ public sealed class CheckpointStore
     }
 
     /// <summary>
-    /// Restores a checkpoint into <paramref name="model"/>'s trained parameters, <paramref name="trainer"/>'s AdamW
-    /// state and step counters, the global CPU generator and <paramref name="dataSampler"/>. Everything is validated
+    /// Restores a checkpoint into <paramref name="model"/>'s trained parameters, <paramref name="trainer"/>'s optimizer
+    /// state (its kind must be the one recorded in the manifest) and step counters, the global CPU generator and <paramref name="dataSampler"/>. Everything is validated
     /// before anything is changed.
     /// </summary>
     /// <param name="checkpointDirectory">A <c>step-N</c> directory.</param>
@@ -265,10 +262,10 @@ public sealed class CheckpointStore
         }
 
         CheckpointValidation.EnsureOptimizerSteps(Path.Combine(dir, OptimizerFileName), manifest.Step);
-        var states = AdamStates(trainer, dir);
+        OptimizerCheckpoint.EnsureKind(manifest, trainer.Optimizer, dir);
         using var scope = torch.NewDisposeScope();
         var parameterValues = new List<Tensor>();
-        var momentValues = new List<(Tensor ExpAvg, Tensor ExpAvgSq, long Step)>();
+        OptimizerCheckpoint.Restore optimizerState;
         Tensor cpuState;
         Tensor? samplerState = null;
         string file = Path.Combine(dir, ParametersFileName);
@@ -285,18 +282,7 @@ public sealed class CheckpointStore
             file = Path.Combine(dir, OptimizerFileName);
             using (var reader = SafetensorsFile.Open(file))
             {
-                for (int i = 0; i < names.Count; i++)
-                {
-                    var expAvg = ReadChecked(reader, names[i] + "/exp_avg", states[i].exp_avg, file);
-                    var expAvgSq = ReadChecked(reader, names[i] + "/exp_avg_sq", states[i].exp_avg_sq, file);
-                    if (!reader.Metadata.TryGetValue(names[i] + "/step", out var stepText)
-                        || !long.TryParse(stepText, NumberStyles.None, CultureInfo.InvariantCulture, out long step))
-                    {
-                        throw new CheckpointException(file, $"the metadata has no valid step count for {names[i]}.");
-                    }
-
-                    momentValues.Add((expAvg, expAvgSq, step));
-                }
+                optimizerState = OptimizerCheckpoint.Read(reader, trainer.Optimizer, names, file, ReadChecked);
             }
 
             file = Path.Combine(dir, RandomStateFileName);
@@ -343,12 +329,10 @@ public sealed class CheckpointStore
             for (int i = 0; i < names.Count; i++)
             {
                 trainer.Parameters[i].copy_(parameterValues[i]);
-                states[i].exp_avg.copy_(momentValues[i].ExpAvg);
-                states[i].exp_avg_sq.copy_(momentValues[i].ExpAvgSq);
-                states[i].step = momentValues[i].Step;
             }
         }
 
+        optimizerState.Apply();
         trainer.RestoreCounters(manifest.Step, manifest.SkippedSteps);
         return new CheckpointInfo(dir, manifest);
     }
@@ -381,41 +365,15 @@ public sealed class CheckpointStore
         return names;
     }
 
-    private static List<AdamW.State> AdamStates(AdapterTrainer trainer, string path)
-    {
-        var states = trainer.Optimizer.state_dict().State;
-        if (states.Count != trainer.Parameters.Count)
-        {
-            throw new CheckpointException(path, $"the optimizer holds {states.Count} parameter states for {trainer.Parameters.Count} parameters.");
-        }
-
-        var result = new List<AdamW.State>(states.Count);
-        for (int i = 0; i < states.Count; i++)
-        {
-            if (states[i] is not AdamW.State adam || adam.exp_avg is null || adam.exp_avg_sq is null
-                || !adam.exp_avg.shape.SequenceEqual(trainer.Parameters[i].shape))
-            {
-                throw new CheckpointException(path, $"the optimizer state of parameter {i} is not an AdamW state matching the parameter.");
-            }
-
-            result.Add(adam);
-        }
-
-        return result;
-    }
-
-    private static void EnsureFinite(List<string> names, AdapterTrainer trainer, List<AdamW.State> states, string path)
+    private static void EnsureFinite(List<string> names, AdapterTrainer trainer, string path)
     {
         using var scope = torch.NewDisposeScope();
         using var _ = torch.no_grad();
         for (int i = 0; i < names.Count; i++)
         {
-            foreach (var (what, tensor) in new[] { ("weights", (Tensor)trainer.Parameters[i]), ("AdamW exp_avg", states[i].exp_avg), ("AdamW exp_avg_sq", states[i].exp_avg_sq) })
+            if (!torch.isfinite(trainer.Parameters[i]).all().item<bool>())
             {
-                if (!torch.isfinite(tensor).all().item<bool>())
-                {
-                    throw new CheckpointException(path, $"refusing to write a checkpoint: the {what} of {names[i]} hold NaN or infinite values at step {trainer.Step}. The previous checkpoints are kept.");
-                }
+                throw new CheckpointException(path, $"refusing to write a checkpoint: the weights of {names[i]} hold NaN or infinite values at step {trainer.Step}. The previous checkpoints are kept.");
             }
         }
     }
