@@ -81,10 +81,11 @@ public class DescriptorDocsTests
     }
 
     [Fact]
-    public void OnlyPEFT0013IsAWarning_AndPEFT0011IsACompilationEndDiagnostic()
+    public void EveryDiagnosticIsAnError_AndPEFT0011IsACompilationEndDiagnostic()
     {
-        Assert.Equal(new[] { "PEFT0013" },
-            DiagnosticDescriptors.All.Where(d => d.DefaultSeverity != DiagnosticSeverity.Error).Select(d => d.Id));
+        // PEFT0013 included: a model built without InitializePeft() silently trains every parameter (issue 9, item 4).
+        Assert.Equal(DiagnosticSeverity.Error, DiagnosticDescriptors.MissingInitializeCall.DefaultSeverity);
+        Assert.Empty(DiagnosticDescriptors.All.Where(d => d.DefaultSeverity != DiagnosticSeverity.Error).Select(d => d.Id));
         Assert.Contains(WellKnownDiagnosticTags.CompilationEnd, DiagnosticDescriptors.InvalidMSBuildProperty.CustomTags);
     }
 

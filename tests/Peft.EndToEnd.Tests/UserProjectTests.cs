@@ -40,7 +40,7 @@ public sealed class UserProjectTests : IClassFixture<PackageFeedFixture>
         var build = Shell.Run("dotnet", $"build \"{project}\" -c Release -p:PeftShowMistakes=true", Path.GetDirectoryName(project)!, TimeSpan.FromMinutes(5));
         Assert.NotEqual(0, build.ExitCode);
         // Mistakes/Mistakes.cs holds one deliberate mistake per diagnostic; each must reach `dotnet build` as an error.
-        foreach (var id in new[] { "PEFT0001", "PEFT0002", "PEFT0003", "PEFT0004", "PEFT0005", "PEFT0006", "PEFT0007", "PEFT0008", "PEFT0009", "PEFT0010", "PEFT0012", "PEFT0017", "PEFT0018" })
+        foreach (var id in new[] { "PEFT0001", "PEFT0002", "PEFT0003", "PEFT0004", "PEFT0005", "PEFT0006", "PEFT0007", "PEFT0008", "PEFT0009", "PEFT0010", "PEFT0012", "PEFT0013", "PEFT0017", "PEFT0018" })
         {
             Assert.True(build.Output.Contains($"Mistakes.cs", StringComparison.Ordinal) && build.Output.Contains($"error {id}", StringComparison.Ordinal),
                 $"expected 'error {id}' in the build output:\n{build.Output}");

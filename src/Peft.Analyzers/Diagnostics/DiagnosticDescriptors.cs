@@ -140,13 +140,17 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         helpLinkUri: HelpLink(PeftDiagnosticIds.ReadOnlyMember));
 
-    /// <summary>PEFT0013: constructors of a class with adapters do not call InitializePeft().</summary>
+    /// <summary>
+    /// PEFT0013: constructors of a class with adapters do not call InitializePeft(). An error by default: an instance built
+    /// without the call has no adapters and nothing frozen, so a plain <c>parameters()</c> optimizer silently fine-tunes
+    /// the whole model. A class that calls it through a helper suppresses the diagnostic (docs/diagnostics/PEFT0013.md).
+    /// </summary>
     public static readonly DiagnosticDescriptor MissingInitializeCall = new(
         PeftDiagnosticIds.MissingInitializeCall,
         "Constructor does not call InitializePeft()",
         "'{0}' declares adapters, but these constructors never call InitializePeft(), so the instances they build have no adapters: {1}",
         Category,
-        DiagnosticSeverity.Warning,
+        DiagnosticSeverity.Error,
         isEnabledByDefault: true,
         helpLinkUri: HelpLink(PeftDiagnosticIds.MissingInitializeCall));
 

@@ -86,10 +86,12 @@ public static class AdapterFiles
     /// </summary>
     /// <exception cref="PeftConfigurationException">No layer has the adapter, it mixes methods (a PEFT adapter has one
     /// peft_type), a <c>[Trainable]</c> member is a bare parameter (PEFT's modules_to_save holds modules), or a
-    /// <c>[Trainable]</c> module cannot be named without selecting another module.</exception>
+    /// <c>[Trainable]</c> module cannot be named without selecting another module; or a class declares adapters its
+    /// constructor never created (it did not call the generated <c>InitializePeft()</c>; PEFT0013).</exception>
     public static void Save(nn.Module model, string directory, string adapterName = AdapterNames.Default, AdapterSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        PeftModel.EnsureInitialized(model);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         options ??= new AdapterSaveOptions();
         var layout = AdapterLayout.Collect(model, adapterName);
@@ -143,9 +145,12 @@ public static class AdapterFiles
     /// <exception cref="SafetensorsFormatException">The weights file is malformed.</exception>
     /// <exception cref="TensorMismatchException">With <paramref name="strict"/>: missing, unexpected or mis-shaped tensors.</exception>
     /// <exception cref="InvalidOperationException">The adapter is merged into the base weights (unmerge it first).</exception>
+    /// <exception cref="PeftConfigurationException">A class declares adapters its constructor never created (it did not call
+    /// the generated <c>InitializePeft()</c>; PEFT0013).</exception>
     public static AdapterLoadResult Load(nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true)
     {
         ArgumentNullException.ThrowIfNull(model);
+        PeftModel.EnsureInitialized(model);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         ArgumentException.ThrowIfNullOrEmpty(adapterName);
         string configPath = Path.Combine(directory, ConfigFileName);

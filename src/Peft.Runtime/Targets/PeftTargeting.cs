@@ -25,7 +25,8 @@ public static class PeftTargeting
     /// <returns>The plan: <see cref="PeftTargetPlan.Selected"/> lists the layers in module-tree order.</returns>
     /// <exception cref="PeftConfigurationException">Any problem (all of them in one message): an entry that matches no module
     /// (with the nearest names and the model's linear module names), an entry that matches a non-linear module, a selected layer
-    /// the generated code cannot reach, a layer that already has an adapter of that name, options that do not fit a layer.</exception>
+    /// the generated code cannot reach, a layer that already has an adapter of that name, options that do not fit a layer; or a
+    /// class declares adapters its constructor never created (it did not call the generated <c>InitializePeft()</c>; PEFT0013).</exception>
     public static PeftTargetPlan ResolveTargets(this nn.Module model, PeftTargets targets)
         => Resolve(model, targets, reuseEqual: false);
 
@@ -222,6 +223,9 @@ public static class PeftTargeting
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(targets);
+        // A class whose declared adapters were never created (no InitializePeft()) would get its plain layers wrapped
+        // here, and the missing call would go unnoticed from then on (PEFT0013).
+        PeftModel.EnsureInitialized(model);
         string adapterName = targets.AdapterName;
         AdapterNameRules.Validate(adapterName, null, AdaptedLayer.WeightName, AdaptedLayer.BiasName);
         if (targets.Exclude is { Kind: TargetModulesKind.AllLinear })
