@@ -147,7 +147,17 @@ public static class AdapterFiles
     /// <exception cref="InvalidOperationException">The adapter is merged into the base weights (unmerge it first).</exception>
     /// <exception cref="PeftConfigurationException">A class declares adapters its constructor never created (it did not call
     /// the generated <c>InitializePeft()</c>; PEFT0013).</exception>
-    public static AdapterLoadResult Load(nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true)
+    /// <exception cref="AdapterAlreadyMergedException">The model's base weights already contain this adapter, merged (loaded from
+    /// a merged export that records it, see <see cref="MergedAdapterMetadata"/>, or merged in the model under another name):
+    /// loading it would apply its update twice. Pass <paramref name="allowAlreadyMerged"/> to load it anyway.</exception>
+    /// <param name="model">The model.</param>
+    /// <param name="directory">The adapter directory.</param>
+    /// <param name="adapterName">The adapter to load into (created when missing).</param>
+    /// <param name="strict">Whether any missing, unexpected or mis-shaped tensor fails the load.</param>
+    /// <param name="allowAlreadyMerged">Load the adapter even when the base weights already contain it.</param>
+    /// <returns>What was loaded.</returns>
+    public static AdapterLoadResult Load(nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true,
+        bool allowAlreadyMerged = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         PeftModel.EnsureInitialized(model);
@@ -163,6 +173,7 @@ public static class AdapterFiles
 
         // Open (and so validate) the weights before the model is touched.
         using var reader = SafetensorsFile.Open(weightsPath);
+        if (!allowAlreadyMerged) MergedAdapterMetadata.EnsureNotMerged(model, reader, method, directory, adapterName);
 
         // Loading under a new name creates the adapter; any failure below removes it again and restores trainability,
         // so a failed load leaves the model as it was.

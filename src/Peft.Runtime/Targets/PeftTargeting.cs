@@ -64,9 +64,13 @@ public static class PeftTargeting
     /// <param name="directory">The adapter directory (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>).</param>
     /// <param name="adapterName">The adapter name to load into.</param>
     /// <param name="strict">Passed to <see cref="AdapterFiles.Load"/>.</param>
+    /// <param name="allowAlreadyMerged">Passed to <see cref="AdapterFiles.Load"/>: load the adapter even when the base weights
+    /// already contain it (<see cref="MergedAdapterMetadata"/>).</param>
     /// <returns>What <see cref="AdapterFiles.Load"/> did.</returns>
     /// <exception cref="PeftConfigurationException">The targets do not fit the model (nothing was changed).</exception>
-    public static AdapterLoadResult LoadAdapterWithTargets(this nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true)
+    /// <exception cref="AdapterAlreadyMergedException">The base weights already contain this adapter (nothing was changed).</exception>
+    public static AdapterLoadResult LoadAdapterWithTargets(this nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true,
+        bool allowAlreadyMerged = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
@@ -78,7 +82,7 @@ public static class PeftTargeting
         Apply(model, plan);
         try
         {
-            return AdapterFiles.Load(model, directory, adapterName, strict);
+            return AdapterFiles.Load(model, directory, adapterName, strict, allowAlreadyMerged);
         }
         catch
         {
