@@ -35,6 +35,9 @@ public sealed record MergeResult(IReadOnlyList<MergedModule> Merged, IReadOnlyLi
 
     /// <summary>For a model directory: the entries not copied, each with the reason (weights in another format, subdirectories).</summary>
     public IReadOnlyList<string> Skipped { get; init; } = Array.Empty<string>();
+
+    /// <summary>The adapters the output records as merged into it (<see cref="MergedAdapterMetadata"/>): the base's, then this one.</summary>
+    public IReadOnlyList<MergedAdapterRecord> MergedAdapters { get; init; } = Array.Empty<MergedAdapterRecord>();
 }
 
 /// <summary>
@@ -58,10 +61,14 @@ public static class AdapterMerger
     /// <param name="outputPath">For a file, the merged file; its directory is created, and it may be <paramref name="basePath"/>
     /// itself. For a model directory, the merged model directory, which must not exist or be empty; it appears complete
     /// or not at all (written as a hidden sibling, then renamed).</param>
+    /// <param name="adapterName">The adapter's name, recorded in the output's metadata with its fingerprint.</param>
+    /// <param name="allowAlreadyMerged">Merge even when the base records this adapter as merged already.</param>
     /// <returns>The merged modules, the replaced tensors and the files written, copied and skipped.</returns>
     /// <exception cref="CliException">The adapter is not mergeable, the base lacks an adapted weight or a saved module's
-    /// tensor, the base has a tensor of a saved module that the adapter lacks, or a shape disagrees; nothing is written.</exception>
-    public static MergeResult Merge(string basePath, string adapterDirectory, string outputPath)
+    /// tensor, the base has a tensor of a saved module that the adapter lacks, a shape disagrees, or (unless
+    /// <paramref name="allowAlreadyMerged"/>) the base already contains the adapter; nothing is written.</exception>
+    public static MergeResult Merge(string basePath, string adapterDirectory, string outputPath, string adapterName = AdapterNames.Default,
+        bool allowAlreadyMerged = false)
     {
         var (config, method) = AdapterDirectory.ReadConfig(adapterDirectory);
         string configPath = Path.Combine(adapterDirectory, AdapterFiles.ConfigFileName);
@@ -83,6 +90,18 @@ public static class AdapterMerger
         {
             ModelDirectoryOutput.EnsureUsable(outputPath);
         }
+
+        // The output records what it contains (MergedAdapterMetadata), so the same adapter is never applied twice.
+        var record = new MergedAdapterRecord(adapterName, method.PeftType, MergedAdapterMetadata.Fingerprint(adapter, method));
+        if (baseFile.MergedAdapters.FirstOrDefault(r => r.Sha256 == record.Sha256) is { } already && !allowAlreadyMerged)
+        {
+            throw CliException.Failure(
+                $"{baseFile.Describe}: the base already contains the adapter in {adapterDirectory} ({record.PeftType}, sha256 {record.Sha256[..12]}…): " +
+                $"its metadata records it as merged (as adapter '{already.Name}'); merging it again would apply its update twice. " +
+                "Use the unmerged base, or pass --allow-already-merged to merge it anyway. Nothing was written.");
+        }
+
+        var records = baseFile.MergedAdapters.Append(record).ToList();
 
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
@@ -204,7 +223,7 @@ public static class AdapterMerger
             }
         }
 
-        var result = new MergeResult(merged, replaced);
+        var result = new MergeResult(merged, replaced) { MergedAdapters = records };
         if (baseFile.IsDirectory)
         {
             return ModelDirectoryOutput.Write(baseFile, updated, outputPath, result);
@@ -212,16 +231,17 @@ public static class AdapterMerger
 
         string fullOutput = Path.GetFullPath(outputPath);
         Directory.CreateDirectory(Path.GetDirectoryName(fullOutput)!);
-        WriteShard(baseFile, baseFile.Shards[0], updated, fullOutput);
+        WriteShard(baseFile, baseFile.Shards[0], updated, fullOutput, records);
         return result with { WeightFiles = [Path.GetFileName(fullOutput)] };
     }
 
     /// <summary>
     /// Writes one weight file of the base to <paramref name="path"/> (atomically): its tensors in its order, each the merged
-    /// value where <paramref name="updated"/> has one for a tensor of this file, and its metadata. Only this file's
-    /// unchanged tensors are read, one file at a time.
+    /// value where <paramref name="updated"/> has one for a tensor of this file, and its metadata with the merged adapters'
+    /// <paramref name="records"/>. Only this file's unchanged tensors are read, one file at a time.
     /// </summary>
-    internal static void WriteShard(BaseWeights baseFile, SafetensorsReader shard, IReadOnlyDictionary<string, Tensor> updated, string path)
+    internal static void WriteShard(BaseWeights baseFile, SafetensorsReader shard, IReadOnlyDictionary<string, Tensor> updated, string path,
+        IReadOnlyList<MergedAdapterRecord> records)
     {
         using var scope = torch.NewDisposeScope();
         var tensors = new List<KeyValuePair<string, Tensor>>(shard.Tensors.Count);
@@ -231,8 +251,7 @@ public static class AdapterMerger
             tensors.Add(new(info.Name, mine && updated.TryGetValue(info.Name, out var value) ? value : shard.ReadTensor(info.Name)));
         }
 
-        var metadata = shard.Metadata.Count > 0 ? new Dictionary<string, string>(shard.Metadata) : null;
-        SafetensorsFile.Write(path, tensors, metadata);
+        SafetensorsFile.Write(path, tensors, MergedAdapterMetadata.WithRecords(shard.Metadata, records));
     }
 
     /// <summary>

@@ -15,8 +15,9 @@ internal sealed class BaseWeights : IDisposable
     private readonly Dictionary<string, SafetensorsReader> _byName;
 
     private BaseWeights(string path, bool isDirectory, bool isSharded, IReadOnlyList<SafetensorsReader> shards,
-        Dictionary<string, SafetensorsReader> byName, IReadOnlyList<string> names)
+        Dictionary<string, SafetensorsReader> byName, IReadOnlyList<string> names, IReadOnlyList<MergedAdapterRecord> mergedAdapters)
     {
+        MergedAdapters = mergedAdapters;
         Path = path;
         IsDirectory = isDirectory;
         IsSharded = isSharded;
@@ -40,6 +41,9 @@ internal sealed class BaseWeights : IDisposable
     /// <summary>Every tensor name: the file's header order, or the index's <c>weight_map</c> order.</summary>
     public IReadOnlyList<string> Names { get; }
 
+    /// <summary>The adapters the base records as already merged into it (a merged export; <see cref="MergedAdapterMetadata"/>).</summary>
+    public IReadOnlyList<MergedAdapterRecord> MergedAdapters { get; }
+
     /// <summary>What names the base in messages about a tensor it lacks: the file, or the directory.</summary>
     public string Describe => IsSharded ? System.IO.Path.Combine(Path, HfCheckpoint.IndexFileName) : IsDirectory ? Path : Shards[0].Path;
 
@@ -54,8 +58,16 @@ internal sealed class BaseWeights : IDisposable
         if (!Directory.Exists(full))
         {
             var reader = SafetensorsFile.Open(full);
-            return new BaseWeights(full, false, false, [reader], reader.Tensors.ToDictionary(t => t.Name, _ => reader, StringComparer.Ordinal),
-                reader.Tensors.Select(t => t.Name).ToList());
+            try
+            {
+                return new BaseWeights(full, false, false, [reader], reader.Tensors.ToDictionary(t => t.Name, _ => reader, StringComparer.Ordinal),
+                    reader.Tensors.Select(t => t.Name).ToList(), MergedAdapterMetadata.Read(reader));
+            }
+            catch
+            {
+                reader.Dispose();
+                throw;
+            }
         }
 
         // Open validates config.json, the index and every shard's header before anything is read.
@@ -72,7 +84,7 @@ internal sealed class BaseWeights : IDisposable
             }
 
             var byName = checkpoint.TensorNames.ToDictionary(n => n, n => byFile[checkpoint.GetFile(n)], StringComparer.Ordinal);
-            return new BaseWeights(checkpoint.Directory, true, checkpoint.IsSharded, readers, byName, checkpoint.TensorNames.ToList());
+            return new BaseWeights(checkpoint.Directory, true, checkpoint.IsSharded, readers, byName, checkpoint.TensorNames.ToList(), checkpoint.MergedAdapters);
         }
         catch
         {

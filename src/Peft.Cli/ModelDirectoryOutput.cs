@@ -53,7 +53,7 @@ internal static class ModelDirectoryOutput
             foreach (var shard in baseFile.Shards)
             {
                 string name = Path.GetFileName(shard.Path);
-                AdapterMerger.WriteShard(baseFile, shard, updated, Path.Combine(staging, name));
+                AdapterMerger.WriteShard(baseFile, shard, updated, Path.Combine(staging, name), result.MergedAdapters);
                 weightFiles.Add(name);
             }
 
