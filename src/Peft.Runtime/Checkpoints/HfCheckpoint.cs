@@ -159,7 +159,8 @@ public sealed class HfCheckpoint : IDisposable
     /// <summary>
     /// Copies the checkpoint into <paramref name="model"/>. The expected names are the model's state dict (parameters
     /// and persistent buffers) without adapter parameters (<see cref="PeftModel.AdapterParameters"/>), so an annotated
-    /// model loads a plain base checkpoint. Every name, shape and tie is checked before anything is copied.
+    /// model loads a plain base checkpoint. Every name, shape and tie is checked before anything is copied. After the copy
+    /// the model remembers <see cref="MergedAdapters"/>, so <see cref="AdapterFiles.Load"/> refuses to load one of them on top.
     /// </summary>
     /// <param name="model">The model to fill.</param>
     /// <param name="options">Name mapping, strictness, dtype and tie handling; <see langword="null"/> for <see cref="CheckpointLoadOptions.Default"/>.</param>
