@@ -166,7 +166,9 @@ public sealed class ConformanceTests : IDisposable
         plain.eval();
         ModelWeights.Load(plain, mergedPath);
         using var actual = plain.call(Ids());
-        Assert.True(MaxDiff(expected, actual) <= row.MergeTolerance, $"{name}: peft merge's weights differ from the model's merge by {MaxDiff(expected, actual)}");
+        var mergedParams = model.named_parameters().ToDictionary(p => p.name, p => (Tensor)p.parameter);
+        var detail = string.Join("; ", plain.named_parameters().Where(p => mergedParams.ContainsKey(p.name)).Select(p => $"{p.name} {MaxDiff(mergedParams[p.name], p.parameter):G3}"));
+        Assert.True(MaxDiff(expected, actual) <= row.MergeTolerance, $"{name}: peft merge's weights differ from the model's merge by {MaxDiff(expected, actual)} ({detail})");
     }
 
     [Theory]
