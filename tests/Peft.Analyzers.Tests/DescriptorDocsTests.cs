@@ -1,6 +1,7 @@
 using System.Reflection;
 using Microsoft.CodeAnalysis;
 using Peft.Analyzers.Diagnostics;
+using Peft.Generators.Methods;
 using Peft.Generators.Parsing;
 
 namespace Peft.Analyzers.Tests;
@@ -64,10 +65,13 @@ public class DescriptorDocsTests
             .Select(f => (string)f.GetRawConstantValue()!)
             .OrderBy(id => id, StringComparer.Ordinal)
             .ToArray();
+        var methodOwned = MethodCatalogue.All.SelectMany(m => m.Diagnostics).Select(d => d.Id).ToArray();
         var ids = DiagnosticDescriptors.All.Select(d => d.Id).ToArray();
 
         Assert.Equal(18, constants.Length);
-        Assert.Equal(constants, ids);
+        Assert.Equal(constants.Concat(methodOwned), ids);
+        Assert.Equal(ids.Length, ids.Distinct(StringComparer.Ordinal).Count());
+        Assert.Equal(ids.OrderBy(id => id, StringComparer.Ordinal), ids);
         Assert.Equal(ids, new PeftAttributeAnalyzer().SupportedDiagnostics.Select(d => d.Id));
     }
 

@@ -200,8 +200,8 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         helpLinkUri: HelpLink(PeftDiagnosticIds.UnknownTargetName));
 
-    /// <summary>Every descriptor: the shared ones in ID order, then each method's own rules (<see cref="MethodSpec.Rules"/>).</summary>
-    public static readonly ImmutableArray<DiagnosticDescriptor> All = Shared().AddRange(MethodCatalogue.All.SelectMany(m => m.Rules).Select(FromRule));
+    /// <summary>Every descriptor: the shared ones in ID order, then each method's own (<see cref="MethodSpec.Diagnostics"/>).</summary>
+    public static readonly ImmutableArray<DiagnosticDescriptor> All = Shared().AddRange(MethodCatalogue.All.SelectMany(m => m.Diagnostics));
 
     private static ImmutableArray<DiagnosticDescriptor> Shared() => ImmutableArray.Create(
         RankNotPositive,
@@ -222,12 +222,6 @@ internal static class DiagnosticDescriptors
         AdapterNameMethodConflict,
         UntargetableMember,
         UnknownTargetName);
-
-    /// <summary>A method's rule as a descriptor (category, help link and docs page as for the shared ones).</summary>
-    private static DiagnosticDescriptor FromRule(RuleSpec rule) => new(
-        rule.Id, rule.Title, rule.MessageFormat, Category,
-        rule.IsError ? DiagnosticSeverity.Error : DiagnosticSeverity.Warning,
-        isEnabledByDefault: true, helpLinkUri: HelpLink(rule.Id));
 
     /// <summary>The docs page of a diagnostic ID.</summary>
     public static string HelpLink(string id) => HelpLinkBase + id + ".md";
