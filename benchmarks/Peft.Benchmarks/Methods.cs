@@ -14,5 +14,6 @@ internal static class BenchmarkedMethods
         ("LoRA r=8", new LoRAOptions(Rank: 8, Alpha: 16)),
         ("LoKr r=8", new KroneckerOptions(Rank: 8, Alpha: 8)),
         ("DoRA r=8", new DoRAOptions(Rank: 8, Alpha: 16)),
+        ("IA3", new IA3Options()),
     };
 }

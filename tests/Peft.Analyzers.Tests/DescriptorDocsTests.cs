@@ -85,9 +85,9 @@ public class DescriptorDocsTests
     }
 
     [Fact]
-    public void OnlyPEFT0013IsAWarning_AndPEFT0011IsACompilationEndDiagnostic()
+    public void OnlyPEFT0013AndPEFT0019AreWarnings_AndPEFT0011IsACompilationEndDiagnostic()
     {
-        Assert.Equal(new[] { "PEFT0013" },
+        Assert.Equal(new[] { "PEFT0013", "PEFT0019" },
             DiagnosticDescriptors.All.Where(d => d.DefaultSeverity != DiagnosticSeverity.Error).Select(d => d.Id));
         Assert.Contains(WellKnownDiagnosticTags.CompilationEnd, DiagnosticDescriptors.InvalidMSBuildProperty.CustomTags);
     }

@@ -158,7 +158,8 @@ internal static class MethodCatalogue
         new LoRA.LoRASpec(),
         new Kronecker.KroneckerSpec(),
         new PromptTuning.PromptTuneSpec(),
-        new DoRA.DoRASpec());
+        new DoRA.DoRASpec(),
+        new IA3.IA3Spec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

@@ -15,6 +15,7 @@ public static class PeftMethods
         KroneckerMethod.Instance,
         PromptTuningMethod.Instance,
         DoRAMethod.Instance,
+        IA3Method.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
