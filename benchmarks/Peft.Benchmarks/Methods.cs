@@ -15,5 +15,6 @@ internal static class BenchmarkedMethods
         ("LoKr r=8", new KroneckerOptions(Rank: 8, Alpha: 8), TargetModules.AllLinear),
         ("DoRA r=8", new DoRAOptions(Rank: 8, Alpha: 16), TargetModules.AllLinear),
         ("IA3", new IA3Options(), TargetModules.AllLinear),
+        ("LN tuning", new LNTuningOptions(), AdaptableStack.Norms),
     };
 }

@@ -11,6 +11,7 @@ public static class ConformanceMatrix
         PromptTuneRows.Cases,
         DoRARows.Cases,
         IA3Rows.Cases,
+        LNTuningRows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -159,7 +159,8 @@ internal static class MethodCatalogue
         new Kronecker.KroneckerSpec(),
         new PromptTuning.PromptTuneSpec(),
         new DoRA.DoRASpec(),
-        new IA3.IA3Spec());
+        new IA3.IA3Spec(),
+        new LNTuning.LNTuningSpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

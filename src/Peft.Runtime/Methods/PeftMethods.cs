@@ -16,6 +16,7 @@ public static class PeftMethods
         PromptTuningMethod.Instance,
         DoRAMethod.Instance,
         IA3Method.Instance,
+        LNTuningMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
