@@ -69,24 +69,31 @@ public sealed partial class LoRAStackLayer : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) => proj.call(x);
 }
 
-/// <summary>The same four 1024x1024 layers with no declared adapter: each method of the methods table is applied to it by
-/// configuration targeting (benchmarks/Peft.Benchmarks/Methods.cs).</summary>
+/// <summary>The same four 1024x1024 layers, each after a LayerNorm (a pre-norm stack), with no declared adapter: each method
+/// of the methods table is applied to it by configuration targeting (benchmarks/Peft.Benchmarks/Methods.cs).</summary>
 [Adaptable]
 public sealed partial class AdaptableStack : Module<Tensor, Tensor>
 {
+    private Module<Tensor, Tensor> n0 = LayerNorm(LoRAStack.Hidden);
     private Module<Tensor, Tensor> l0 = Linear(LoRAStack.Hidden, LoRAStack.Hidden);
+    private Module<Tensor, Tensor> n1 = LayerNorm(LoRAStack.Hidden);
     private Module<Tensor, Tensor> l1 = Linear(LoRAStack.Hidden, LoRAStack.Hidden);
+    private Module<Tensor, Tensor> n2 = LayerNorm(LoRAStack.Hidden);
     private Module<Tensor, Tensor> l2 = Linear(LoRAStack.Hidden, LoRAStack.Hidden);
+    private Module<Tensor, Tensor> n3 = LayerNorm(LoRAStack.Hidden);
     private Module<Tensor, Tensor> l3 = Linear(LoRAStack.Hidden, LoRAStack.Hidden);
 
     public AdaptableStack() : base(nameof(AdaptableStack)) => InitializePeft();
 
+    /// <summary>The four norms (for methods that adapt norms).</summary>
+    public static TargetModules Norms { get; } = TargetModules.Names("n0", "n1", "n2", "n3");
+
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        var h = functional.gelu(l0.call(x));
-        h = functional.gelu(l1.call(h));
-        h = functional.gelu(l2.call(h));
-        return l3.call(h).MoveToOuterDisposeScope();
+        var h = functional.gelu(l0.call(n0.call(x)));
+        h = functional.gelu(l1.call(n1.call(h)));
+        h = functional.gelu(l2.call(n2.call(h)));
+        return l3.call(n3.call(h)).MoveToOuterDisposeScope();
     }
 }

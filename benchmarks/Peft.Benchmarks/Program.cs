@@ -155,10 +155,10 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
         var input = x.detach().requires_grad_(true);
         plain.call(input).square().mean().backward();
     }));
-    foreach (var (name, options) in BenchmarkedMethods.All)
+    foreach (var (name, options, targets) in BenchmarkedMethods.All)
     {
         var model = new AdaptableStack();
-        model.ApplyTargets(new PeftTargets(TargetModules.AllLinear, options));
+        model.ApplyTargets(new PeftTargets(targets, options));
         RandomizeAdapters(model);
         var optimizer = optim.AdamW(model.TrainableParameters().ToList(), 1e-4);
         owned.Add(model);
@@ -174,9 +174,9 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
     }
 
     var times = Timing.Interleaved(rounds, steps.ToArray());
-    foreach (var (name, _) in BenchmarkedMethods.All)
+    foreach (var (name, _, _) in BenchmarkedMethods.All)
     {
-        results.Add(($"{name} training step, 4x Linear(1024,1024), 1024 rows", Timing.Ms(times[name]), "median"));
+        results.Add(($"{name} training step, 4x (LayerNorm, Linear(1024,1024)), 1024 rows", Timing.Ms(times[name]), "median"));
         results.Add(($"**{name} step / LoRA r=8 step**", Timing.Ratio(times[name], times["LoRA r=8"]), "same run"));
         results.Add(($"{name} step / frozen-base step", Timing.Ratio(times[name], times["base"]), "same run"));
     }

@@ -51,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--openblas-coretype", default=None,
                    help="set OPENBLAS_CORETYPE (e.g. Haswell, SkylakeX) before torch/OpenBLAS load; "
                         "default: leave the environment as it is")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="before each repeat, wait (at most SECONDS) until the rest of the machine has used less than "
+                        "0.1 CPU over 5 s; for shared machines (default 0: do not wait)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="also write the JSON object to this file")
     args = p.parse_args(argv)
@@ -543,8 +546,38 @@ def loadavg():
         return None
 
 
+def system_busy_s():
+    """(busy, steal) CPU seconds of the whole machine so far (all processes), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]] + [0] * 8
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = v[0] + v[1] + v[2] + v[5] + v[6]  # user nice system irq softirq (not idle, iowait, steal)
+        return busy / hz, v[7] / hz
+    except (OSError, ValueError):
+        return None
+
+
+def wait_idle(limit_s, window_s=5.0, threshold=0.1):
+    """Waits until other processes used under `threshold` CPU per second over `window_s`; returns seconds waited."""
+    start = time.perf_counter()
+    while True:
+        b0 = system_busy_s()
+        if b0 is None:
+            return 0.0
+        time.sleep(window_s)
+        b1 = system_busy_s()
+        if (b1[0] - b0[0]) / window_s < threshold or time.perf_counter() - start >= limit_s:
+            return time.perf_counter() - start
+
+
 def one_measurement(args, weights, x, index):
+    waited = None
+    if args.wait_idle > 0:
+        waited = wait_idle(args.wait_idle)
+        log(f"[repeat {index + 1}/{args.repeat}] waited {waited:.0f} s for an idle machine")
     load_before = loadavg()
+    busy0 = system_busy_s()
     cpu0, wall0 = os.times(), time.perf_counter()
     models = build(args, weights)
     train = {}
@@ -571,12 +604,18 @@ def one_measurement(args, weights, x, index):
     trainable = {n: sum(p.numel() for p in params) for n, (_, params) in models.items()}
     foreach = {n: (o.defaults.get("foreach") if o is not None else None) for n, o in optimizers.items()}
     cpu1, wall1 = os.times(), time.perf_counter()
+    busy1 = system_busy_s()
     cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    machine = {"loadavg_before": load_before, "loadavg_after": loadavg(), "wall_s": wall1 - wall0,
-               "process_cpu_s": cpu_s, "cpu_per_wall": cpu_s / (wall1 - wall0)}
-    if load_before and load_before[0] > (os.cpu_count() or 1):
-        log(f"WARNING: 1-minute load average {load_before[0]} exceeds {os.cpu_count()} cores: other processes "
-            "compete for the cores, timings (especially multi-threaded ones) are unreliable")
+    wall = wall1 - wall0
+    machine = {"loadavg_before": load_before, "loadavg_after": loadavg(), "wall_s": wall,
+               "process_cpu_s": cpu_s, "process_cpu_per_wall": cpu_s / wall, "waited_for_idle_s": waited}
+    if busy0 is not None and busy1 is not None:
+        # CPU time used by every other process on the machine while this measurement ran (per wall second).
+        machine["other_processes_cpu_per_wall"] = max(0.0, (busy1[0] - busy0[0]) - cpu_s) / wall
+        machine["steal_per_wall"] = (busy1[1] - busy0[1]) / wall
+        if machine["other_processes_cpu_per_wall"] > 0.1:
+            log(f"WARNING: other processes used {machine['other_processes_cpu_per_wall']:.2f} CPU per second during "
+                "this measurement: they compete for the cores, timings (multi-threaded ones most) are unreliable")
     return {"ms": ms, "ratios": ratios, "extra_ratios": extra, "trainable_parameters": trainable,
             "merged_vs_unmerged_maxabs": diff, "adamw_foreach": foreach, "machine_load": machine}
 
@@ -622,7 +661,8 @@ def main(args):
             "dora_reuses_base_result": not args.dora_recompute_base,
             "loss": "output.pow(2).mean()", "optimizer": "torch.optim.AdamW(lr=1e-4), zero_grad(set_to_none=True)",
             "warmup": args.warmup, "steps": args.steps, "inference_steps": args.inference_steps,
-            "repeat": args.repeat, "threads": args.threads, "blas_threads": args.blas_threads, "seed": args.seed, "dtype": "float32",
+            "repeat": args.repeat, "wait_idle_s": args.wait_idle, "threads": args.threads,
+            "blas_threads": args.blas_threads, "seed": args.seed, "dtype": "float32",
         },
         "environment": env,
         "checks": check,

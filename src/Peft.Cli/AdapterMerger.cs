@@ -133,8 +133,9 @@ public static class AdapterMerger
             var weight = baseFile.ReadTensor(weightKey);
             var bias = baseFile.Contains(biasKey) ? baseFile.ReadTensor(biasKey) : null;
             var compute = ComputeType(weight.dtype);
-            var w = weight.to(compute);
-            var b = bias?.to(compute);
+            // Copies: .to() returns the same tensor when the dtype already matches, and the merge works in place.
+            var w = weight.to(compute, copy: true);
+            var b = bias?.to(compute, copy: true);
             // fan_in_fan_out (GPT-2's Conv1D): the base weight is stored [in, out]; the method's math runs on its [out, in]
             // transpose, a view, so the merge lands in the stored layout, as PEFT's merge does.
             var view = config.FanInFanOut && w.Dimensions == 2 ? w.t() : w;
@@ -170,7 +171,7 @@ public static class AdapterMerger
                 }
 
                 updated[weightKey] = w.to(weight.dtype);
-                if (b is not null && bias is not null && !b.eq(bias.to(compute)).all().item<bool>())
+                if (b is not null && bias is not null && !b.eq(bias.to(compute)).all().item<bool>()) // the method changed the bias (IA3)
                 {
                     updated[biasKey] = b.to(bias.dtype);
                 }

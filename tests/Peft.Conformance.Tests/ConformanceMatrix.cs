@@ -10,6 +10,8 @@ public static class ConformanceMatrix
         KroneckerRows.Cases,
         PromptTuneRows.Cases,
         DoRARows.Cases,
+        IA3Rows.Cases,
+        LNTuningRows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -2,6 +2,7 @@ using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Collections.Immutable;
+using System.Globalization;
 using System.Linq;
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.Diagnostics;
@@ -219,8 +220,8 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         description: DescriptionWithoutPath);
 
-    /// <summary>Every descriptor: the shared ones in ID order, then each method's own rules (<see cref="MethodSpec.Rules"/>).</summary>
-    public static readonly ImmutableArray<DiagnosticDescriptor> All = Shared().AddRange(MethodCatalogue.All.SelectMany(m => m.Rules).Select(FromRule));
+    /// <summary>Every descriptor: the shared ones in ID order, then each method's own (<see cref="MethodSpec.Diagnostics"/>).</summary>
+    public static readonly ImmutableArray<DiagnosticDescriptor> All = Shared().AddRange(MethodCatalogue.All.SelectMany(m => m.Diagnostics).Select(WithPackageDescription));
 
     private static ImmutableArray<DiagnosticDescriptor> Shared() => ImmutableArray.Create(
         RankNotPositive,
@@ -242,15 +243,25 @@ internal static class DiagnosticDescriptors
         UntargetableMember,
         UnknownTargetName);
 
-    /// <summary>A method's rule as a descriptor (category and docs page as for the shared ones).</summary>
-    private static DiagnosticDescriptor FromRule(RuleSpec rule) => new(
-        rule.Id, rule.Title, rule.MessageFormat, Category,
-        rule.IsError ? DiagnosticSeverity.Error : DiagnosticSeverity.Warning,
-        isEnabledByDefault: true, description: DescriptionWithoutPath);
-
     /// <summary>The description of a descriptor when the pages' folder is not known (no <see cref="DocsProperty"/>).</summary>
     public const string DescriptionWithoutPath =
         "The docs page of each Peft diagnostic is docs/diagnostics/<ID>.md inside the Peft.Runtime NuGet package (its folder in the NuGet packages folder, e.g. ~/.nuget/packages/peft.runtime/<version>/docs/diagnostics/).";
+
+    /// <summary>
+    /// The help link of a descriptor declared in code: none, since no web site hosts the pages (a link would be dead). The
+    /// analyzers report with <see cref="WithDocs(AnalyzerOptions)"/>, whose descriptors link to the page inside the package
+    /// folder. Method folders pass this for their own descriptors, so they follow the same rule.
+    /// </summary>
+    /// <param name="id">The diagnostic ID (kept so a method's descriptor names its page where it is declared).</param>
+    /// <returns><see langword="null"/>.</returns>
+    public static string? HelpLink(string id) => null;
+
+    /// <summary>A method's own descriptor with <see cref="DescriptionWithoutPath"/> when it has no description.</summary>
+    private static DiagnosticDescriptor WithPackageDescription(DiagnosticDescriptor descriptor)
+        => descriptor.Description.ToString(CultureInfo.InvariantCulture).Length > 0
+            ? descriptor
+            : new DiagnosticDescriptor(descriptor.Id, descriptor.Title, descriptor.MessageFormat, descriptor.Category, descriptor.DefaultSeverity,
+                descriptor.IsEnabledByDefault, DescriptionWithoutPath, descriptor.HelpLinkUri, descriptor.CustomTags.ToArray());
 
     /// <summary>The descriptor with the given ID, or null (no help link; see <see cref="WithDocs(AnalyzerOptions)"/>).</summary>
     public static DiagnosticDescriptor? ById(string id)

@@ -30,9 +30,12 @@ internal abstract class MethodSpec
     /// options record's constructor takes them.</summary>
     public abstract ImmutableArray<ArgumentSpec> Arguments { get; }
 
-    /// <summary>Diagnostics of the method's own (beyond the shared ones in <see cref="PeftDiagnosticIds"/>); the analyzers
-    /// create their descriptors from these, so a method brings its rules with its folder.</summary>
-    public virtual ImmutableArray<RuleSpec> Rules => ImmutableArray<RuleSpec>.Empty;
+#if PEFT_ANALYZERS
+    /// <summary>Diagnostics of the method's own (beyond the shared ones in <see cref="PeftDiagnosticIds"/>), declared in the
+    /// method's folder and compiled into the analyzers only, so a method brings its rules with its folder (release tracking
+    /// sees their constant IDs there).</summary>
+    public virtual ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics => ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor>.Empty;
+#endif
 
     /// <summary>Reports the problems of one adapter's argument values (the shared structural checks, layer kind, frozen,
     /// names, are done by <see cref="PeftModelValidator"/>).</summary>
@@ -102,9 +105,6 @@ internal sealed record ArgumentSpec(
     public ArgumentValue DefaultValue() => new(Name, Kind, DefaultInteger, DefaultNumber, DefaultText, Written: false);
 }
 
-/// <summary>A diagnostic a method declares (its ID, title, message format with {0}-style arguments, and severity).</summary>
-internal sealed record RuleSpec(string Id, string Title, string MessageFormat, bool IsError = true);
-
 /// <summary>What a method's <see cref="MethodSpec.Validate"/> sees, and how it reports.</summary>
 internal sealed class ValidationContext
 {
@@ -158,7 +158,9 @@ internal static class MethodCatalogue
         new LoRA.LoRASpec(),
         new Kronecker.KroneckerSpec(),
         new PromptTuning.PromptTuneSpec(),
-        new DoRA.DoRASpec());
+        new DoRA.DoRASpec(),
+        new IA3.IA3Spec(),
+        new LNTuning.LNTuningSpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

@@ -168,6 +168,8 @@ internal enum LayerKind
 /// <param name="Kind">Linear, Embedding or Norm (<c>LayerNorm(d)</c>).</param>
 /// <param name="InFeatures">Linear in-features / Embedding vocabulary size / the normalised size, or null when not a compile-time constant.</param>
 /// <param name="OutFeatures">Linear out-features / Embedding dimension / the normalised size, or null when not a compile-time constant.</param>
-/// <param name="HasBias">Linear's <c>hasBias</c> argument when it is a compile-time constant (its default, true, when
-/// omitted); null for other layers or when unknown.</param>
-internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures, bool? HasBias = null);
+/// <param name="HasBias">Linear's <c>hasBias</c> or LayerNorm's <c>bias</c> argument when it is a compile-time constant (its
+/// default, true, when omitted); null for other layers or when unknown.</param>
+/// <param name="HasAffine">LayerNorm's <c>elementwise_affine</c> argument when it is a compile-time constant (true when
+/// omitted): false means the norm has no parameters at all; null for other layers or when unknown.</param>
+internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures, bool? HasBias = null, bool? HasAffine = null);

@@ -241,6 +241,7 @@ internal static partial class PeftModelValidator
         {
             LayerKind.Linear when layer.HasBias is bool bias => SaturatingAdd(SaturatingMultiply(a, b), bias ? b : 0),
             LayerKind.Embedding => SaturatingMultiply(a, b),
+            LayerKind.Norm when layer.HasAffine is false => 0,
             LayerKind.Norm when layer.HasBias is bool normBias => normBias ? SaturatingAdd(a, a) : a,
             _ => null,
         };

@@ -324,9 +324,15 @@ internal static class PeftParser
             if (kind == LayerKind.Unknown) return new LayerInfo(LayerKind.Unknown, null, null);
             long? first = null, second = null;
             bool? hasBias = null;
+            bool? hasAffine = null;
             foreach (var argument in invocation.Arguments)
             {
                 if (argument.Parameter is null) continue;
+                if (kind == LayerKind.Norm && argument.Parameter.Name == "elementwise_affine")
+                {
+                    hasAffine = argument.Value.ConstantValue is { HasValue: true, Value: bool affine } ? affine : null;
+                    continue;
+                }
                 if ((kind == LayerKind.Linear && argument.Parameter.Name == "hasBias") || (kind == LayerKind.Norm && argument.Parameter.Name == "bias"))
                 {
                     // Omitted arguments appear with their default value (true).
@@ -344,7 +350,7 @@ internal static class PeftParser
             }
             // LayerNorm(d) normalises d values: its weight (and bias) are [d], which both sizes describe.
             if (kind == LayerKind.Norm) second = first;
-            return new LayerInfo(kind, first, second, hasBias);
+            return new LayerInfo(kind, first, second, hasBias, hasAffine);
         }
         return null;
     }

@@ -270,10 +270,11 @@ public sealed class AdaptedLinear : AdaptedLayer
 
     private static Tensor Product(IScalingAdapter[] scalers)
     {
-        var product = scalers[0].Scale.alias();
+        var product = scalers[0].Scale();
         for (int i = 1; i < scalers.Length; i++)
         {
-            var next = product * scalers[i].Scale;
+            using var scale = scalers[i].Scale();
+            var next = product * scale;
             product.Dispose();
             product = next;
         }

@@ -81,6 +81,13 @@ public sealed class AdaptedNorm : AdaptedLayer
                             memberName, null);
                     }
 
+                    if (weight.Dimensions != 1)
+                    {
+                        throw new PeftConfigurationException(
+                            $"Member '{memberName}' holds a LayerNorm over [{string.Join(", ", layerNorm.normalized_shape)}]; adapters support norms over the last dimension only (a normalized_shape of one size, as in transformers).",
+                            memberName, null);
+                    }
+
                     var wrapper = new AdaptedNorm(weight, layerNorm.bias, layerNorm.normalized_shape.ToArray(), layerNorm.eps, null, memberName);
 
                     // The wrapper now owns the parameters; the LayerNorm object is dropped by the caller and its finalizer
@@ -89,6 +96,10 @@ public sealed class AdaptedNorm : AdaptedLayer
                     return wrapper;
                 }
 
+            case IAdaptableNorm custom when custom.Weight.Dimensions != 1:
+                throw new PeftConfigurationException(
+                    $"Member '{memberName}' holds a {norm.GetType().Name} whose weight is [{string.Join(", ", custom.Weight.shape)}]; adapters support norms over the last dimension only (a 1-d weight).",
+                    memberName, null);
             case IAdaptableNorm custom:
                 // The custom module stays alive (its Normalize runs the math); the wrapper owns the parameters.
                 GC.SuppressFinalize(norm);

@@ -85,8 +85,10 @@ public interface IScalingAdapter : IMergeableAdapter
     /// <summary>True when the adapter scales the input features, false when it scales the outputs.</summary>
     bool ScalesInput { get; }
 
-    /// <summary>The scale as a flat vector: <c>[in]</c> when <see cref="ScalesInput"/>, else <c>[out]</c>.</summary>
-    Tensor Scale { get; }
+    /// <summary>The scale as a flat vector: <c>[in]</c> when <see cref="ScalesInput"/>, else <c>[out]</c>. A new tensor (a view
+    /// of the parameter, so gradients reach it); the caller disposes it.</summary>
+    /// <returns>The scale.</returns>
+    Tensor Scale();
 }
 
 /// <summary>

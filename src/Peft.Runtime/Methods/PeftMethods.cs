@@ -15,6 +15,8 @@ public static class PeftMethods
         KroneckerMethod.Instance,
         PromptTuningMethod.Instance,
         DoRAMethod.Instance,
+        IA3Method.Instance,
+        LNTuningMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
