@@ -89,7 +89,12 @@ public sealed class PromptTuningMethod : PeftMethod
         }
     }
 
-    /// <summary>Creates the prompt on the model's one adapted embedding, after checking the file's prompt has the configured size.</summary>
+    /// <summary>
+    /// Creates the prompt on the model's input embedding, after checking the file's prompt has the configured size. The
+    /// input embedding is the model's one wrapped embedding layer or, when none is wrapped yet (a model family that
+    /// declares no adapter), its one embedding member configuration targeting can reach, which is then wrapped as
+    /// <c>model.ApplyTargets(new PeftTargets(name, options))</c> would (PEFT finds it with <c>get_input_embeddings()</c>).
+    /// </summary>
     /// <param name="model">The model.</param>
     /// <param name="adapterName">The adapter to create.</param>
     /// <param name="config">The config.</param>
@@ -100,19 +105,60 @@ public sealed class PromptTuningMethod : PeftMethod
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(fileShapes);
-        var embeddings = model.PromptEmbeddings().ToList();
-        if (embeddings.Count != 1)
-            throw new AdapterFormatException($"{config.Source}: loading a new prompt adapter '{adapterName}' needs exactly one [PromptTune] embedding in the model; found {embeddings.Count}.");
         var options = (PromptTuningOptions)ReadOptions(config, null);
-        var layer = embeddings[0].Layer;
-        if (fileShapes.TryGetValue(PromptTuningAdapter.PromptEmbeddingsName, out var shape)
-            && !(shape.Length == 2 && shape[0] == options.VirtualTokens && shape[1] == layer.EmbeddingDim))
+        var embeddings = model.PromptEmbeddings().Select(e => (e.Path, Module: (nn.Module)e.Layer)).ToList();
+        if (embeddings.Count == 0)
         {
-            throw new AdapterFormatException(
-                $"{config.Source}: num_virtual_tokens {options.VirtualTokens} and the model's embedding size {layer.EmbeddingDim} call for prompt_embeddings " +
-                $"[{options.VirtualTokens}, {layer.EmbeddingDim}], but the weights file holds [{string.Join(", ", shape)}]; nothing was loaded.");
+            embeddings = TargetableEmbeddings(model);
         }
 
-        layer.WithAdapter(adapterName, options);
+        if (embeddings.Count != 1)
+        {
+            throw new AdapterFormatException(
+                $"{config.Source}: loading a new prompt adapter '{adapterName}' needs exactly one input embedding in the model (a [PromptTune] embedding, " +
+                $"or an embedding member of an [Adaptable] class); found {embeddings.Count}{(embeddings.Count > 1 ? ": " + string.Join(", ", embeddings.Select(e => e.Path)) : string.Empty)}.");
+        }
+
+        var (path, module) = embeddings[0];
+        long dim = PeftLayers.InfoOf(module, path).OutFeatures;
+        if (fileShapes.TryGetValue(PromptTuningAdapter.PromptEmbeddingsName, out var shape)
+            && !(shape.Length == 2 && shape[0] == options.VirtualTokens && shape[1] == dim))
+        {
+            throw new AdapterFormatException(
+                $"{config.Source}: num_virtual_tokens {options.VirtualTokens} and the model's embedding size {dim} call for prompt_embeddings " +
+                $"[{options.VirtualTokens}, {dim}], but the weights file holds [{string.Join(", ", shape)}]; nothing was loaded.");
+        }
+
+        if (module is AdaptedLayer layer)
+        {
+            layer.WithAdapter(adapterName, options);
+            return;
+        }
+
+        try
+        {
+            model.ApplyTargets(new PeftTargets(TargetModules.Regex(System.Text.RegularExpressions.Regex.Escape(path)), options) { AdapterName = adapterName });
+        }
+        catch (PeftConfigurationException ex)
+        {
+            throw new AdapterFormatException($"{config.Source}: creating prompt adapter '{adapterName}' on '{path}' failed: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>The embedding members of generated classes that configuration targeting can wrap, with their paths.</summary>
+    private static List<(string Path, nn.Module Module)> TargetableEmbeddings(nn.Module model)
+    {
+        var result = new List<(string, nn.Module)>();
+        foreach (var node in ModuleTree.Walk(model))
+        {
+            if (node.Parent is IPeftTargetable owner
+                && PeftLayers.KindOf(node.Module) == PeftLayerKind.Embedding
+                && owner.PeftTargetMembers.Any(m => m.Name == node.Name && m.IsTargetable))
+            {
+                result.Add((node.Path, node.Module));
+            }
+        }
+
+        return result;
     }
 }
