@@ -19,6 +19,9 @@ namespace Peft.Models.Gpt2;
 /// <c>Linear</c> ([out, in]) so LoRA, merging and export behave as for any linear layer. <see cref="FromPretrained"/>
 /// and <see cref="SavePretrained"/> transpose those four weights per block (<see cref="IsConv1DWeight"/>), so files
 /// stay in transformers' layout.
+/// <para>The model declares no adapter: choose layers by configuration, PEFT's default for GPT-2 being one line,
+/// <c>model.ApplyTargets(new PeftTargets(Gpt2Targets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)))</c>
+/// (<see cref="Gpt2Targets"/>; docs/gpt2.md).</para>
 /// </remarks>
 public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
 {
@@ -169,7 +172,7 @@ public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
     {
         using var scope = NewDisposeScope();
         var h = transformer.Forward(ids, cache);
-        var logits = lm_head is null ? functional.linear(h, transformer.Wte.weight!) : lm_head.call(h);
+        var logits = lm_head is null ? functional.linear(h, transformer.WteWeight) : lm_head.call(h);
         return logits.MoveToOuterDisposeScope();
     }
 

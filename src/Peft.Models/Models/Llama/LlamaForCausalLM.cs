@@ -13,6 +13,11 @@ namespace Peft.Models.Llama;
 /// <see cref="HfCheckpoint"/> loads Hugging Face checkpoints strictly and adapter keys read as PEFT's. With tied
 /// embeddings there is no <c>lm_head</c> module: the head is the input embedding itself.
 /// </summary>
+/// <remarks>
+/// The model declares no adapter: choose layers by configuration, PEFT's defaults for Llama being one line,
+/// <c>model.ApplyTargets(new PeftTargets(LlamaTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)))</c>
+/// (<see cref="LlamaTargets"/>: LoRA, IA3, LayerNorm tuning and prompt tuning targets; docs/llama.md).
+/// </remarks>
 public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
 {
     private readonly LlamaModel model;
@@ -71,7 +76,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = model.Forward(ids, cache);
-        var logits = lm_head is null ? functional.linear(h, model.EmbedTokens.weight!) : lm_head.call(h);
+        var logits = lm_head is null ? functional.linear(h, model.EmbedTokensWeight) : lm_head.call(h);
         return logits.MoveToOuterDisposeScope();
     }
 
