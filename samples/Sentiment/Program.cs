@@ -16,6 +16,12 @@ using TorchSharp;
 //   dotnet run -c Release --project samples/Sentiment -- --all --seeds 3 --doc docs/sentiment.md   # the doc's table
 //   dotnet run -c Release --project samples/Sentiment -- --method lora,prompt --seeds 3 --epochs 2
 //   dotnet run -c Release --project samples/Sentiment -- --method lora --save out/sentiment       # PEFT adapter + head
+if (args is ["--help"] or ["-h"])
+{
+    Console.WriteLine(Options.Usage);
+    return 0;
+}
+
 var options = Options.Parse(args, out string? error);
 if (options is null)
 {

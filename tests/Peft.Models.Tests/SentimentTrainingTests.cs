@@ -28,7 +28,8 @@ public sealed class SentimentTrainingTests(ITestOutputHelper output)
 
         output.WriteLine($"accuracy {result.AccuracyBefore:F4} -> {result.Accuracy:F4}, mean loss {result.FirstLoss:F4} -> {result.LastLoss:F4}");
         Assert.Equal(58_368 + 512 * 2 + 2, result.TrainableParameters);
-        // Measured (2 CPU threads): held-out accuracy 0.513 before, 0.869 after; mean loss 0.582 (epoch 1) -> 0.226 (epoch 2).
+        // Measured (2 CPU threads, LoRA by UseLiteTargets.LoRA): held-out accuracy 0.513 before, 0.854 after; mean loss 0.586
+        // (epoch 1) -> 0.233 (epoch 2). (With LoRA declared by attributes it was 0.869 and 0.582 -> 0.226: other random draws.)
         Assert.InRange(result.AccuracyBefore, 0.3, 0.7);
         Assert.True(result.Accuracy > 0.80, $"held-out accuracy {result.Accuracy}");
         Assert.True(result.LastLoss < result.FirstLoss - 0.2, $"mean loss {result.FirstLoss} -> {result.LastLoss}");
