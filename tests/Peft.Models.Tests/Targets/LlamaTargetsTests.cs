@@ -82,16 +82,20 @@ public sealed class LlamaTargetsTests
     }
 
     [Fact]
-    public void NonLinearAndUnreachableLayersAreErrors()
+    public void NonLinearLayersAndExclusionTyposAreErrors()
     {
         using var model = TinyLlama.Create(1);
         var nonLinear = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(Cfg(TargetModules.Names("mlp"))));
         Assert.Contains("'model.layers.0.mlp' (LlamaMlp)", nonLinear.Message);
         Assert.Contains("not a linear layer", nonLinear.Message);
 
-        var head = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(Cfg(TargetModules.Names("lm_head"))));
-        Assert.Contains("'lm_head' is a linear layer but cannot be targeted", head.Message);
-        Assert.Contains("[Adaptable]", head.Message);
+        // The output head is left out of "all-linear" (AllLinearLeavesOutLmHead) but can be named, as in PEFT; tied, it is no layer.
+        Assert.Equal(new[] { "lm_head" }, model.ResolveTargets(Cfg(TargetModules.Names("lm_head"))).Selected);
+        using (var tied = TinyLlama.Create(1, tie: true))
+        {
+            var head = Assert.Throws<PeftConfigurationException>(() => tied.ResolveTargets(Cfg(TargetModules.Names("lm_head"))));
+            Assert.Contains("'lm_head' matches no module", head.Message);
+        }
 
         var excludeTypo = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(Cfg(TargetModules.AllLinear) with { Exclude = TargetModules.Names("down_prj") }));
         Assert.Contains("exclude_modules entry 'down_prj'", excludeTypo.Message);

@@ -23,10 +23,11 @@ namespace Peft.Models.Gpt2;
 /// <c>model.ApplyTargets(new PeftTargets(Gpt2Targets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)))</c>
 /// (<see cref="Gpt2Targets"/>; docs/gpt2.md).</para>
 /// </remarks>
-public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
+[Adaptable]
+public sealed partial class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
 {
     private readonly Gpt2Model transformer;
-    private readonly Linear? lm_head;
+    private Module<Tensor, Tensor>? lm_head;
 
     /// <summary>Creates a randomly initialised model (TorchSharp's default init; load a checkpoint for real weights).</summary>
     /// <param name="config">Model sizes.</param>
@@ -35,12 +36,12 @@ public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
         ArgumentNullException.ThrowIfNull(config);
         Config = config;
         transformer = new Gpt2Model(config);
-        register_module(nameof(transformer), transformer);
         if (!config.TieWordEmbeddings)
         {
             lm_head = Linear(config.NEmbd, config.VocabSize, hasBias: false);
-            register_module(nameof(lm_head), lm_head);
         }
+
+        InitializePeft();
     }
 
     /// <summary>The sizes this model was built with.</summary>

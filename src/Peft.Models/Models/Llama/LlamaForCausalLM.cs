@@ -18,10 +18,11 @@ namespace Peft.Models.Llama;
 /// <c>model.ApplyTargets(new PeftTargets(LlamaTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)))</c>
 /// (<see cref="LlamaTargets"/>: LoRA, IA3, LayerNorm tuning and prompt tuning targets; docs/llama.md).
 /// </remarks>
-public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
+[Adaptable]
+public sealed partial class LlamaForCausalLM : Module<Tensor, Tensor>
 {
     private readonly LlamaModel model;
-    private readonly Linear? lm_head;
+    private Module<Tensor, Tensor>? lm_head;
 
     /// <summary>Creates a randomly initialised model.</summary>
     /// <param name="config">Model sizes.</param>
@@ -30,12 +31,12 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(config);
         Config = config;
         model = new LlamaModel(config);
-        register_module(nameof(model), model);
         if (!config.TieWordEmbeddings)
         {
             lm_head = Linear(config.HiddenSize, config.VocabSize, hasBias: false);
-            register_module(nameof(lm_head), lm_head);
         }
+
+        InitializePeft();
     }
 
     /// <summary>The sizes this model was built with.</summary>
