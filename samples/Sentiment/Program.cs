@@ -9,8 +9,8 @@ using Sentiment;
 using TorchSharp;
 
 // Compares ways of fine-tuning the Universal Sentence Encoder lite for sentiment on npm sentiment@5.0.2's IMDb/Amazon/Yelp
-// sentences (80/20 split, fixed): the methods registered in SentimentMethods.All. Each method runs in a child process of
-// this program (all its seeds there), so its peak resident memory (VmHWM) is its own.
+// sentences (80/20 split, fixed): the methods registered in SentimentMethods.All. Each run (method, seed) is a child
+// process of this program, so its peak resident memory (VmHWM) is its own.
 //
 //   dotnet run -c Release --project samples/Sentiment                                   # the quick default set, 1 seed
 //   dotnet run -c Release --project samples/Sentiment -- --all --seeds 3 --doc docs/sentiment.md   # the doc's table
@@ -33,22 +33,16 @@ if (options is null)
 var cache = new NpmPackageCache();
 if (options.Child is SentimentMethod childMethod)
 {
-    // Child: train one method for every seed on a freshly loaded encoder each time, print the results as one JSON line.
+    // Child: train one method with one seed (--seed) on a freshly loaded encoder, print the result as one JSON line.
     long hwmStart = PeakRss();
     var examples = await SentimentData.LoadAsync(cache);
     var (train, test) = SentimentData.Split(examples);
-    var results = new List<SentimentResult>();
-    long hwmLoaded = 0;
-    foreach (int seed in options.SeedList)
-    {
-        using var model = await UseLiteModel.LoadAsync(cache);
-        if (hwmLoaded == 0) hwmLoaded = PeakRss();
-        var settings = new SentimentSettings(options.Epochs, options.BatchSize, options.LearningRate ?? childMethod.LearningRate, seed);
-        string? save = options.SaveDirectory is string root ? SentimentExperiment.SaveDirectoryOf(root, childMethod, seed, options.Seeds > 1) : null;
-        results.Add(SentimentExperiment.Run(model, childMethod, train, test, settings, Console.Error, save));
-    }
-    var row = new MethodRuns(childMethod.Name, results, options.LearningRate ?? childMethod.LearningRate, hwmStart, hwmLoaded, PeakRss(), test.Count);
-    Console.WriteLine(JsonSerializer.Serialize(row));
+    using var model = await UseLiteModel.LoadAsync(cache);
+    long hwmLoaded = PeakRss();
+    double learningRate = options.LearningRate ?? childMethod.LearningRate;
+    var settings = new SentimentSettings(options.Epochs, options.BatchSize, learningRate, options.Seed);
+    var result = SentimentExperiment.Run(model, childMethod, train, test, settings, Console.Error, options.SaveDirectory);
+    Console.WriteLine(JsonSerializer.Serialize(new SeedRun(result, learningRate, hwmStart, hwmLoaded, PeakRss())));
     return 0;
 }
 
@@ -62,7 +56,8 @@ Console.Error.WriteLine($"{all.Count} sentences: {trainAll.Count} train, {testAl
 var rows = new List<MethodRuns>();
 foreach (var method in options.Methods)
 {
-    var runs = RunChild(method, options);
+    // One child process per seed, so each run's memory high-water mark is its own.
+    var runs = new MethodRuns(method.Name, options.SeedList.Select(seed => RunChild(method, seed, options)).ToList());
     rows.Add(runs);
     var interval = runs.Interval;
     Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -76,18 +71,18 @@ Console.WriteLine(report);
 if (options.DocPath is string doc) WriteIntoDoc(doc, report);
 return 0;
 
-static MethodRuns RunChild(SentimentMethod method, Options options)
+static SeedRun RunChild(SentimentMethod method, int seed, Options options)
 {
     string exe = Environment.ProcessPath ?? throw new InvalidOperationException("The process path is unknown.");
     var start = new ProcessStartInfo(exe) { RedirectStandardOutput = true, UseShellExecute = false };
     if (Path.GetFileNameWithoutExtension(exe) == "dotnet") start.ArgumentList.Add(Assembly.GetEntryAssembly()!.Location);
-    foreach (var a in options.ChildArguments(method)) start.ArgumentList.Add(a);
+    foreach (var a in options.ChildArguments(method, seed)) start.ArgumentList.Add(a);
     using var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {exe}.");
     string output = process.StandardOutput.ReadToEnd();
     process.WaitForExit();
-    if (process.ExitCode != 0) throw new InvalidOperationException($"The {method.Name} run failed with exit code {process.ExitCode}.");
+    if (process.ExitCode != 0) throw new InvalidOperationException($"The {method.Name} run (seed {seed}) failed with exit code {process.ExitCode}.");
     string last = output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)[^1];
-    return JsonSerializer.Deserialize<MethodRuns>(last) ?? throw new InvalidOperationException($"The {method.Name} run printed no result.");
+    return JsonSerializer.Deserialize<SeedRun>(last) ?? throw new InvalidOperationException($"The {method.Name} run (seed {seed}) printed no result.");
 }
 
 static long PeakRss()
@@ -134,7 +129,7 @@ static string Report(IReadOnlyList<MethodRuns> rows, Options options, int train,
         s.AppendLine(CultureInfo.InvariantCulture,
             $"| {SentimentMethods.Get(r.Method).DisplayName} | {accuracy} | {string.Join(" / ", r.Results.Select(x => Percent(x.Accuracy)))} | " +
             $"{string.Join(" / ", r.Results.Select(x => Percent(x.AccuracyBefore)).Distinct())} % | {first.TrainableParameters:N0} | {r.LearningRate:G3} | " +
-            $"{r.Results.Average(x => x.SecondsPerEpoch):F1} s | {Mib(r.PeakAfter):F0} MiB | +{Mib(r.PeakAfter - r.PeakLoaded):F0} MiB | " +
+            $"{r.Results.Average(x => x.SecondsPerEpoch):F1} s | {Mib(r.PeakAfter):F0} MiB | +{Mib(r.PeakGrowth):F0} MiB | " +
             $"{(options.Epochs == 1 ? lastLoss.ToString("F3", CultureInfo.InvariantCulture) : string.Create(CultureInfo.InvariantCulture, $"{firstLoss:F3} / {lastLoss:F3}"))} |");
     }
 
@@ -172,11 +167,25 @@ static void WriteIntoDoc(string path, string table)
     Console.Error.WriteLine($"wrote the table into {path}");
 }
 
-/// <summary>One method's runs (one per seed) with its learning rate and memory high-water marks (bytes).</summary>
-internal sealed record MethodRuns(string Method, IReadOnlyList<SentimentResult> Results, double LearningRate, long PeakStart, long PeakLoaded, long PeakAfter, int Test)
+/// <summary>One run (one method, one seed) with its learning rate and the child's memory high-water marks (bytes).</summary>
+internal sealed record SeedRun(SentimentResult Result, double LearningRate, long PeakStart, long PeakLoaded, long PeakAfter);
+
+/// <summary>One method's runs, one per seed.</summary>
+internal sealed record MethodRuns(string Method, IReadOnlyList<SeedRun> Runs)
 {
-    /// <summary>The mean accuracy and its 95% interval over the seeds (computed, not serialised).</summary>
-    [System.Text.Json.Serialization.JsonIgnore]
+    /// <summary>The runs' results, in seed order.</summary>
+    public IReadOnlyList<SentimentResult> Results => Runs.Select(r => r.Result).ToList();
+
+    /// <summary>The learning rate (the same for every seed).</summary>
+    public double LearningRate => Runs[0].LearningRate;
+
+    /// <summary>The highest peak RSS of the runs.</summary>
+    public long PeakAfter => Runs.Max(r => r.PeakAfter);
+
+    /// <summary>The largest growth of the peak RSS during training of the runs.</summary>
+    public long PeakGrowth => Runs.Max(r => r.PeakAfter - r.PeakLoaded);
+
+    /// <summary>The mean accuracy and its 95% interval over the seeds.</summary>
     public AccuracyInterval Interval => SentimentStatistics.Interval(Results.Select(r => r.Accuracy).ToList());
 }
 
@@ -193,18 +202,23 @@ internal sealed record Options(
     /// <summary>The seeds each method runs with.</summary>
     public IReadOnlyList<int> SeedList => Enumerable.Range(Seed, Seeds).ToList();
 
-    /// <summary>The arguments that make a child process run <paramref name="method"/>.</summary>
-    public IEnumerable<string> ChildArguments(SentimentMethod method)
+    /// <summary>The arguments that make a child process run <paramref name="method"/> with <paramref name="seed"/>.</summary>
+    public IEnumerable<string> ChildArguments(SentimentMethod method, int seed)
     {
         yield return "--child";
         yield return method.Name;
-        foreach (var (flag, value) in new[] { ("--epochs", Epochs), ("--batch", BatchSize), ("--seed", Seed), ("--seeds", Seeds) })
+        foreach (var (flag, value) in new[] { ("--epochs", Epochs), ("--batch", BatchSize), ("--seed", seed) })
         {
             yield return flag;
             yield return value.ToString(CultureInfo.InvariantCulture);
         }
         if (LearningRate is double lr) { yield return "--lr"; yield return lr.ToString("R", CultureInfo.InvariantCulture); }
-        if (SaveDirectory is string save) { yield return "--save"; yield return Path.GetFullPath(save); }
+        if (SaveDirectory is string save)
+        {
+            // The child saves into its run's own directory.
+            yield return "--save";
+            yield return Path.GetFullPath(SentimentExperiment.SaveDirectoryOf(save, method, seed, Seeds > 1));
+        }
     }
 
     public static Options? Parse(string[] args, out string? error)
