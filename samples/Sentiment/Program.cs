@@ -48,6 +48,7 @@ if (options.Child is SentimentMethod childMethod)
 
 // Parent: make sure both packages are in the cache (children then never download), then one child per method.
 var clock = Stopwatch.StartNew();
+var started = DateTime.UtcNow;
 var all = await SentimentData.LoadAsync(cache);
 var (trainAll, testAll) = SentimentData.Split(all);
 using (await UseLiteModel.LoadAsync(cache)) { }
@@ -66,7 +67,7 @@ foreach (var method in options.Methods)
 }
 
 clock.Stop();
-string report = Report(rows, options, trainAll.Count, testAll.Count, clock.Elapsed);
+string report = Report(rows, options, trainAll.Count, testAll.Count, started, clock.Elapsed);
 Console.WriteLine(report);
 if (options.DocPath is string doc) WriteIntoDoc(doc, report);
 return 0;
@@ -108,13 +109,13 @@ static double Mib(long bytes) => bytes / (1024.0 * 1024.0);
 
 static string Percent(double accuracy) => (100 * accuracy).ToString("F1", CultureInfo.InvariantCulture);
 
-static string Report(IReadOnlyList<MethodRuns> rows, Options options, int train, int test, TimeSpan wall)
+static string Report(IReadOnlyList<MethodRuns> rows, Options options, int train, int test, DateTime started, TimeSpan wall)
 {
     var s = new StringBuilder();
     string seeds = options.Seeds == 1 ? $"seed {options.Seed}" : $"{options.Seeds} seeds ({string.Join(", ", options.SeedList)})";
     s.AppendLine(CultureInfo.InvariantCulture, $"Machine: {Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, " +
         $"{System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}, .NET {Environment.Version}, TorchSharp CPU, {torch.get_num_threads()} threads. " +
-        $"Date: {DateTime.UtcNow:yyyy-MM-dd} (UTC). Data: {train} train / {test} test sentences. " +
+        $"Date: {started:yyyy-MM-dd}, {started:HH:mm}-{DateTime.UtcNow:HH:mm} UTC. Data: {train} train / {test} test sentences. " +
         $"Load average (1, 5, 15 min) at the end: {LoadAverage()}. Whole run: {wall.TotalSeconds:F0} s wall. " +
         $"Settings: {options.Epochs} epoch{(options.Epochs == 1 ? "" : "s")}, batch {options.BatchSize}, {seeds}, AdamW, 10% warmup + cosine, grad-norm clip 1.");
     s.AppendLine();

@@ -34,7 +34,8 @@ public static class SentimentExperiment
     /// <summary>
     /// Builds a classifier on <paramref name="model"/>'s encoder for <paramref name="method"/>, trains it on
     /// <paramref name="train"/> and measures accuracy on <paramref name="test"/>. The encoder is changed by the run (its
-    /// targeted layers are wrapped, and full fine-tuning trains every weight): use a freshly loaded model per run.
+    /// targeted layers are wrapped, and full fine-tuning trains every weight) and disposed with the classifier at the end:
+    /// use a freshly loaded model per run.
     /// </summary>
     /// <param name="model">A freshly loaded pretrained model.</param>
     /// <param name="method">The method.</param>
