@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+# A merge's leftover conflict markers fail the run before anything builds (docs are not compiled, so nothing else would).
+if [ -d .git ] && git grep -nE '^(<<<<<<<|>>>>>>>)( |$)' -- . >&2; then echo "conflict markers in tracked files" >&2; exit 1; fi
 dotnet build Peft.Generators.sln -c Release
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -185,8 +185,9 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 }
 
 // 5. A Llama-layout decoder (hidden 512, 4 layers, SwiGLU 1376, 8 heads / 4 kv heads, vocabulary 4096, untied head),
-//    4 sequences of 128 tokens, next-token cross-entropy, AdamW: LoRA r=8 on q/v (the attributes), LoRA r=8 on all 28
-//    linear layers (configuration targeting, "all-linear"), and full fine-tuning; inference plain vs merged.
+//    4 sequences of 128 tokens, next-token cross-entropy, AdamW: LoRA r=8 on q/v (PEFT's default targets, LlamaTargets.LoRA),
+//    LoRA r=8 on all 28 linear layers ("all-linear"), both by configuration targeting, and full fine-tuning; inference
+//    plain vs merged.
 {
     var config = new Peft.Models.Llama.LlamaConfig
     {
@@ -195,13 +196,12 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
     };
     manual_seed(1);
     using var qv = new Peft.Models.Llama.LlamaForCausalLM(config);
+    qv.ApplyTargets(new PeftTargets(Peft.Models.Llama.LlamaTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)));
     manual_seed(1);
     using var allLinear = new Peft.Models.Llama.LlamaForCausalLM(config);
-    allLinear.DeleteAdapter(AdapterNames.Default);
     allLinear.ApplyTargets(new PeftTargets(TargetModules.AllLinear, new LoRAOptions(Rank: 8, Alpha: 16)));
     manual_seed(1);
     using var full = new Peft.Models.Llama.LlamaForCausalLM(config);
-    full.DeleteAdapter(AdapterNames.Default);
     foreach (var p in full.parameters()) p.requires_grad = true;
     using var qvOpt = optim.AdamW(qv.TrainableParameters().ToList(), 1e-4);
     using var allOpt = optim.AdamW(allLinear.TrainableParameters().ToList(), 1e-4);

@@ -10,8 +10,8 @@ using static TorchSharp.torch;
 namespace CausalLM;
 
 /// <summary>
-/// The model families the sample adapts, behind one surface: a Llama-layout decoder (LoRA on q_proj/v_proj) or GPT-2
-/// (LoRA on the fused c_attn). A checkpoint's family comes from config.json's <c>model_type</c>.
+/// The model families the sample adapts, behind one surface: a Llama-layout decoder (LoRA on q_proj/v_proj by default) or
+/// GPT-2 (LoRA on the fused c_attn), PEFT's default targets of each family. A checkpoint's family comes from config.json's <c>model_type</c>.
 /// </summary>
 internal abstract class CausalLm : IDisposable
 {
@@ -22,6 +22,9 @@ internal abstract class CausalLm : IDisposable
     public abstract int MaxPositions { get; }
 
     public abstract string Description { get; }
+
+    /// <summary>PEFT's default LoRA targets of the family (<see cref="LlamaTargets.LoRA"/>, <see cref="Gpt2Targets.LoRA"/>).</summary>
+    public abstract TargetModules DefaultLoRATargets { get; }
 
     public abstract Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions options);
 
@@ -122,7 +125,9 @@ internal abstract class CausalLm : IDisposable
         public override int MaxPositions => model.Config.MaxPositionEmbeddings;
 
         public override string Description => string.Create(CultureInfo.InvariantCulture,
-            $"llama: vocab {model.Config.VocabSize}, hidden {model.Config.HiddenSize}, layers {model.Config.NumHiddenLayers}, heads {model.Config.NumAttentionHeads}/{model.Config.KeyValueHeads} kv, tied {model.Config.TieWordEmbeddings}, LoRA on q_proj/v_proj");
+            $"llama: vocab {model.Config.VocabSize}, hidden {model.Config.HiddenSize}, layers {model.Config.NumHiddenLayers}, heads {model.Config.NumAttentionHeads}/{model.Config.KeyValueHeads} kv, tied {model.Config.TieWordEmbeddings}");
+
+        public override TargetModules DefaultLoRATargets => LlamaTargets.LoRA;
 
         public override Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions options) => model.Generate(ids, maxNewTokens, options);
 
@@ -140,7 +145,9 @@ internal abstract class CausalLm : IDisposable
         public override int MaxPositions => model.Config.NPositions;
 
         public override string Description => string.Create(CultureInfo.InvariantCulture,
-            $"gpt2: vocab {model.Config.VocabSize}, n_embd {model.Config.NEmbd}, layers {model.Config.NLayer}, heads {model.Config.NHead}, {model.Config.ActivationFunction}, tied {model.Config.TieWordEmbeddings}, LoRA on c_attn");
+            $"gpt2: vocab {model.Config.VocabSize}, n_embd {model.Config.NEmbd}, layers {model.Config.NLayer}, heads {model.Config.NHead}, {model.Config.ActivationFunction}, tied {model.Config.TieWordEmbeddings}");
+
+        public override TargetModules DefaultLoRATargets => Gpt2Targets.LoRA;
 
         public override Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions options) => model.Generate(ids, maxNewTokens, options);
 

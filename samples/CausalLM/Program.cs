@@ -28,7 +28,7 @@ var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValu
 var data = new Option<string?>("--data") { Description = "Train and evaluate on this file instead of the State of the Union addresses: UTF-8 plain text (the whole file is one document) or JSONL (.jsonl/.json, or a first line that is a JSON object: one document per line, its text in --text-field). The last 10% of its blocks are held out for validation." };
 var textField = new Option<string?>("--text-field") { Description = "The JSONL field that holds each document's text (default \"text\"); only with a JSONL --data file." };
 var prompt = new Option<string?>("--prompt") { Description = "The text whose greedy continuation is shown before and after training (default: \"The state of the Union is\", or with --data the first words of the held-out text)." };
-var targetModules = new Option<string?>("--target-modules") { Description = "Choose the LoRA layers by configuration, as PEFT's target_modules: \"all-linear\" or comma-separated names (q_proj,k_proj,v_proj,o_proj; c_attn,c_proj,c_fc). Replaces the adapter the attributes declare." };
+var targetModules = new Option<string?>("--target-modules") { Description = "Choose the LoRA layers by configuration, as PEFT's target_modules: \"all-linear\" or comma-separated names (q_proj,k_proj,v_proj,o_proj; c_attn,c_proj,c_fc). Default: the family's PEFT defaults (q_proj,v_proj; c_attn)." };
 var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint or on c_attn of a GPT-2 one, trained on State of the Union addresses or on your own text (--data).")
 {
     checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, targetModules,
@@ -158,15 +158,17 @@ internal static class CausalLmRun
             Console.Error.WriteLine($"--block-size {options.BlockSize} does not fit the model's {lm.MaxPositions} positions.");
             return 2;
         }
-        if (options.TargetModules is { } spec)
         {
-            // PEFT's LoraConfig(target_modules=...) on a stock model: generated code wraps the chosen members.
-            var targets = TargetModules.FromPeft(
-                spec.Equals(TargetModules.AllLinearValue, StringComparison.OrdinalIgnoreCase) ? spec : null,
-                spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+            // PEFT's LoraConfig on a stock model, which declares no adapter: the family's default targets (PEFT's
+            // constants.py: q_proj/v_proj for Llama, c_attn for GPT-2), or --target-modules. Generated code wraps the
+            // chosen members.
+            var targets = options.TargetModules is { } spec
+                ? TargetModules.FromPeft(
+                    spec.Equals(TargetModules.AllLinearValue, StringComparison.OrdinalIgnoreCase) ? spec : null,
+                    spec.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+                : lm.DefaultLoRATargets;
             try
             {
-                model.DeleteAdapter(AdapterNames.Default);
                 var adapted = model.ApplyTargets(new PeftTargets(targets, new LoRAOptions(Rank: 8, Alpha: 16)));
                 Console.WriteLine($"target_modules {targets}: LoRA r=8 on {adapted.Count} layers ({string.Join(", ", adapted.Take(4))}{(adapted.Count > 4 ? ", ..." : "")})");
             }
@@ -210,9 +212,8 @@ internal static class CausalLmRun
         Seeding.SetSeed(options.Seed + 1000); // a different init for the fresh model's adapter, to show the files carry everything
         using var fresh = CausalLm.FromPretrained(baseDir);
         fresh.Module.to(device);
-        // With --target-modules the file's target_modules re-create the adapter on the fresh model (AdapterFiles.Load
-        // creates a missing adapter from the config), so the attribute-declared one goes first.
-        if (options.TargetModules is not null) fresh.Module.DeleteAdapter(AdapterNames.Default);
+        // The fresh stock model has no adapter: AdapterFiles.Load creates it from the file's target_modules, as PEFT's
+        // PeftModel.from_pretrained does.
         fresh.LoadAdapter(adapterDir);
         fresh.Module.eval();
         using var reloadedLogits = Logits(fresh.Module, probe);

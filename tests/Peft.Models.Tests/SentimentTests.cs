@@ -1,5 +1,4 @@
 using Peft.Data;
-using Peft.Models.Tests.UseLite;
 using Peft.Models.UseLite;
 using Sentiment;
 using TorchSharp;
@@ -75,8 +74,8 @@ public sealed class SentimentDataTests
     }
 }
 
-/// <summary>The adapters added for the comparison, on the pretrained encoder, and a short LoRA training run.</summary>
-public sealed class SentimentAdapterTests
+/// <summary>The sample's method table: names, what each applies to the pretrained encoder and what trains.</summary>
+public sealed class SentimentMethodTests
 {
     private static readonly string[] Texts = ["the fox jumped over the lazy dog", "lorem ipsum", "a truly wonderful film, I loved every minute of it"];
 
@@ -92,42 +91,79 @@ public sealed class SentimentAdapterTests
         }
     }
 
+    private static double MaxDifference(float[] a, float[] b) => a.Zip(b).Max(p => Math.Abs(p.First - p.Second));
+
     [Fact]
-    public async Task LoKr_and_prompt_adapters_are_declared_and_the_default_stays_the_pretrained_model()
+    public void Methods_have_distinct_lower_case_names_and_a_quick_subset()
     {
-        using var model = await UseLiteModel.LoadAsync(new NpmPackageCache());
-        var encoder = model.Encoder;
-        float[] lora = Run(model);
+        var names = SentimentMethods.All.Select(m => m.Name).ToList();
+        Assert.Equal(names.Distinct().Count(), names.Count);
+        Assert.All(names, n => Assert.Equal(n.ToLowerInvariant(), n));
+        Assert.Subset(names.ToHashSet(), new HashSet<string> { "probe", "lora", "lokr", "prompt", "full" });
+        Assert.Subset(names.ToHashSet(), SentimentMethods.Quick.Select(m => m.Name).ToHashSet());
+        Assert.Contains("probe", SentimentMethods.Quick.Select(m => m.Name));   // the baselines stay in the quick run
+        Assert.Contains("full", SentimentMethods.Quick.Select(m => m.Name));
+        Assert.All(SentimentMethods.All, m => Assert.Equal(m.Targets is not null, m.Trains == Trains.AdapterAndHead));
+        Assert.Same(SentimentMethods.Get("lora"), SentimentMethods.Get("LoRA"));
+        var unknown = Assert.Throws<ArgumentException>(() => SentimentMethods.Get("lorra")).Message;
+        Assert.Contains("Unknown method 'lorra'. Methods: probe, lora", unknown);
+        Assert.Null(SentimentMethods.Find("lorra"));
+    }
+
+    [Fact]
+    public async Task Each_method_configures_its_own_trainable_part_on_a_fresh_encoder()
+    {
+        var cache = new NpmPackageCache();
         float[] plain;
-        using (encoder.DisableAdapters()) plain = Run(model);
-        Assert.True(lora.Zip(plain).Max(p => Math.Abs(p.First - p.Second)) < 1e-6);
+        using (var model = await UseLiteModel.LoadAsync(cache)) plain = Run(model);
+        const long head = 512 * 2 + 2;
 
-        encoder.SetActiveAdapter(UseLiteConfig.KroneckerAdapter);
-        float[] lokr = Run(model);
-        Assert.True(lokr.Zip(plain).Max(p => Math.Abs(p.First - p.Second)) < 1e-6, "a fresh LoKr adapter changes the output");
-        // LoKr (12 layers) trains, and nothing else.
-        Assert.Equal(12, encoder.AdaptedLayers().Count(l => l.Layer.HasAdapter(UseLiteConfig.KroneckerAdapter)));
-        var trainable = encoder.TrainableParameters().ToList();
-        Assert.NotEmpty(trainable);
-        var lokrParameters = new HashSet<object>(encoder.AdaptedLayers().Where(l => l.Layer.HasAdapter(UseLiteConfig.KroneckerAdapter)).SelectMany(l => l.Layer.GetAdapter(UseLiteConfig.KroneckerAdapter).parameters()), ReferenceEqualityComparer.Instance);
-        Assert.All(trainable, p => Assert.Contains(p, lokrParameters));
-
-        encoder.SetActiveAdapter(UseLiteConfig.PromptAdapter);
-        Assert.Equal(UseLiteConfig.PromptTokens, encoder.VirtualTokenCount());
-        float[] prompted = Run(model);
-        Assert.True(prompted.Zip(plain).Max(p => Math.Abs(p.First - p.Second)) > 1e-3, "the prompt does not reach the output");
-        Assert.Equal(UseLiteConfig.PromptTokens * UseLiteConfig.EmbeddingDim, encoder.TrainableParameters().Sum(p => p.numel()));
-
-        encoder.SetActiveAdapter(UseLiteConfig.LoRAAdapter);
-        Assert.Equal(0, encoder.VirtualTokenCount());
-        Assert.True(Run(model).Zip(plain).Max(p => Math.Abs(p.First - p.Second)) < 1e-6);
+        foreach (var method in SentimentMethods.All)
+        {
+            using var model = await UseLiteModel.LoadAsync(cache);
+            using var classifier = new SentimentClassifier(model.Encoder);
+            var trainable = SentimentExperiment.Configure(classifier, model, method);
+            long count = trainable.Sum(p => p.numel());
+            float[] output = Run(model);
+            var trainableSet = new HashSet<object>(trainable, ReferenceEqualityComparer.Instance);
+            Assert.All(classifier.parameters(), p => Assert.Equal(trainableSet.Contains(p), p.requires_grad));
+            switch (method.Name)
+            {
+                case "probe":
+                    Assert.Equal(head, count);
+                    Assert.Empty(classifier.AdapterNames());
+                    Assert.True(MaxDifference(output, plain) == 0, "the probe changed the encoder");
+                    break;
+                case "full":
+                    Assert.Equal(classifier.parameters().Sum(p => p.numel()), count);
+                    Assert.Empty(classifier.AdapterNames());
+                    break;
+                case "lora":
+                case "lokr":
+                    // 12 projections; a fresh adapter leaves the pretrained output unchanged.
+                    Assert.Equal(12, classifier.AdaptedLayers().Count(l => l.Layer.HasAdapter(AdapterNames.Default)));
+                    Assert.True(MaxDifference(output, plain) < 1e-6, $"a fresh {method.Name} adapter changes the output");
+                    Assert.Equal(classifier.AdapterParameters().Sum(p => p.numel()) + head, count);
+                    if (method.Name == "lora") Assert.Equal(58_368 + head, count);
+                    break;
+                case "prompt":
+                    Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());
+                    Assert.Equal(SentimentMethods.PromptTokens * UseLiteConfig.EmbeddingDim + head, count);
+                    Assert.True(MaxDifference(output, plain) > 1e-3, "the prompt does not reach the output");
+                    break;
+                default:
+                    // A newly registered adapter method: it trains its adapter and the head, nothing else.
+                    Assert.Equal(classifier.AdapterParameters().Sum(p => p.numel()) + head, count);
+                    break;
+            }
+        }
     }
 
     [Fact]
     public async Task With_the_prompt_active_padding_does_not_change_a_sentence_embedding()
     {
         using var model = await UseLiteModel.LoadAsync(new NpmPackageCache());
-        model.Encoder.SetActiveAdapter(UseLiteConfig.PromptAdapter);
+        model.Encoder.ApplyTargets(new PeftTargets(UseLiteTargets.PromptEmbedding, new PromptTuningOptions(SentimentMethods.PromptTokens)));
         float[] batched = Run(model);
         for (int i = 0; i < Texts.Length; i++)
         {
@@ -135,5 +171,44 @@ public sealed class SentimentAdapterTests
             double difference = alone.Select((v, j) => Math.Abs(v - batched[i * alone.Length + j])).Max();
             Assert.True(difference < 1e-5, $"text {i}: max |alone - batched| = {difference}");
         }
+    }
+}
+
+/// <summary>The table's statistics: t quantiles, the interval over seeds, the binomial error, the supported orderings.</summary>
+public sealed class SentimentStatisticsTests
+{
+    [Fact]
+    public void T_quantiles_match_the_table_and_approach_the_normal()
+    {
+        Assert.Equal(4.303, SentimentStatistics.TQuantile975(2));
+        Assert.Equal(2.042, SentimentStatistics.TQuantile975(30));
+        Assert.Equal(2.0395, SentimentStatistics.TQuantile975(31), 3);    // exact 2.0395
+        Assert.Equal(1.9840, SentimentStatistics.TQuantile975(100), 3);   // exact 1.9840
+        Assert.Throws<ArgumentOutOfRangeException>(() => SentimentStatistics.TQuantile975(0));
+    }
+
+    [Fact]
+    public void Interval_is_mean_plus_minus_t_times_the_standard_error()
+    {
+        var interval = SentimentStatistics.Interval([0.88, 0.89, 0.90]);
+        Assert.Equal(0.89, interval.Mean, 12);
+        Assert.Equal(0.01, interval.StandardDeviation, 12);
+        Assert.Equal(4.303 * 0.01 / Math.Sqrt(3), interval.HalfWidth, 12);
+        Assert.True(interval.HasInterval);
+        var one = SentimentStatistics.Interval([0.87]);
+        Assert.False(one.HasInterval);
+        Assert.True(double.IsNaN(one.HalfWidth));
+        Assert.Equal(0.0133, SentimentStatistics.BinomialStandardError(0.88, 597), 4);
+    }
+
+    [Fact]
+    public void Only_non_overlapping_intervals_are_ordered()
+    {
+        var low = SentimentStatistics.Interval([0.870, 0.872, 0.874]);      // [0.867, 0.877]
+        var high = SentimentStatistics.Interval([0.885, 0.888, 0.891]);     // [0.881, 0.895]
+        var wide = SentimentStatistics.Interval([0.86, 0.88, 0.90]);        // overlaps both
+        var single = SentimentStatistics.Interval([0.99]);
+        var orderings = SentimentStatistics.SupportedOrderings([("low", low), ("high", high), ("wide", wide), ("single", single)]);
+        Assert.Equal(new[] { ("high", "low") }, orderings);
     }
 }

@@ -7,8 +7,9 @@ using static TorchSharp.torch;
 namespace Peft.Models.Tests.AdapterFormat;
 
 /// <summary>
-/// The tiny BERT classifier (hidden 32, 2 layers, 2 labels) declares LoRA rank 8, alpha 16 on query and value and a
-/// [Trainable] classifier: its adapter file against PEFT's format for a SEQ_CLS LoraConfig, head as modules_to_save.
+/// The tiny BERT classifier (hidden 32, 2 layers, 2 labels) with LoRA rank 8, alpha 16 on PEFT's default targets query and
+/// value (BertTargets.LoRA) and its [Trainable] classifier: its adapter file against PEFT's format for a SEQ_CLS
+/// LoraConfig, head as modules_to_save, reloaded into the stock model (which declares no adapter).
 /// </summary>
 [Collection(TinyBert.Collection)]
 public sealed class BertAdapterFormatTests : IDisposable
@@ -22,11 +23,12 @@ public sealed class BertAdapterFormatTests : IDisposable
 
     private string BasePath => Path.Combine(_root, "base.safetensors");
 
-    /// <summary>The model with its base weights (untrained classifier included) saved first, then random adapters and a moved classifier.</summary>
+    /// <summary>The model with its base weights (untrained classifier included) saved first, then LoRA on query/value with random values and a moved classifier.</summary>
     private BertForSequenceClassification Trained()
     {
         var model = TinyBert.Create(50);
         ModelWeights.Save(model, BasePath);
+        model.ApplyTargets(new PeftTargets(BertTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)));
         RandomizeAdapters(model, 51);
         using (no_grad())
         {
@@ -35,7 +37,7 @@ public sealed class BertAdapterFormatTests : IDisposable
         return model;
     }
 
-    /// <summary>A new model with the base weights of <see cref="Trained"/> (its classifier as before training).</summary>
+    /// <summary>A new stock model (no adapter) with the base weights of <see cref="Trained"/> (its classifier as before training).</summary>
     private BertForSequenceClassification Fresh()
     {
         var model = TinyBert.Create(55);
@@ -97,12 +99,16 @@ public sealed class BertAdapterFormatTests : IDisposable
     {
         using var model = Trained();
         string dir = Save(model);
-        AssertLoadFailuresLeaveModelUnchanged(
-            () => TinyBert.Create(53),
-            dir,
-            AdapterNames.Default,
-            rankKey: "base_model.model.bert.encoder.layer.0.attention.self.value.lora_B.weight",
-            missingKey: "base_model.model.classifier.bias");
+        // Into a model that has the adapter already, and into the stock model, where the load creates it and removes it on failure.
+        foreach (var create in new Func<nn.Module>[] { () => TinyBert.CreateWithLoRA(53), () => TinyBert.Create(53) })
+        {
+            AssertLoadFailuresLeaveModelUnchanged(
+                create,
+                dir,
+                AdapterNames.Default,
+                rankKey: "base_model.model.bert.encoder.layer.0.attention.self.value.lora_B.weight",
+                missingKey: "base_model.model.classifier.bias");
+        }
     }
 
     [Fact]

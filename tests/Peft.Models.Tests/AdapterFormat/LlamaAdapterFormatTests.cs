@@ -7,8 +7,9 @@ using static TorchSharp.torch;
 namespace Peft.Models.Tests.AdapterFormat;
 
 /// <summary>
-/// The tiny Llama (hidden 32, 2 layers, 4 query heads, 2 key/value heads of size 8) declares LoRA rank 8, alpha 16 on
-/// q_proj and v_proj: its adapter file against PEFT's format for a CAUSAL_LM LoraConfig.
+/// The tiny Llama (hidden 32, 2 layers, 4 query heads, 2 key/value heads of size 8) with LoRA rank 8, alpha 16 on PEFT's
+/// default targets q_proj and v_proj (LlamaTargets.LoRA): its adapter file against PEFT's format for a CAUSAL_LM
+/// LoraConfig, reloaded into the stock model (which declares no adapter) as PEFT's from_pretrained does.
 /// </summary>
 public sealed class LlamaAdapterFormatTests : IDisposable
 {
@@ -21,16 +22,17 @@ public sealed class LlamaAdapterFormatTests : IDisposable
 
     private string BasePath => Path.Combine(_root, "base.safetensors");
 
-    /// <summary>The model with its base weights saved to <see cref="BasePath"/> first, then random adapters (a stand-in for training).</summary>
+    /// <summary>The model with its base weights saved to <see cref="BasePath"/> first, then LoRA on q/v with random values (a stand-in for training).</summary>
     private LlamaForCausalLM Trained()
     {
         var model = TinyLlama.Create(40);
         ModelWeights.Save(model, BasePath);
+        model.ApplyTargets(new PeftTargets(LlamaTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)));
         RandomizeAdapters(model, 41);
         return model;
     }
 
-    /// <summary>A new model with the same base weights (read from the file, so other tests' use of the global generator does not matter).</summary>
+    /// <summary>A new stock model (no adapter) with the same base weights (read from the file, so other tests' use of the global generator does not matter).</summary>
     private LlamaForCausalLM Fresh()
     {
         var model = TinyLlama.Create(45);
@@ -78,9 +80,10 @@ public sealed class LlamaAdapterFormatTests : IDisposable
 
         using var ids = TinyLlama.RandomIds(42, 2, 7);
         using var logits = model.call(ids);
-        using var fresh = Fresh();   // same base weights, the adapters as constructed (B = 0)
+        using var fresh = Fresh();   // same base weights, no adapter: the file's target_modules create it
         using (var before = fresh.call(ids)) Assert.False(before.allclose(logits), "the fresh model already gives the trained logits");
         var result = AdapterFiles.Load(fresh, dir);
+        Assert.Equal(4, fresh.AdaptedLayers().Count(l => l.Layer.HasAdapter(AdapterNames.Default)));
         Assert.Equal(8, result.LoadedTensors);
         Assert.Empty(result.ModulesToSave);
         using var reloaded = fresh.call(ids);
@@ -92,12 +95,16 @@ public sealed class LlamaAdapterFormatTests : IDisposable
     {
         using var model = Trained();
         string dir = Save(model);
-        AssertLoadFailuresLeaveModelUnchanged(
-            () => TinyLlama.Create(43),
-            dir,
-            AdapterNames.Default,
-            rankKey: "base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight",
-            missingKey: "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+        // Into a model that has the adapter already, and into the stock model, where the load creates it and removes it on failure.
+        foreach (var create in new Func<nn.Module>[] { () => TinyLlama.CreateWithLoRA(43), () => TinyLlama.Create(43) })
+        {
+            AssertLoadFailuresLeaveModelUnchanged(
+                create,
+                dir,
+                AdapterNames.Default,
+                rankKey: "base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight",
+                missingKey: "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight");
+        }
     }
 
     [Fact]
@@ -106,10 +113,18 @@ public sealed class LlamaAdapterFormatTests : IDisposable
         using var model = Trained();
         string dir = Save(model);
         EditConfig(dir, c => c["r"] = 4);
-        using var fresh = TinyLlama.Create(44);
+        using var fresh = TinyLlama.CreateWithLoRA(44);
         var before = Snapshot(fresh);
         var error = Assert.Throws<AdapterFormatException>(() => AdapterFiles.Load(fresh, dir));
         Assert.Contains("r is 4 in the config, 8 in the model", error.Message, StringComparison.Ordinal);
         AssertUnchanged(before, fresh);
+
+        // The stock model creates the adapter with the config's r = 4, which the file's rank-8 tensors do not fit.
+        using var stock = TinyLlama.Create(44);
+        var stockBefore = Snapshot(stock);
+        var mismatch = Assert.Throws<TensorMismatchException>(() => AdapterFiles.Load(stock, dir));
+        Assert.Contains(mismatch.ShapeMismatches, m => m.StartsWith("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight: file [8, 32], model [4, 32]", StringComparison.Ordinal));
+        AssertUnchanged(stockBefore, stock);
+        Assert.Empty(stock.AdapterNames());
     }
 }

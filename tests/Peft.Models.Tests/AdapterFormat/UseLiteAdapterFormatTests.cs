@@ -8,8 +8,9 @@ namespace Peft.Models.Tests.AdapterFormat;
 
 /// <summary>
 /// USE-lite (random weights: the format does not depend on them) under the sentiment sample's classifier, which adds a
-/// [Trainable] head: the encoder declares LoRA ("default"), LoKr ("lokr") and prompt tuning ("prompt"), each saved as
-/// its own PEFT adapter with the head as modules_to_save.
+/// [Trainable] head: the sample's LoRA, LoKr and prompt-tuning methods, each applied by configuration targets (as the
+/// sample registers them in SentimentMethods) and saved as a PEFT adapter with the head as modules_to_save, then reloaded
+/// into a classifier without adapters (AdapterFiles.Load creates the adapter from the config, as PEFT's from_pretrained).
 /// </summary>
 public sealed class UseLiteAdapterFormatTests : IDisposable
 {
@@ -35,12 +36,21 @@ public sealed class UseLiteAdapterFormatTests : IDisposable
         return classifier;
     }
 
-    /// <summary>Base weights saved first (untrained head included), then random adapters and a moved head.</summary>
-    private SentimentClassifier Trained()
+    /// <summary>The classifier with the sample's method <paramref name="method"/> applied (its adapter named "default").</summary>
+    private SentimentClassifier WithMethod(string method)
+    {
+        var classifier = NewClassifier();
+        classifier.ApplyTargets(SentimentMethods.Get(method).Targets!);
+        return classifier;
+    }
+
+    /// <summary>Base weights saved first (untrained head included), then the method's adapter with random values and a moved head.</summary>
+    private SentimentClassifier Trained(string method)
     {
         manual_seed(60);
         var classifier = NewClassifier();
         ModelWeights.Save(classifier, BasePath);
+        classifier.ApplyTargets(SentimentMethods.Get(method).Targets!);
         RandomizeAdapters(classifier, 61);
         using (no_grad())
         {
@@ -49,6 +59,7 @@ public sealed class UseLiteAdapterFormatTests : IDisposable
         return classifier;
     }
 
+    /// <summary>A classifier with the base weights of <see cref="Trained"/> and no adapter.</summary>
     private SentimentClassifier Fresh()
     {
         var classifier = NewClassifier();
@@ -89,11 +100,10 @@ public sealed class UseLiteAdapterFormatTests : IDisposable
         return m > n ? (n, m) : (m, n);
     }
 
-    private (string Dir, Tensor Logits) SaveAndRun(SentimentClassifier trained, string adapter)
+    private (string Dir, Tensor Logits) SaveAndRun(SentimentClassifier trained, string method)
     {
-        string dir = Path.Combine(_root, adapter);
-        trained.SetActiveAdapter(adapter);
-        AdapterFiles.Save(trained, dir, adapter, new AdapterSaveOptions { TaskType = "SEQ_CLS" });
+        string dir = Path.Combine(_root, method);
+        AdapterFiles.Save(trained, dir, options: new AdapterSaveOptions { TaskType = "SEQ_CLS" });
         return (dir, Run(trained));
     }
 
@@ -109,23 +119,24 @@ public sealed class UseLiteAdapterFormatTests : IDisposable
         }
     }
 
-    private void AssertReloadsBitwise(string dir, string adapter, Tensor expected, int tensors)
+    private void AssertReloadsBitwise(string dir, Tensor expected, int tensors)
     {
         var fresh = Fresh();
-        fresh.SetActiveAdapter(adapter);
+        Assert.Empty(fresh.AdapterNames());
         using (var before = Run(fresh)) Assert.False(before.allclose(expected), "the fresh model already gives the trained logits");
-        var result = AdapterFiles.Load(fresh, dir, adapter);
+        var result = AdapterFiles.Load(fresh, dir);
         Assert.Equal(tensors, result.LoadedTensors);
         Assert.Equal(new[] { "head" }, result.ModulesToSave);
+        Assert.Equal(new[] { AdapterNames.Default }, fresh.AdapterNames());
         using var actual = Run(fresh);
-        Assert.True(BitwiseEqual(expected, actual), $"the reloaded {adapter} adapter gives different logits");
+        Assert.True(BitwiseEqual(expected, actual), $"the adapter reloaded from {dir} gives different logits");
     }
 
     [Fact]
     public void LoRA_adapter_follows_peft_format_and_reloads_bitwise()
     {
-        var trained = Trained();
-        var (dir, logits) = SaveAndRun(trained, UseLiteConfig.LoRAAdapter);
+        var trained = Trained("lora");
+        var (dir, logits) = SaveAndRun(trained, "lora");
         using var _ = logits;
 
         var config = Config(dir, "LORA");
@@ -146,14 +157,14 @@ public sealed class UseLiteAdapterFormatTests : IDisposable
             }
         }
         AssertWeights(dir, expected);
-        AssertReloadsBitwise(dir, UseLiteConfig.LoRAAdapter, logits, expected.Count);
+        AssertReloadsBitwise(dir, logits, expected.Count);
     }
 
     [Fact]
     public void LoKr_adapter_follows_peft_format_and_reloads_bitwise()
     {
-        var trained = Trained();
-        var (dir, logits) = SaveAndRun(trained, UseLiteConfig.KroneckerAdapter);
+        var trained = Trained("lokr");
+        var (dir, logits) = SaveAndRun(trained, "lokr");
         using var _ = logits;
 
         var config = Config(dir, "LOKR");
@@ -188,18 +199,18 @@ public sealed class UseLiteAdapterFormatTests : IDisposable
         }
         Assert.Equal(new long[] { 16, 16 }, expected["base_model.model.encoder.layers.0.q_proj.lokr_w1"]);
         AssertWeights(dir, expected);
-        AssertReloadsBitwise(dir, UseLiteConfig.KroneckerAdapter, logits, expected.Count);
+        AssertReloadsBitwise(dir, logits, expected.Count);
     }
 
     [Fact]
     public void Prompt_adapter_follows_peft_format_and_reloads_bitwise()
     {
-        var trained = Trained();
-        var (dir, logits) = SaveAndRun(trained, UseLiteConfig.PromptAdapter);
+        var trained = Trained("prompt");
+        var (dir, logits) = SaveAndRun(trained, "prompt");
         using var _ = logits;
 
         var config = Config(dir, "PROMPT_TUNING");
-        Assert.Equal(UseLiteConfig.PromptTokens, (int?)config["num_virtual_tokens"]);
+        Assert.Equal(SentimentMethods.PromptTokens, (int?)config["num_virtual_tokens"]);
         Assert.Equal(UseLiteConfig.EmbeddingDim, (int?)config["token_dim"]);
         Assert.Equal(1, (int?)config["num_transformer_submodules"]);
         Assert.Equal("RANDOM", (string?)config["prompt_tuning_init"]);
@@ -209,20 +220,39 @@ public sealed class UseLiteAdapterFormatTests : IDisposable
         // Prompt learning: one prompt_embeddings tensor; PEFT's PeftModel holds the base model directly, so the head's
         // keys are base_model.head.* (no ".model" segment).
         var expected = Head("base_model.");
-        expected["prompt_embeddings"] = [UseLiteConfig.PromptTokens, UseLiteConfig.EmbeddingDim];
+        expected["prompt_embeddings"] = [SentimentMethods.PromptTokens, UseLiteConfig.EmbeddingDim];
         AssertWeights(dir, expected);
-        AssertReloadsBitwise(dir, UseLiteConfig.PromptAdapter, logits, expected.Count);
+        AssertReloadsBitwise(dir, logits, expected.Count);
     }
 
     [Theory]
-    [InlineData("default", "base_model.model.encoder.layers.0.q_proj.lora_A.weight", "base_model.model.head.weight")]
+    [InlineData("lora", "base_model.model.encoder.layers.0.q_proj.lora_A.weight", "base_model.model.head.weight")]
     [InlineData("lokr", "base_model.model.encoder.layers.1.fc1.lokr_w2_b", "base_model.model.encoder.layers.0.v_proj.lokr_w1")]
     [InlineData("prompt", "prompt_embeddings", "base_model.head.bias")]
-    public void Load_failures_name_the_problem_and_leave_the_model_unchanged(string adapter, string rankKey, string missingKey)
+    public void Load_failures_name_the_problem_and_leave_the_model_unchanged(string method, string rankKey, string missingKey)
     {
-        var trained = Trained();
-        var (dir, logits) = SaveAndRun(trained, adapter);
+        var trained = Trained(method);
+        var (dir, logits) = SaveAndRun(trained, method);
         logits.Dispose();
-        AssertLoadFailuresLeaveModelUnchanged(NewClassifier, dir, adapter, rankKey, missingKey);
+        // Into a classifier that has the method's adapter already (the file must fit it) ...
+        AssertLoadFailuresLeaveModelUnchanged(() => WithMethod(method), dir, AdapterNames.Default, rankKey, missingKey);
+        if (method == "prompt") return;   // a prompt's size is checked against the config before it is created (next test)
+        // ... and into one without adapters, where the load creates the adapter from the config and removes it on failure.
+        AssertLoadFailuresLeaveModelUnchanged(NewClassifier, dir, AdapterNames.Default, rankKey, missingKey);
+    }
+
+    [Fact]
+    public void A_prompt_file_whose_tensor_disagrees_with_its_config_is_refused_before_anything_is_created()
+    {
+        var trained = Trained("prompt");
+        var (dir, logits) = SaveAndRun(trained, "prompt");
+        logits.Dispose();
+        EditWeights(dir, t => t["prompt_embeddings"] = zeros(SentimentMethods.PromptTokens + 1, UseLiteConfig.EmbeddingDim));
+        var fresh = Fresh();
+        var before = Snapshot(fresh);
+        var error = Assert.Throws<AdapterFormatException>(() => AdapterFiles.Load(fresh, dir));
+        Assert.Contains("call for prompt_embeddings [8, 256], but the weights file holds [9, 256]", error.Message, StringComparison.Ordinal);
+        Assert.Empty(fresh.AdapterNames());
+        Assert.Equal(before.Keys.Order(StringComparer.Ordinal), Snapshot(fresh).Keys.Order(StringComparer.Ordinal));
     }
 }

@@ -40,7 +40,7 @@ public sealed class BertAdapterTests : IDisposable
         string baseDir = Path.Combine(_root, "base");
         string adapterDir = Path.Combine(_root, "adapter");
 
-        using var model = TinyBert.Create(30, dropout: 0.1);
+        using var model = TinyBert.CreateWithLoRA(30, dropout: 0.1);
         HfCheckpoint.Save(model, baseDir, model.Config.ToHf());
         var before = model.state_dict().ToDictionary(p => p.Key, p => p.Value.clone());
 
@@ -102,6 +102,7 @@ public sealed class BertAdapterTests : IDisposable
         Tensor expected;
         using (no_grad()) expected = model.Forward(probe.Ids, probe.Mask);
 
+        // The stock model declares no adapter: the file's target_modules create it, modules_to_save fills the classifier.
         manual_seed(777);
         using var fresh = BertForSequenceClassification.FromPretrained(baseDir);
         var result = AdapterFiles.Load(fresh, adapterDir);

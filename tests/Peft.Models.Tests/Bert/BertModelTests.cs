@@ -12,7 +12,7 @@ public sealed class BertModelTests
     public void StateDictNamesAreTransformersBertForSequenceClassificationKeys()
     {
         using var model = TinyBert.Create(1);
-        var names = model.state_dict().Keys.Where(n => !n.Contains(".default.", StringComparison.Ordinal)).ToList();
+        var names = model.state_dict().Keys.ToList();
         var expected = new List<string>
         {
             "bert.embeddings.word_embeddings.weight",
@@ -40,7 +40,10 @@ public sealed class BertModelTests
         Assert.Equal(new long[] { 48, 32 }, model.state_dict()["bert.encoder.layer.0.intermediate.dense.weight"].shape);
         Assert.Equal(new long[] { 2, 32 }, model.state_dict()["classifier.weight"].shape);
 
-        // The adapters are PEFT's defaults for BERT: query and value, rank 8.
+        // The model declares no adapter; PEFT's defaults for BERT (query and value) are one line.
+        Assert.Empty(model.AdapterNames());
+        model.ApplyTargets(new PeftTargets(BertTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)));
+        Assert.Equal(names, model.state_dict().Keys.Where(n => !n.Contains(".default.", StringComparison.Ordinal)));
         var adapters = model.state_dict().Keys.Where(n => n.Contains(".default.", StringComparison.Ordinal)).OrderBy(n => n, StringComparer.Ordinal).ToList();
         var expectedAdapters = new[] { 0, 1 }
             .SelectMany(i => new[] { "query", "value" }.SelectMany(m => new[] { "lora_A", "lora_B" }.Select(ab => $"bert.encoder.layer.{i}.attention.self.{m}.default.{ab}.weight")))
@@ -128,7 +131,7 @@ public sealed class BertModelTests
         string dir = TinyBert.TempDir("ckpt");
         try
         {
-            using var source = TinyBert.Create(13);
+            using var source = TinyBert.CreateWithLoRA(13);
             HfCheckpoint.Save(source, dir, source.Config.ToHf());
             using (var written = HfCheckpoint.Open(dir))
             {

@@ -43,6 +43,14 @@ internal static class TinyBert
         return model;
     }
 
+    /// <summary><see cref="Create"/> plus LoRA rank 8, alpha 16 on PEFT's default targets (query, value), adapter "default".</summary>
+    public static BertForSequenceClassification CreateWithLoRA(int seed, double dropout = 0.0)
+    {
+        var model = Create(seed, dropout);
+        model.ApplyTargets(new PeftTargets(BertTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)));
+        return model;
+    }
+
     public static Tensor RandomIds(int seed, long batch, long time)
     {
         manual_seed(seed);

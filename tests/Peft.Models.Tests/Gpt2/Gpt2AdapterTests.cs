@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 
 namespace Peft.Models.Tests.Gpt2;
 
-/// <summary>LoRA on c_attn: training, PEFT adapter files, merging and merged export in Conv1D layout.</summary>
+/// <summary>LoRA on c_attn (<see cref="Gpt2Targets.LoRA"/>): training, PEFT adapter files, merging and merged export in Conv1D layout.</summary>
 [Collection(TinyGpt2.Collection)]
 public sealed class Gpt2AdapterTests : IDisposable
 {
@@ -25,7 +25,7 @@ public sealed class Gpt2AdapterTests : IDisposable
     private (Gpt2LMHeadModel Model, List<double> Losses, Dictionary<string, Tensor> BaseBefore) Train()
     {
         TinyGpt2.WriteCheckpoint(Dir("base"), TinyGpt2.RawConv1DTensors(20));
-        var model = Gpt2LMHeadModel.FromPretrained(Dir("base"));
+        var model = TinyGpt2.WithLoRA(Gpt2LMHeadModel.FromPretrained(Dir("base")));
         var baseBefore = model.state_dict().Where(p => !p.Key.Contains(".default.", StringComparison.Ordinal))
             .ToDictionary(p => p.Key, p => p.Value.clone(), StringComparer.Ordinal);
         var trainIds = TinyGpt2.RandomIds(22, 4, 16);
@@ -80,7 +80,8 @@ public sealed class Gpt2AdapterTests : IDisposable
             Assert.Equal(new long[] { 96, 8 }, reader.GetInfo("base_model.model.transformer.h.0.attn.c_attn.lora_B.weight").Shape);
         }
 
-        // A fresh model (other init) + base checkpoint + adapter: the same logits, bit for bit.
+        // A fresh stock model (other init, no adapter) + base checkpoint + adapter: the file's target_modules create the
+        // adapter, and the logits are the same, bit for bit.
         manual_seed(999);
         using var fresh = Gpt2LMHeadModel.FromPretrained(Dir("base"));
         var result = AdapterFiles.Load(fresh, Dir("adapter"));

@@ -16,7 +16,7 @@ public sealed class Gpt2ModelTests
     {
         using var model = TinyGpt2.Create(1);
         var state = model.state_dict();
-        var names = state.Keys.Where(n => !n.Contains(".default.", StringComparison.Ordinal)).ToList();
+        var names = state.Keys.ToList();
         var expected = new List<string> { "transformer.wte.weight", "transformer.wpe.weight" };
         for (int i = 0; i < TinyGpt2.Layers; i++)
         {
@@ -34,7 +34,11 @@ public sealed class Gpt2ModelTests
         Assert.Equal(new long[] { 96, 32 }, state["transformer.h.0.attn.c_attn.weight"].shape);
         Assert.Equal(new long[] { 128, 32 }, state["transformer.h.0.mlp.c_fc.weight"].shape);
 
-        // PEFT's default target for GPT-2: c_attn, rank 8.
+        // The model declares no adapter; PEFT's default target for GPT-2 (c_attn) is one line.
+        Assert.Empty(model.AdapterNames());
+        model.ApplyTargets(new PeftTargets(Gpt2Targets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)));
+        state = model.state_dict();
+        Assert.Equal(names, state.Keys.Where(n => !n.Contains(".default.", StringComparison.Ordinal)));
         var adapters = state.Keys.Where(n => n.Contains(".default.", StringComparison.Ordinal)).ToList();
         Assert.Equal(
             new[] { "transformer.h.0.attn.c_attn.default.lora_A.weight", "transformer.h.0.attn.c_attn.default.lora_B.weight",

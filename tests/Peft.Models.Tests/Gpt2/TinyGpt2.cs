@@ -60,6 +60,16 @@ internal static class TinyGpt2
         return model;
     }
 
+    /// <summary><see cref="Create"/> plus LoRA rank 8, alpha 16 on PEFT's default target (c_attn), adapter "default".</summary>
+    public static Gpt2LMHeadModel CreateWithLoRA(int seed, bool tie = true) => WithLoRA(Create(seed, tie));
+
+    /// <summary>Adds LoRA rank 8, alpha 16 on PEFT's default target (c_attn), adapter "default".</summary>
+    public static Gpt2LMHeadModel WithLoRA(Gpt2LMHeadModel model)
+    {
+        model.ApplyTargets(new PeftTargets(Gpt2Targets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)));
+        return model;
+    }
+
     /// <summary>
     /// Random GPT-2 tensors as transformers stores them (names without <c>transformer.</c>, Conv1D weights [in, out]),
     /// float32, depending only on <paramref name="seed"/>.

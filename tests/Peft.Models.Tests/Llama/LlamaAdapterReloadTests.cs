@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 namespace Peft.Models.Tests.Llama;
 
 /// <summary>
-/// Trains the LoRA adapter of a tiny Llama-layout checkpoint, saves base and adapter, then reloads both in a fresh
+/// Trains LoRA on PEFT's default Llama targets (q_proj, v_proj) of a tiny Llama-layout checkpoint, saves base and adapter, then reloads both in a fresh
 /// process (this test assembly run again by <c>dotnet test</c>, filtered to <see cref="LlamaReloadChild"/>) and
 /// compares the logits bit for bit.
 /// </summary>
@@ -31,7 +31,7 @@ public sealed class LlamaAdapterReloadTests : IDisposable
         string idsFile = Path.Combine(_root, "ids.bin");
         string logitsFile = Path.Combine(_root, "child-logits.bin");
 
-        using var model = TinyLlama.Create(20);
+        using var model = TinyLlama.CreateWithLoRA(20);
         HfCheckpoint.Save(model, baseDir, model.Config.ToHf());
         var ids = TinyLlama.RandomIds(21, 2, 10);
         Tensor baseLogits;
@@ -126,10 +126,12 @@ public sealed class LlamaReloadChild
         var parts = Environment.GetEnvironmentVariable(Variable)!.Split('\n');
         string baseDir = parts[0], adapterDir = parts[1], idsFile = parts[2], logitsFile = parts[3];
 
-        // A different seed than the parent: every loaded value must come from the files.
+        // A different seed than the parent: every loaded value must come from the files. The stock model declares no
+        // adapter: the file's target_modules (q_proj, v_proj) create it.
         manual_seed(12345);
         using var model = LlamaForCausalLM.FromPretrained(baseDir);
         var result = AdapterFiles.Load(model, adapterDir);
+        Assert.Equal(8, result.LoadedTensors);
         Assert.NotNull(result);
         model.eval();
 

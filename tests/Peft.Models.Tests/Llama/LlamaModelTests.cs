@@ -11,7 +11,7 @@ public sealed class LlamaModelTests
     public void StateDictNamesAreTransformersLlamaKeys()
     {
         using var model = TinyLlama.Create(1);
-        var names = model.state_dict().Keys.Where(n => !n.Contains(".default.", StringComparison.Ordinal)).ToList();
+        var names = model.state_dict().Keys.ToList();
         Assert.Contains("model.embed_tokens.weight", names);
         Assert.Contains("model.layers.1.self_attn.q_proj.weight", names);
         Assert.Contains("model.layers.1.self_attn.k_proj.weight", names);
@@ -24,15 +24,19 @@ public sealed class LlamaModelTests
         Assert.Contains("model.layers.0.post_attention_layernorm.weight", names);
         Assert.Contains("model.norm.weight", names);
         Assert.Contains("lm_head.weight", names);
-        Assert.Equal(3 + 2 * 9, names.Count); // embed_tokens, norm, lm_head, 9 per layer
+        Assert.Equal(3 + 2 * 9, names.Count); // embed_tokens, norm, lm_head, 9 per layer: the model declares no adapter
         Assert.Equal(new long[] { 16, 32 }, model.state_dict()["model.layers.0.self_attn.k_proj.weight"].shape); // 2 kv heads x 8
+        Assert.Empty(model.AdapterNames());
 
-        // The adapters are PEFT's defaults for Llama: q_proj and v_proj, rank 8.
+        // PEFT's defaults for Llama are one line: LoRA on q_proj and v_proj; the base keys stay as they were.
+        var adapted = model.ApplyTargets(new PeftTargets(LlamaTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)));
+        Assert.Equal(new[] { "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj", "model.layers.1.self_attn.q_proj", "model.layers.1.self_attn.v_proj" }, adapted.Order(StringComparer.Ordinal));
         var adapters = model.state_dict().Keys.Where(n => n.Contains(".default.", StringComparison.Ordinal)).ToList();
         Assert.Equal(8, adapters.Count);
         Assert.Contains("model.layers.0.self_attn.q_proj.default.lora_A.weight", adapters);
         Assert.Contains("model.layers.1.self_attn.v_proj.default.lora_B.weight", adapters);
         Assert.Equal(new long[] { 8, 32 }, model.state_dict()["model.layers.0.self_attn.q_proj.default.lora_A.weight"].shape);
+        Assert.Equal(names, model.state_dict().Keys.Where(n => !n.Contains(".default.", StringComparison.Ordinal)));
         long trainable = model.TrainableParameters().Sum(p => p.numel());
         Assert.Equal(2 * (8 * (32 + 32) + 8 * (32 + 16)), trainable);
 

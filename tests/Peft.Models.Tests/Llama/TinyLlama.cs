@@ -37,6 +37,14 @@ internal static class TinyLlama
         return model;
     }
 
+    /// <summary><see cref="Create"/> plus LoRA rank 8, alpha 16 on PEFT's default targets (q_proj, v_proj), adapter "default".</summary>
+    public static LlamaForCausalLM CreateWithLoRA(int seed, bool tie = false)
+    {
+        var model = Create(seed, tie);
+        model.ApplyTargets(new PeftTargets(LlamaTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)));
+        return model;
+    }
+
     public static Tensor Ids(params long[] ids) => tensor(ids, dtype: ScalarType.Int64).unsqueeze(0);
 
     public static Tensor RandomIds(int seed, long batch, long time)

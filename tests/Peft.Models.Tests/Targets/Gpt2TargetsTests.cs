@@ -25,7 +25,6 @@ public sealed class Gpt2TargetsTests
             Tensor expected;
             using (var model = TinyGpt2.Create(4))
             {
-                model.DeleteAdapter(AdapterNames.Default);
                 var adapted = model.ApplyTargets(new PeftTargets(TargetModules.AllLinear, new LoRAOptions(Rank: 4, Alpha: 8)));
                 var want = Enumerable.Range(0, TinyGpt2.Layers).SelectMany(i => Conv1D.Select(n => $"transformer.h.{i}.{n}"));
                 Assert.Equal(want.OrderBy(n => n, StringComparer.Ordinal), adapted.OrderBy(n => n, StringComparer.Ordinal));
@@ -50,10 +49,9 @@ public sealed class Gpt2TargetsTests
             Assert.True((bool)config["fan_in_fan_out"]!);
             Assert.Equal(new[] { "c_attn", "c_fc", "c_proj" }, config["target_modules"]!.AsArray().Select(n => (string)n!).Order(StringComparer.Ordinal));
 
-            // A fresh model without its attribute adapter: AdapterFiles.Load creates "default" from the file's
-            // target_modules (c_attn, c_proj, c_fc, with fan_in_fan_out) on all four Conv1D layers per block, bit for bit.
+            // A fresh stock model: AdapterFiles.Load creates "default" from the file's target_modules (c_attn, c_proj,
+            // c_fc, with fan_in_fan_out) on all four Conv1D layers per block, bit for bit.
             using var fresh = Gpt2LMHeadModel.FromPretrained(Path.Combine(dir, "base"));
-            fresh.DeleteAdapter(AdapterNames.Default);
             AdapterFiles.Load(fresh, Path.Combine(dir, "adapter"));
             Assert.Equal(TinyGpt2.Layers * 4, fresh.AdaptedLayers().Count(l => l.Layer.HasAdapter(AdapterNames.Default)));
             fresh.eval();

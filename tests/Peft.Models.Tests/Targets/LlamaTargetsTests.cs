@@ -82,16 +82,20 @@ public sealed class LlamaTargetsTests
     }
 
     [Fact]
-    public void NonLinearAndUnreachableLayersAreErrors()
+    public void NonLinearLayersAndExclusionTyposAreErrors()
     {
         using var model = TinyLlama.Create(1);
         var nonLinear = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(Cfg(TargetModules.Names("mlp"))));
         Assert.Contains("'model.layers.0.mlp' (LlamaMlp)", nonLinear.Message);
         Assert.Contains("not a linear layer", nonLinear.Message);
 
-        var head = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(Cfg(TargetModules.Names("lm_head"))));
-        Assert.Contains("'lm_head' is a linear layer but cannot be targeted", head.Message);
-        Assert.Contains("[Adaptable]", head.Message);
+        // The output head is left out of "all-linear" (AllLinearLeavesOutLmHead) but can be named, as in PEFT; tied, it is no layer.
+        Assert.Equal(new[] { "lm_head" }, model.ResolveTargets(Cfg(TargetModules.Names("lm_head"))).Selected);
+        using (var tied = TinyLlama.Create(1, tie: true))
+        {
+            var head = Assert.Throws<PeftConfigurationException>(() => tied.ResolveTargets(Cfg(TargetModules.Names("lm_head"))));
+            Assert.Contains("'lm_head' matches no module", head.Message);
+        }
 
         var excludeTypo = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(Cfg(TargetModules.AllLinear) with { Exclude = TargetModules.Names("down_prj") }));
         Assert.Contains("exclude_modules entry 'down_prj'", excludeTypo.Message);
@@ -99,11 +103,11 @@ public sealed class LlamaTargetsTests
     }
 
     [Fact]
-    public void SameAdapterNameAsAnAttributeIsAnErrorNamingBoth()
+    public void SameAdapterNameTwiceIsAnErrorNamingTheFirst()
     {
-        using var model = TinyLlama.Create(1);
+        using var model = TinyLlama.CreateWithLoRA(1);
         var ex = Assert.Throws<PeftConfigurationException>(() => model.ApplyTargets(new PeftTargets(TargetModules.Names("q_proj", "k_proj"))));
-        Assert.Contains("'model.layers.0.self_attn.q_proj' already has an adapter named 'default' (declared by [LoRA] on Peft.Models.Llama.LlamaAttention.q_proj)", ex.Message);
+        Assert.Contains("'model.layers.0.self_attn.q_proj' already has an adapter named 'default' (a LoRA adapter added earlier)", ex.Message);
         Assert.DoesNotContain("k_proj' already", ex.Message);
         Assert.DoesNotContain(model.AdaptedLayers(), l => l.Path.EndsWith("k_proj", StringComparison.Ordinal));
     }
@@ -112,7 +116,6 @@ public sealed class LlamaTargetsTests
     public void TargetedLoRAFollowsTheFormulaMergesAndUnmerges()
     {
         using var model = TinyLlama.Create(3);
-        model.DeleteAdapter("default");
         using var ids = TinyLlama.RandomIds(5, 2, 6);
         using var baseOut = model.forward(ids);
 
@@ -162,7 +165,6 @@ public sealed class LlamaTargetsTests
     public void TrainableParameterCountMatchesTheFormula()
     {
         using var model = TinyLlama.Create(1);
-        model.DeleteAdapter("default");
         const int r = 4;
         model.ApplyTargets(new PeftTargets(TargetModules.Names(Attention.Concat(Mlp)), new LoRAOptions(Rank: r, Alpha: 8)));
         // hidden 32, intermediate 48, 4 heads x 8, 2 kv heads: q 32->32, k 32->16, v 32->16, o 32->32, gate/up 32->48, down 48->32.
@@ -190,16 +192,16 @@ public sealed class LlamaTargetsTests
     }
 
     [Fact]
-    public void AdapterTrainedOnQkvoLoadsIntoLlamaWhoseAttributesDeclareQv()
+    public void AdapterTrainedOnQkvoLoadsIntoLlamaThatHasLoRAOnQv()
     {
         string dir = TinyLlama.TempDir("targets-qkvo");
         try
         {
             using var ids = TinyLlama.RandomIds(7, 1, 5);
             Tensor expected;
-            using (var trained = TinyLlama.Create(1))
+            using (var trained = TinyLlama.CreateWithLoRA(1))
             {
-                // q/v have "default" (r 8, alpha 16) from [LoRA]; k/o get the same adapter by configuration.
+                // q/v have "default" (r 8, alpha 16) from LlamaTargets.LoRA; k/o get the same adapter by a second configuration.
                 trained.ApplyTargets(new PeftTargets(TargetModules.Names("k_proj", "o_proj"), new LoRAOptions(Rank: 8, Alpha: 16)));
                 manual_seed(2);
                 using (no_grad())
@@ -213,17 +215,31 @@ public sealed class LlamaTargetsTests
             var config = AdapterConfig.Read(Path.Combine(dir, AdapterFiles.ConfigFileName));
             Assert.Equal(new[] { "k_proj", "o_proj", "q_proj", "v_proj" }, config.TargetModules.OrderBy(n => n));
 
-            // The plain loader has no place for k/o: it refuses and leaves the model as it was.
-            using (var plain = TinyLlama.Create(1))
+            // A model that already has "default" on q/v only: the plain loader has no place for k/o, refuses and
+            // leaves the model as it was.
+            using (var plain = TinyLlama.CreateWithLoRA(1))
             {
                 Assert.Throws<TensorMismatchException>(() => AdapterFiles.Load(plain, dir));
             }
 
-            using var fresh = TinyLlama.Create(1);
-            var result = fresh.LoadAdapterWithTargets(dir);
-            Assert.Equal(16, result.LoadedTensors);
-            using var actual = fresh.forward(ids);
-            Assert.True(actual.allclose(expected, rtol: 1e-5, atol: 1e-6));
+            // LoadAdapterWithTargets adds what it lacks from the file's target_modules.
+            using (var withQv = TinyLlama.CreateWithLoRA(1))
+            {
+                var result = withQv.LoadAdapterWithTargets(dir);
+                Assert.Equal(16, result.LoadedTensors);
+                using var actual = withQv.forward(ids);
+                Assert.True(actual.allclose(expected, rtol: 1e-5, atol: 1e-6));
+            }
+
+            // The stock model without adapters: AdapterFiles.Load creates all four from the file, as PEFT's from_pretrained.
+            using (var stock = TinyLlama.Create(1))
+            {
+                var result = AdapterFiles.Load(stock, dir);
+                Assert.Equal(16, result.LoadedTensors);
+                using var actual = stock.forward(ids);
+                Assert.True(actual.allclose(expected, rtol: 1e-5, atol: 1e-6));
+            }
+
             expected.Dispose();
         }
         finally
@@ -269,8 +285,8 @@ public sealed class LlamaTargetsTests
     [Fact]
     public void PlainAdapterFilesLoadCreatesANewAdapterOnEveryTargetedLayerIncludingPlainLinears()
     {
-        // A PEFT adapter named "qkvo" on q,k,v,o of layer 1 only (layers_to_transform): the attributes declare none of
-        // it, and k_proj/o_proj are plain Linear members; AdapterFiles.Load creates the adapter through targeting.
+        // A PEFT adapter named "cfg" on q,k,v,o of layer 1 only (layers_to_transform), loaded into a stock model whose
+        // members are plain Linear layers: AdapterFiles.Load creates the adapter through targeting.
         string dir = TinyLlama.TempDir("targets-load-new");
         try
         {

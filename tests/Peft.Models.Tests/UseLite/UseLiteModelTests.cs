@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 namespace Peft.Models.Tests.UseLite;
 
-/// <summary>The converter's names and layout, and the LoRA adapters the attributes put on the network.</summary>
+/// <summary>The converter's names and layout, and LoRA added to the network by configuration (<see cref="UseLiteTargets"/>).</summary>
 [Collection(UseLiteCollection.Name)]
 public sealed class UseLiteModelTests(UseLiteFixture fixture)
 {
@@ -14,9 +14,8 @@ public sealed class UseLiteModelTests(UseLiteFixture fixture)
     {
         using var reader = SafetensorsFile.Open(fixture.Model.WeightsPath);
         using var encoder = new UseLiteEncoder();
-        // Adapter parameters (LoRA, LoKr, prompt) are not in the converted file.
-        var adapterParameters = new HashSet<object>(encoder.AdapterParameters(), ReferenceEqualityComparer.Instance);
-        var expected = encoder.named_parameters().Where(p => !adapterParameters.Contains(p.parameter))
+        Assert.Empty(encoder.AdapterNames());   // the encoder declares no adapter
+        var expected = encoder.named_parameters()
             .Select(p => (p.name, p.parameter.shape))
             .Concat(encoder.named_buffers().Select(b => (b.name, b.buffer.shape)))
             .ToDictionary(p => p.name, p => p.shape);
@@ -42,21 +41,25 @@ public sealed class UseLiteModelTests(UseLiteFixture fixture)
     }
 
     [Fact]
-    public void Fresh_LoRA_adapters_leave_the_pretrained_output_unchanged_and_are_the_only_trainable_parameters()
+    public void LoRA_by_targets_leaves_the_pretrained_output_unchanged_and_is_the_only_trainable_part()
     {
-        var encoder = fixture.Model.Encoder;
-        var (ids, mask) = fixture.Model.Batch(["the fox jumped over the lazy dog", "lorem ipsum"]);
+        // A model of its own: the fixture's is shared and must stay without adapters.
+        using var model = UseLiteModel.Load(fixture.Model.PackageDirectory, fixture.Model.WeightsPath);
+        var encoder = model.Encoder;
+        var (ids, mask) = model.Batch(["the fox jumped over the lazy dog", "lorem ipsum"]);
         using (ids)
         using (mask)
-        using (no_grad())
         {
-            using var adapted = encoder.call(ids, mask);
             Tensor plain;
-            using (encoder.DisableAdapters()) plain = encoder.call(ids, mask);
+            using (no_grad()) plain = encoder.call(ids, mask);
+            var adapted = encoder.ApplyTargets(new PeftTargets(UseLiteTargets.LoRA, new LoRAOptions(Rank: 4)));
+            Assert.Equal(12, adapted.Count);
             using (plain)
+            using (no_grad())
+            using (var withLoRA = encoder.call(ids, mask))
             {
                 // Identical up to float rounding (the adapted layer may take a different matmul path than the plain one).
-                double maxDifference = (adapted - plain).abs().max().item<float>();
+                double maxDifference = (withLoRA - plain).abs().max().item<float>();
                 Assert.True(maxDifference < 1e-6, $"max |adapted - plain| = {maxDifference}");
             }
         }

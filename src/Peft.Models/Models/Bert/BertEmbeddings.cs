@@ -9,14 +9,20 @@ namespace Peft.Models.Bert;
 /// (positions 0..time-1) + <c>token_type_embeddings</c>, then <c>LayerNorm</c> and dropout. The position and token
 /// type id tensors are computed per call, so nothing besides the three tables and the norm is in the state dict
 /// (transformers' <c>position_ids</c>/<c>token_type_ids</c> buffers are non-persistent too).
+/// <see cref="AdaptableAttribute"/>: <c>word_embeddings</c> can be adapted by configuration (prompt tuning,
+/// <see cref="BertTargets.PromptEmbedding"/>) and <c>LayerNorm</c> too (LayerNorm tuning).
 /// </summary>
-public sealed class BertEmbeddings : nn.Module
+/// <remarks>With an active prompt, <c>word_embeddings</c> prepends V virtual tokens, which take positions 0 to V - 1 and
+/// token type 0 (the text moves up by V, as when PEFT passes the prompt and the text as <c>inputs_embeds</c> and pads
+/// <c>token_type_ids</c> with zeros).</remarks>
+[Adaptable]
+public sealed partial class BertEmbeddings : nn.Module
 {
     private readonly int _maxPositions;
-    private readonly Embedding word_embeddings;
+    private Module<Tensor, Tensor> word_embeddings;
     private readonly Embedding position_embeddings;
     private readonly Embedding token_type_embeddings;
-    private readonly TorchSharp.Modules.LayerNorm LayerNorm;
+    private Module<Tensor, Tensor> LayerNorm;
     private readonly Dropout dropout;
 
     /// <summary>Creates the embeddings for <paramref name="config"/>.</summary>
@@ -30,16 +36,14 @@ public sealed class BertEmbeddings : nn.Module
         token_type_embeddings = Embedding(config.TypeVocabSize, config.HiddenSize);
         LayerNorm = nn.LayerNorm(config.HiddenSize, config.LayerNormEps);
         dropout = Dropout(config.HiddenDropoutProb);
-        register_module(nameof(word_embeddings), word_embeddings);
-        register_module(nameof(position_embeddings), position_embeddings);
-        register_module(nameof(token_type_embeddings), token_type_embeddings);
-        register_module(nameof(LayerNorm), LayerNorm);
-        register_module(nameof(dropout), dropout);
+        InitializePeft();
     }
 
-    /// <summary>Embeds token ids [batch, time] into hidden states [batch, time, hidden].</summary>
+    /// <summary>Embeds token ids [batch, time] into hidden states [batch, time, hidden] ([batch, V + time, hidden] while a
+    /// prompt of V virtual tokens is active).</summary>
     /// <param name="ids">Token ids (int64).</param>
     /// <param name="tokenTypeIds">Segment ids [batch, time], or null for all zeros.</param>
+    /// <exception cref="ArgumentException">The positions exceed <c>max_position_embeddings</c>.</exception>
     public Tensor Forward(Tensor ids, Tensor? tokenTypeIds)
     {
         ArgumentNullException.ThrowIfNull(ids);
@@ -47,9 +51,17 @@ public sealed class BertEmbeddings : nn.Module
         long time = ids.shape[1];
         if (time > _maxPositions)
             throw new ArgumentException($"{time} positions exceed max_position_embeddings {_maxPositions}.", nameof(ids));
-        var positions = arange(time, dtype: ScalarType.Int64, device: ids.device).unsqueeze(0);
-        tokenTypeIds ??= zeros_like(ids, dtype: ScalarType.Int64);
-        var x = word_embeddings.call(ids) + position_embeddings.call(positions) + token_type_embeddings.call(tokenTypeIds);
+        var words = word_embeddings.call(ids);
+        long count = words.shape[1], virtualTokens = count - time;
+        if (count > _maxPositions)
+            throw new ArgumentException($"{count} positions ({virtualTokens} virtual tokens included) exceed max_position_embeddings {_maxPositions}.", nameof(ids));
+        var positions = arange(count, dtype: ScalarType.Int64, device: ids.device).unsqueeze(0);
+        tokenTypeIds = tokenTypeIds is null
+            ? zeros(ids.shape[0], count, dtype: ScalarType.Int64, device: ids.device)
+            : virtualTokens > 0
+                ? cat([zeros(ids.shape[0], virtualTokens, dtype: ScalarType.Int64, device: ids.device), tokenTypeIds.to_type(ScalarType.Int64)], 1)
+                : tokenTypeIds;
+        var x = words + position_embeddings.call(positions) + token_type_embeddings.call(tokenTypeIds);
         return dropout.call(LayerNorm.call(x)).MoveToOuterDisposeScope();
     }
 }

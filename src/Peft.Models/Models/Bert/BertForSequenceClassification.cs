@@ -11,9 +11,11 @@ namespace Peft.Models.Bert;
 /// <c>bert.encoder.layer.0.attention.self.query.weight</c>, …, <c>bert.pooler.dense.weight</c>,
 /// <c>classifier.weight</c>), so <see cref="HfCheckpoint"/> loads Hugging Face checkpoints strictly and adapter keys
 /// read as PEFT's. Logits are <c>classifier(dropout(pooler))</c>. The <c>classifier</c> is <c>[Trainable]</c>, PEFT's
-/// <c>modules_to_save</c> for <c>SEQ_CLS</c>: with the LoRA adapters on <c>query</c>/<c>value</c> it is the only base
-/// module that trains.
+/// <c>modules_to_save</c> for <c>SEQ_CLS</c>: once adapters are added it is the only base module that trains.
 /// </summary>
+/// <remarks>The model declares no adapter: choose layers by configuration, PEFT's default for BERT being one line,
+/// <c>model.ApplyTargets(new PeftTargets(BertTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)))</c>
+/// (<see cref="BertTargets"/>; docs/bert.md).</remarks>
 public sealed partial class BertForSequenceClassification : Module<Tensor, Tensor>
 {
     private BertModel bert;

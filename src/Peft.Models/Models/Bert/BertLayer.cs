@@ -7,13 +7,13 @@ namespace Peft.Models.Bert;
 /// <summary>
 /// A residual projection followed by post-layer-norm, BERT's <c>attention.output</c> (<c>BertSelfOutput</c>) and
 /// <c>output</c> (<c>BertOutput</c>): <c>LayerNorm(dropout(dense(h)) + residual)</c>. <see cref="AdaptableAttribute"/>:
-/// <c>dense</c> can be adapted by configuration (docs/targets.md).
+/// <c>dense</c> and <c>LayerNorm</c> can be adapted by configuration (docs/targets.md).
 /// </summary>
 [Adaptable]
 public sealed partial class BertResidualOutput : nn.Module
 {
     private Module<Tensor, Tensor> dense;
-    private TorchSharp.Modules.LayerNorm LayerNorm;
+    private Module<Tensor, Tensor> LayerNorm;
     private Dropout dropout;
 
     /// <summary>Creates the block projecting <paramref name="inputSize"/> features back to the hidden size.</summary>

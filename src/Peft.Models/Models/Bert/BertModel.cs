@@ -78,7 +78,9 @@ public sealed class BertModel : nn.Module
 
     /// <summary>
     /// Encodes token ids [batch, time]; returns the last hidden states [batch, time, hidden] and the pooled [CLS]
-    /// representation [batch, hidden].
+    /// representation [batch, hidden]. While a prompt of V virtual tokens is active the hidden states are
+    /// [batch, V + time, hidden] and the pooler reads the first virtual token, as with PEFT's prompt tuning of a
+    /// sequence classifier.
     /// </summary>
     /// <param name="ids">Token ids (int64).</param>
     /// <param name="attentionMask">[batch, time], nonzero (or true) for real tokens and zero for padding; null when
@@ -91,8 +93,17 @@ public sealed class BertModel : nn.Module
         if (attentionMask is not null && !attentionMask.shape.SequenceEqual(ids.shape))
             throw new ArgumentException($"attention mask shape [{string.Join(", ", attentionMask.shape)}] differs from the ids' [{string.Join(", ", ids.shape)}].", nameof(attentionMask));
         using var scope = NewDisposeScope();
-        Tensor? keyMask = attentionMask?.to_type(ScalarType.Bool).unsqueeze(1).unsqueeze(1);
-        var hidden = encoder.Forward(embeddings.Forward(ids, tokenTypeIds), keyMask);
+        var embedded = embeddings.Forward(ids, tokenTypeIds);
+        long virtualTokens = embedded.shape[1] - ids.shape[1];
+        Tensor? keyMask = null;
+        if (attentionMask is not null)
+        {
+            var mask = attentionMask.to_type(ScalarType.Bool);
+            // An active prompt's virtual tokens come first and are attended to by every token (PEFT prepends ones to the mask).
+            if (virtualTokens > 0) mask = cat([ones(ids.shape[0], virtualTokens, dtype: ScalarType.Bool, device: mask.device), mask], 1);
+            keyMask = mask.unsqueeze(1).unsqueeze(1);
+        }
+        var hidden = encoder.Forward(embedded, keyMask);
         var pooled = pooler.call(hidden);
         return (hidden.MoveToOuterDisposeScope(), pooled.MoveToOuterDisposeScope());
     }

@@ -7,19 +7,18 @@ namespace Peft.Models.Bert;
 /// <summary>
 /// BERT's bidirectional self-attention (<c>attention.self</c>): <c>query</c>, <c>key</c>, <c>value</c> with bias,
 /// through TorchSharp's fused <c>scaled_dot_product_attention</c> (scale 1/√headDim) with a key padding mask.
-/// LoRA (rank 8, alpha 16, adapter <c>"default"</c>) sits on <c>query</c> and <c>value</c>, PEFT's default targets
-/// for BERT.
+/// <see cref="AdaptableAttribute"/>: the three projections can be adapted by configuration; <see cref="BertTargets"/> holds
+/// PEFT's default targets (LoRA on <c>query</c> and <c>value</c>).
 /// </summary>
+[Adaptable]
 public sealed partial class BertSelfAttention : nn.Module
 {
     private readonly int _heads;
     private readonly int _headDim;
     private readonly double _dropout;
 
-    [LoRA(rank: 8, alpha: 16)]
     private Module<Tensor, Tensor> query;
     private Module<Tensor, Tensor> key;
-    [LoRA(rank: 8, alpha: 16)]
     private Module<Tensor, Tensor> value;
 
     /// <summary>Creates the self-attention for <paramref name="config"/>.</summary>

@@ -9,9 +9,10 @@ namespace Peft.Models.Gpt2;
 /// output projection <c>c_proj</c>, both with bias, causal, through TorchSharp's fused
 /// <c>scaled_dot_product_attention</c>. transformers stores these as <c>Conv1D</c> (weight [in, out]); here they are
 /// <c>Linear</c> (weight [out, in]) so LoRA, merging and export work as for any linear layer, and
-/// <see cref="Gpt2LMHeadModel.LoadOptions"/> transposes on load and save. LoRA (rank 8, alpha 16, adapter
-/// <c>"default"</c>) sits on <c>c_attn</c>, PEFT's default target for GPT-2.
+/// <see cref="Gpt2LMHeadModel.LoadOptions"/> transposes on load and save. <see cref="AdaptableAttribute"/>: both can be
+/// adapted by configuration; <see cref="Gpt2Targets"/> holds PEFT's default targets (LoRA on <c>c_attn</c>).
 /// </summary>
+[Adaptable]
 public sealed partial class Gpt2Attention : nn.Module
 {
     private readonly int _heads;
@@ -22,7 +23,6 @@ public sealed partial class Gpt2Attention : nn.Module
     private readonly double _residDrop;
     private readonly bool _scale;
 
-    [LoRA(rank: 8, alpha: 16)]
     private Module<Tensor, Tensor> c_attn;
     private Module<Tensor, Tensor> c_proj;
 

@@ -1,4 +1,3 @@
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
 
@@ -6,12 +5,15 @@ namespace Peft.Models.Gpt2;
 
 /// <summary>
 /// One pre-norm GPT-2 block (<c>transformer.h.N</c>): <c>h = x + attn(ln_1(x))</c>, then <c>h + mlp(ln_2(h))</c>.
+/// <see cref="AdaptableAttribute"/>: <c>ln_1</c> and <c>ln_2</c> can be adapted by configuration (LayerNorm tuning,
+/// <see cref="Gpt2Targets.LayerNormTuning"/>).
 /// </summary>
-public sealed class Gpt2Block : nn.Module
+[Adaptable]
+public sealed partial class Gpt2Block : nn.Module
 {
-    private readonly LayerNorm ln_1;
+    private Module<Tensor, Tensor> ln_1;
     private readonly Gpt2Attention attn;
-    private readonly LayerNorm ln_2;
+    private Module<Tensor, Tensor> ln_2;
     private readonly Gpt2Mlp mlp;
 
     /// <summary>Creates block <paramref name="layer"/>.</summary>
@@ -24,10 +26,7 @@ public sealed class Gpt2Block : nn.Module
         attn = new Gpt2Attention(config, layer);
         ln_2 = LayerNorm(config.NEmbd, config.LayerNormEpsilon);
         mlp = new Gpt2Mlp(config);
-        register_module(nameof(ln_1), ln_1);
-        register_module(nameof(attn), attn);
-        register_module(nameof(ln_2), ln_2);
-        register_module(nameof(mlp), mlp);
+        InitializePeft();
     }
 
     /// <summary>Runs the block on hidden states [batch, time, n_embd].</summary>

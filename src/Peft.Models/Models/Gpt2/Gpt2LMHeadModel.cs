@@ -19,11 +19,15 @@ namespace Peft.Models.Gpt2;
 /// <c>Linear</c> ([out, in]) so LoRA, merging and export behave as for any linear layer. <see cref="FromPretrained"/>
 /// and <see cref="SavePretrained"/> transpose those four weights per block (<see cref="IsConv1DWeight"/>), so files
 /// stay in transformers' layout.
+/// <para>The model declares no adapter: choose layers by configuration, PEFT's default for GPT-2 being one line,
+/// <c>model.ApplyTargets(new PeftTargets(Gpt2Targets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)))</c>
+/// (<see cref="Gpt2Targets"/>; docs/gpt2.md).</para>
 /// </remarks>
-public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
+[Adaptable]
+public sealed partial class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
 {
     private readonly Gpt2Model transformer;
-    private readonly Linear? lm_head;
+    private Module<Tensor, Tensor>? lm_head;
 
     /// <summary>Creates a randomly initialised model (TorchSharp's default init; load a checkpoint for real weights).</summary>
     /// <param name="config">Model sizes.</param>
@@ -32,12 +36,12 @@ public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
         ArgumentNullException.ThrowIfNull(config);
         Config = config;
         transformer = new Gpt2Model(config);
-        register_module(nameof(transformer), transformer);
         if (!config.TieWordEmbeddings)
         {
             lm_head = Linear(config.NEmbd, config.VocabSize, hasBias: false);
-            register_module(nameof(lm_head), lm_head);
         }
+
+        InitializePeft();
     }
 
     /// <summary>The sizes this model was built with.</summary>
@@ -172,7 +176,7 @@ public sealed class Gpt2LMHeadModel : Module<Tensor, Tensor>, IFanInFanOutLayers
     {
         using var scope = NewDisposeScope();
         var h = transformer.Forward(ids, cache);
-        var logits = lm_head is null ? functional.linear(h, transformer.Wte.weight!) : lm_head.call(h);
+        var logits = lm_head is null ? functional.linear(h, transformer.WteWeight) : lm_head.call(h);
         return logits.MoveToOuterDisposeScope();
     }
 

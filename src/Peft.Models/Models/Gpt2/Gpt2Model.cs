@@ -6,15 +6,20 @@ namespace Peft.Models.Gpt2;
 
 /// <summary>
 /// The GPT-2 decoder (<c>transformer</c>): token embedding <c>wte</c>, learned position embedding <c>wpe</c>, blocks
-/// <c>h</c>, final <c>ln_f</c>.
+/// <c>h</c>, final <c>ln_f</c>. <see cref="AdaptableAttribute"/>: the token embedding can be adapted by configuration
+/// (prompt tuning, <see cref="Gpt2Targets.PromptEmbedding"/>) and <c>ln_f</c> too (LayerNorm tuning).
 /// </summary>
-public sealed class Gpt2Model : nn.Module
+/// <remarks>With an active prompt the token embedding prepends V virtual tokens, which take positions 0 to V - 1 of
+/// <c>wpe</c> (the text moves up by V, as when PEFT passes the prompt and the text as <c>inputs_embeds</c>). With a cache the
+/// prompt enters it on the first forward; later forwards drop the prefix their embedding prepends again.</remarks>
+[Adaptable]
+public sealed partial class Gpt2Model : nn.Module
 {
     private readonly Gpt2Config _config;
-    private readonly Embedding wte;
+    private Module<Tensor, Tensor> wte;
     private readonly Embedding wpe;
     private readonly ModuleList<Gpt2Block> h;
-    private readonly LayerNorm ln_f;
+    private Module<Tensor, Tensor> ln_f;
 
     /// <summary>Creates the decoder for <paramref name="config"/>.</summary>
     /// <param name="config">Model sizes.</param>
@@ -27,21 +32,22 @@ public sealed class Gpt2Model : nn.Module
         wpe = Embedding(config.NPositions, config.NEmbd);
         h = new ModuleList<Gpt2Block>(Enumerable.Range(0, config.NLayer).Select(i => new Gpt2Block(config, i)).ToArray());
         ln_f = LayerNorm(config.NEmbd, config.LayerNormEpsilon);
-        register_module(nameof(wte), wte);
-        register_module(nameof(wpe), wpe);
-        register_module(nameof(h), h);
-        register_module(nameof(ln_f), ln_f);
+        InitializePeft();
     }
 
-    /// <summary>The token embedding (also the output head when embeddings are tied).</summary>
-    public Embedding Wte => wte;
+    /// <summary>The token embedding (an <see cref="AdaptedEmbedding"/> once configuration targeting wrapped it).</summary>
+    public Module<Tensor, Tensor> Wte => wte;
+
+    /// <summary>The token embedding's weight [vocab, n_embd] (also the output head when embeddings are tied).</summary>
+    public Parameter WteWeight => EmbeddingWeight.Of(wte, nameof(wte));
 
     /// <summary>The position embedding.</summary>
     public Embedding Wpe => wpe;
 
     /// <summary>
-    /// Maps token ids [batch, time] to normalised hidden states [batch, time, n_embd]. With a cache, the ids are the
-    /// positions after those already cached (their position ids continue from the cache's length).
+    /// Maps token ids [batch, time] to normalised hidden states [batch, time, n_embd] ([batch, V + time, n_embd] on a forward
+    /// without cached positions while a prompt of V virtual tokens is active). With a cache, the ids are the positions
+    /// after those already cached (their position ids continue from the cache's length).
     /// </summary>
     /// <param name="ids">Token ids (int64).</param>
     /// <param name="cache">Key/value cache, or null for a full forward from position 0.</param>
@@ -54,8 +60,14 @@ public sealed class Gpt2Model : nn.Module
         long time = ids.shape[1];
         if (past + time > _config.NPositions)
             throw new ArgumentException($"{past + time} positions exceed n_positions {_config.NPositions}.", nameof(ids));
-        var positions = arange(past, past + time, dtype: ScalarType.Int64, device: ids.device).unsqueeze(0);
-        var x = wte.call(ids) + wpe.call(positions);
+        var x = wte.call(ids);
+        long virtualTokens = x.shape[1] - time;
+        if (virtualTokens > 0 && past > 0) x = x.narrow(1, virtualTokens, time);   // the prompt is cached already
+        long count = x.shape[1];
+        if (past + count > _config.NPositions)
+            throw new ArgumentException($"{past + count} positions ({virtualTokens} virtual tokens included) exceed n_positions {_config.NPositions}.", nameof(ids));
+        var positions = arange(past, past + count, dtype: ScalarType.Int64, device: ids.device).unsqueeze(0);
+        x = x + wpe.call(positions);
         x = functional.dropout(x, _config.EmbdPdrop, training);
         foreach (var block in h) x = block.Forward(x, cache);
         return ln_f.call(x).MoveToOuterDisposeScope();

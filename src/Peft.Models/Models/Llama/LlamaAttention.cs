@@ -9,9 +9,10 @@ namespace Peft.Models.Llama;
 /// none for Llama and Mistral, on q/k/v for Qwen2),
 /// rotary embeddings on queries and keys, grouped-query attention (each key/value head serves
 /// <c>heads / kvHeads</c> consecutive query heads, as transformers' <c>repeat_kv</c>) through TorchSharp's fused
-/// <c>scaled_dot_product_attention</c>, causal. LoRA (rank 8, alpha 16, adapter <c>"default"</c>) sits on
-/// <c>q_proj</c> and <c>v_proj</c>, PEFT's default targets for Llama.
+/// <c>scaled_dot_product_attention</c>, causal. <see cref="AdaptableAttribute"/>: the four projections can be adapted by
+/// configuration (<see cref="PeftTargeting.ApplyTargets"/>); <see cref="LlamaTargets"/> holds PEFT's default targets.
 /// </summary>
+[Adaptable]
 public sealed partial class LlamaAttention : nn.Module
 {
     private readonly int _heads;
@@ -19,10 +20,8 @@ public sealed partial class LlamaAttention : nn.Module
     private readonly int _headDim;
     private readonly int _layer;
 
-    [LoRA(rank: 8, alpha: 16)]
     private Module<Tensor, Tensor> q_proj;
     private Module<Tensor, Tensor> k_proj;
-    [LoRA(rank: 8, alpha: 16)]
     private Module<Tensor, Tensor> v_proj;
     private Module<Tensor, Tensor> o_proj;
 

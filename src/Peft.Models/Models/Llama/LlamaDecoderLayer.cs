@@ -1,17 +1,20 @@
 using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
 
 namespace Peft.Models.Llama;
 
 /// <summary>
 /// One pre-norm decoder layer (<c>model.layers.N</c>): <c>h = x + self_attn(input_layernorm(x))</c>, then
-/// <c>h + mlp(post_attention_layernorm(h))</c>.
+/// <c>h + mlp(post_attention_layernorm(h))</c>. <see cref="AdaptableAttribute"/>: both norms can be adapted by
+/// configuration (LayerNorm tuning, <see cref="LlamaTargets.LayerNormTuning"/>).
 /// </summary>
-public sealed class LlamaDecoderLayer : nn.Module
+[Adaptable]
+public sealed partial class LlamaDecoderLayer : nn.Module
 {
     private readonly LlamaAttention self_attn;
     private readonly LlamaMlp mlp;
-    private readonly LlamaRmsNorm input_layernorm;
-    private readonly LlamaRmsNorm post_attention_layernorm;
+    private Module<Tensor, Tensor> input_layernorm;
+    private Module<Tensor, Tensor> post_attention_layernorm;
 
     /// <summary>Creates layer <paramref name="layer"/>.</summary>
     /// <param name="config">Model sizes.</param>
@@ -23,10 +26,7 @@ public sealed class LlamaDecoderLayer : nn.Module
         mlp = new LlamaMlp(config);
         input_layernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
         post_attention_layernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
-        register_module(nameof(self_attn), self_attn);
-        register_module(nameof(mlp), mlp);
-        register_module(nameof(input_layernorm), input_layernorm);
-        register_module(nameof(post_attention_layernorm), post_attention_layernorm);
+        InitializePeft();
     }
 
     /// <summary>Runs the layer on hidden states [batch, time, hidden].</summary>

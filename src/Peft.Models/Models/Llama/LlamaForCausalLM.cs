@@ -13,10 +13,16 @@ namespace Peft.Models.Llama;
 /// <see cref="HfCheckpoint"/> loads Hugging Face checkpoints strictly and adapter keys read as PEFT's. With tied
 /// embeddings there is no <c>lm_head</c> module: the head is the input embedding itself.
 /// </summary>
-public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
+/// <remarks>
+/// The model declares no adapter: choose layers by configuration, PEFT's defaults for Llama being one line,
+/// <c>model.ApplyTargets(new PeftTargets(LlamaTargets.LoRA, new LoRAOptions(Rank: 8, Alpha: 16)))</c>
+/// (<see cref="LlamaTargets"/>: LoRA, IA3, LayerNorm tuning and prompt tuning targets; docs/llama.md).
+/// </remarks>
+[Adaptable]
+public sealed partial class LlamaForCausalLM : Module<Tensor, Tensor>
 {
     private readonly LlamaModel model;
-    private readonly Linear? lm_head;
+    private Module<Tensor, Tensor>? lm_head;
 
     /// <summary>Creates a randomly initialised model.</summary>
     /// <param name="config">Model sizes.</param>
@@ -25,12 +31,12 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
         ArgumentNullException.ThrowIfNull(config);
         Config = config;
         model = new LlamaModel(config);
-        register_module(nameof(model), model);
         if (!config.TieWordEmbeddings)
         {
             lm_head = Linear(config.HiddenSize, config.VocabSize, hasBias: false);
-            register_module(nameof(lm_head), lm_head);
         }
+
+        InitializePeft();
     }
 
     /// <summary>The sizes this model was built with.</summary>
@@ -79,7 +85,7 @@ public sealed class LlamaForCausalLM : Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = model.Forward(ids, cache);
-        var logits = lm_head is null ? functional.linear(h, model.EmbedTokens.weight!) : lm_head.call(h);
+        var logits = lm_head is null ? functional.linear(h, model.EmbedTokensWeight) : lm_head.call(h);
         return logits.MoveToOuterDisposeScope();
     }
 

@@ -4,13 +4,21 @@ using static TorchSharp.torch.nn;
 
 namespace Peft.Models.Llama;
 
-/// <summary>The decoder (<c>model</c>): <c>embed_tokens</c>, <c>layers</c>, final <c>norm</c>.</summary>
-public sealed class LlamaModel : nn.Module
+/// <summary>
+/// The decoder (<c>model</c>): <c>embed_tokens</c>, <c>layers</c>, final <c>norm</c>. <see cref="AdaptableAttribute"/>: the
+/// input embedding can be adapted by configuration (prompt tuning, <see cref="LlamaTargets.PromptEmbedding"/>) and the final
+/// norm too (LayerNorm tuning).
+/// </summary>
+/// <remarks>With an active prompt the embedding prepends V virtual tokens, which take positions 0 to V - 1 (the text moves up
+/// by V, as when PEFT passes the prompt and the text as <c>inputs_embeds</c>). With a cache the prompt enters it on the first
+/// forward; later forwards drop the prefix their embedding prepends again.</remarks>
+[Adaptable]
+public sealed partial class LlamaModel : nn.Module
 {
     private readonly LlamaConfig _config;
-    private readonly Embedding embed_tokens;
+    private Module<Tensor, Tensor> embed_tokens;
     private readonly ModuleList<LlamaDecoderLayer> layers;
-    private readonly LlamaRmsNorm norm;
+    private Module<Tensor, Tensor> norm;
 
     /// <summary>Creates the decoder for <paramref name="config"/>.</summary>
     /// <param name="config">Model sizes.</param>
@@ -22,20 +30,23 @@ public sealed class LlamaModel : nn.Module
         embed_tokens = Embedding(config.VocabSize, config.HiddenSize);
         layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i)).ToArray());
         norm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
-        register_module(nameof(embed_tokens), embed_tokens);
-        register_module(nameof(layers), layers);
-        register_module(nameof(norm), norm);
+        InitializePeft();
     }
 
-    /// <summary>The token embedding (also the output head when embeddings are tied).</summary>
-    public Embedding EmbedTokens => embed_tokens;
+    /// <summary>The token embedding (an <see cref="AdaptedEmbedding"/> once configuration targeting wrapped it).</summary>
+    public Module<Tensor, Tensor> EmbedTokens => embed_tokens;
+
+    /// <summary>The token embedding's weight [vocab, hidden] (also the output head when embeddings are tied).</summary>
+    public Parameter EmbedTokensWeight => EmbeddingWeight.Of(embed_tokens, nameof(embed_tokens));
 
     /// <summary>
-    /// Maps token ids [batch, time] to normalised hidden states [batch, time, hidden]. With a cache, the ids are the
-    /// positions after those already cached.
+    /// Maps token ids [batch, time] to normalised hidden states [batch, time, hidden] ([batch, V + time, hidden] on a forward
+    /// without cached positions while a prompt of V virtual tokens is active). With a cache, the ids are the positions after
+    /// those already cached.
     /// </summary>
     /// <param name="ids">Token ids (int64).</param>
     /// <param name="cache">Key/value cache, or null for a full forward from position 0.</param>
+    /// <exception cref="ArgumentException">The positions would exceed <c>max_position_embeddings</c>.</exception>
     public Tensor Forward(Tensor ids, KvCache? cache = null)
     {
         ArgumentNullException.ThrowIfNull(ids);
@@ -45,7 +56,12 @@ public sealed class LlamaModel : nn.Module
         if (past + time > _config.MaxPositionEmbeddings)
             throw new ArgumentException($"{past + time} positions exceed max_position_embeddings {_config.MaxPositionEmbeddings}.", nameof(ids));
         var x = embed_tokens.call(ids);
-        var (cos, sin) = LlamaRotaryEmbedding.Tables(past, time, _config.HeadDim, _config.RopeTheta, x.dtype, x.device);
+        long virtualTokens = x.shape[1] - time;
+        if (virtualTokens > 0 && past > 0) x = x.narrow(1, virtualTokens, time);   // the prompt is cached already
+        long positions = x.shape[1];
+        if (past + positions > _config.MaxPositionEmbeddings)
+            throw new ArgumentException($"{past + positions} positions ({virtualTokens} virtual tokens included) exceed max_position_embeddings {_config.MaxPositionEmbeddings}.", nameof(ids));
+        var (cos, sin) = LlamaRotaryEmbedding.Tables(past, positions, _config.HeadDim, _config.RopeTheta, x.dtype, x.device);
         foreach (var layer in layers) x = layer.Forward(x, cos, sin, cache);
         return norm.call(x).MoveToOuterDisposeScope();
     }

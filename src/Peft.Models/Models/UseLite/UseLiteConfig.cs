@@ -36,18 +36,6 @@ public static class UseLiteConfig
     /// <summary>Lower bound on the squared norm in the final L2 normalisation.</summary>
     public const float L2Epsilon = 1e-12f;
 
-    /// <summary>Name of the LoRA adapter on the projections (active by default).</summary>
-    public const string LoRAAdapter = "default";
-
-    /// <summary>Name of the Kronecker (LoKr) adapter on the projections (inactive until selected).</summary>
-    public const string KroneckerAdapter = "lokr";
-
-    /// <summary>Name of the prompt-tuning adapter on the token embeddings (inactive until selected).</summary>
-    public const string PromptAdapter = "prompt";
-
-    /// <summary>Virtual tokens the prompt adapter prepends.</summary>
-    public const int PromptTokens = 8;
-
     /// <summary>Input width of layer <paramref name="layer"/>: the embedding width for the first, the hidden width after.</summary>
     /// <param name="layer">Zero-based layer index.</param>
     public static int LayerInputDim(int layer) => layer == 0 ? EmbeddingDim : HiddenDim;

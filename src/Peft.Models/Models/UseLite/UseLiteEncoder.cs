@@ -13,20 +13,18 @@ namespace Peft.Models.UseLite;
 /// state-dict names.
 /// </summary>
 /// <remarks>
-/// Three adapters are declared: LoRA (<see cref="UseLiteConfig.LoRAAdapter"/>, active after construction) and LoKr
-/// (<see cref="UseLiteConfig.KroneckerAdapter"/>) on the projections of every layer, and a prompt
-/// (<see cref="UseLiteConfig.PromptAdapter"/>, <see cref="UseLiteConfig.PromptTokens"/> virtual tokens) on the token
-/// embeddings; choose one with <c>SetActiveAdapter(name)</c>. With the prompt active, the virtual tokens come first, take
-/// the timing signal of positions 0 to V - 1 (the text's tokens move up by V, as when PEFT prepends prompts to a model
-/// with position embeddings), are attended to by every token, and are left out of the mean pooling.
+/// The encoder declares no adapter: <see cref="AdaptableAttribute"/> makes its layers targetable by configuration
+/// (<see cref="UseLiteTargets"/>). With a prompt active on <c>embeddings</c> (prompt tuning), the virtual tokens come
+/// first, take the timing signal of positions 0 to V - 1 (the text's tokens move up by V, as when PEFT prepends prompts
+/// to a model with position embeddings), are attended to by every token, and are left out of the mean pooling.
 /// </remarks>
+[Adaptable]
 public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
 {
-    [PromptTune(virtualTokens: UseLiteConfig.PromptTokens, Name = UseLiteConfig.PromptAdapter)]
     private Module<Tensor, Tensor> embeddings;
     private readonly Tensor inv_timescales;
     private readonly ModuleList<UseLiteTransformerLayer> layers;
-    private readonly Module<Tensor, Tensor> pooler;
+    private Module<Tensor, Tensor> pooler;
 
     /// <summary>Creates the network with random weights (load converted weights before use).</summary>
     public UseLiteEncoder() : base(nameof(UseLiteEncoder))
@@ -37,8 +35,6 @@ public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
             Enumerable.Range(0, UseLiteConfig.Layers).Select(i => new UseLiteTransformerLayer(i)).ToArray());
         pooler = Linear(UseLiteConfig.HiddenDim, UseLiteConfig.HiddenDim);
         InitializePeft();
-        // The prompt layer would make its only adapter active; start as the pretrained model plus (zero) LoRA.
-        this.SetActiveAdapter(UseLiteConfig.LoRAAdapter);
     }
 
     /// <summary>

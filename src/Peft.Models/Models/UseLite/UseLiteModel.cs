@@ -26,7 +26,7 @@ public sealed class UseLiteModel : IDisposable
         WeightsPath = weightsPath;
     }
 
-    /// <summary>The network (with rank-4 LoRA adapters that are zero at initialisation), in eval mode.</summary>
+    /// <summary>The network, in eval mode, without adapters (add them by configuration: <see cref="UseLiteTargets"/>).</summary>
     public UseLiteEncoder Encoder { get; }
 
     /// <summary>The tokenizer.</summary>

@@ -9,34 +9,22 @@ namespace Peft.Models.UseLite;
 /// One pre-norm transformer layer of the Universal Sentence Encoder lite ("KonaTransformer"): layer norm, 4-head
 /// self-attention whose padded keys are masked, output projection plus the residual (projected by
 /// <c>residual_proj</c> where the layer widens 256 to 512), then layer norm, ReLU feed-forward 512-1536-512 and residual.
-/// LoRA (rank 4, adapter <c>"default"</c>, active) and LoKr (rank 4, adapter <see cref="UseLiteConfig.KroneckerAdapter"/>,
-/// inactive until selected with <c>SetActiveAdapter</c>) sit on every attention and feed-forward projection; both start
-/// with a zero update, so a fresh adapter leaves the output equal to the pretrained model's.
+/// <see cref="AdaptableAttribute"/>: the projections and both norms can be adapted by configuration
+/// (<see cref="UseLiteTargets"/>).
 /// </summary>
+[Adaptable]
 public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Tensor>
 {
     private readonly int _heads;
 
-    private LayerNorm attention_norm;
-    [LoRA(rank: 4)]
-    [Kronecker(rank: 4, Name = UseLiteConfig.KroneckerAdapter)]
+    private Module<Tensor, Tensor> attention_norm;
     private Module<Tensor, Tensor> q_proj;
-    [LoRA(rank: 4)]
-    [Kronecker(rank: 4, Name = UseLiteConfig.KroneckerAdapter)]
     private Module<Tensor, Tensor> k_proj;
-    [LoRA(rank: 4)]
-    [Kronecker(rank: 4, Name = UseLiteConfig.KroneckerAdapter)]
     private Module<Tensor, Tensor> v_proj;
-    [LoRA(rank: 4)]
-    [Kronecker(rank: 4, Name = UseLiteConfig.KroneckerAdapter)]
     private Module<Tensor, Tensor> out_proj;
     private Module<Tensor, Tensor>? residual_proj;
-    private LayerNorm ffn_norm;
-    [LoRA(rank: 4)]
-    [Kronecker(rank: 4, Name = UseLiteConfig.KroneckerAdapter)]
+    private Module<Tensor, Tensor> ffn_norm;
     private Module<Tensor, Tensor> fc1;
-    [LoRA(rank: 4)]
-    [Kronecker(rank: 4, Name = UseLiteConfig.KroneckerAdapter)]
     private Module<Tensor, Tensor> fc2;
 
     /// <summary>Creates layer <paramref name="layer"/> (0 reads 256-wide embeddings, later layers 512-wide states).</summary>

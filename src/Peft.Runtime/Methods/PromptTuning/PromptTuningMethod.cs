@@ -90,34 +90,37 @@ public sealed class PromptTuningMethod : PeftMethod
     }
 
     /// <summary>
-    /// Creates the prompt on the model's input embedding, after checking the file's prompt has the configured size: the one
-    /// adapted embedding (<see cref="PromptTuneAttribute"/> or an earlier target), else the model's one embedding layer,
-    /// wrapped through configuration targeting (PEFT prompts the model's input embeddings).
+    /// Creates the prompt on the model's input embedding, after checking the file's prompt has the configured size. The
+    /// input embedding is the model's one wrapped embedding layer or, when none is wrapped yet (a model family that
+    /// declares no adapter), its one embedding member configuration targeting can reach, which is then wrapped as
+    /// <c>model.ApplyTargets(new PeftTargets(name, options))</c> would (PEFT finds it with <c>get_input_embeddings()</c>).
     /// </summary>
     /// <param name="model">The model.</param>
     /// <param name="adapterName">The adapter to create.</param>
     /// <param name="config">The config.</param>
     /// <param name="fileShapes">The weights file's tensor shapes.</param>
-    /// <exception cref="AdapterFormatException">The model has no single embedding to prompt, or the sizes disagree.</exception>
+    /// <exception cref="AdapterFormatException">The model has not exactly one prompt-capable embedding, or the sizes disagree.</exception>
     public override void CreateFromConfig(nn.Module model, string adapterName, AdapterConfig config, IReadOnlyDictionary<string, long[]> fileShapes)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(fileShapes);
         var options = (PromptTuningOptions)ReadOptions(config, null);
-        var embeddings = ModuleTree.Walk(model).Where(n => PeftLayers.KindOf(n.Module) == PeftLayerKind.Embedding).ToList();
-        var adapted = embeddings.Where(n => n.Module is AdaptedEmbedding).ToList();
-        var candidates = adapted.Count > 0 ? adapted : embeddings;
-        if (candidates.Count != 1)
+        var embeddings = model.PromptEmbeddings().Select(e => (e.Path, Module: (nn.Module)e.Layer)).ToList();
+        if (embeddings.Count == 0)
         {
-            throw new AdapterFormatException(
-                $"{config.Source}: loading a new prompt adapter '{adapterName}' needs one input embedding to prompt, but the model has " +
-                (candidates.Count == 0 ? "none" : string.Join(", ", candidates.Select(c => "'" + c.Path + "'"))) +
-                ". Put [PromptTune] on the input embedding (or target it first) so the model says which one.");
+            embeddings = TargetableEmbeddings(model);
         }
 
-        var embedding = candidates[0];
-        long dim = PeftLayers.InfoOf(embedding.Module, embedding.Path).OutFeatures;
+        if (embeddings.Count != 1)
+        {
+            throw new AdapterFormatException(
+                $"{config.Source}: loading a new prompt adapter '{adapterName}' needs exactly one input embedding in the model (a [PromptTune] embedding, " +
+                $"or an embedding member of an [Adaptable] class); found {embeddings.Count}{(embeddings.Count > 1 ? ": " + string.Join(", ", embeddings.Select(e => e.Path)) : string.Empty)}.");
+        }
+
+        var (path, module) = embeddings[0];
+        long dim = PeftLayers.InfoOf(module, path).OutFeatures;
         if (fileShapes.TryGetValue(PromptTuningAdapter.PromptEmbeddingsName, out var shape)
             && !(shape.Length == 2 && shape[0] == options.VirtualTokens && shape[1] == dim))
         {
@@ -126,7 +129,7 @@ public sealed class PromptTuningMethod : PeftMethod
                 $"[{options.VirtualTokens}, {dim}], but the weights file holds [{string.Join(", ", shape)}]; nothing was loaded.");
         }
 
-        if (embedding.Module is AdaptedEmbedding layer)
+        if (module is AdaptedLayer layer)
         {
             layer.WithAdapter(adapterName, options);
             return;
@@ -134,11 +137,28 @@ public sealed class PromptTuningMethod : PeftMethod
 
         try
         {
-            model.ApplyTargets(new PeftTargets(TargetModules.Names(embedding.Path), options) { AdapterName = adapterName });
+            model.ApplyTargets(new PeftTargets(TargetModules.Regex(System.Text.RegularExpressions.Regex.Escape(path)), options) { AdapterName = adapterName });
         }
         catch (PeftConfigurationException ex)
         {
-            throw new AdapterFormatException($"{config.Source}: creating prompt adapter '{adapterName}' on '{embedding.Path}' failed: {ex.Message}", ex);
+            throw new AdapterFormatException($"{config.Source}: creating prompt adapter '{adapterName}' on '{path}' failed: {ex.Message}", ex);
         }
+    }
+
+    /// <summary>The embedding members of generated classes that configuration targeting can wrap, with their paths.</summary>
+    private static List<(string Path, nn.Module Module)> TargetableEmbeddings(nn.Module model)
+    {
+        var result = new List<(string, nn.Module)>();
+        foreach (var node in ModuleTree.Walk(model))
+        {
+            if (node.Parent is IPeftTargetable owner
+                && PeftLayers.KindOf(node.Module) == PeftLayerKind.Embedding
+                && owner.PeftTargetMembers.Any(m => m.Name == node.Name && m.IsTargetable))
+            {
+                result.Add((node.Path, node.Module));
+            }
+        }
+
+        return result;
     }
 }

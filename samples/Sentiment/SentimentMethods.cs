@@ -1,0 +1,93 @@
+using Peft;
+using Peft.Models.UseLite;
+
+namespace Sentiment;
+
+/// <summary>Which parameters of the classifier a method trains.</summary>
+public enum Trains
+{
+    /// <summary>The adapter the method's targets add, plus the <c>[Trainable]</c> head (the encoder's weights stay frozen).</summary>
+    AdapterAndHead,
+
+    /// <summary>The head only: the encoder is frozen and has no adapter (a linear probe).</summary>
+    Head,
+
+    /// <summary>Every weight of the encoder and the head (full fine-tuning).</summary>
+    Everything,
+}
+
+/// <summary>
+/// One way of fine-tuning the sentiment classifier: one line in <see cref="SentimentMethods.All"/> says its
+/// <c>--method</c> name, its row in the table, its learning rate, whether the quick default run includes it, how it is
+/// applied to the USE-lite encoder (configuration targets, as PEFT's <c>target_modules</c>), which parameters train, and
+/// so how it is saved: a method with targets trains an adapter and is saved as a PEFT adapter directory, one without
+/// trains base weights and is saved as model weights.
+/// </summary>
+/// <param name="Name">The <c>--method</c> name (lower case), also the save subdirectory.</param>
+/// <param name="DisplayName">The table's row name.</param>
+/// <param name="LearningRate">The default AdamW peak learning rate (<c>--lr</c> overrides it).</param>
+/// <param name="Quick">Whether the default run (no <c>--method</c>, no <c>--all</c>) includes the method.</param>
+/// <param name="Targets">The adapter, applied to the classifier with <c>ApplyTargets</c>; null for methods without one.</param>
+/// <param name="Trains">Which parameters train.</param>
+public sealed record SentimentMethod(string Name, string DisplayName, double LearningRate, bool Quick, PeftTargets? Targets, Trains Trains)
+{
+    /// <summary>Whether the method trains an adapter, saved in PEFT's adapter layout (otherwise the classifier's weights are saved).</summary>
+    public bool SavesAdapter => Targets is not null;
+
+    /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="targets">The encoder modules to adapt (<see cref="UseLiteTargets"/>).</param>
+    /// <param name="options">The method's options (<see cref="LoRAOptions"/>, <see cref="KroneckerOptions"/>, ...).</param>
+    /// <param name="quick">Whether the default run includes it.</param>
+    public static SentimentMethod Adapter(string name, string displayName, double learningRate, TargetModules targets, PeftAdapterOptions options, bool quick = false)
+        => new(name, displayName, learningRate, quick, new PeftTargets(targets, options), Trains.AdapterAndHead);
+
+    /// <summary>A method without adapter that trains base weights (<see cref="Trains.Head"/> or <see cref="Trains.Everything"/>).</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="trains">What trains.</param>
+    /// <param name="quick">Whether the default run includes it.</param>
+    public static SentimentMethod BaseWeights(string name, string displayName, double learningRate, Trains trains, bool quick = false)
+        => new(name, displayName, learningRate, quick, null, trains);
+}
+
+/// <summary>The methods the sample compares: one registration line each.</summary>
+public static class SentimentMethods
+{
+    /// <summary>Text the prompt is initialised from (PEFT's TEXT init).</summary>
+    public const string PromptInitText = "is this review positive or negative";
+
+    /// <summary>Virtual tokens of the prompt-tuning method.</summary>
+    public const int PromptTokens = 8;
+
+    /// <summary>
+    /// Every method, in the table's order. A new method is one line here: <c>SentimentMethod.Adapter(name, row, learning
+    /// rate, UseLiteTargets.X, new XOptions(...))</c> for an adapter (saved in PEFT's layout, reloaded by
+    /// <c>AdapterFiles.Load</c>), <c>SentimentMethod.BaseWeights(...)</c> otherwise; <c>quick: true</c> only while the default
+    /// run stays around a minute on 2 cores (docs/sentiment.md, "Adding a method").
+    /// </summary>
+    public static IReadOnlyList<SentimentMethod> All { get; } =
+    [
+        SentimentMethod.BaseWeights("probe", "frozen linear probe", 1e-2, Trains.Head, quick: true),
+        SentimentMethod.Adapter("lora", "LoRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4), quick: true),
+        SentimentMethod.Adapter("lokr", "LoKr (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4)),
+        SentimentMethod.Adapter("prompt", $"prompt tuning ({PromptTokens} virtual tokens)", 1e-2, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(PromptTokens, PromptInitText), quick: true),
+        SentimentMethod.BaseWeights("full", "full fine-tuning", 1e-4, Trains.Everything, quick: true),
+    ];
+
+    /// <summary>The methods of the default run (<see cref="SentimentMethod.Quick"/>).</summary>
+    public static IReadOnlyList<SentimentMethod> Quick => All.Where(m => m.Quick).ToList();
+
+    /// <summary>The method named <paramref name="name"/> (case-insensitive), or null.</summary>
+    /// <param name="name">A <c>--method</c> name.</param>
+    public static SentimentMethod? Find(string name) => All.FirstOrDefault(m => string.Equals(m.Name, name, StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>The method named <paramref name="name"/>.</summary>
+    /// <param name="name">A <c>--method</c> name.</param>
+    /// <exception cref="ArgumentException">No method has that name (the message lists them).</exception>
+    public static SentimentMethod Get(string name) => Find(name)
+        ?? throw new ArgumentException($"Unknown method '{name}'. Methods: {string.Join(", ", All.Select(m => m.Name))}.", nameof(name));
+}
