@@ -33,7 +33,7 @@ public sealed class DefaultTargetsTests
         AssertSelects(model, LlamaTargets.LoRA, Lora, PerLayer("model.layers", 2, "self_attn.q_proj", "self_attn.v_proj"));
         AssertSelects(model, LlamaTargets.IA3, Lora, PerLayer("model.layers", 2, "self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj"));
         AssertSelects(model, LlamaTargets.IA3FeedForward, Lora, PerLayer("model.layers", 2, "mlp.down_proj"));
-        AssertSelects(model, LlamaTargets.LayerNormTuning, new NormCopyOptions(),
+        AssertSelects(model, LlamaTargets.LayerNormTuning, new LNTuningOptions(),
             PerLayer("model.layers", 2, "input_layernorm", "post_attention_layernorm").Append("model.norm"));
         AssertSelects(model, LlamaTargets.PromptEmbedding, new PromptTuningOptions(4), ["model.embed_tokens"]);
     }
@@ -46,7 +46,7 @@ public sealed class DefaultTargetsTests
         AssertSelects(model, Gpt2Targets.LoRA, Lora, PerLayer("transformer.h", 2, "attn.c_attn"));
         AssertSelects(model, Gpt2Targets.IA3, Lora, PerLayer("transformer.h", 2, "attn.c_attn", "mlp.c_proj"));
         AssertSelects(model, Gpt2Targets.IA3FeedForward, Lora, PerLayer("transformer.h", 2, "mlp.c_proj"));
-        AssertSelects(model, Gpt2Targets.LayerNormTuning, new NormCopyOptions(), PerLayer("transformer.h", 2, "ln_1", "ln_2").Append("transformer.ln_f"));
+        AssertSelects(model, Gpt2Targets.LayerNormTuning, new LNTuningOptions(), PerLayer("transformer.h", 2, "ln_1", "ln_2").Append("transformer.ln_f"));
         AssertSelects(model, Gpt2Targets.PromptEmbedding, new PromptTuningOptions(4), ["transformer.wte"]);
     }
 
@@ -60,7 +60,7 @@ public sealed class DefaultTargetsTests
         // "output.dense" is a dotted suffix of both attention.output.dense and the feed-forward's output.dense, as in PEFT.
         AssertSelects(model, BertTargets.IA3, Lora, PerLayer(layers, 2, "attention.self.key", "attention.self.value", "attention.output.dense", "output.dense"));
         AssertSelects(model, BertTargets.IA3FeedForward, Lora, PerLayer(layers, 2, "attention.output.dense", "output.dense"));
-        AssertSelects(model, BertTargets.LayerNormTuning, new NormCopyOptions(),
+        AssertSelects(model, BertTargets.LayerNormTuning, new LNTuningOptions(),
             PerLayer(layers, 2, "attention.output.LayerNorm", "output.LayerNorm").Append("bert.embeddings.LayerNorm"));
         AssertSelects(model, BertTargets.PromptEmbedding, new PromptTuningOptions(4), ["bert.embeddings.word_embeddings"]);
     }
@@ -74,7 +74,7 @@ public sealed class DefaultTargetsTests
         AssertSelects(encoder, UseLiteTargets.LoRA, Lora, PerLayer("layers", 2, "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"));
         AssertSelects(encoder, UseLiteTargets.IA3, Lora, PerLayer("layers", 2, "k_proj", "v_proj", "fc2"));
         AssertSelects(encoder, UseLiteTargets.IA3FeedForward, Lora, PerLayer("layers", 2, "fc2"));
-        AssertSelects(encoder, UseLiteTargets.LayerNormTuning, new NormCopyOptions(), PerLayer("layers", 2, "attention_norm", "ffn_norm"));
+        AssertSelects(encoder, UseLiteTargets.LayerNormTuning, new LNTuningOptions(), PerLayer("layers", 2, "attention_norm", "ffn_norm"));
         AssertSelects(encoder, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(4), ["embeddings"]);
     }
 

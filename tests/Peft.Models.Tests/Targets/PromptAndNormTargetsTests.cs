@@ -13,7 +13,8 @@ namespace Peft.Models.Tests.Targets;
 /// <summary>
 /// The non-linear layers configuration targeting reaches on the stock families: the input embedding (prompt tuning:
 /// forward, KV cache, padding, PEFT files reloaded into a stock model) and the norms (wrapped for LayerNorm tuning, with
-/// Llama's own RMSNorm through <see cref="IAdaptableNorm"/>), which compute as before until their adapter changes.
+/// Llama's own RMSNorm through <see cref="IAdaptableNorm"/>) with LayerNorm tuning, which computes as before until the
+/// trained copies change, and saves in PEFT's layout.
 /// </summary>
 public sealed class PromptAndNormTargetsTests : IDisposable
 {
@@ -25,23 +26,22 @@ public sealed class PromptAndNormTargetsTests : IDisposable
     }
 
     /// <summary>
-    /// Wraps the norms <paramref name="targets"/> selects with a copy of their own parameters: the output is unchanged bit
-    /// for bit and the base keys are the same; changing the copies changes the output, and disabling adapters restores it.
+    /// Tunes the norms <paramref name="targets"/> selects (a copy of their own parameters): the output is unchanged bit for
+    /// bit and the base keys are the same; changing the copies changes the output, and disabling adapters restores it.
     /// </summary>
     private static void AssertNormsWrapAndOverride(nn.Module model, TargetModules targets, int expectedNorms, Func<Tensor> run)
     {
         using var _ = no_grad();
         using var before = run();
         var keys = model.state_dict().Keys.ToList();
-        var wrapped = model.ApplyTargets(new PeftTargets(targets, new NormCopyOptions()));
+        var wrapped = model.ApplyTargets(new PeftTargets(targets, new LNTuningOptions()));
         Assert.Equal(expectedNorms, wrapped.Count);
         var layers = model.AdaptedLayers().Where(l => l.Layer.HasAdapter(AdapterNames.Default)).ToList();
         Assert.All(layers, l => Assert.IsType<AdaptedNorm>(l.Layer));
-        foreach (var (_, layer) in layers) ((NormCopyAdapter)layer.GetAdapter(AdapterNames.Default)).CopyFrom(layer);
         Assert.Equal(keys, model.state_dict().Keys.Where(k => !k.Contains(".default.", StringComparison.Ordinal)));
         using (var same = run()) Assert.True(TinyLlama.BitwiseEqual(before, same), "a wrapped norm with its own parameters changed the output");
 
-        foreach (var (_, layer) in layers) ((NormCopyAdapter)layer.GetAdapter(AdapterNames.Default)).Weight.mul_(1.5);
+        foreach (var (_, layer) in layers) ((LNTuningAdapter)layer.GetAdapter(AdapterNames.Default)).Weight.mul_(1.5);
         using (var changed = run()) Assert.False(changed.allclose(before, rtol: 1e-4, atol: 1e-5), "the adapter's weight is not used");
         using (model.DisableAdapters())
         using (var restored = run())
@@ -56,6 +56,36 @@ public sealed class PromptAndNormTargetsTests : IDisposable
         using var model = TinyLlama.Create(40);
         using var ids = TinyLlama.RandomIds(41, 2, 6);
         AssertNormsWrapAndOverride(model, LlamaTargets.LayerNormTuning, 5, () => model.call(ids));
+    }
+
+    [Fact]
+    public void Llama_layer_norm_tuning_saves_peft_keys_and_reloads_into_a_stock_model()
+    {
+        using var model = TinyLlama.Create(47);
+        using var ids = TinyLlama.RandomIds(48, 2, 6);
+        model.ApplyTargets(new PeftTargets(LlamaTargets.LayerNormTuning, new LNTuningOptions()));
+        using (no_grad())
+        {
+            foreach (var p in model.AdapterParameters()) p.mul_(1.25);
+        }
+
+        using var _ = no_grad();
+        using var tuned = model.call(ids);
+        string dir = Path.Combine(_root, "llama-ln");
+        AdapterFiles.Save(model, dir, options: new AdapterSaveOptions { TaskType = "CAUSAL_LM" });
+        // PEFT's keys for Llama's RMSNorms: weight only (RMSNorm has no bias); no base_layer keys.
+        Assert.Equal(
+            new[] { "base_model.model.model.layers.0.input_layernorm.ln_tuning_layers.weight", "base_model.model.model.layers.0.post_attention_layernorm.ln_tuning_layers.weight",
+                "base_model.model.model.layers.1.input_layernorm.ln_tuning_layers.weight", "base_model.model.model.layers.1.post_attention_layernorm.ln_tuning_layers.weight",
+                "base_model.model.model.norm.ln_tuning_layers.weight" },
+            AdapterFormat.AdapterFormatSupport.Keys(dir).Order(StringComparer.Ordinal));
+        var config = AdapterFormat.AdapterFormatSupport.Config(dir, "LN_TUNING");
+        Assert.Equal(new[] { "input_layernorm", "norm", "post_attention_layernorm" }, config["target_modules"]!.AsArray().Select(n => (string?)n).Order(StringComparer.Ordinal));
+
+        using var fresh = TinyLlama.Create(47);
+        fresh.LoadAdapterWithTargets(dir);
+        using var reloaded = fresh.call(ids);
+        Assert.True(TinyLlama.BitwiseEqual(tuned, reloaded), "the reloaded LayerNorm tuning gives different logits");
     }
 
     [Fact]
