@@ -34,7 +34,8 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
 
     private static void OnCompilationStart(CompilationStartAnalysisContext context)
     {
-        // MSBuild options are read once per compilation.
+        // MSBuild options are read once per compilation: the budget, and where the docs pages are (help links).
+        var descriptors = DiagnosticDescriptors.WithDocs(context.Options);
         context.Options.AnalyzerConfigOptionsProvider.GlobalOptions.TryGetValue(PeftMSBuildOptions.MaxTrainableParametersKey, out string? rawBudget);
         long? budget = null;
         switch (PeftMSBuildOptions.ParseNonNegativeInteger(rawBudget, out long parsed))
@@ -45,7 +46,7 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
             case PeftMSBuildOptions.Status.Invalid:
                 string value = rawBudget ?? string.Empty;
                 context.RegisterCompilationEndAction(end => end.ReportDiagnostic(Diagnostic.Create(
-                    DiagnosticDescriptors.InvalidMSBuildProperty,
+                    descriptors[PeftDiagnosticIds.InvalidMSBuildProperty],
                     Location.None,
                     PeftMSBuildOptions.MaxTrainableParameters,
                     value,
@@ -60,10 +61,10 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
             .ToImmutableArray();
         if (attributeTypes.IsEmpty) return; // Peft.Runtime is not referenced.
 
-        context.RegisterSymbolAction(c => AnalyzeType(c, attributeTypes, budget), SymbolKind.NamedType);
+        context.RegisterSymbolAction(c => AnalyzeType(c, attributeTypes, budget, descriptors), SymbolKind.NamedType);
     }
 
-    private static void AnalyzeType(SymbolAnalysisContext context, ImmutableArray<INamedTypeSymbol> attributeTypes, long? budget)
+    private static void AnalyzeType(SymbolAnalysisContext context, ImmutableArray<INamedTypeSymbol> attributeTypes, long? budget, DescriptorSet descriptors)
     {
         if (context.Symbol is not INamedTypeSymbol { TypeKind: TypeKind.Class } type) return;
         if (!HasPeftAttribute(type, attributeTypes)) return;
@@ -76,7 +77,7 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
         var locator = new ProblemLocator(type, classLocation, cancellationToken);
         foreach (var problem in PeftModelValidator.Validate(model, budget))
         {
-            var descriptor = DiagnosticDescriptors.ById(problem.Id);
+            var descriptor = descriptors.ById(problem.Id);
             if (descriptor is null) continue;
             var args = problem.MessageArgs.Select(a => (object?)a).ToArray();
             context.ReportDiagnostic(Diagnostic.Create(descriptor, locator.Locate(problem), args));
@@ -89,7 +90,7 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
             {
                 string constructors = string.Join(", ", lacking.Select(c => ConstructorDisplay(type, c.Symbol)));
                 context.ReportDiagnostic(Diagnostic.Create(
-                    DiagnosticDescriptors.MissingInitializeCall,
+                    descriptors[PeftDiagnosticIds.MissingInitializeCall],
                     classLocation,
                     lacking.Select(c => c.Syntax.Identifier.GetLocation()),
                     PeftModelValidator.ClassDisplayName(model),

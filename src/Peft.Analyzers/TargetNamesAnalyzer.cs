@@ -72,7 +72,7 @@ public sealed class TargetNamesAnalyzer : DiagnosticAnalyzer
         {
             if (tree.Matches(entry)) continue;
             context.ReportDiagnostic(Diagnostic.Create(
-                DiagnosticDescriptors.UnknownTargetName, location, role, entry, rootType.Name, tree.Suggest(entry)));
+                DiagnosticDescriptors.WithDocs(context.Options)[PeftDiagnosticIds.UnknownTargetName], location, role, entry, rootType.Name, tree.Suggest(entry)));
         }
     }
 

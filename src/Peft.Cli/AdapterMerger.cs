@@ -25,28 +25,50 @@ public sealed record ReplacedTensor(string Key, long[] Shape, SafetensorsDType D
 /// <summary>What <see cref="AdapterMerger.Merge"/> changed.</summary>
 /// <param name="Merged">The adapted modules whose weights got the update, in the adapter file's order.</param>
 /// <param name="Replaced">The base tensors replaced by the adapter's <c>modules_to_save</c> copies.</param>
-public sealed record MergeResult(IReadOnlyList<MergedModule> Merged, IReadOnlyList<ReplacedTensor> Replaced);
+public sealed record MergeResult(IReadOnlyList<MergedModule> Merged, IReadOnlyList<ReplacedTensor> Replaced)
+{
+    /// <summary>The weight files written (file names; one for a file, the single file or every shard and the index for a directory).</summary>
+    public IReadOnlyList<string> WeightFiles { get; init; } = Array.Empty<string>();
+
+    /// <summary>For a model directory: the other files copied unchanged into the output (config.json, tokenizer files, ...).</summary>
+    public IReadOnlyList<string> Copied { get; init; } = Array.Empty<string>();
+
+    /// <summary>For a model directory: the entries not copied, each with the reason (weights in another format, subdirectories).</summary>
+    public IReadOnlyList<string> Skipped { get; init; } = Array.Empty<string>();
+
+    /// <summary>The adapters the output records as merged into it (<see cref="MergedAdapterMetadata"/>): the base's, then this one.</summary>
+    public IReadOnlyList<MergedAdapterRecord> MergedAdapters { get; init; } = Array.Empty<MergedAdapterRecord>();
+}
 
 /// <summary>
-/// Merges a PEFT adapter into a base safetensors file without a model, through the same per-method math a model's merge
-/// runs: for every adapted module path X, the method's adapter is built from the file's tensors
+/// Merges a PEFT adapter into a base safetensors file, or a Hugging Face model directory (single file or shards), without a
+/// model, through the same per-method math a model's merge runs: for every adapted module path X, the method's adapter is built from the file's tensors
 /// (<see cref="StandaloneAdapter"/>, with the config's per-module settings such as <c>rank_pattern</c>) and merged into
 /// <c>X.weight</c> (and <c>X.bias</c> where the method changes it) with <see cref="IMergeableAdapter.MergeInto"/>: LoRA adds
 /// <c>s·B·A</c>, LoKr <c>(alpha/r)·kron(W1, W2)</c>, and so on. With <c>fan_in_fan_out</c> (Conv1D) the base weight is
 /// merged through its transpose. The modules the adapter saved whole (PEFT's <c>modules_to_save</c>, e.g. a classification
 /// head) replace the base's tensors of those modules, as PEFT's <c>merge_and_unload</c> puts the trained copy in place of the
-/// original. Every other tensor and the metadata are copied unchanged; dtypes are kept.
+/// original. Every other tensor and the metadata are copied unchanged; dtypes are kept. A model directory is written back
+/// as a directory of the same layout: the same weight files (a shard holds the same tensors, so it has the same size) with
+/// the index, config.json and the other files copied, weights in other formats left out.
 /// </summary>
 public static class AdapterMerger
 {
     /// <summary>Merges <paramref name="adapterDirectory"/> into <paramref name="basePath"/> and writes <paramref name="outputPath"/> atomically.</summary>
-    /// <param name="basePath">The base weights (state-dict names, e.g. from <see cref="ModelWeights.Save"/> or a Hugging Face checkpoint).</param>
+    /// <param name="basePath">The base weights: a safetensors file (state-dict names, e.g. from <see cref="ModelWeights.Save"/>), or a
+    /// Hugging Face model directory (config.json with <c>model.safetensors</c> or shards and their index).</param>
     /// <param name="adapterDirectory">The adapter directory (already resolved to the one adapter).</param>
-    /// <param name="outputPath">The merged file; its directory is created. It may be <paramref name="basePath"/> itself.</param>
-    /// <returns>The merged modules and the replaced tensors.</returns>
+    /// <param name="outputPath">For a file, the merged file; its directory is created, and it may be <paramref name="basePath"/>
+    /// itself. For a model directory, the merged model directory, which must not exist or be empty; it appears complete
+    /// or not at all (written as a hidden sibling, then renamed).</param>
+    /// <param name="adapterName">The adapter's name, recorded in the output's metadata with its fingerprint.</param>
+    /// <param name="allowAlreadyMerged">Merge even when the base records this adapter as merged already.</param>
+    /// <returns>The merged modules, the replaced tensors and the files written, copied and skipped.</returns>
     /// <exception cref="CliException">The adapter is not mergeable, the base lacks an adapted weight or a saved module's
-    /// tensor, the base has a tensor of a saved module that the adapter lacks, or a shape disagrees; nothing is written.</exception>
-    public static MergeResult Merge(string basePath, string adapterDirectory, string outputPath)
+    /// tensor, the base has a tensor of a saved module that the adapter lacks, a shape disagrees, or (unless
+    /// <paramref name="allowAlreadyMerged"/>) the base already contains the adapter; nothing is written.</exception>
+    public static MergeResult Merge(string basePath, string adapterDirectory, string outputPath, string adapterName = AdapterNames.Default,
+        bool allowAlreadyMerged = false)
     {
         var (config, method) = AdapterDirectory.ReadConfig(adapterDirectory);
         string configPath = Path.Combine(adapterDirectory, AdapterFiles.ConfigFileName);
@@ -63,7 +85,24 @@ public static class AdapterMerger
             throw CliException.Failure($"{adapter.Path}: the adapter holds no tensors; nothing to merge.");
         }
 
-        using var baseFile = SafetensorsFile.Open(basePath);
+        using var baseFile = BaseWeights.Open(basePath);
+        if (baseFile.IsDirectory)
+        {
+            ModelDirectoryOutput.EnsureUsable(outputPath);
+        }
+
+        // The output records what it contains (MergedAdapterMetadata), so the same adapter is never applied twice.
+        var record = new MergedAdapterRecord(adapterName, method.PeftType, MergedAdapterMetadata.Fingerprint(adapter, method));
+        if (baseFile.MergedAdapters.FirstOrDefault(r => r.Sha256 == record.Sha256) is { } already && !allowAlreadyMerged)
+        {
+            throw CliException.Failure(
+                $"{baseFile.Describe}: the base already contains the adapter in {adapterDirectory} ({record.PeftType}, sha256 {record.Sha256[..12]}…): " +
+                $"its metadata records it as merged (as adapter '{already.Name}'); merging it again would apply its update twice. " +
+                "Use the unmerged base, or pass --allow-already-merged to merge it anyway. Nothing was written.");
+        }
+
+        var records = baseFile.MergedAdapters.Append(record).ToList();
+
         using var scope = torch.NewDisposeScope();
         using var noGrad = torch.no_grad();
 
@@ -75,13 +114,14 @@ public static class AdapterMerger
             string? weightKey = BaseWeightKey(baseFile, module.ModulePath);
             if (weightKey is null)
             {
-                throw CliException.Failure($"{baseFile.Path}: the base has no tensor '{module.ModulePath}.weight' (nor that name without its leading segments) for the adapted module '{module.ModulePath}' of {adapter.Path}.");
+                throw CliException.Failure($"{baseFile.Describe}: the base has no tensor '{module.ModulePath}.weight' (nor that name without its leading segments) for the adapted module '{module.ModulePath}' of {adapter.Path}.");
             }
 
             var info = baseFile.GetInfo(weightKey);
+            string weightFile = baseFile.ShardOf(weightKey).Path;
             if (!IsFloat(info.DType) || info.Shape.Length is < 1 or > 2)
             {
-                throw CliException.Failure($"{baseFile.Path}: '{weightKey}' is {info.DType} [{string.Join(", ", info.Shape)}]; an adapted layer's weight must be a 1-d (norm) or 2-d (linear) floating-point tensor.");
+                throw CliException.Failure($"{weightFile}: '{weightKey}' is {info.DType} [{string.Join(", ", info.Shape)}]; an adapted layer's weight must be a 1-d (norm) or 2-d (linear) floating-point tensor.");
             }
 
             if (updated.ContainsKey(weightKey))
@@ -102,7 +142,7 @@ public static class AdapterMerger
             var kind = view.Dimensions == 2 ? PeftLayerKind.Linear : PeftLayerKind.Norm;
             if ((method.LayerKinds & kind) == 0)
             {
-                throw CliException.Failure($"{baseFile.Path}: '{weightKey}' is [{string.Join(", ", info.Shape)}], a {kind} layer's weight, but {method.Name} adapts {method.LayerKinds} layers.");
+                throw CliException.Failure($"{weightFile}: '{weightKey}' is [{string.Join(", ", info.Shape)}], a {kind} layer's weight, but {method.Name} adapts {method.LayerKinds} layers.");
             }
 
             var layer = new PeftLayerInfo(kind, view.shape[^1], view.shape[0], b is not null, CPU, compute, module.ModulePath);
@@ -114,7 +154,7 @@ public static class AdapterMerger
             }
             catch (AdapterFormatException ex)
             {
-                throw CliException.Failure($"{ex.Message} (base tensor '{weightKey}' in {baseFile.Path} is [{string.Join(", ", info.Shape)}])");
+                throw CliException.Failure($"{ex.Message} (base tensor '{weightKey}' in {weightFile} is [{string.Join(", ", info.Shape)}])");
             }
 
             using (built)
@@ -144,12 +184,12 @@ public static class AdapterMerger
         foreach (var module in saved)
         {
             string modulePrefix = module.ModulePath + ".";
-            var lacking = baseFile.Tensors.Select(t => t.Name)
+            var lacking = baseFile.Names
                 .Where(n => n.StartsWith(modulePrefix, StringComparison.Ordinal) && !module.Tensors.ContainsKey(n[modulePrefix.Length..]))
                 .ToList();
             if (lacking.Count > 0)
             {
-                throw CliException.Failure($"{adapter.Path}: the saved module '{module.ModulePath}' (modules_to_save) has no tensor for {string.Join(", ", lacking)} of {baseFile.Path}; a saved module replaces the whole base module.");
+                throw CliException.Failure($"{adapter.Path}: the saved module '{module.ModulePath}' (modules_to_save) has no tensor for {string.Join(", ", lacking)} of {baseFile.Describe}; a saved module replaces the whole base module.");
             }
 
             foreach (var (name, adapterKey) in module.Tensors)
@@ -157,7 +197,7 @@ public static class AdapterMerger
                 string key = modulePrefix + name;
                 if (!baseFile.Contains(key))
                 {
-                    throw CliException.Failure($"{baseFile.Path}: the base has no tensor '{key}' for '{adapterKey}' of the saved module '{module.ModulePath}' (modules_to_save) in {adapter.Path}.");
+                    throw CliException.Failure($"{baseFile.Describe}: the base has no tensor '{key}' for '{adapterKey}' of the saved module '{module.ModulePath}' (modules_to_save) in {adapter.Path}.");
                 }
 
                 if (updated.ContainsKey(key))
@@ -169,7 +209,7 @@ public static class AdapterMerger
                 var adapterInfo = adapter.GetInfo(adapterKey);
                 if (!adapterInfo.Shape.SequenceEqual(info.Shape))
                 {
-                    throw CliException.Failure($"{adapter.Path}: '{adapterKey}' has shape [{string.Join(", ", adapterInfo.Shape)}] but the base tensor '{key}' in {baseFile.Path} is [{string.Join(", ", info.Shape)}].");
+                    throw CliException.Failure($"{adapter.Path}: '{adapterKey}' has shape [{string.Join(", ", adapterInfo.Shape)}] but the base tensor '{key}' in {baseFile.ShardOf(key).Path} is [{string.Join(", ", info.Shape)}].");
                 }
 
                 var value = adapter.ReadTensor(adapterKey);
@@ -184,17 +224,35 @@ public static class AdapterMerger
             }
         }
 
-        var tensors = new List<KeyValuePair<string, Tensor>>(baseFile.Tensors.Count);
-        foreach (var info in baseFile.Tensors)
+        var result = new MergeResult(merged, replaced) { MergedAdapters = records };
+        if (baseFile.IsDirectory)
         {
-            tensors.Add(new(info.Name, updated.TryGetValue(info.Name, out var value) ? value : baseFile.ReadTensor(info.Name)));
+            return ModelDirectoryOutput.Write(baseFile, updated, outputPath, result);
         }
 
         string fullOutput = Path.GetFullPath(outputPath);
         Directory.CreateDirectory(Path.GetDirectoryName(fullOutput)!);
-        var metadata = baseFile.Metadata.Count > 0 ? new Dictionary<string, string>(baseFile.Metadata) : null;
-        SafetensorsFile.Write(fullOutput, tensors, metadata);
-        return new MergeResult(merged, replaced);
+        WriteShard(baseFile, baseFile.Shards[0], updated, fullOutput, records);
+        return result with { WeightFiles = [Path.GetFileName(fullOutput)] };
+    }
+
+    /// <summary>
+    /// Writes one weight file of the base to <paramref name="path"/> (atomically): its tensors in its order, each the merged
+    /// value where <paramref name="updated"/> has one for a tensor of this file, and its metadata with the merged adapters'
+    /// <paramref name="records"/>. Only this file's unchanged tensors are read, one file at a time.
+    /// </summary>
+    internal static void WriteShard(BaseWeights baseFile, SafetensorsReader shard, IReadOnlyDictionary<string, Tensor> updated, string path,
+        IReadOnlyList<MergedAdapterRecord> records)
+    {
+        using var scope = torch.NewDisposeScope();
+        var tensors = new List<KeyValuePair<string, Tensor>>(shard.Tensors.Count);
+        foreach (var info in shard.Tensors)
+        {
+            bool mine = baseFile.Contains(info.Name) && ReferenceEquals(baseFile.ShardOf(info.Name), shard);
+            tensors.Add(new(info.Name, mine && updated.TryGetValue(info.Name, out var value) ? value : shard.ReadTensor(info.Name)));
+        }
+
+        SafetensorsFile.Write(path, tensors, MergedAdapterMetadata.WithRecords(shard.Metadata, records));
     }
 
     /// <summary>
@@ -202,7 +260,7 @@ public static class AdapterMerger
     /// <c>GPT2Model</c> writes <c>h.0.attn.c_attn.weight</c> where the adapter says <c>transformer.h.0.attn.c_attn</c>),
     /// the same name without its leading segments, longest first. Null when none is in the file.
     /// </summary>
-    private static string? BaseWeightKey(SafetensorsReader baseFile, string modulePath)
+    private static string? BaseWeightKey(BaseWeights baseFile, string modulePath)
     {
         string path = modulePath;
         while (true)

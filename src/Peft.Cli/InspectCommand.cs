@@ -212,6 +212,18 @@ internal static class InspectCommand
             ["bytes"] = new FileInfo(reader.Path).Length,
             ["metadata"] = new JsonObject(reader.Metadata.OrderBy(m => m.Key, StringComparer.Ordinal).Select(m => new KeyValuePair<string, JsonNode?>(m.Key, m.Value))),
         };
+        var merged = MergedAdapterMetadata.Read(reader);
+        if (merged.Count > 0)
+        {
+            // A merged export: the adapters its weights already contain (loading one of them again is refused).
+            report["merged_adapters"] = new JsonArray(merged.Select(r => (JsonNode?)new JsonObject
+            {
+                ["name"] = r.Name,
+                ["peft_type"] = r.PeftType,
+                ["sha256"] = r.Sha256,
+            }).ToArray());
+        }
+
         AddTensors(report, reader.Tensors, "parameters");
         return report;
     }
@@ -243,7 +255,7 @@ internal static class InspectCommand
         text.Append(inv, $"{Scalar(report["kind"])}: {Scalar(report["path"])}\n");
         foreach (var (key, value) in report)
         {
-            if (key is "kind" or "path" or "tensors" or "modules" or "saved_modules" or "files" or "trainable_parameters" or "parameters") continue;
+            if (key is "kind" or "path" or "tensors" or "modules" or "saved_modules" or "files" or "trainable_parameters" or "parameters" or "merged_adapters") continue;
             text.Append(inv, $"  {key}: {Scalar(value)}\n");
         }
 
@@ -261,6 +273,12 @@ internal static class InspectCommand
                 var settings = m!.AsObject().Where(p => p.Key is not ("module" or "tensors")).Select(p => $"{p.Key} {Scalar(p.Value)}");
                 text.Append(inv, $"    {Scalar(m["module"])}  {string.Join("  ", settings)}\n");
             }
+        }
+
+        if (report["merged_adapters"] is JsonArray mergedAdapters)
+        {
+            text.Append(inv, $"  merged adapters ({mergedAdapters.Count}, already in these weights):\n");
+            foreach (var m in mergedAdapters) text.Append(inv, $"    {Scalar(m!["name"])}  {Scalar(m["peft_type"])}  sha256 {Scalar(m["sha256"])}\n");
         }
 
         if (report["saved_modules"] is JsonArray saved && saved.Count > 0)

@@ -3,35 +3,44 @@ using System.Globalization;
 
 namespace Peft.Cli;
 
-/// <summary><c>peft merge --base base.safetensors --adapter DIR --output merged.safetensors [--adapter-name NAME]</c>.</summary>
+/// <summary>
+/// <c>peft merge --base base.safetensors --adapter DIR --output merged.safetensors [--adapter-name NAME]</c>, or with a
+/// Hugging Face model directory as <c>--base</c> (single file or shards) and a new directory as <c>--output</c>.
+/// </summary>
 internal static class MergeCommand
 {
     public static Command Create()
     {
-        var baseOption = new Option<string>("--base") { Description = "The base weights (safetensors, state-dict names such as fc1.weight).", Required = true };
+        var baseOption = new Option<string>("--base") { Description = "The base weights: a safetensors file (state-dict names such as fc1.weight), or a Hugging Face model directory (config.json with model.safetensors, or shards and model.safetensors.index.json).", Required = true };
         var adapterOption = new Option<string>("--adapter") { Description = "The adapter directory (adapter_config.json + adapter_model.safetensors), or a directory of named adapters with --adapter-name.", Required = true };
-        var outputOption = new Option<string>("--output", "-o") { Description = "The merged safetensors file to write (atomically; may be the base file).", Required = true };
+        var outputOption = new Option<string>("--output", "-o") { Description = "For a base file, the merged safetensors file (written atomically; may be the base file). For a model directory, a new or empty directory that receives the merged model in the same layout (written whole, then renamed into place).", Required = true };
         var nameOption = new Option<string?>("--adapter-name") { Description = "Use the adapter in the subdirectory of this name (PEFT's layout for named adapters; the hosting service writes adapters/NAME)." };
+        var allowOption = new Option<bool>("--allow-already-merged") { Description = "Merge even when the base's metadata records this adapter as merged already (its update would be applied twice)." };
         var command = new Command("merge", "Merge an adapter into base weights at the file level with its method's merge (LoRA, LoKr: W' = W + ΔW; IA3, DoRA, LayerNorm tuning: their own rule; modules_to_save modules replace the base's), keeping dtypes and every other tensor.")
         {
-            baseOption, adapterOption, outputOption, nameOption,
+            baseOption, adapterOption, outputOption, nameOption, allowOption,
         };
         command.SetAction(parse =>
         {
             string basePath = parse.GetRequiredValue(baseOption);
             string output = parse.GetRequiredValue(outputOption);
-            if (!File.Exists(basePath))
+            bool baseIsDirectory = Directory.Exists(basePath);
+            if (!baseIsDirectory && !File.Exists(basePath))
             {
-                throw CliException.Usage(Directory.Exists(basePath) ? $"{basePath}: --base must be a safetensors file, not a directory." : $"{basePath}: the base weights file does not exist.");
+                throw CliException.Usage($"{basePath}: the base weights file or model directory does not exist.");
             }
 
-            if (Directory.Exists(output))
+            if (baseIsDirectory)
             {
-                throw CliException.Usage($"{output}: --output is a directory; give the merged file's path.");
+                ModelDirectoryOutput.EnsureUsable(output);
+            }
+            else if (Directory.Exists(output))
+            {
+                throw CliException.Usage($"{output}: --output is a directory; the base is a file, so give the merged file's path.");
             }
 
             string adapter = AdapterDirectory.Resolve(parse.GetRequiredValue(adapterOption), parse.GetValue(nameOption));
-            var result = AdapterMerger.Merge(basePath, adapter, output);
+            var result = AdapterMerger.Merge(basePath, adapter, output, parse.GetValue(nameOption) ?? AdapterNames.Default, parse.GetValue(allowOption));
             var writer = parse.InvocationConfiguration.Output;
             foreach (var module in result.Merged)
             {
@@ -46,8 +55,19 @@ internal static class MergeCommand
                     $"replaced {tensor.Key} {tensor.DType} [{string.Join(", ", tensor.Shape)}] from {tensor.AdapterKey} (modules_to_save)"));
             }
 
+            foreach (var file in result.Copied)
+            {
+                writer.WriteLine($"copied {file}");
+            }
+
+            foreach (var entry in result.Skipped)
+            {
+                writer.WriteLine($"skipped {entry}");
+            }
+
             string replacedNote = result.Replaced.Count > 0 ? $", {result.Replaced.Count} tensor(s) replaced from modules_to_save" : string.Empty;
-            writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {Path.GetFullPath(output)} ({result.Merged.Count} module(s) merged from {adapter}{replacedNote})"));
+            string files = baseIsDirectory ? $", weights {string.Join(", ", result.WeightFiles)}" : string.Empty;
+            writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {Path.GetFullPath(output)} ({result.Merged.Count} module(s) merged from {adapter}{replacedNote}{files})"));
             return ExitCodes.Success;
         });
         return command;

@@ -69,8 +69,7 @@ public static class PeftCli
     internal static (int Code, string Message) Describe(Exception ex) => ex switch
     {
         CliException cli => (cli.ExitCode, cli.Message),
-        SafetensorsFormatException or AdapterFormatException or CheckpointException or TensorMismatchException
-            or InvalidDataException or Peft.PeftConfigurationException => (ExitCodes.Failure, ex.Message),
+        Peft.PeftFileException or InvalidDataException or Peft.PeftConfigurationException => (ExitCodes.Failure, ex.Message),
         FileNotFoundException or DirectoryNotFoundException => (ExitCodes.UsageError, ex.Message),
         IOException or UnauthorizedAccessException => (ExitCodes.Failure, ex.Message),
         _ => (ExitCodes.Failure, $"{ex.GetType().Name}: {ex.Message}"),

@@ -36,12 +36,40 @@ public class DescriptorDocsTests
 
     [Theory]
     [MemberData(nameof(Ids))]
-    public void HelpLink_PointsAtTheDocsPageOfItsId(string id)
+    public void HelpLink_IsTheFileUriOfItsPage_WhenThePagesFolderIsKnown(string id)
     {
-        var descriptor = DiagnosticDescriptors.ById(id)!;
-        Assert.EndsWith("/" + id + ".md", descriptor.HelpLinkUri, StringComparison.Ordinal);
-        Assert.Equal(DiagnosticDescriptors.HelpLinkBase + id + ".md", descriptor.HelpLinkUri);
-        Assert.Equal("Peft", descriptor.Category);
+        // No web site hosts the pages: without the folder there is no link (rather than a dead one), and the description
+        // says where the package keeps them.
+        var template = DiagnosticDescriptors.ById(id)!;
+        Assert.Equal(string.Empty, template.HelpLinkUri);
+        Assert.Contains("docs/diagnostics/", template.Description.ToString(), StringComparison.Ordinal);
+        Assert.Equal("Peft", template.Category);
+
+        string folder = Path.Combine(RepoRoot(), "docs", "diagnostics");
+        var descriptor = DiagnosticDescriptors.WithDocs(folder)[id];
+        var uri = new Uri(descriptor.HelpLinkUri);
+        Assert.True(uri.IsFile, descriptor.HelpLinkUri);
+        Assert.StartsWith("file:///", descriptor.HelpLinkUri, StringComparison.Ordinal);
+        Assert.Equal(Path.Combine(folder, id + ".md"), uri.LocalPath);
+        Assert.StartsWith($"# {id}: ", File.ReadAllText(uri.LocalPath), StringComparison.Ordinal);
+        Assert.Contains(Path.Combine(folder, id + ".md"), descriptor.Description.ToString(), StringComparison.Ordinal);
+
+        // Everything else is the template's.
+        Assert.Equal(template.Title, descriptor.Title);
+        Assert.Equal(template.MessageFormat, descriptor.MessageFormat);
+        Assert.Equal(template.DefaultSeverity, descriptor.DefaultSeverity);
+        Assert.Equal(template.CustomTags, descriptor.CustomTags);
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("docs/diagnostics")]
+    public void NoAbsoluteFolder_GivesNoLinks(string? folder)
+    {
+        var set = DiagnosticDescriptors.WithDocs(folder);
+        Assert.All(set.All, d => Assert.Equal(string.Empty, d.HelpLinkUri));
+        Assert.Equal(DiagnosticDescriptors.All.Select(d => d.Id), set.All.Select(d => d.Id));
     }
 
     [Theory]
@@ -85,9 +113,11 @@ public class DescriptorDocsTests
     }
 
     [Fact]
-    public void OnlyPEFT0013AndPEFT0019AreWarnings_AndPEFT0011IsACompilationEndDiagnostic()
+    public void OnlyPEFT0019IsAWarning_AndPEFT0011IsACompilationEndDiagnostic()
     {
-        Assert.Equal(new[] { "PEFT0013", "PEFT0019" },
+        // PEFT0013 is an error: a model built without InitializePeft() silently trains every parameter (issue 9, item 4).
+        Assert.Equal(DiagnosticSeverity.Error, DiagnosticDescriptors.MissingInitializeCall.DefaultSeverity);
+        Assert.Equal(new[] { "PEFT0019" },
             DiagnosticDescriptors.All.Where(d => d.DefaultSeverity != DiagnosticSeverity.Error).Select(d => d.Id));
         Assert.Contains(WellKnownDiagnosticTags.CompilationEnd, DiagnosticDescriptors.InvalidMSBuildProperty.CustomTags);
     }

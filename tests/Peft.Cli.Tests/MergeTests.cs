@@ -196,7 +196,7 @@ public sealed class MergeTests : IDisposable
         using var model = SaveModel();
         var missingBase = CliRunner.Run("merge", "--base", _dir["nope.safetensors"], "--adapter", _dir["adapters/default"], "--output", _dir["m.safetensors"]);
         Assert.Equal(ExitCodes.UsageError, missingBase.ExitCode);
-        Assert.Contains("nope.safetensors: the base weights file does not exist", missingBase.Error);
+        Assert.Contains("nope.safetensors: the base weights file or model directory does not exist", missingBase.Error);
 
         var missingOption = CliRunner.Run("merge", "--base", _dir["base.safetensors"], "--output", _dir["m.safetensors"]);
         Assert.Equal(ExitCodes.UsageError, missingOption.ExitCode);

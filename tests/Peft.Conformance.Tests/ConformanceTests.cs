@@ -174,6 +174,49 @@ public sealed class ConformanceTests : IDisposable
 
     [Theory]
     [MemberData(nameof(ConformanceMatrix.Names), MemberType = typeof(ConformanceMatrix))]
+    public void AMergedExportRecordsItsAdapterAndRefusesItAgain(string name)
+    {
+        var row = ConformanceMatrix.Get(name);
+        using var model = new TinyModel();
+        string basePath = Path.Combine(_dir, "base.safetensors");
+        ModelWeights.Save(model, basePath);
+        Apply(model, row);
+        Randomize(model);
+        string adapterDir = Path.Combine(_dir, "adapter");
+        AdapterFiles.Save(model, adapterDir);
+
+        // One fingerprint for the adapter, whether taken from the model or from its file.
+        string fingerprint = MergedAdapterMetadata.Fingerprint(model, AdapterNames.Default);
+        using (var file = SafetensorsFile.Open(Path.Combine(adapterDir, AdapterFiles.WeightsFileName)))
+        {
+            var method = PeftMethods.ForConfig(AdapterConfig.Read(Path.Combine(adapterDir, AdapterFiles.ConfigFileName)));
+            Assert.Equal(fingerprint, MergedAdapterMetadata.Fingerprint(file, method));
+        }
+        if (!row.Mergeable) return;
+
+        // The model's export and peft merge's output record the same adapter, and the base they give refuses it.
+        model.Merge();
+        string exported = Path.Combine(_dir, "exported.safetensors"), merged = Path.Combine(_dir, "merged.safetensors");
+        ModelWeights.Save(model, exported);
+        AdapterMerger.Merge(basePath, adapterDir, merged);
+        foreach (var path in new[] { exported, merged })
+        {
+            using (var reader = SafetensorsFile.Open(path))
+            {
+                var record = Assert.Single(MergedAdapterMetadata.Read(reader));
+                Assert.Equal((AdapterNames.Default, row.Options.Method.PeftType, fingerprint), (record.Name, record.PeftType, record.Sha256));
+            }
+
+            using var fresh = new TinyModel(seed: 99);
+            ModelWeights.Load(fresh, path);
+            var ex = Assert.Throws<AdapterAlreadyMergedException>(() => AdapterFiles.Load(fresh, adapterDir));
+            Assert.Contains(path, ex.Message, StringComparison.Ordinal);
+            Assert.Empty(fresh.AdapterNames());   // refused before the adapter was created
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(ConformanceMatrix.Names), MemberType = typeof(ConformanceMatrix))]
     public void TheGeneratedCodeMatchesItsSnapshot(string name)
     {
         var row = ConformanceMatrix.Get(name);

@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using System.IO.Compression;
 using System.Text;
+using System.Text.Json.Nodes;
 
 namespace Peft.EndToEnd.Tests;
 
@@ -37,15 +39,73 @@ public sealed class UserProjectTests : IClassFixture<PackageFeedFixture>
     public void DeliberateMistakesFailTheBuildWithTheirIds()
     {
         string project = _feed.CreateUserProject("mistakes", showMistakes: true);
-        var build = Shell.Run("dotnet", $"build \"{project}\" -c Release -p:PeftShowMistakes=true", Path.GetDirectoryName(project)!, TimeSpan.FromMinutes(5));
+        string sarif = Path.Combine(Path.GetDirectoryName(project)!, "build.sarif");
+        var build = Shell.Run("dotnet", $"build \"{project}\" -c Release -p:PeftShowMistakes=true \"-p:ErrorLog={sarif}\"", Path.GetDirectoryName(project)!, TimeSpan.FromMinutes(5));
         Assert.NotEqual(0, build.ExitCode);
         // Mistakes/Mistakes.cs holds one deliberate mistake per diagnostic; each must reach `dotnet build` as an error.
-        foreach (var id in new[] { "PEFT0001", "PEFT0002", "PEFT0003", "PEFT0004", "PEFT0005", "PEFT0006", "PEFT0007", "PEFT0008", "PEFT0009", "PEFT0010", "PEFT0012", "PEFT0017", "PEFT0018" })
+        foreach (var id in new[] { "PEFT0001", "PEFT0002", "PEFT0003", "PEFT0004", "PEFT0005", "PEFT0006", "PEFT0007", "PEFT0008", "PEFT0009", "PEFT0010", "PEFT0012", "PEFT0013", "PEFT0017", "PEFT0018" })
         {
             Assert.True(build.Output.Contains($"Mistakes.cs", StringComparison.Ordinal) && build.Output.Contains($"error {id}", StringComparison.Ordinal),
                 $"expected 'error {id}' in the build output:\n{build.Output}");
         }
         Assert.Contains("131,072", build.Output); // PEFT0010 states the computed count
+
+        // Every reported rule's help link is the file URI of its page inside the package in NuGet's packages folder
+        // (buildTransitive/Peft.Runtime.props tells the analyzers where that is): a link that opens, not a dead web address.
+        Assert.True(File.Exists(sarif), "the compiler wrote no error log " + sarif + ":\n" + build.Output);
+        var rules = SarifRules(JsonNode.Parse(File.ReadAllText(sarif)));
+        Assert.Contains("PEFT0013", rules.Keys);
+        Assert.True(rules.Count >= 14, "rules in the error log: " + string.Join(", ", rules.Keys));
+        foreach (var (id, helpUri) in rules)
+        {
+            Assert.False(string.IsNullOrEmpty(helpUri), $"{id} has no help link");
+            var uri = new Uri(helpUri!);
+            Assert.True(uri.IsFile, $"{id}: {helpUri}");
+            Assert.Contains(Path.Combine("peft.runtime", _feed.Version, "docs", "diagnostics", id + ".md"), uri.LocalPath, StringComparison.OrdinalIgnoreCase);
+            Assert.True(File.Exists(uri.LocalPath), $"{id}: {uri.LocalPath} does not exist");
+            Assert.StartsWith($"# {id}: ", File.ReadAllText(uri.LocalPath), StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void ThePackageShipsEveryDiagnosticsPage()
+    {
+        string package = Path.Combine(_feed.Feed, $"Peft.Runtime.{_feed.Version}.nupkg");
+        using var zip = ZipFile.OpenRead(package);
+        var entries = zip.Entries.Select(e => e.FullName).ToHashSet(StringComparer.Ordinal);
+        var pages = Directory.GetFiles(Path.Combine(_feed.RepoRoot, "docs", "diagnostics"), "*.md").Select(Path.GetFileName).ToList();
+        Assert.Contains("PEFT0001.md", pages);
+        Assert.Contains("README.md", pages);
+        foreach (var page in pages)
+        {
+            Assert.Contains("docs/diagnostics/" + page, entries);
+        }
+        Assert.Contains("buildTransitive/Peft.Runtime.props", entries);
+    }
+
+    /// <summary>Rule ID to help URI of every PEFT rule in a SARIF log (version 1: a map of rules; 2.1: a list).</summary>
+    private static Dictionary<string, string?> SarifRules(JsonNode? node)
+    {
+        var rules = new Dictionary<string, string?>(StringComparer.Ordinal);
+        void Walk(JsonNode? n)
+        {
+            switch (n)
+            {
+                case JsonObject o:
+                    if (o["id"] is JsonValue id && id.TryGetValue<string>(out var text) && text.StartsWith("PEFT", StringComparison.Ordinal)
+                        && (o.ContainsKey("helpUri") || o.ContainsKey("shortDescription")))
+                    {
+                        rules[text] = (string?)o["helpUri"];
+                    }
+                    foreach (var (_, child) in o) Walk(child);
+                    break;
+                case JsonArray a:
+                    foreach (var child in a) Walk(child);
+                    break;
+            }
+        }
+        Walk(node);
+        return rules;
     }
 
     [Fact]

@@ -95,6 +95,17 @@ public sealed partial class ReadonlyField : Module<Tensor, Tensor>
     public override Tensor forward(Tensor x) => proj.call(x);
 }
 
+/// <summary>
+/// PEFT0013: RegisterComponents() instead of the generated InitializePeft(): the instance would have no adapter and
+/// nothing frozen, so an optimizer over parameters() would silently fine-tune everything. An error, not a warning.
+/// </summary>
+public sealed partial class ForgotInitializePeft : Module<Tensor, Tensor>
+{
+    [LoRA(rank: 2)] private Module<Tensor, Tensor> proj = Linear(8, 8);
+    public ForgotInitializePeft() : base(nameof(ForgotInitializePeft)) => RegisterComponents();
+    public override Tensor forward(Tensor x) => proj.call(x);
+}
+
 /// <summary>PEFT0017: an [Adaptable] class whose linear member is readonly cannot have it replaced by a wrapper.</summary>
 [Adaptable]
 public sealed partial class ReadonlyAdaptable : Module<Tensor, Tensor>

@@ -40,6 +40,7 @@ public sealed class HfCheckpoint : IDisposable
     private HfCheckpoint(string directory, HfConfig config, bool isSharded, List<SafetensorsReader> readers,
         Dictionary<string, SafetensorsReader> byTensor, List<string> names)
     {
+        MergedAdapters = MergedAdapterMetadata.Combine(readers.Select(ReadMergedAdapters));
         Directory = directory;
         Config = config;
         IsSharded = isSharded;
@@ -64,6 +65,13 @@ public sealed class HfCheckpoint : IDisposable
     public IReadOnlyList<string> TensorNames => _names;
 
     /// <summary>
+    /// The adapters the weight files record as merged into these weights (<see cref="MergedAdapterMetadata"/>; empty for
+    /// a checkpoint that is not a merged export). <see cref="LoadInto"/> hands them to the model, so that
+    /// <see cref="AdapterFiles.Load"/> refuses to apply one of them a second time.
+    /// </summary>
+    public IReadOnlyList<MergedAdapterRecord> MergedAdapters { get; }
+
+    /// <summary>
     /// Opens the Hugging Face model directory <paramref name="directory"/> and validates config.json, the index (if
     /// sharded), every shard's header and every index entry. <see cref="WeightsFileName"/> is preferred when both it and
     /// an index exist, as transformers does.
@@ -86,8 +94,16 @@ public sealed class HfCheckpoint : IDisposable
         if (File.Exists(single))
         {
             var reader = OpenWeights(single, null);
-            return new HfCheckpoint(dir, config, false, [reader], reader.Tensors.ToDictionary(t => t.Name, _ => reader, StringComparer.Ordinal),
-                reader.Tensors.Select(t => t.Name).ToList());
+            try
+            {
+                return new HfCheckpoint(dir, config, false, [reader], reader.Tensors.ToDictionary(t => t.Name, _ => reader, StringComparer.Ordinal),
+                    reader.Tensors.Select(t => t.Name).ToList());
+            }
+            catch
+            {
+                reader.Dispose();
+                throw;
+            }
         }
         if (File.Exists(index))
         {
@@ -143,7 +159,8 @@ public sealed class HfCheckpoint : IDisposable
     /// <summary>
     /// Copies the checkpoint into <paramref name="model"/>. The expected names are the model's state dict (parameters
     /// and persistent buffers) without adapter parameters (<see cref="PeftModel.AdapterParameters"/>), so an annotated
-    /// model loads a plain base checkpoint. Every name, shape and tie is checked before anything is copied.
+    /// model loads a plain base checkpoint. Every name, shape and tie is checked before anything is copied. After the copy
+    /// the model remembers <see cref="MergedAdapters"/>, so <see cref="AdapterFiles.Load"/> refuses to load one of them on top.
     /// </summary>
     /// <param name="model">The model to fill.</param>
     /// <param name="options">Name mapping, strictness, dtype and tie handling; <see langword="null"/> for <see cref="CheckpointLoadOptions.Default"/>.</param>
@@ -179,7 +196,9 @@ public sealed class HfCheckpoint : IDisposable
         var values = ReadFinite(plan.Select(p => p.CheckpointName));
         try
         {
-            return Copy(model, options, expected, plan, values, report);
+            var result = Copy(model, options, expected, plan, values, report);
+            MergedAdapterMetadata.Remember(model, Directory, MergedAdapters);
+            return result;
         }
         finally
         {
@@ -435,7 +454,8 @@ public sealed class HfCheckpoint : IDisposable
     /// Writes <paramref name="model"/> to <paramref name="directory"/> in the Hugging Face layout: config.json, and
     /// <see cref="WeightsFileName"/> or shards <c>model-00001-of-0000N.safetensors</c> with <see cref="IndexFileName"/>
     /// (<c>metadata.total_size</c>, sorted <c>weight_map</c>). Adapter parameters are left out: to export a fine-tuned model,
-    /// call <c>model.Merge()</c> first (the merged base weights are written as they are).
+    /// call <c>model.Merge()</c> first (the merged base weights are written as they are, and every shard's metadata records
+    /// the merged adapters, <see cref="MergedAdapterMetadata"/>, so loading one of them onto the export is refused).
     /// </summary>
     /// <param name="model">The model (its state dict without adapter parameters is written).</param>
     /// <param name="directory">The destination; created if needed. Other files in it (a tokenizer, say) are kept.</param>
@@ -528,12 +548,14 @@ public sealed class HfCheckpoint : IDisposable
             current += entries[i].Bytes;
         }
 
+        // A merged model records what it contains, so loading one of those adapters on top of it is refused later.
+        var metadata = MergedAdapterMetadata.WithRecords(s_safetensorsMetadata, MergedAdapterMetadata.Of(model));
         var dir = Path.GetFullPath(directory);
         System.IO.Directory.CreateDirectory(dir);
         var written = new HashSet<string>(StringComparer.Ordinal);
         if (shards.Count <= 1)
         {
-            WriteShard(Path.Combine(dir, WeightsFileName), entries, shards.Count == 0 ? [] : shards[0]);
+            WriteShard(Path.Combine(dir, WeightsFileName), entries, shards.Count == 0 ? [] : shards[0], metadata);
             written.Add(WeightsFileName);
         }
         else
@@ -542,7 +564,7 @@ public sealed class HfCheckpoint : IDisposable
             for (int s = 0; s < shards.Count; s++)
             {
                 var file = ShardName(s + 1, shards.Count);
-                WriteShard(Path.Combine(dir, file), entries, shards[s]);
+                WriteShard(Path.Combine(dir, file), entries, shards[s], metadata);
                 written.Add(file);
                 foreach (var i in shards[s]) weightMap.Add(entries[i].Name, file);
             }
@@ -675,6 +697,18 @@ public sealed class HfCheckpoint : IDisposable
         }
     }
 
+    private static IReadOnlyList<MergedAdapterRecord> ReadMergedAdapters(SafetensorsReader reader)
+    {
+        try
+        {
+            return MergedAdapterMetadata.Read(reader);
+        }
+        catch (SafetensorsFormatException e)
+        {
+            throw new CheckpointFormatException(reader.Path, e.Field, e.Problem, e);
+        }
+    }
+
     private static string Preview(IReadOnlyList<string> names)
         => names.Count <= 5 ? string.Join(", ", names) : $"{string.Join(", ", names.Take(5))}, ... {names.Count - 5} more";
 
@@ -708,7 +742,8 @@ public sealed class HfCheckpoint : IDisposable
 
     private static bool IsFloat(ScalarType dtype) => dtype is ScalarType.Float16 or ScalarType.BFloat16 or ScalarType.Float32 or ScalarType.Float64;
 
-    private static void WriteShard(string path, List<(string Name, Tensor Tensor, ScalarType DType, long Bytes, bool Transpose)> entries, List<int> indices)
+    private static void WriteShard(string path, List<(string Name, Tensor Tensor, ScalarType DType, long Bytes, bool Transpose)> entries, List<int> indices,
+        IReadOnlyDictionary<string, string> metadata)
     {
         var tensors = new List<KeyValuePair<string, Tensor>>(indices.Count);
         try
@@ -719,7 +754,7 @@ public sealed class HfCheckpoint : IDisposable
                 var detached = transpose ? TransposeAndDispose(tensor.detach()) : tensor.detach();
                 tensors.Add(new(name, detached.dtype == dtype ? detached : ConvertAndDispose(detached, dtype)));
             }
-            SafetensorsFile.Write(path, tensors, s_safetensorsMetadata);
+            SafetensorsFile.Write(path, tensors, metadata);
         }
         finally
         {

@@ -14,11 +14,13 @@ public static partial class PeftModel
     /// <param name="adapterName">The adapter to merge, or null for the active adapters.</param>
     /// <param name="safeMerge">Check each merged weight for NaN/infinity before committing it (layers merged before a
     /// failing layer stay merged).</param>
-    /// <exception cref="PeftConfigurationException">No layer has the named adapter.</exception>
+    /// <exception cref="PeftConfigurationException">No layer has the named adapter, or a class declares adapters its
+    /// constructor never created (it did not call the generated <c>InitializePeft()</c>; PEFT0013).</exception>
     /// <exception cref="InvalidOperationException"><paramref name="safeMerge"/> found NaN or infinity.</exception>
     public static void Merge(this nn.Module root, string? adapterName = null, bool safeMerge = true)
     {
         ArgumentNullException.ThrowIfNull(root);
+        EnsureInitialized(root);
         if (adapterName is not null)
         {
             EnsureExists(root, adapterName);

@@ -80,6 +80,8 @@ public static partial class PeftModel
     /// <summary>Applies <see cref="ApplyTrainability"/> and counts trainable and total parameter elements.</summary>
     /// <param name="root">The model.</param>
     /// <returns>The counts; <c>ToString()</c> gives PEFT's <c>print_trainable_parameters</c> line.</returns>
+    /// <exception cref="PeftConfigurationException">A class declares adapters its constructor never created (it did not call
+    /// the generated <c>InitializePeft()</c>; PEFT0013).</exception>
     public static TrainableParameterSummary GetTrainableSummary(this nn.Module root)
     {
         EnsureInitialized(root);

@@ -21,6 +21,9 @@ internal enum JsonFileKind
 
     /// <summary>A training checkpoint's <c>manifest.json</c>: <see cref="CheckpointException"/>.</summary>
     TrainingManifest,
+
+    /// <summary>A JSON value in a safetensors file's <c>__metadata__</c> (<see cref="MergedAdapterMetadata"/>): <see cref="SafetensorsFormatException"/>.</summary>
+    SafetensorsMetadata,
 }
 
 /// <summary>
@@ -233,6 +236,7 @@ internal static class JsonFile
         JsonFileKind.AdapterConfig => new AdapterFormatException(path, field, problem, inner),
         JsonFileKind.ModelConfig or JsonFileKind.ShardIndex => new CheckpointFormatException(path, field, problem, inner),
         JsonFileKind.TrainingManifest => new CheckpointException(path, field, problem, inner),
+        JsonFileKind.SafetensorsMetadata => new SafetensorsFormatException(path, field ?? "__metadata__." + MergedAdapterMetadata.MetadataKey, $"__metadata__.{MergedAdapterMetadata.MetadataKey}: {problem}", inner),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
     };
 

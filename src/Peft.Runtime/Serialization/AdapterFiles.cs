@@ -86,10 +86,12 @@ public static class AdapterFiles
     /// </summary>
     /// <exception cref="PeftConfigurationException">No layer has the adapter, it mixes methods (a PEFT adapter has one
     /// peft_type), a <c>[Trainable]</c> member is a bare parameter (PEFT's modules_to_save holds modules), or a
-    /// <c>[Trainable]</c> module cannot be named without selecting another module.</exception>
+    /// <c>[Trainable]</c> module cannot be named without selecting another module; or a class declares adapters its
+    /// constructor never created (it did not call the generated <c>InitializePeft()</c>; PEFT0013).</exception>
     public static void Save(nn.Module model, string directory, string adapterName = AdapterNames.Default, AdapterSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        PeftModel.EnsureInitialized(model);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         options ??= new AdapterSaveOptions();
         var layout = AdapterLayout.Collect(model, adapterName);
@@ -143,9 +145,22 @@ public static class AdapterFiles
     /// <exception cref="SafetensorsFormatException">The weights file is malformed.</exception>
     /// <exception cref="TensorMismatchException">With <paramref name="strict"/>: missing, unexpected or mis-shaped tensors.</exception>
     /// <exception cref="InvalidOperationException">The adapter is merged into the base weights (unmerge it first).</exception>
-    public static AdapterLoadResult Load(nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true)
+    /// <exception cref="PeftConfigurationException">A class declares adapters its constructor never created (it did not call
+    /// the generated <c>InitializePeft()</c>; PEFT0013).</exception>
+    /// <exception cref="AdapterAlreadyMergedException">The model's base weights already contain this adapter, merged (loaded from
+    /// a merged export that records it, see <see cref="MergedAdapterMetadata"/>, or merged in the model under another name):
+    /// loading it would apply its update twice. Pass <paramref name="allowAlreadyMerged"/> to load it anyway.</exception>
+    /// <param name="model">The model.</param>
+    /// <param name="directory">The adapter directory.</param>
+    /// <param name="adapterName">The adapter to load into (created when missing).</param>
+    /// <param name="strict">Whether any missing, unexpected or mis-shaped tensor fails the load.</param>
+    /// <param name="allowAlreadyMerged">Load the adapter even when the base weights already contain it.</param>
+    /// <returns>What was loaded.</returns>
+    public static AdapterLoadResult Load(nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true,
+        bool allowAlreadyMerged = false)
     {
         ArgumentNullException.ThrowIfNull(model);
+        PeftModel.EnsureInitialized(model);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         ArgumentException.ThrowIfNullOrEmpty(adapterName);
         string configPath = Path.Combine(directory, ConfigFileName);
@@ -158,6 +173,7 @@ public static class AdapterFiles
 
         // Open (and so validate) the weights before the model is touched.
         using var reader = SafetensorsFile.Open(weightsPath);
+        if (!allowAlreadyMerged) MergedAdapterMetadata.EnsureNotMerged(model, reader, method, directory, adapterName);
 
         // Loading under a new name creates the adapter; any failure below removes it again and restores trainability,
         // so a failed load leaves the model as it was.

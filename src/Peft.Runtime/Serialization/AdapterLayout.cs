@@ -51,7 +51,7 @@ internal sealed class AdapterLayout
         {
             var known = model.AdapterNames();
             throw new PeftConfigurationException(
-                $"The model has no adapter named '{adapterName}'" + (known.Count > 0 ? $" (it has: {string.Join(", ", known)})." : " (it declares no adapters)."),
+                $"The model has no adapter named '{adapterName}'" + (known.Count > 0 ? $" (it has: {string.Join(", ", known)})." : " (it has no adapters: declare one with an attribute such as [LoRA] and call the generated InitializePeft() in the constructor, or add one with model.ApplyTargets(...))."),
                 null, adapterName);
         }
 

@@ -14,7 +14,9 @@ public static class ModelWeights
 {
     /// <summary>
     /// Writes the base weights of <paramref name="model"/> to <paramref name="path"/> (atomically). The weights are
-    /// written as they are: while adapters are merged, that is the merged model.
+    /// written as they are: while adapters are merged, that is the merged model, and the file's metadata records the
+    /// merged adapters (<see cref="MergedAdapterMetadata"/>: those merged now and those the loaded base weights already
+    /// held), so loading one of them again onto these weights is refused.
     /// </summary>
     public static void Save(nn.Module model, string path)
     {
@@ -24,7 +26,8 @@ public static class ModelWeights
         {
             string? dir = Path.GetDirectoryName(Path.GetFullPath(path));
             if (dir is not null) Directory.CreateDirectory(dir);
-            SafetensorsFile.Write(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
+            var metadata = MergedAdapterMetadata.WithRecords(new Dictionary<string, string> { ["format"] = "pt" }, MergedAdapterMetadata.Of(model));
+            SafetensorsFile.Write(path, tensors, metadata);
         }
         finally
         {
@@ -35,7 +38,8 @@ public static class ModelWeights
     /// <summary>
     /// Loads base weights saved by <see cref="Save"/> (or any safetensors file with matching state-dict names).
     /// Every key and shape is checked before anything is copied; a mismatch lists all problems by name and leaves
-    /// the model unchanged.
+    /// the model unchanged. The model then remembers the adapters the file records as merged into these weights
+    /// (<see cref="MergedAdapterMetadata"/>), and <see cref="AdapterFiles.Load"/> refuses to load one of them on top.
     /// </summary>
     /// <exception cref="TensorMismatchException">Missing, unexpected or mis-shaped tensors (all listed by name).</exception>
     /// <exception cref="SafetensorsFormatException">The file is malformed, or a floating-point tensor holds NaN or
@@ -53,6 +57,7 @@ public static class ModelWeights
         }
 
         using var reader = SafetensorsFile.Open(path);
+        var mergedAdapters = MergedAdapterMetadata.Read(reader);
         var expected = BaseTensors(model).ToList();
         var expectedNames = new HashSet<string>(expected.Select(e => e.Name), StringComparer.Ordinal);
         var missing = expected.Where(e => !reader.Contains(e.Name)).Select(e => e.Name).OrderBy(n => n, StringComparer.Ordinal).ToList();
@@ -93,6 +98,7 @@ public static class ModelWeights
 
             using var _ = no_grad();
             foreach (var (target, value) in values) target.copy_(value);
+            MergedAdapterMetadata.Remember(model, reader.Path, mergedAdapters);
         }
         finally
         {

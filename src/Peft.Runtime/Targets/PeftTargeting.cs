@@ -25,7 +25,8 @@ public static class PeftTargeting
     /// <returns>The plan: <see cref="PeftTargetPlan.Selected"/> lists the layers in module-tree order.</returns>
     /// <exception cref="PeftConfigurationException">Any problem (all of them in one message): an entry that matches no module
     /// (with the nearest names and the model's linear module names), an entry that matches a non-linear module, a selected layer
-    /// the generated code cannot reach, a layer that already has an adapter of that name, options that do not fit a layer.</exception>
+    /// the generated code cannot reach, a layer that already has an adapter of that name, options that do not fit a layer; or a
+    /// class declares adapters its constructor never created (it did not call the generated <c>InitializePeft()</c>; PEFT0013).</exception>
     public static PeftTargetPlan ResolveTargets(this nn.Module model, PeftTargets targets)
         => Resolve(model, targets, reuseEqual: false);
 
@@ -63,9 +64,13 @@ public static class PeftTargeting
     /// <param name="directory">The adapter directory (<c>adapter_config.json</c> + <c>adapter_model.safetensors</c>).</param>
     /// <param name="adapterName">The adapter name to load into.</param>
     /// <param name="strict">Passed to <see cref="AdapterFiles.Load"/>.</param>
+    /// <param name="allowAlreadyMerged">Passed to <see cref="AdapterFiles.Load"/>: load the adapter even when the base weights
+    /// already contain it (<see cref="MergedAdapterMetadata"/>).</param>
     /// <returns>What <see cref="AdapterFiles.Load"/> did.</returns>
     /// <exception cref="PeftConfigurationException">The targets do not fit the model (nothing was changed).</exception>
-    public static AdapterLoadResult LoadAdapterWithTargets(this nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true)
+    /// <exception cref="AdapterAlreadyMergedException">The base weights already contain this adapter (nothing was changed).</exception>
+    public static AdapterLoadResult LoadAdapterWithTargets(this nn.Module model, string directory, string adapterName = AdapterNames.Default, bool strict = true,
+        bool allowAlreadyMerged = false)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
@@ -77,7 +82,7 @@ public static class PeftTargeting
         Apply(model, plan);
         try
         {
-            return AdapterFiles.Load(model, directory, adapterName, strict);
+            return AdapterFiles.Load(model, directory, adapterName, strict, allowAlreadyMerged);
         }
         catch
         {
@@ -222,6 +227,9 @@ public static class PeftTargeting
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(targets);
+        // A class whose declared adapters were never created (no InitializePeft()) would get its plain layers wrapped
+        // here, and the missing call would go unnoticed from then on (PEFT0013).
+        PeftModel.EnsureInitialized(model);
         string adapterName = targets.AdapterName;
         AdapterNameRules.Validate(adapterName, null, AdaptedLayer.WeightName, AdaptedLayer.BiasName);
         if (targets.Exclude is { Kind: TargetModulesKind.AllLinear })

@@ -15,7 +15,7 @@ namespace Peft.Training;
 /// </summary>
 /// <example>
 /// <code>
-/// using var trainer = new AdapterTrainer(model.parameters(), new TrainingOptions { TotalSteps = 1000, LearningRate = 2e-4 });
+/// using var trainer = new AdapterTrainer(model, new TrainingOptions { TotalSteps = 1000, LearningRate = 2e-4 });
 /// for (int i = 0; i &lt; 1000; i++)
 /// {
 ///     var (x, y) = NextBatch();
@@ -26,6 +26,9 @@ namespace Peft.Training;
 /// <remarks>
 /// Only parameters with <c>requires_grad</c> are trained (frozen ones are left out, duplicates are dropped); no other
 /// tensor is ever modified. Not thread-safe: call <see cref="TrainStep"/> from one thread at a time.
+/// Prefer the constructor that takes the model: it applies the trainability rule and refuses a model whose declared
+/// adapters were never created (a constructor without the generated <c>InitializePeft()</c>, PEFT0013), which a list of
+/// parameters cannot reveal: such a model's parameters all require gradients, so they would all be trained.
 /// </remarks>
 public sealed class AdapterTrainer : IDisposable
 {
@@ -54,6 +57,34 @@ public sealed class AdapterTrainer : IDisposable
     /// <exception cref="ArgumentException">An option is invalid, or no parameter requires a gradient.</exception>
     /// <exception cref="InvalidOperationException">The optimizer factory returned null or an optimizer over other parameters.</exception>
     public AdapterTrainer(IEnumerable<Parameter> trainableParameters, TrainingOptions options, IProgress<TrainingProgress>? progress = null)
+        : this(trainableParameters, options, progress, model: null)
+    {
+    }
+
+    /// <summary>
+    /// Creates the trainer over <paramref name="model"/>'s trainable parameters (<see cref="PeftModel.TrainableParameters"/>:
+    /// the trainability rule is applied first), with the optimizer of <see cref="TrainingOptions.Optimizer"/>.
+    /// </summary>
+    /// <param name="model">The model whose adapters (and <c>[Trainable]</c> members) are trained.</param>
+    /// <param name="options">Hyper-parameters; validated here (<see cref="TrainingOptions.Validate"/>).</param>
+    /// <param name="progress">Receives a <see cref="TrainingProgress"/> as in the other constructor.</param>
+    /// <exception cref="ArgumentNullException">An argument is null.</exception>
+    /// <exception cref="ArgumentException">An option is invalid, or no parameter requires a gradient.</exception>
+    /// <exception cref="PeftConfigurationException">A class of the model declares adapters its constructor never created (it
+    /// did not call the generated <c>InitializePeft()</c>; PEFT0013): training it would fine-tune every parameter.</exception>
+    /// <exception cref="InvalidOperationException">The optimizer factory returned null or an optimizer over other parameters.</exception>
+    public AdapterTrainer(nn.Module model, TrainingOptions options, IProgress<TrainingProgress>? progress = null)
+        : this(TrainableParametersOf(model), options, progress, model)
+    {
+    }
+
+    private static IEnumerable<Parameter> TrainableParametersOf(nn.Module model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return model.TrainableParameters();
+    }
+
+    private AdapterTrainer(IEnumerable<Parameter> trainableParameters, TrainingOptions options, IProgress<TrainingProgress>? progress, nn.Module? model)
     {
         ArgumentNullException.ThrowIfNull(trainableParameters);
         ArgumentNullException.ThrowIfNull(options);
@@ -81,10 +112,11 @@ public sealed class AdapterTrainer : IDisposable
             throw new ArgumentException(
                 string.Format(
                     CultureInfo.InvariantCulture,
-                    "no trainable parameters: did you declare an adapter? {0} parameter(s) were given and none has requires_grad = true "
-                    + "(declare [LoRA]/[Kronecker]/[PromptTune] on a layer, mark a member [Trainable], and pass model.parameters() "
-                    + "after the adapters are applied).",
-                    given),
+                    "no trainable parameters: did you declare an adapter? {0} parameter(s) were given{1} and none has requires_grad = true "
+                    + "(declare [LoRA]/[Kronecker]/[PromptTune] on a layer and call the generated InitializePeft() in the constructor, "
+                    + "add one with model.ApplyTargets(...), or mark a member [Trainable]; then pass the model or model.TrainableParameters()).",
+                    given,
+                    model is null ? string.Empty : $" by {model.GetType().Name}"),
                 nameof(trainableParameters));
         }
 

@@ -251,7 +251,10 @@ public sealed class UseLiteAdapterFormatTests : IDisposable
         var fresh = Fresh();
         var before = Snapshot(fresh);
         var error = Assert.Throws<AdapterFormatException>(() => AdapterFiles.Load(fresh, dir));
-        Assert.Contains("call for prompt_embeddings [8, 256], but the weights file holds [9, 256]", error.Message, StringComparison.Ordinal);
+        // The creation check of issue 9 A (AdapterCreationCheck) refuses it first, naming the config's sizes and the tensor's shape.
+        Assert.Contains("\"num_virtual_tokens\": 8", error.Message, StringComparison.Ordinal);
+        Assert.Contains("'prompt_embeddings' [9, 256]", error.Message, StringComparison.Ordinal);
+        Assert.Contains("nothing was created", error.Message, StringComparison.Ordinal);
         Assert.Empty(fresh.AdapterNames());
         Assert.Equal(before.Keys.Order(StringComparer.Ordinal), Snapshot(fresh).Keys.Order(StringComparer.Ordinal));
     }
