@@ -204,50 +204,21 @@ public sealed class AdaptedLinear : AdaptedLayer
         }
     }
 
-    /// <summary><c>(1 + Σ(c_k − 1)) ⊙ W x + Σ c_k ⊙ ΔW_k x + b</c> for the adapters that share the base product, then the others.</summary>
+    /// <summary><c>(1 + Σ(c_k − 1)) ⊙ W x + Σ c_k ⊙ ΔW_k x + b</c> for the adapters that share the base product, then the
+    /// others. With one sharing adapter: <c>c ⊙ (W x + ΔW x) + b</c>, the update accumulated into the base product in place,
+    /// then one scaling and the bias in place.</summary>
     private Tensor RescaledBase(IRowRescalingAdapter[] rescalers, Tensor x)
     {
         var shared = rescalers.Where(r => r.SharesBaseProduct).ToArray();
-        var scales = new Tensor[shared.Length];
         Tensor? y = null;
         try
         {
-            for (int i = 0; i < shared.Length; i++)
+            y = shared.Length switch
             {
-                scales[i] = shared[i].RowScale(_weight);
-            }
-
-            if (shared.Length == 0)
-            {
-                y = F.linear(x, _weight, _bias);
-            }
-            else
-            {
-                using var baseProduct = F.linear(x, _weight);
-                Tensor combined = scales[0].alias();
-                for (int i = 1; i < shared.Length; i++)
-                {
-                    using var minusOne = scales[i] - 1;
-                    var next = combined + minusOne;
-                    combined.Dispose();
-                    combined = next;
-                }
-
-                using (combined)
-                {
-                    y = baseProduct * combined;
-                }
-
-                for (int i = 0; i < shared.Length; i++)
-                {
-                    shared[i].AddScaledUpdate(x, y, scales[i]);
-                }
-
-                if (_bias is not null)
-                {
-                    y.add_(_bias);
-                }
-            }
+                0 => F.linear(x, _weight, _bias),
+                1 => OneRescaled(shared[0], x),
+                _ => SeveralRescaled(shared, x),
+            };
 
             foreach (var separate in rescalers.Where(r => !r.SharesBaseProduct))
             {
@@ -261,6 +232,63 @@ public sealed class AdaptedLinear : AdaptedLayer
         finally
         {
             y?.Dispose();
+        }
+    }
+
+    private Tensor OneRescaled(IRowRescalingAdapter adapter, Tensor x)
+    {
+        using var scale = adapter.RowScale(_weight);
+        using var z = F.linear(x, _weight);
+        adapter.AddUpdate(x, z);
+        // (z ⊙ c) then the bias in place: libtorch's addcmul backward is about 3x slower on CPU (measured: 4.2 ms against
+        // 1.3 ms at 1024 x 1024 with c requiring a gradient).
+        var y = z * scale;
+        return _bias is null ? y : y.add_(_bias);
+    }
+
+    private Tensor SeveralRescaled(IRowRescalingAdapter[] shared, Tensor x)
+    {
+        var scales = new Tensor[shared.Length];
+        try
+        {
+            for (int i = 0; i < shared.Length; i++)
+            {
+                scales[i] = shared[i].RowScale(_weight);
+            }
+
+            using var baseProduct = F.linear(x, _weight);
+            Tensor combined = scales[0].alias();
+            for (int i = 1; i < shared.Length; i++)
+            {
+                using var minusOne = scales[i] - 1;
+                var next = combined + minusOne;
+                combined.Dispose();
+                combined = next;
+            }
+
+            Tensor y;
+            using (combined)
+            {
+                y = baseProduct * combined;
+            }
+
+            for (int i = 0; i < shared.Length; i++)
+            {
+                using var update = torch.zeros_like(y);
+                shared[i].AddUpdate(x, update);
+                using var scaled = update * scales[i];
+                y.add_(scaled);
+            }
+
+            if (_bias is not null)
+            {
+                y.add_(_bias);
+            }
+
+            return y;
+        }
+        finally
+        {
             foreach (var s in scales)
             {
                 s?.Dispose();

@@ -94,7 +94,8 @@ public interface IScalingAdapter : IMergeableAdapter
 /// <summary>
 /// Rescales the rows of the adapted weight (DoRA: <c>W' = diag(m / ‖W + ΔW‖) (W + ΔW)</c>). The layer computes the bias-free
 /// base product once and asks each such adapter for its row scale <c>c</c> and its own low-rank term, so that
-/// <c>y = (1 + Σ(c_k − 1)) ⊙ W x + Σ c_k ⊙ ΔW_k x + b</c>.
+/// <c>y = (1 + Σ(c_k − 1)) ⊙ W x + Σ c_k ⊙ ΔW_k x + b</c>; with one such adapter (the usual case) that is
+/// <c>y = c ⊙ (W x + ΔW x) + b</c>: the update is accumulated into the base product in place, then scaled once.
 /// </summary>
 public interface IRowRescalingAdapter : IMergeableAdapter
 {
@@ -107,11 +108,10 @@ public interface IRowRescalingAdapter : IMergeableAdapter
     /// <returns>A new tensor.</returns>
     Tensor RowScale(Tensor weight);
 
-    /// <summary>Adds <c>rowScale ⊙ ΔW x</c> to <paramref name="output"/> in place.</summary>
+    /// <summary>Adds the unscaled update <c>ΔW x</c> to <paramref name="output"/> in place (the layer applies the row scale).</summary>
     /// <param name="input">The layer input <c>[N, in]</c>.</param>
     /// <param name="output">The output <c>[N, out]</c>.</param>
-    /// <param name="rowScale">The adapter's <see cref="RowScale"/>.</param>
-    void AddScaledUpdate(Tensor input, Tensor output, Tensor rowScale);
+    void AddUpdate(Tensor input, Tensor output);
 
     /// <summary>Adds the adapter's whole contribution when it cannot share the base product
     /// (<see cref="SharesBaseProduct"/> is false).</summary>

@@ -138,6 +138,31 @@ public class DoRATests
         }
     }
 
+    [Theory]
+    [InlineData(ScalarType.Float32, 1e-6)]
+    [InlineData(ScalarType.Float64, 1e-12)]
+    [InlineData(ScalarType.BFloat16, 1e-2)]
+    public void TheRowScaleIsTheMagnitudeOverTheNormOfTheFormedSum(ScalarType dtype, double tolerance)
+    {
+        // c = m / ‖W + s·BA‖, computed without forming W + s·BA: compare with the formed sum, B and A away from their init.
+        var layer = AdaptedLinear.Wrap(nn.Linear(48, 64, dtype: dtype), "q");
+        layer.WithAdapter("default", new DoRAOptions(Rank: 4, Alpha: 8));
+        var a = (DoRAAdapter)layer.GetAdapter("default");
+        foreach (var p in new[] { a.A, a.B }) TensorAssert.Randomize(p);
+        using (torch.no_grad()) a.Magnitude.copy_(torch.rand(64) + 0.5); // away from zero, where the relative error is 0/0
+        using var c = a.RowScale(layer.Weight);
+        using (torch.no_grad())
+        {
+            using var w = layer.Weight.to(ScalarType.Float64);
+            using var delta = a.B.to(ScalarType.Float64).matmul(a.A.to(ScalarType.Float64)) * a.Scaling;
+            using var norm = torch.linalg.vector_norm(w + delta, 2, new long[] { 1 }, false);
+            using var expected = a.Magnitude.to(ScalarType.Float64) / norm;
+            using var relative = ((c.to(ScalarType.Float64) - expected) / expected).abs().max();
+            Assert.True(relative.item<double>() <= tolerance, $"{dtype}: relative error {relative.item<double>():G3}");
+        }
+        Assert.Equal(dtype, c.dtype);
+    }
+
     [Fact]
     public void ADoRAFileIsALoRAConfigWithUseDoraAndTheMagnitudeWithoutWeightSuffix()
     {

@@ -82,13 +82,14 @@ public sealed class DoRAAdapter : PeftAdapter, IRowRescalingAdapter, IMergeableA
         return _magnitude / norm;
     }
 
-    /// <summary>Adds <c>c ⊙ s·(x Aᵀ) Bᵀ</c> in place.</summary>
+    /// <summary>Adds <c>s·(x Aᵀ) Bᵀ</c> in place (the layer applies the row scale).</summary>
     /// <param name="input">The layer input <c>[N, in]</c>.</param>
     /// <param name="output">The output <c>[N, out]</c>.</param>
-    /// <param name="rowScale">The adapter's row scale c.</param>
-    public void AddScaledUpdate(Tensor input, Tensor output, Tensor rowScale)
+    public void AddUpdate(Tensor input, Tensor output) => _pair.AddTo(input, output, _pair.B);
+
+    /// <summary>Adds <c>c ⊙ s·(x Aᵀ) Bᵀ</c> in place.</summary>
+    private void AddScaledUpdate(Tensor input, Tensor output, Tensor rowScale)
     {
-        ArgumentNullException.ThrowIfNull(rowScale);
         using var column = rowScale.unsqueeze(1);
         using var up = _pair.B * column;
         _pair.AddTo(input, output, up);
@@ -177,12 +178,26 @@ public sealed class DoRAAdapter : PeftAdapter, IRowRescalingAdapter, IMergeableA
         base.Dispose(disposing);
     }
 
-    /// <summary><c>‖W + s·BA‖</c> per output row, without gradient.</summary>
+    /// <summary>
+    /// <c>‖W + s·BA‖</c> per output row, without gradient and without forming the <c>out × in</c> sum:
+    /// <c>‖W_i‖² + 2s·Σ(B ⊙ W Aᵀ)_i + s²·Σ(B (A Aᵀ) ⊙ B)_i</c>, which reads W twice and computes only rank-sized products
+    /// (PEFT forms <c>W + s·BA</c>). Init uses the same function, so <c>m / ‖W‖</c> is exactly 1 at the start.
+    /// </summary>
     private Tensor WeightNorm(Tensor weight)
     {
         using var noGrad = torch.no_grad();
-        using var delta = _pair.Delta();
-        using var combined = weight + delta;
-        return torch.linalg.vector_norm(combined, 2, new long[] { 1 }, false);
+        using var scope = torch.NewDisposeScope();
+        // Half-precision sums of squares overflow (float16) or lose the small terms (bfloat16): accumulate in float32.
+        bool half = weight.dtype is ScalarType.Float16 or ScalarType.BFloat16;
+        var w = half ? weight.to(ScalarType.Float32) : weight;
+        var a = half ? _pair.A.to(ScalarType.Float32) : _pair.A;
+        var b = half ? _pair.B.to(ScalarType.Float32) : _pair.B;
+        double s = _pair.Scaling;
+        var squared = w.square().sum(1);
+        var cross = (b * w.matmul(a.t())).sum(1);
+        var quadratic = (b.matmul(a.matmul(a.t())) * b).sum(1);
+        squared.add_(cross, 2 * s).add_(quadratic, s * s);
+        var norm = squared.clamp_min_(0).sqrt_();
+        return (half ? norm.to(weight.dtype) : norm).MoveToOuterDisposeScope();
     }
 }
