@@ -424,8 +424,12 @@ internal static class Machine
           scaling·kron(W1, W2) (1024x1024) and multiplying, which is what Hugging Face PEFT does.
         - peak RSS: VmHWM of a separate process running 5 training steps of 8 stacked Linear(1024,1024) layers.
         - Llama-layout decoder: `LlamaForCausalLM` (hidden 512, 4 layers, SwiGLU 1376, 8 query / 4 key-value heads,
-          vocabulary 4096, untied head), 4 x 128 tokens, cross-entropy, forward + backward + AdamW. LoRA q/v is the
-          adapter the attributes declare; all-linear is `ApplyTargets(TargetModules.AllLinear)` on all 28 projections;
-          full fine-tuning trains every weight. Inference: adapters disabled vs all-linear LoRA merged.
+          vocabulary 4096, untied head), 4 x 128 tokens, cross-entropy, forward + backward + AdamW. LoRA q/v is PEFT's
+          default for Llama, `ApplyTargets(LlamaTargets.LoRA)`; all-linear is `ApplyTargets(TargetModules.AllLinear)` on
+          all 28 projections; full fine-tuning trains every weight. Inference: adapters disabled vs all-linear LoRA merged.
+        - methods table (benchmarks/Peft.Benchmarks/Methods.cs): each method applied by configuration to a pre-norm stack of
+          4 x (LayerNorm(1024), Linear(1024, 1024)) with GELU between, its adapter parameters moved off their init; its
+          forward + backward + AdamW step against LoRA r=8's step and the frozen stack's forward + backward, interleaved in
+          one run. Linear methods adapt the four Linear layers, LayerNorm tuning the four norms.
         """;
 }

@@ -13,6 +13,7 @@ Prints one JSON object on stdout (progress goes to stderr). See README.md in thi
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import json
 import math
@@ -34,6 +35,9 @@ def parse_args(argv=None):
                    help="LoKr alpha; scaling = alpha / r (default 8, PEFT's LoKrConfig default)")
     p.add_argument("--activation", choices=["gelu", "none"], default="gelu",
                    help="activation between layers (not after the last); gelu matches benchmarks/Peft.Benchmarks")
+    p.add_argument("--prenorm", action="store_true",
+                   help="a LayerNorm(dim) before each Linear, as the C# methods table's AdaptableStack (block 6); adds the "
+                        "lntuning variant (PEFT's LN tuning: a trainable copy of each norm)")
     p.add_argument("--no-input-grad", action="store_true",
                    help="adapter/full steps use an input without requires_grad (default: every training step, "
                         "frozen-base included, uses an input that requires grad, as the C# benchmark does)")
@@ -349,14 +353,17 @@ class Stack(nn.Module):
     """layers x Linear(dim, dim) (each possibly wrapped by an adapter), activation between them, none after the last:
     the layout of LoRAStack / PlainStack in benchmarks/Peft.Benchmarks/Models.cs."""
 
-    def __init__(self, layers, activation):
+    def __init__(self, layers, activation, norms=None):
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self.norms = nn.ModuleList(norms) if norms is not None else None
         self.activation = activation
 
     def forward(self, x):
         h = x
         for i, layer in enumerate(self.layers):
+            if self.norms is not None:
+                h = self.norms[i](h)
             h = layer(h)
             if self.activation == "gelu" and i < len(self.layers) - 1:
                 h = F.gelu(h)
@@ -392,34 +399,66 @@ def frozen_linears(weights, trainable=False):
     return out
 
 
+class LNTuningNorm(nn.Module):
+    """peft/tuners/ln_tuning/layer.py: the frozen norm plus a trainable deep copy that runs instead of it."""
+
+    def __init__(self, base_layer: nn.LayerNorm):
+        super().__init__()
+        self.base_layer = base_layer
+        self.ln_tuning_layers = nn.ModuleDict({"default": copy.deepcopy(base_layer)})
+        for p in self.ln_tuning_layers.parameters():
+            p.requires_grad_(True)
+
+    def forward(self, x):
+        return self.ln_tuning_layers["default"](x)
+
+    def trainable(self):
+        return list(self.ln_tuning_layers.parameters())
+
+
+def frozen_norms(args):
+    """Frozen LayerNorm(dim) before each Linear with --prenorm (the weights do not matter for timing), else None."""
+    if not args.prenorm:
+        return None
+    norms = [nn.LayerNorm(args.dim) for _ in range(args.layers)]
+    for n in norms:
+        n.requires_grad_(False)
+    return norms
+
+
 def build(args, weights):
     torch.manual_seed(args.seed + 1)
     g = torch.Generator().manual_seed(args.seed + 2)
     models = {}
+    norms = lambda: frozen_norms(args)  # noqa: E731 - fresh norms per variant
 
-    models["frozen"] = (Stack(frozen_linears(weights), args.activation), [])
+    models["frozen"] = (Stack(frozen_linears(weights), args.activation, norms()), [])
 
-    full = Stack(frozen_linears(weights, trainable=True), args.activation)
-    models["full"] = (full, list(full.parameters()))
+    full = Stack(frozen_linears(weights, trainable=True), args.activation, norms())
+    models["full"] = (full, [p for p in full.parameters() if p.requires_grad])  # the Linear layers (norms stay frozen)
 
     lora_layers = [LoraLinear(l, args.rank, args.alpha) for l in frozen_linears(weights)]
     for l in lora_layers:
         l.randomize_for_timing(g)
-    models["lora"] = (Stack(lora_layers, args.activation), [p for l in lora_layers for p in l.trainable()])
+    models["lora"] = (Stack(lora_layers, args.activation, norms()), [p for l in lora_layers for p in l.trainable()])
 
     dora_layers = [LoraLinear(l, args.rank, args.alpha, use_dora=True, dora_recompute_base=args.dora_recompute_base)
                    for l in frozen_linears(weights)]
     for l in dora_layers:
         l.randomize_for_timing(g)
-    models["dora"] = (Stack(dora_layers, args.activation), [p for l in dora_layers for p in l.trainable()])
+    models["dora"] = (Stack(dora_layers, args.activation, norms()), [p for l in dora_layers for p in l.trainable()])
 
     ia3_layers = [IA3Linear(l) for l in frozen_linears(weights)]
-    models["ia3"] = (Stack(ia3_layers, args.activation), [p for l in ia3_layers for p in l.trainable()])
+    models["ia3"] = (Stack(ia3_layers, args.activation, norms()), [p for l in ia3_layers for p in l.trainable()])
 
     lokr_layers = [LoKrLinear(l, args.rank, args.lokr_alpha) for l in frozen_linears(weights)]
     for l in lokr_layers:
         l.randomize_for_timing(g)
-    models["lokr"] = (Stack(lokr_layers, args.activation), [p for l in lokr_layers for p in l.trainable()])
+    models["lokr"] = (Stack(lokr_layers, args.activation, norms()), [p for l in lokr_layers for p in l.trainable()])
+
+    if args.prenorm:
+        ln_norms = [LNTuningNorm(n) for n in frozen_norms(args)]
+        models["lntuning"] = (Stack(frozen_linears(weights), args.activation, ln_norms), [p for n in ln_norms for p in n.trainable()])
 
     for name, (model, params) in models.items():
         model.train()
@@ -535,6 +574,8 @@ EXTRA_RATIOS = {
     "lokr/frozen": ("lokr", "frozen"),
     "ia3/lora": ("ia3", "lora"),
     "lora/full": ("lora", "full"),
+    "lntuning/lora": ("lntuning", "lora"),
+    "lntuning/frozen": ("lntuning", "frozen"),
 }
 
 
@@ -600,7 +641,7 @@ def one_measurement(args, weights, x, index):
 
     ms = {n: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)} for n, v in t.items()}
     ratios = {r: ms[a]["median"] / ms[b]["median"] for r, (a, b) in RATIOS.items()}
-    extra = {r: ms[a]["median"] / ms[b]["median"] for r, (a, b) in EXTRA_RATIOS.items()}
+    extra = {r: ms[a]["median"] / ms[b]["median"] for r, (a, b) in EXTRA_RATIOS.items() if a in ms and b in ms}
     trainable = {n: sum(p.numel() for p in params) for n, (_, params) in models.items()}
     foreach = {n: (o.defaults.get("foreach") if o is not None else None) for n, o in optimizers.items()}
     cpu1, wall1 = os.times(), time.perf_counter()
