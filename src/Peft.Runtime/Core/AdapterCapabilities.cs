@@ -57,10 +57,10 @@ public interface IAdditiveAdapter : IMergeableAdapter
 }
 
 /// <summary>
-/// An additive update that is a low-rank product <c>ΔW = s · B A</c> (LoRA and its variants): it exposes its factors so a
-/// layer (or generated code) can fuse several such adapters into one pair of products.
+/// An adapter whose update is a low-rank product <c>s · B A</c> on a dropped-out input (LoRA, DoRA and their variants): it
+/// exposes its factors so that a layer can run it through a fused kernel with its own backward.
 /// </summary>
-public interface ILowRankAdapter : IAdditiveAdapter
+public interface ILowRankFactors
 {
     /// <summary>The down projection A <c>[r, in]</c>.</summary>
     Parameter Down { get; }
@@ -71,8 +71,15 @@ public interface ILowRankAdapter : IAdditiveAdapter
     /// <summary>The scaling s.</summary>
     double Scaling { get; }
 
-    /// <summary>The dropout probability on the adapter's input (0 when none).</summary>
+    /// <summary>The dropout probability on the adapter's input (0 when none); applied in training mode only.</summary>
     double Dropout { get; }
+}
+
+/// <summary>
+/// An additive update that is a low-rank product <c>ΔW = s · B A</c> (LoRA and its variants).
+/// </summary>
+public interface ILowRankAdapter : IAdditiveAdapter, ILowRankFactors
+{
 }
 
 /// <summary>

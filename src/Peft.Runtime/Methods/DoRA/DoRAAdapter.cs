@@ -12,7 +12,7 @@ namespace Peft;
 /// <c>y = W x + b + (c − 1) ⊙ W·drop(x) + c ⊙ s·B A drop(x)</c>. Merging writes <c>W' = c ⊙ (W + s·BA)</c> and keeps the norm
 /// for an exact unmerge.
 /// </summary>
-public sealed class DoRAAdapter : PeftAdapter, IRowRescalingAdapter, IMergeableAdapter, IBaseInitializedAdapter
+public sealed class DoRAAdapter : PeftAdapter, IRowRescalingAdapter, IMergeableAdapter, IBaseInitializedAdapter, ILowRankFactors
 {
     /// <summary>The magnitude's parameter name (and PEFT's saved tensor name, without <c>.weight</c>).</summary>
     internal const string MagnitudeName = "lora_magnitude_vector";
@@ -60,6 +60,15 @@ public sealed class DoRAAdapter : PeftAdapter, IRowRescalingAdapter, IMergeableA
 
     /// <summary>The magnitude m <c>[out]</c> (<c>lora_magnitude_vector</c>).</summary>
     public Parameter Magnitude => _magnitude;
+
+    /// <summary>The dropout probability on the adapter's input.</summary>
+    public double Dropout => Options.Dropout;
+
+    /// <inheritdoc />
+    Parameter ILowRankFactors.Down => A;
+
+    /// <inheritdoc />
+    Parameter ILowRankFactors.Up => B;
 
     /// <summary>False in training with a positive dropout: PEFT's base term then uses the dropped-out input.</summary>
     public bool SharesBaseProduct => !(training && Options.Dropout > 0);

@@ -51,10 +51,10 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter
     public Parameter B => _pair.B;
 
     /// <inheritdoc />
-    Parameter ILowRankAdapter.Down => A;
+    Parameter ILowRankFactors.Down => A;
 
     /// <inheritdoc />
-    Parameter ILowRankAdapter.Up => B;
+    Parameter ILowRankFactors.Up => B;
 
     /// <summary>
     /// Re-initialises the parameters as PEFT does: A kaiming-uniform with a = √5 (or normal with std 1/r for
