@@ -20,6 +20,9 @@ namespace Peft;
 /// layer's input <c>x</c>, never forming the <c>out × in</c> update;</item>
 /// <item>output scaling (<see cref="IScalingAdapter"/>): <c>y ⊙ Π l</c>.</item>
 /// </list>
+/// <para>One live low-rank adapter (LoRA, or DoRA sharing the base product) can run as one fused autograd node with its own
+/// backward (<see cref="LowRankLinearFunction"/>) when <see cref="FusedKernel"/> or <see cref="PeftKernels.FusedPaths"/> turns
+/// it on (off by default: see <see cref="PeftKernels.FusedPaths"/>). It computes the same function as the steps above.</para>
 /// <para>With adapters disabled, or none live, the forward is exactly the base <c>linear</c> (a merged layer costs the same
 /// as the base layer). <see cref="AdaptedLayer.Merge"/> merges in the same order.</para>
 /// </remarks>
@@ -98,6 +101,10 @@ public sealed class AdaptedLinear : AdaptedLayer
     /// <inheritdoc />
     public override long InFeatures => _in;
 
+    /// <summary>Whether this layer runs one live low-rank adapter through the fused kernel: null (the default) follows
+    /// <see cref="PeftKernels.FusedPaths"/>, true or false decides for this layer only.</summary>
+    public bool? FusedKernel { get; set; }
+
     /// <inheritdoc />
     public override long OutFeatures => _out;
 
@@ -115,11 +122,11 @@ public sealed class AdaptedLinear : AdaptedLayer
 
         if (input.Dimensions == 2)
         {
-            return Compose(plan, input);
+            return Run(plan, input);
         }
 
         using var x2 = input.reshape(-1, _in);
-        using var y2 = Compose(plan, x2);
+        using var y2 = Run(plan, x2);
         var shape = input.shape;
         shape[^1] = _out;
         return y2.view(shape);
@@ -137,6 +144,7 @@ public sealed class AdaptedLinear : AdaptedLayer
 
         var plan = new ForwardPlan
         {
+            Fused = live.Count == 1 ? live[0] as ILowRankFactors : null,
             InputScales = live.OfType<IScalingAdapter>().Where(a => a.ScalesInput).ToArray(),
             RowRescalers = live.OfType<IRowRescalingAdapter>().ToArray(),
             Additive = live.OfType<IAdditiveAdapter>().ToArray(),
@@ -163,6 +171,29 @@ public sealed class AdaptedLinear : AdaptedLayer
         base._toEpilog(dtype, device, non_blocking);
         _weight = _internal_params[WeightName];
         _bias = _internal_params.TryGetValue(BiasName, out var b) ? b : null;
+    }
+
+    private Tensor Run(ForwardPlan plan, Tensor x) =>
+        plan.Fused is { } fused && (FusedKernel ?? PeftKernels.FusedPaths) ? RunFused(fused, x) ?? Compose(plan, x) : Compose(plan, x);
+
+    /// <summary>One LoRA (or one DoRA sharing the base product) as one autograd node with its own backward
+    /// (<see cref="LowRankLinearFunction"/>); null when the adapter's state needs the general path.</summary>
+    private Tensor? RunFused(ILowRankFactors adapter, Tensor x)
+    {
+        bool training = ((nn.Module)adapter).training;
+        double dropout = training ? adapter.Dropout : 0;
+        if (adapter is IRowRescalingAdapter rescaling)
+        {
+            if (!rescaling.SharesBaseProduct)
+            {
+                return null;
+            }
+
+            using var scale = rescaling.RowScale(_weight);
+            return LowRankLinearFunction.Apply(x, _weight, _bias, adapter.Down, adapter.Up, scale, adapter.Scaling, dropout: 0);
+        }
+
+        return LowRankLinearFunction.Apply(x, _weight, _bias, adapter.Down, adapter.Up, rowScale: null, adapter.Scaling, dropout);
     }
 
     private Tensor Compose(ForwardPlan plan, Tensor x)
@@ -312,6 +343,9 @@ public sealed class AdaptedLinear : AdaptedLayer
 
     private sealed class ForwardPlan
     {
+        /// <summary>The one live adapter when it can run fused (<see cref="ILowRankFactors"/>), else null.</summary>
+        public ILowRankFactors? Fused { get; init; }
+
         public IScalingAdapter[] InputScales { get; init; } = Array.Empty<IScalingAdapter>();
 
         public IRowRescalingAdapter[] RowRescalers { get; init; } = Array.Empty<IRowRescalingAdapter>();
