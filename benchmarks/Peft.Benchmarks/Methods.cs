@@ -16,5 +16,6 @@ internal static class BenchmarkedMethods
         ("DoRA r=8", new DoRAOptions(Rank: 8, Alpha: 16), TargetModules.AllLinear),
         ("IA3", new IA3Options(), TargetModules.AllLinear),
         ("LN tuning", new LNTuningOptions(), AdaptableStack.Norms),
+        ("LoHa r=8", new LoHaOptions(Rank: 8, Alpha: 8), TargetModules.AllLinear),
     };
 }

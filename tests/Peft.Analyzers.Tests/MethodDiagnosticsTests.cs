@@ -61,4 +61,51 @@ public class MethodDiagnosticsTests
                 [LNTuning] private Module<Tensor, Tensor> ln_2 = LayerNorm(64, elementwise_affine: true);
                 """),
             PeftAnalyzerTest.Diagnostic("PEFT0020").WithLocation(0).WithArguments("ln_1"));
+
+    [Fact]
+    public Task LoHaWithDefaultsAndDropouts_IsAccepted_AndARankAboveMinInOut_IsNotPEFT0004()
+        // The Hadamard product of two rank-r products has rank up to r², so PEFT0004 (LoRA's rank <= min(in, out)) does not apply.
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [LoHa] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+            [LoHa(4, 8, RankDropout = 0.1, ModuleDropout = 0.05)] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+            [LoHa(rank: 48)] private Module<Tensor, Tensor> k_proj = Linear(64, 32);
+            """));
+
+    [Fact]
+    public Task LoHaWithBadValues_ReportsTheSharedRankAlphaAndDropoutIdsOnTheirArguments()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [LoHa({|#0:rank: 0|})] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+                [LoHa(4, {|#1:double.NaN|})] private Module<Tensor, Tensor> k_proj = Linear(64, 64);
+                [LoHa(4, {|#2:RankDropout = 1.0|})] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+                [LoHa(4, {|#3:ModuleDropout = -0.1|})] private Module<Tensor, Tensor> o_proj = Linear(64, 64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0001").WithLocation(0).WithArguments("LoHa", "0"),
+            PeftAnalyzerTest.Diagnostic("PEFT0002").WithLocation(1).WithArguments("LoHa", "NaN"),
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(2).WithArguments("LoHa", "1"),
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(3).WithArguments("LoHa", "-0.1"));
+
+    [Fact]
+    public Task LoHaOnAnEmbedding_ReportsPEFT0006()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [{|PEFT0006:LoHa(4)|}] private Module<Tensor, Tensor> embed = Embedding(100, 64);
+            """));
+
+    [Fact]
+    public Task LoHa_CountsTwoRTimesInPlusOut_InTheBudget()
+        // LoHa r=4 on Linear(64, 32): 2 * 4 * (64 + 32) = 768; r=2 on Linear(32, 32): 2 * 2 * 64 = 256. 1,024 is one over 1,023.
+        => PeftAnalyzerTest.VerifyAsync(
+            """
+            public sealed partial class {|#0:Block|} : Module<Tensor, Tensor>
+            {
+                [LoHa(4)] private Module<Tensor, Tensor> up = Linear(64, 32);
+                [LoHa(2)] private Module<Tensor, Tensor> down = Linear(32, 32);
+
+                public Block() : base(nameof(Block)) => InitializePeft();
+
+                public override Tensor forward(Tensor x) => down.call(up.call(x));
+            }
+            """,
+            BudgetConfig("1023"),
+            PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "1,024", "1,023", "0"));
 }

@@ -52,6 +52,16 @@ public class ParameterCountTests
     public void LoRAParameterCount_IsRankTimesInPlusOut(long inFeatures, long outFeatures, int rank, long expected)
         => Assert.Equal(expected, Peft.Generators.Rules.LoRARules.ParameterCount(inFeatures, outFeatures, rank));
 
+    [Theory]
+    [InlineData(64, 32, 4, 768)]
+    [InlineData(4096, 4096, 8, 131072)]
+    [InlineData(1, 1, 1, 4)]
+    public void LoHaParameterCount_IsTwoRankTimesInPlusOut(long inFeatures, long outFeatures, int rank, long expected)
+    {
+        Assert.Equal(expected, Peft.Generators.Rules.LoHaRules.ParameterCount(inFeatures, outFeatures, rank));
+        Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("LoHa", ("rank", rank)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
+    }
+
     [Fact]
     public void CountAdapterParameters_NeedsAKnownLayerOfTheRightKind()
     {

@@ -12,6 +12,7 @@ public static class ConformanceMatrix
         DoRARows.Cases,
         IA3Rows.Cases,
         LNTuningRows.Cases,
+        LoHaRows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

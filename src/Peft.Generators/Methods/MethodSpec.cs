@@ -160,7 +160,8 @@ internal static class MethodCatalogue
         new PromptTuning.PromptTuneSpec(),
         new DoRA.DoRASpec(),
         new IA3.IA3Spec(),
-        new LNTuning.LNTuningSpec());
+        new LNTuning.LNTuningSpec(),
+        new LoHa.LoHaSpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

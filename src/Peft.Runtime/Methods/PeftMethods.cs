@@ -17,6 +17,7 @@ public static class PeftMethods
         DoRAMethod.Instance,
         IA3Method.Instance,
         LNTuningMethod.Instance,
+        LoHaMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
