@@ -76,11 +76,14 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
         fullOpt.step();
     }
 
-    var times = Timing.Interleaved(rounds, ("base", BaseStep), ("lora", LoRAStep), ("full", FullStep));
+    var times = Timing.Interleaved(rounds, ("base", BaseStep), ("lora", LoRAStep), ("fused", Fused(LoRAStep)), ("full", FullStep));
     results.Add(("frozen-base step (fwd+bwd), 4x Linear(1024,1024), 1024 rows", Timing.Ms(times["base"]), "median"));
     results.Add(("LoRA r=8 training step", Timing.Ms(times["lora"]), "median"));
+    results.Add(("LoRA r=8 training step, fused kernel (PeftKernels.FusedPaths)", Timing.Ms(times["fused"]), "median"));
     results.Add(("full fine-tuning step", Timing.Ms(times["full"]), "median"));
     results.Add(("**LoRA step / frozen-base step**", Timing.Ratio(times["lora"], times["base"]), "same run"));
+    results.Add(("LoRA step, fused kernel / frozen-base step", Timing.Ratio(times["fused"], times["base"]), "same run"));
+    results.Add(("**LoRA fused-kernel step / default step**", Timing.Ratio(times["fused"], times["lora"]), "same run"));
     results.Add(("full fine-tuning step / frozen-base step", Timing.Ratio(times["full"], times["base"]), "same run"));
 }
 
@@ -163,14 +166,16 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
         var optimizer = optim.AdamW(model.TrainableParameters().ToList(), 1e-4);
         owned.Add(model);
         owned.Add(optimizer);
-        steps.Add((name, () =>
+        void Step()
         {
             using var scope = NewDisposeScope();
             optimizer.zero_grad();
             var input = x.detach().requires_grad_(true);
             model.call(input).square().mean().backward();
             optimizer.step();
-        }));
+        }
+        steps.Add((name, Step));
+        if (name == "DoRA r=8") steps.Add(($"{name} (fused kernel)", Fused(Step)));
     }
 
     var times = Timing.Interleaved(rounds, steps.ToArray());
@@ -179,6 +184,11 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
         results.Add(($"{name} training step, 4x (LayerNorm, Linear(1024,1024)), 1024 rows", Timing.Ms(times[name]), "median"));
         if (name != "LoRA r=8") results.Add(($"**{name} step / LoRA r=8 step**", Timing.Ratio(times[name], times["LoRA r=8"]), "same run"));
         results.Add(($"{name} step / frozen-base step", Timing.Ratio(times[name], times["base"]), "same run"));
+        if (times.TryGetValue($"{name} (fused kernel)", out var fused))
+        {
+            results.Add(($"{name} step, fused kernel / LoRA r=8 step", Timing.Ratio(fused, times["LoRA r=8"]), "same run"));
+            results.Add(($"**{name} fused-kernel step / default step**", Timing.Ratio(fused, times[name]), "same run"));
+        }
     }
 
     foreach (var d in owned) d.Dispose();
@@ -203,6 +213,9 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
     manual_seed(1);
     using var full = new Peft.Models.Llama.LlamaForCausalLM(config);
     foreach (var p in full.parameters()) p.requires_grad = true;
+    manual_seed(1);
+    using var frozen = new Peft.Models.Llama.LlamaForCausalLM(config);
+    foreach (var (name, p) in frozen.named_parameters()) p.requires_grad = name == "model.embed_tokens.weight";
     using var qvOpt = optim.AdamW(qv.TrainableParameters().ToList(), 1e-4);
     using var allOpt = optim.AdamW(allLinear.TrainableParameters().ToList(), 1e-4);
     using var fullOpt = optim.AdamW(full.parameters().ToList(), 1e-4);
@@ -220,12 +233,24 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
         optimizer.step();
     };
 
-    int llamaRounds = Math.Max(3, rounds / 3);
-    var times = Timing.Interleaved(llamaRounds, ("qv", Step(qv, qvOpt)), ("all", Step(allLinear, allOpt)), ("full", Step(full, fullOpt)));
+    void FrozenStep()
+    {
+        using var scope = NewDisposeScope();
+        var logits = frozen.call(inputs);
+        nn.functional.cross_entropy(logits.reshape(-1, config.VocabSize), labels).backward();
+    }
+
+    int llamaRounds = Math.Max(5, rounds / 2);
+    var times = Timing.Interleaved(llamaRounds, ("qv", Step(qv, qvOpt)), ("all", Step(allLinear, allOpt)), ("allFused", Fused(Step(allLinear, allOpt))),
+        ("full", Step(full, fullOpt)), ("frozen", FrozenStep));
     long baseParameters = full.parameters().Sum(p => p.numel());
     results.Add(($"Llama-layout decoder ({baseParameters / 1e6:F1} M parameters), 4x128 tokens: LoRA r=8 q/v step ({qv.GetTrainableSummary().TrainableParameters:N0} trainable)", Timing.Ms(times["qv"]), $"median of {llamaRounds}"));
     results.Add(($"LoRA r=8 all-linear step ({allLinear.GetTrainableSummary().TrainableParameters:N0} trainable)", Timing.Ms(times["all"]), $"median of {llamaRounds}"));
     results.Add(("full fine-tuning step", Timing.Ms(times["full"]), $"median of {llamaRounds}"));
+    results.Add(("frozen-base step (fwd+bwd to the embeddings, no optimizer)", Timing.Ms(times["frozen"]), $"median of {llamaRounds}"));
+    results.Add(("**Llama LoRA all-linear step / frozen-base step**", Timing.Ratio(times["all"], times["frozen"]), "same run"));
+    results.Add(("Llama LoRA q/v step / frozen-base step", Timing.Ratio(times["qv"], times["frozen"]), "same run"));
+    results.Add(("Llama LoRA all-linear step, fused kernel / frozen-base step", Timing.Ratio(times["allFused"], times["frozen"]), "same run"));
     results.Add(("**Llama LoRA q/v step / full fine-tuning step**", Timing.Ratio(times["qv"], times["full"]), "same run"));
     results.Add(("**Llama LoRA all-linear step / full fine-tuning step**", Timing.Ratio(times["all"], times["full"]), "same run"));
 
@@ -273,6 +298,14 @@ if (output is not null)
     Console.WriteLine($"wrote {output}");
 }
 return 0;
+
+// The same step through the fused low-rank kernel (PeftKernels.FusedPaths on while it runs).
+static Action Fused(Action step) => () =>
+{
+    PeftKernels.FusedPaths = true;
+    try { step(); }
+    finally { PeftKernels.FusedPaths = false; }
+};
 
 static void CopyBase(nn.Module target, nn.Module source)
 {
@@ -426,7 +459,12 @@ internal static class Machine
         - Llama-layout decoder: `LlamaForCausalLM` (hidden 512, 4 layers, SwiGLU 1376, 8 query / 4 key-value heads,
           vocabulary 4096, untied head), 4 x 128 tokens, cross-entropy, forward + backward + AdamW. LoRA q/v is PEFT's
           default for Llama, `ApplyTargets(LlamaTargets.LoRA)`; all-linear is `ApplyTargets(TargetModules.AllLinear)` on
-          all 28 projections; full fine-tuning trains every weight. Inference: adapters disabled vs all-linear LoRA merged.
+          all 28 projections; full fine-tuning trains every weight; its frozen-base step is forward + backward with only the
+          token embeddings requiring gradients (so gradients cross every layer, as LoRA's must) and no optimizer.
+          Inference: adapters disabled vs all-linear LoRA merged.
+        - fused kernel: the same step with `PeftKernels.FusedPaths` on (one LoRA or DoRA per layer as a single autograd
+          node with its own backward, `Core/Fused/LowRankLinearFunction.cs`); the default step uses the general path, whose
+          backward is autograd's.
         - methods table (benchmarks/Peft.Benchmarks/Methods.cs): each method applied by configuration to a pre-norm stack of
           4 x (LayerNorm(1024), Linear(1024, 1024)) with GELU between, its adapter parameters moved off their init; its
           forward + backward + AdamW step against LoRA r=8's step and the frozen stack's forward + backward, interleaved in

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference for the Peft for .NET training-step ratios.
 
-Plain-torch re-implementations of what Hugging Face PEFT computes in its layer forwards (LoRA, DoRA, IA3, LoKr),
+Plain-torch re-implementations of what Hugging Face PEFT computes in its layer forwards (LoRA, DoRA, IA3, LoKr, LoHa),
 timed on a stack of Linear layers against the frozen base and full fine-tuning. PEFT itself is not needed (and not
 installable here); each adapter below follows the PEFT source it names, operation for operation.
 
@@ -31,6 +31,8 @@ def parse_args(argv=None):
     p.add_argument("--rows", type=int, default=1024, help="rows of the input batch, x is rows x dim (default 1024)")
     p.add_argument("--rank", type=int, default=8, help="LoRA / DoRA / LoKr rank r (default 8)")
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA / DoRA alpha; scaling = alpha / r (default 16)")
+    p.add_argument("--loha-alpha", type=float, default=8.0,
+                   help="LoHa alpha; scaling = alpha / r (default 8, PEFT's LoHaConfig default and the C# methods table's LoHa r=8)")
     p.add_argument("--lokr-alpha", type=float, default=8.0,
                    help="LoKr alpha; scaling = alpha / r (default 8, PEFT's LoKrConfig default)")
     p.add_argument("--activation", choices=["gelu", "none"], default="gelu",
@@ -349,6 +351,42 @@ class LoKrLinear(nn.Module):
         return [p for _, p in self.named_parameters(recurse=False)]
 
 
+class LoHaLinear(nn.Module):
+    """peft/tuners/loha/layer.py, Linear: delta = (w1_a w1_b) * (w2_a w2_b) * scale (HadaWeight, whose backward is the
+    gradient of that dense product), formed as the full out x in matrix every forward, then
+    result = base(x) + F.linear(x, delta). Init (init_weights=True): w1_a, w1_b, w2_a kaiming-uniform (a = sqrt 5), w2_b zeros."""
+
+    def __init__(self, base_layer: nn.Linear, r, alpha):
+        super().__init__()
+        self.base_layer = base_layer
+        in_dim, out_dim = base_layer.in_features, base_layer.out_features
+        self.scaling = alpha / r
+        self.module_dropout = 0.0
+        self.hada_w1_a = nn.Parameter(torch.empty(out_dim, r))
+        self.hada_w1_b = nn.Parameter(torch.empty(r, in_dim))
+        self.hada_w2_a = nn.Parameter(torch.empty(out_dim, r))
+        self.hada_w2_b = nn.Parameter(torch.empty(r, in_dim))
+        for p in (self.hada_w1_a, self.hada_w1_b, self.hada_w2_a):
+            nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+        nn.init.zeros_(self.hada_w2_b)
+
+    def randomize_for_timing(self, generator):
+        with torch.no_grad():
+            self.hada_w2_b.copy_(torch.randn(self.hada_w2_b.shape, generator=generator) * 0.02)
+
+    def get_delta_weight(self):
+        return (self.hada_w1_a @ self.hada_w1_b) * (self.hada_w2_a @ self.hada_w2_b) * self.scaling
+
+    def forward(self, x):
+        result = self.base_layer(x)
+        if (not self.training) or (self.training and torch.rand(1) > self.module_dropout):
+            result = result + F.linear(x, self.get_delta_weight())
+        return result
+
+    def trainable(self):
+        return [self.hada_w1_a, self.hada_w1_b, self.hada_w2_a, self.hada_w2_b]
+
+
 class Stack(nn.Module):
     """layers x Linear(dim, dim) (each possibly wrapped by an adapter), activation between them, none after the last:
     the layout of LoRAStack / PlainStack in benchmarks/Peft.Benchmarks/Models.cs."""
@@ -455,6 +493,11 @@ def build(args, weights):
     for l in lokr_layers:
         l.randomize_for_timing(g)
     models["lokr"] = (Stack(lokr_layers, args.activation, norms()), [p for l in lokr_layers for p in l.trainable()])
+
+    loha_layers = [LoHaLinear(l, args.rank, args.loha_alpha) for l in frozen_linears(weights)]
+    for l in loha_layers:
+        l.randomize_for_timing(g)
+    models["loha"] = (Stack(loha_layers, args.activation, norms()), [p for l in loha_layers for p in l.trainable()])
 
     if args.prenorm:
         ln_norms = [LNTuningNorm(n) for n in frozen_norms(args)]
@@ -565,6 +608,7 @@ RATIOS = {
     "dora/lora": ("dora", "lora"),
     "ia3/frozen": ("ia3", "frozen"),
     "lokr/lora": ("lokr", "lora"),
+    "loha/lora": ("loha", "lora"),
     "full/frozen": ("full", "frozen"),
     "unmerged_lora_inference/plain_inference": ("infer_unmerged_lora", "infer_plain"),
     "merged_lora_inference/plain_inference": ("infer_merged", "infer_plain"),
@@ -572,6 +616,7 @@ RATIOS = {
 EXTRA_RATIOS = {
     "dora/frozen": ("dora", "frozen"),
     "lokr/frozen": ("lokr", "frozen"),
+    "loha/frozen": ("loha", "frozen"),
     "ia3/lora": ("ia3", "lora"),
     "lora/full": ("lora", "full"),
     "lntuning/lora": ("lntuning", "lora"),
@@ -697,7 +742,7 @@ def main(args):
         "config": {
             "layers": args.layers, "dim": args.dim, "rows": args.rows, "rank": args.rank, "alpha": args.alpha,
             "lora_scaling": args.alpha / args.rank, "lokr_alpha": args.lokr_alpha,
-            "lokr_scaling": args.lokr_alpha / args.rank, "activation": args.activation,
+            "lokr_scaling": args.lokr_alpha / args.rank, "loha_scaling": args.loha_alpha / args.rank, "activation": args.activation,
             "input_requires_grad": {"frozen": True, "adapters_and_full": not args.no_input_grad},
             "dora_reuses_base_result": not args.dora_recompute_base,
             "loss": "output.pow(2).mean()", "optimizer": "torch.optim.AdamW(lr=1e-4), zero_grad(set_to_none=True)",
