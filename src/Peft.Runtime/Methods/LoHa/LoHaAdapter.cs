@@ -121,7 +121,8 @@ public sealed class LoHaAdapter : PeftAdapter, IAdditiveAdapter
         }
 
         using var rowScale = training && Options.RankDropout > 0 ? RankDropoutScale() : null;
-        using var w1a = rowScale is null ? _w1a.alias() : _w1a * rowScale.unsqueeze(1);
+        using var rowColumn = rowScale?.unsqueeze(1);
+        using var w1a = rowColumn is null ? _w1a.alias() : _w1a * rowColumn;
         using var u = RowFactor(w1a);
         using var vt = ColumnFactor();
         using var h = F.linear(input, vt);   // x V: [N, r²]
