@@ -141,6 +141,9 @@ public interface IRowRescalingAdapter : IMergeableAdapter
 /// after the other gives. A layer refuses a rewriting adapter live together with a row-rescaling one
 /// (<see cref="IRowRescalingAdapter"/>, DoRA): DoRA's norm is of the weight it is given and HiRA's factor multiplies the
 /// weight it is given, so the two orders are different functions and neither is PEFT's.
+/// Merging every active adapter (<see cref="AdaptedLayer.Merge"/> without a name) keeps the function; merging an additive
+/// adapter alone by name while a rewriter stays live changes the weight the rewriter multiplies, as it changes the weight
+/// whose row norms DoRA takes.
 /// </remarks>
 public interface IWeightRewritingAdapter : IMergeableAdapter
 {
