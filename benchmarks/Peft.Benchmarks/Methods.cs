@@ -17,5 +17,6 @@ internal static class BenchmarkedMethods
         ("IA3", new IA3Options(), TargetModules.AllLinear),
         ("LN tuning", new LNTuningOptions(), AdaptableStack.Norms),
         ("LoHa r=8", new LoHaOptions(Rank: 8, Alpha: 8), TargetModules.AllLinear),
+        ("HiRA r=32", new HiRAOptions(Rank: 32), TargetModules.AllLinear),
     };
 }

@@ -108,4 +108,49 @@ public class MethodDiagnosticsTests
             """,
             BudgetConfig("1023"),
             PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "1,024", "1,023", "0"));
+
+    [Fact]
+    public Task HiRAWithDefaultsAndDropout_IsAccepted()
+        // The default rank 32 fits Linear(64, 64); rank = min(in, out) is still accepted.
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [HiRA] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+            [HiRA(4, 0.1)] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+            [HiRA(rank: 32, Name = "other")] private Module<Tensor, Tensor> k_proj = Linear(64, 32);
+            """));
+
+    [Fact]
+    public Task HiRAWithBadValues_ReportsTheSharedRankDropoutAndRankTooLargeIdsOnTheirArguments()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [HiRA({|#0:rank: 0|})] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+                [HiRA(4, {|#1:1.0|})] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+                [HiRA({|#2:rank: 48|})] private Module<Tensor, Tensor> k_proj = Linear(64, 32);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0001").WithLocation(0).WithArguments("HiRA", "0"),
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(1).WithArguments("HiRA", "1"),
+            PeftAnalyzerTest.Diagnostic("PEFT0004").WithLocation(2).WithArguments("HiRA", "48", "k_proj", "64", "32"));
+
+    [Fact]
+    public Task HiRAOnAnEmbedding_ReportsPEFT0006()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [{|PEFT0006:HiRA(4)|}] private Module<Tensor, Tensor> embed = Embedding(100, 64);
+            """));
+
+    [Fact]
+    public Task HiRA_CountsRTimesInPlusOut_InTheBudget()
+        // HiRA r=8 on Linear(64, 32): 8 * (64 + 32) = 768; r=4 on Linear(32, 32): 4 * 64 = 256. 1,024 is one over 1,023.
+        => PeftAnalyzerTest.VerifyAsync(
+            """
+            public sealed partial class {|#0:Block|} : Module<Tensor, Tensor>
+            {
+                [HiRA(8)] private Module<Tensor, Tensor> up = Linear(64, 32);
+                [HiRA(4)] private Module<Tensor, Tensor> down = Linear(32, 32);
+
+                public Block() : base(nameof(Block)) => InitializePeft();
+
+                public override Tensor forward(Tensor x) => down.call(up.call(x));
+            }
+            """,
+            BudgetConfig("1023"),
+            PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "1,024", "1,023", "0"));
 }

@@ -62,6 +62,16 @@ public class ParameterCountTests
         Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("LoHa", ("rank", rank)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
     }
 
+    [Theory]
+    [InlineData(64, 32, 8, 768)]
+    [InlineData(4096, 4096, 32, 262144)]
+    [InlineData(1, 1, 1, 2)]
+    public void HiRAParameterCount_IsRankTimesInPlusOut(long inFeatures, long outFeatures, int rank, long expected)
+    {
+        Assert.Equal(expected, Peft.Generators.Rules.HiRARules.ParameterCount(inFeatures, outFeatures, rank));
+        Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("HiRA", ("rank", rank)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
+    }
+
     [Fact]
     public void CountAdapterParameters_NeedsAKnownLayerOfTheRightKind()
     {

@@ -377,7 +377,7 @@ public abstract class AdaptedLayer : nn.Module<Tensor, Tensor>
     private protected static int MergeStage(PeftAdapter adapter) => adapter switch
     {
         IScalingAdapter { ScalesInput: true } => 0,
-        IRowRescalingAdapter or IParameterOverrideAdapter => 1,
+        IRowRescalingAdapter or IParameterOverrideAdapter or IWeightRewritingAdapter => 1,
         IAdditiveAdapter => 2,
         IScalingAdapter => 3,
         _ => 2,

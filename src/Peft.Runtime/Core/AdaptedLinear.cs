@@ -14,7 +14,8 @@ namespace Peft;
 /// <para>Forward, for the live adapters (active, unmerged, enabled), by capability:</para>
 /// <list type="number">
 /// <item>input scaling (<see cref="IScalingAdapter"/> with <see cref="IScalingAdapter.ScalesInput"/>): <c>x' = x ⊙ Π l</c>;</item>
-/// <item>the base product, once: <c>linear(x', W, b)</c>; with row-rescaling adapters (<see cref="IRowRescalingAdapter"/>,
+/// <item>the base product, once: <c>linear(x', W, b)</c>, where weight-rewriting adapters (<see cref="IWeightRewritingAdapter"/>,
+/// HiRA) replace <c>W</c> by <c>W' = R_k(… R_1(W))</c> so the update costs no second full-size product; with row-rescaling adapters (<see cref="IRowRescalingAdapter"/>,
 /// DoRA) <c>(1 + Σ(c_k − 1)) ⊙ W x' + Σ c_k ⊙ ΔW_k x' + b</c>;</item>
 /// <item>additive updates (<see cref="IAdditiveAdapter"/>: LoRA, LoKr), each accumulated into the output in place, from the
 /// layer's input <c>x</c>, never forming the <c>out × in</c> update;</item>
@@ -147,16 +148,28 @@ public sealed class AdaptedLinear : AdaptedLayer
             Fused = live.Count == 1 ? live[0] as ILowRankFactors : null,
             InputScales = live.OfType<IScalingAdapter>().Where(a => a.ScalesInput).ToArray(),
             RowRescalers = live.OfType<IRowRescalingAdapter>().ToArray(),
+            Rewriters = live.OfType<IWeightRewritingAdapter>().ToArray(),
             Additive = live.OfType<IAdditiveAdapter>().ToArray(),
             OutputScales = live.OfType<IScalingAdapter>().Where(a => !a.ScalesInput).ToArray(),
         };
-        int handled = plan.InputScales.Length + plan.RowRescalers.Length + plan.Additive.Length + plan.OutputScales.Length;
+        int handled = plan.InputScales.Length + plan.RowRescalers.Length + plan.Rewriters.Length + plan.Additive.Length + plan.OutputScales.Length;
         if (handled != live.Count)
         {
-            var other = live.First(a => a is not (IScalingAdapter or IRowRescalingAdapter or IAdditiveAdapter));
+            var other = live.First(a => a is not (IScalingAdapter or IRowRescalingAdapter or IWeightRewritingAdapter or IAdditiveAdapter));
             throw new PeftConfigurationException(
                 $"Adapter '{other.AdapterName}' ({other.Method.Name}) on member '{MemberName}' has no capability a linear layer can apply.",
                 MemberName, other.AdapterName);
+        }
+
+        if (plan.Rewriters.Length > 0 && plan.RowRescalers.Length > 0)
+        {
+            var rewriter = (PeftAdapter)plan.Rewriters[0];
+            var rescaler = (PeftAdapter)plan.RowRescalers[0];
+            throw new PeftConfigurationException(
+                $"Adapters '{rewriter.AdapterName}' ({rewriter.Method.Name}) and '{rescaler.AdapterName}' ({rescaler.Method.Name}) on member '{MemberName}' cannot be live together: " +
+                $"{rewriter.Method.Name} rewrites the weight element-wise and {rescaler.Method.Name} rescales its rows by their norm, and the two orders compute different functions. " +
+                "Activate one of them, or merge one before activating the other.",
+                MemberName, rewriter.AdapterName);
         }
 
         _plan = plan;
@@ -199,6 +212,7 @@ public sealed class AdaptedLinear : AdaptedLayer
     private Tensor Compose(ForwardPlan plan, Tensor x)
     {
         Tensor? scaledInput = null;
+        Tensor? rewritten = null;
         Tensor? y = null;
         try
         {
@@ -210,7 +224,16 @@ public sealed class AdaptedLinear : AdaptedLayer
                 xin = scaledInput;
             }
 
-            y = plan.RowRescalers.Length == 0 ? F.linear(xin, _weight, _bias) : RescaledBase(plan.RowRescalers, xin);
+            rewritten = plan.Rewriters.Length == 0 ? null : RewrittenWeight(plan.Rewriters);
+            y = plan.RowRescalers.Length == 0 ? F.linear(xin, rewritten ?? _weight, _bias) : RescaledBase(plan.RowRescalers, xin);
+            foreach (var rewriter in plan.Rewriters)
+            {
+                if (!rewriter.SharesBaseProduct)
+                {
+                    rewriter.AddSeparately(xin, y, _weight);
+                }
+            }
+
             foreach (var adapter in plan.Additive)
             {
                 adapter.AddTo(x, y);
@@ -231,8 +254,27 @@ public sealed class AdaptedLinear : AdaptedLayer
         finally
         {
             y?.Dispose();
+            rewritten?.Dispose();
             scaledInput?.Dispose();
         }
+    }
+
+    /// <summary><c>R_k(… R_1(W))</c> over the rewriting adapters that share the base product, in activation order; null when
+    /// none does this forward.</summary>
+    private Tensor? RewrittenWeight(IWeightRewritingAdapter[] rewriters)
+    {
+        Tensor? weight = null;
+        foreach (var rewriter in rewriters)
+        {
+            if (rewriter.SharesBaseProduct)
+            {
+                var next = rewriter.EffectiveWeight(weight ?? _weight);
+                weight?.Dispose();
+                weight = next;
+            }
+        }
+
+        return weight;
     }
 
     /// <summary><c>(1 + Σ(c_k − 1)) ⊙ W x + Σ c_k ⊙ ΔW_k x + b</c> for the adapters that share the base product, then the
@@ -349,6 +391,8 @@ public sealed class AdaptedLinear : AdaptedLayer
         public IScalingAdapter[] InputScales { get; init; } = Array.Empty<IScalingAdapter>();
 
         public IRowRescalingAdapter[] RowRescalers { get; init; } = Array.Empty<IRowRescalingAdapter>();
+
+        public IWeightRewritingAdapter[] Rewriters { get; init; } = Array.Empty<IWeightRewritingAdapter>();
 
         public IAdditiveAdapter[] Additive { get; init; } = Array.Empty<IAdditiveAdapter>();
 

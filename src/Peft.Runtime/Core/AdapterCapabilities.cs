@@ -129,6 +129,45 @@ public interface IRowRescalingAdapter : IMergeableAdapter
 }
 
 /// <summary>
+/// Rewrites the weight the layer's base product uses (HiRA: <c>W' = W ⊙ (1 + B A)</c>), for an update that depends on the
+/// base weight element by element. The layer forms the effective weight once per forward and runs one base product
+/// <c>y = x W'ᵀ + b</c> instead of the base product plus a second full-size product for the update; autograd reaches the
+/// adapter's parameters through <c>W'</c> (the frozen base weight gets no gradient).
+/// </summary>
+/// <remarks>
+/// Composition in <see cref="AdaptedLinear"/>: input scaling first (it scales the columns of <c>W'</c>, which commutes with an
+/// element-wise rewrite), then the rewritten base product, then additive updates, then output scaling; that is also the merge
+/// order. Several live rewriting adapters apply in activation order, <c>W' = R_2(R_1(W))</c>, which is what merging them one
+/// after the other gives. A layer refuses a rewriting adapter live together with a row-rescaling one
+/// (<see cref="IRowRescalingAdapter"/>, DoRA): DoRA's norm is of the weight it is given and HiRA's factor multiplies the
+/// weight it is given, so the two orders are different functions and neither is PEFT's.
+/// Merging every active adapter (<see cref="AdaptedLayer.Merge"/> without a name) keeps the function; merging an additive
+/// adapter alone by name while a rewriter stays live changes the weight the rewriter multiplies, as it changes the weight
+/// whose row norms DoRA takes.
+/// </remarks>
+public interface IWeightRewritingAdapter : IMergeableAdapter
+{
+    /// <summary>False when the adapter cannot act through the rewritten weight this forward (HiRA in training with dropout,
+    /// whose update term uses the dropped-out input): the layer then runs the base product without it and calls
+    /// <see cref="AddSeparately"/>.</summary>
+    bool SharesBaseProduct { get; }
+
+    /// <summary>The weight the base product uses, <c>[out, in]</c>, computed from <paramref name="weight"/> (the base weight, or
+    /// the weight as rewritten by the adapters before this one). A new tensor that carries gradients to the adapter's
+    /// parameters; the caller disposes it.</summary>
+    /// <param name="weight">The weight so far <c>[out, in]</c>.</param>
+    /// <returns>A new tensor.</returns>
+    Tensor EffectiveWeight(Tensor weight);
+
+    /// <summary>Adds the adapter's whole contribution when it cannot share the base product
+    /// (<see cref="SharesBaseProduct"/> is false).</summary>
+    /// <param name="input">The layer input <c>[N, in]</c> (after input scaling).</param>
+    /// <param name="output">The output so far <c>[N, out]</c>, updated in place.</param>
+    /// <param name="weight">The base weight.</param>
+    void AddSeparately(Tensor input, Tensor output, Tensor weight);
+}
+
+/// <summary>
 /// Replaces the base layer's parameters while active (LayerNorm tuning: a trained copy of the norm's weight and bias). Merging
 /// writes the copy into the base layer and keeps the original for unmerging.
 /// </summary>

@@ -7,7 +7,7 @@ namespace Peft;
 /// <summary>
 /// One named adapter on an <see cref="AdaptedLayer"/>: it owns its parameters (registered on this module under PEFT's names
 /// relative to the layer) and says what it does through capability interfaces: <see cref="IAdditiveAdapter"/>,
-/// <see cref="ILowRankAdapter"/>, <see cref="IScalingAdapter"/>, <see cref="IRowRescalingAdapter"/>,
+/// <see cref="ILowRankAdapter"/>, <see cref="IScalingAdapter"/>, <see cref="IRowRescalingAdapter"/>, <see cref="IWeightRewritingAdapter"/>,
 /// <see cref="IParameterOverrideAdapter"/>, <see cref="IPrefixAdapter"/>, and <see cref="IMergeableAdapter"/> when its
 /// effect can be merged into the base weights.
 /// </summary>
