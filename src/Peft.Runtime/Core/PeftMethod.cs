@@ -111,6 +111,24 @@ public abstract class PeftMethod
         }
     }
 
+    /// <summary>PEFT's names of the method's model-level tensors (<see cref="SharedAdapterTensors"/>, e.g. VeRA's
+    /// <c>vera_A</c>, <c>vera_B</c>), stored in files as <c>base_model.{name}</c>; empty for methods whose tensors all
+    /// belong to one layer.</summary>
+    public virtual IReadOnlyList<string> SharedTensorNames => Array.Empty<string>();
+
+    /// <summary>
+    /// Creates the shared tensors of adapter <paramref name="adapterName"/> from all the layers that carry it (sized by them
+    /// as PEFT sizes them, generated as PEFT generates them), on the first layer's device and dtype. Only methods with
+    /// <see cref="SharedTensorNames"/> implement it.
+    /// </summary>
+    /// <param name="adapterName">The adapter name, for messages.</param>
+    /// <param name="layers">Each layer's options and description.</param>
+    /// <returns>The set.</returns>
+    /// <exception cref="PeftConfigurationException">The layers' options disagree on how to create them.</exception>
+    /// <exception cref="NotSupportedException">The method has no shared tensors.</exception>
+    public virtual SharedAdapterTensors CreateSharedTensors(string adapterName, IReadOnlyList<(PeftAdapterOptions Options, PeftLayerInfo Layer)> layers)
+        => throw new NotSupportedException($"{Name} adapters have no shared tensors.");
+
     /// <inheritdoc />
     public override string ToString() => Name;
 }
