@@ -17,5 +17,6 @@ internal static class BenchmarkedMethods
         ("IA3", new IA3Options(), TargetModules.AllLinear),
         ("LN tuning", new LNTuningOptions(), AdaptableStack.Norms),
         ("LoHa r=8", new LoHaOptions(Rank: 8, Alpha: 8), TargetModules.AllLinear),
+        ("VeRA r=256", new VeRAOptions(Rank: 256), TargetModules.AllLinear),
     };
 }

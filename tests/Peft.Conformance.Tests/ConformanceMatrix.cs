@@ -13,6 +13,7 @@ public static class ConformanceMatrix
         IA3Rows.Cases,
         LNTuningRows.Cases,
         LoHaRows.Cases,
+        VeRARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -161,7 +161,8 @@ internal static class MethodCatalogue
         new DoRA.DoRASpec(),
         new IA3.IA3Spec(),
         new LNTuning.LNTuningSpec(),
-        new LoHa.LoHaSpec());
+        new LoHa.LoHaSpec(),
+        new VeRA.VeRASpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

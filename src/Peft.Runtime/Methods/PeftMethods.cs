@@ -18,6 +18,7 @@ public static class PeftMethods
         IA3Method.Instance,
         LNTuningMethod.Instance,
         LoHaMethod.Instance,
+        VeRAMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
