@@ -37,6 +37,10 @@ public abstract class PeftMethod
     /// <c>modules_to_save</c> keys under <c>base_model.</c> instead of <c>base_model.model.</c>.</summary>
     public virtual bool IsPromptLearning => false;
 
+    /// <summary>Whether PEFT's config class has an <c>exclude_modules</c> field, written as null (those with target modules
+    /// mostly do; VeraConfig does not).</summary>
+    public virtual bool HasExcludeModules => !IsPromptLearning;
+
     /// <summary>The names (relative to the adapted module, as in the file) of every tensor this method may save, e.g.
     /// <c>lora_A.weight</c>: the file-level tools use them to find the module path of a key.</summary>
     public abstract IReadOnlyList<string> TensorNames { get; }

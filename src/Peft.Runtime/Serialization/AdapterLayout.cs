@@ -93,7 +93,7 @@ internal sealed class AdapterLayout
 
     /// <summary>
     /// The config fields: the method's own (<see cref="PeftMethod.WriteConfig"/>) and the targeting fields every PEFT config
-    /// with target modules has (<c>target_modules</c>, <c>exclude_modules</c>; <c>layers_to_transform</c> and
+    /// with target modules has (<c>target_modules</c>, and <c>exclude_modules</c> where <see cref="PeftMethod.HasExcludeModules"/>; <c>layers_to_transform</c> and
     /// <c>layers_pattern</c> only some configs have, so their methods write them). <paramref name="tokenizerNameOrPath"/> is given to prompt tuning (PEFT refuses a
     /// TEXT-initialised prompt config without one).
     /// </summary>
@@ -105,7 +105,7 @@ internal sealed class AdapterLayout
         if (!Method.IsPromptLearning)
         {
             writer.Fields["target_modules"] = writer.ModuleNames(Layers.Select(l => l.Path));
-            writer.Fields["exclude_modules"] = null;
+            if (Method.HasExcludeModules) writer.Fields["exclude_modules"] = null;
         }
         writer.Fields["modules_to_save"] = null;
         return writer.Fields;

@@ -5,9 +5,9 @@ namespace Peft.Conformance.Tests;
 /// <summary>VeRA rows: both linear layers with the projections in the file, and one layer without them (regenerated on load).</summary>
 public static class VeRARows
 {
-    /// <summary>PEFT's VeraConfig fields.</summary>
+    /// <summary>PEFT's VeraConfig fields (no exclude_modules).</summary>
     public static readonly HashSet<string> VeraConfigKeys = PeftConfigKeys.With(
-        "r", "target_modules", "exclude_modules", "projection_prng_key", "save_projection", "vera_dropout", "d_initial", "fan_in_fan_out",
+        "r", "target_modules", "projection_prng_key", "save_projection", "vera_dropout", "d_initial", "fan_in_fan_out",
         "bias", "modules_to_save", "init_weights", "layers_to_transform", "layers_pattern");
 
     /// <summary>The rows.</summary>

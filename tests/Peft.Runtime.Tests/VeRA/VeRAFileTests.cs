@@ -48,10 +48,10 @@ public sealed partial class VeRANoProjectionNet : Module<Tensor, Tensor>
 /// fields, bitwise round trips, regeneration when the file has no projections, and refused settings.</summary>
 public sealed class VeRAFileTests : IDisposable
 {
-    /// <summary>PEFT's VeraConfig fields (the base PeftConfig fields and VeRA's own).</summary>
+    /// <summary>PEFT's VeraConfig fields (the base PeftConfig fields and VeRA's own; VeraConfig has no exclude_modules).</summary>
     public static readonly string[] ConfigKeys =
     {
-        "auto_mapping", "base_model_name_or_path", "bias", "d_initial", "exclude_modules", "fan_in_fan_out", "inference_mode", "init_weights",
+        "auto_mapping", "base_model_name_or_path", "bias", "d_initial", "fan_in_fan_out", "inference_mode", "init_weights",
         "layers_pattern", "layers_to_transform", "modules_to_save", "peft_type", "peft_version", "projection_prng_key", "r", "revision",
         "save_projection", "target_modules", "task_type", "vera_dropout",
     };

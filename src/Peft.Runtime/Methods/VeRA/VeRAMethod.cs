@@ -50,6 +50,9 @@ public sealed class VeRAMethod : PeftMethod
     /// <inheritdoc />
     public override IReadOnlyList<string> SharedTensorNames => s_sharedNames;
 
+    /// <summary>False: PEFT's VeraConfig has no <c>exclude_modules</c> field.</summary>
+    public override bool HasExcludeModules => false;
+
     /// <summary>
     /// PEFT's projections for rank <paramref name="rank"/> and the largest layer sizes: <c>vera_A</c> <c>[r, inMax]</c> then
     /// <c>vera_B</c> <c>[outMax, r]</c> from one CPU generator seeded with <paramref name="seed"/>, float32 (see the class
