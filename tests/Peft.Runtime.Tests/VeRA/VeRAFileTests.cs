@@ -185,6 +185,17 @@ public sealed class VeRAFileTests : IDisposable
     }
 
     [Fact]
+    public void TheMergeFingerprintCoversTheSavedProjections()
+    {
+        // Two adapters with the same λ vectors and other projections compute different updates.
+        using var model = new VeRANet();
+        string before = MergedAdapterMetadata.Fingerprint(model, AdapterNames.Default);
+        var set = ((VeRAAdapter)model.AdaptedLayers().First().Layer.GetAdapter(AdapterNames.Default)).SharedTensors!;
+        using (torch.no_grad()) set["vera_A"].mul_(2);
+        Assert.NotEqual(before, MergedAdapterMetadata.Fingerprint(model, AdapterNames.Default));
+    }
+
+    [Fact]
     public void TheSmallestConfigReadsPeftsDefaults()
     {
         var config = Parse("""{"peft_type": "VERA", "init_weights": false, "fan_in_fan_out": false}""");
