@@ -197,6 +197,49 @@ public class VeRATests
     }
 
     [Fact]
+    public void ALayerAddedLaterReusesTheBoundProjectionsOrIsRefusedWhenTheyAreTooSmall()
+    {
+        var first = AdaptedLinear.Wrap(nn.Linear(8, 8), "a").WithVeRA("default", new VeRAOptions(Rank: 2));
+        var smaller = AdaptedLinear.Wrap(nn.Linear(4, 4), "b");
+        var larger = AdaptedLinear.Wrap(nn.Linear(16, 4), "c");
+        var model = nn.Sequential(("a", first), ("b", smaller), ("c", larger));
+        model.BindSharedTensors();
+        var set = ((VeRAAdapter)first.GetAdapter("default")).SharedTensors;
+
+        smaller.WithVeRA("default", new VeRAOptions(Rank: 2));
+        model.BindSharedTensors();
+        Assert.Same(set, ((VeRAAdapter)smaller.GetAdapter("default")).SharedTensors);
+
+        larger.WithVeRA("default", new VeRAOptions(Rank: 2));
+        var ex = Assert.Throws<PeftConfigurationException>(() => model.BindSharedTensors());
+        Assert.Contains("vera_A has 8 columns, the layer needs 16", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("add all its layers at once", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void AFewOptimizerStepsOnTheLambdasFitATargetUpdate()
+    {
+        var (model, adapters) = TwoLayers(new VeRAOptions(Rank: 16));
+        var layer = (AdaptedLinear)model.named_children().Last().module;
+        using var x = torch.randn(new long[] { 64, 6 }, generator: new Generator(4));
+        using var target = torch.randn(new long[] { 64, 10 }, generator: new Generator(5));
+        using var optimizer = torch.optim.Adam(model.TrainableParameters(), lr: 0.05);
+        double first = double.NaN, last = double.NaN;
+        for (int step = 0; step < 30; step++)
+        {
+            optimizer.zero_grad();
+            using var loss = (layer.call(x) - target).pow(2).mean();
+            loss.backward();
+            optimizer.step();
+            last = loss.item<float>();
+            if (step == 0) first = last;
+        }
+
+        Assert.True(last < 0.9 * first, $"loss went from {first} to {last}");
+        Assert.True(adapters[1].LambdaB.abs().max().item<float>() > 0);
+    }
+
+    [Fact]
     public void InvalidOptionsAreRefusedNamingTheMember()
     {
         Assert.Contains("rank must be positive", Assert.Throws<PeftConfigurationException>(() => new VeRAOptions(Rank: 0).Validate("default", "q_proj")).Message, StringComparison.Ordinal);
