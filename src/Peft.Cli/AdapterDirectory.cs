@@ -1,4 +1,6 @@
 using Peft.Serialization;
+using ScalarType = TorchSharp.torch.ScalarType;
+using Tensor = TorchSharp.torch.Tensor;
 
 namespace Peft.Cli;
 
@@ -132,6 +134,25 @@ internal static class AdapterDirectory
         return null;
     }
 
+    /// <summary>Whether <paramref name="key"/> is one of the method's model-level tensors (<c>base_model.vera_A</c>, ...).</summary>
+    public static bool IsSharedTensor(string key, PeftMethod method)
+        => method.SharedTensorNames.Any(n => key == SharedAdapterTensors.KeyPrefix + n);
+
+    /// <summary>The method's model-level tensors the file holds, by PEFT name (<c>vera_A</c>), read in <paramref name="dtype"/>.</summary>
+    public static Dictionary<string, Tensor> SharedTensors(SafetensorsReader reader, PeftMethod method, ScalarType dtype)
+    {
+        var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var name in method.SharedTensorNames)
+        {
+            string key = SharedAdapterTensors.KeyPrefix + name;
+            if (!reader.Contains(key)) continue;
+            using var raw = reader.ReadTensor(key);
+            result[name] = raw.to(dtype, copy: true);
+        }
+
+        return result;
+    }
+
     private static bool IsAdapterTensor(string key, PeftMethod method)
         => method.IsPromptLearning ? method.TensorNames.Contains(key, StringComparer.Ordinal) : method.TensorNames.Any(n => key.EndsWith("." + n, StringComparison.Ordinal));
 
@@ -150,7 +171,7 @@ internal static class AdapterDirectory
         foreach (var info in reader.Tensors)
         {
             string key = info.Name;
-            if (SplitSaved(key, config, method) is not null) continue;
+            if (SplitSaved(key, config, method) is not null || IsSharedTensor(key, method)) continue;
             string? tensorName = key.StartsWith(AdapterFiles.KeyPrefix, StringComparison.Ordinal)
                 ? names.FirstOrDefault(n => key.EndsWith("." + n, StringComparison.Ordinal) && key.Length > AdapterFiles.KeyPrefix.Length + n.Length + 1)
                 : null;

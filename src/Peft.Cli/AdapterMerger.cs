@@ -109,6 +109,7 @@ public static class AdapterMerger
         // Every update is computed and checked before anything is written.
         var updated = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var merged = new List<MergedModule>();
+        var shared = SharedTensors(method, config, adapter, baseFile, modules);
         foreach (var module in modules)
         {
             string? weightKey = BaseWeightKey(baseFile, module.ModulePath);
@@ -150,7 +151,7 @@ public static class AdapterMerger
             PeftAdapter built;
             try
             {
-                built = StandaloneAdapter.FromTensors(method, config, module.ModulePath, layer, moduleTensors, adapter.Path);
+                built = StandaloneAdapter.FromTensors(method, config, module.ModulePath, layer, moduleTensors, adapter.Path, shared);
             }
             catch (AdapterFormatException ex)
             {
@@ -269,6 +270,36 @@ public static class AdapterMerger
             int dot = path.IndexOf('.', StringComparison.Ordinal);
             if (dot < 0 || path.IndexOf('.', dot + 1) < 0) return null;   // keep at least two segments
             path = path.Substring(dot + 1);
+        }
+    }
+
+    /// <summary>
+    /// The adapter's model-level tensors (VeRA's projections) for a method that has them: the file's, or, when the file has
+    /// none (<c>save_projection</c> false), generated from the config and the shapes of every adapted base weight, as a
+    /// model's load does. Null for other methods.
+    /// </summary>
+    private static SharedAdapterTensors? SharedTensors(PeftMethod method, AdapterConfig config, SafetensorsReader adapter, BaseWeights baseFile,
+        IReadOnlyList<AdaptedModule> modules)
+    {
+        if (method.SharedTensorNames.Count == 0) return null;
+        var layers = new List<(string ModulePath, PeftLayerInfo Layer)>();
+        foreach (var module in modules)
+        {
+            if (BaseWeightKey(baseFile, module.ModulePath) is not { } key) continue;   // reported by the merge loop
+            var shape = baseFile.GetInfo(key).Shape;
+            if (shape.Length != 2) continue;
+            var (outFeatures, inFeatures) = config.FanInFanOut ? (shape[1], shape[0]) : (shape[0], shape[1]);
+            layers.Add((module.ModulePath, new PeftLayerInfo(PeftLayerKind.Linear, inFeatures, outFeatures, false, CPU, ScalarType.Float32, module.ModulePath)));
+        }
+
+        try
+        {
+            var fileTensors = AdapterDirectory.SharedTensors(adapter, method, ScalarType.Float32);
+            return StandaloneAdapter.SharedTensors(method, config, fileTensors, layers, adapter.Path);
+        }
+        catch (AdapterFormatException ex)
+        {
+            throw CliException.Failure(ex.Message);
         }
     }
 

@@ -137,6 +137,16 @@ internal static class InspectCommand
         report["saved_modules"] = savedModules;
         report["weights_file"] = reader.Path;
         AddTensors(report, reader.Tensors, "trainable_parameters");
+        if (method.SharedTensorNames.Count > 0)
+        {
+            // Model-level frozen tensors (VeRA's projections) are in the file but never train.
+            var shared = reader.Tensors.Where(t => AdapterDirectory.IsSharedTensor(t.Name, method)).ToList();
+            long frozen = shared.Sum(t => t.ElementCount);
+            report["shared_tensors"] = new JsonArray(shared.Select(t => (JsonNode?)t.Name).ToArray());
+            report["frozen_shared_parameters"] = frozen;
+            report["trainable_parameters"] = (long)report["trainable_parameters"]! - frozen;
+        }
+
         return report;
     }
 

@@ -153,4 +153,46 @@ public class MethodDiagnosticsTests
             """,
             BudgetConfig("1023"),
             PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "1,024", "1,023", "0"));
+
+    [Fact]
+    public Task VeRAWithDefaultsAndSettings_IsAccepted_AndARankAboveMinInOut_IsNotPEFT0004()
+        // The projections are shared and sized by the largest layer; PEFT's default r = 256 exceeds many layers.
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [VeRA] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+            [VeRA(64, Dropout = 0.1, DInitial = 1.0, ProjectionPrngKey = 5, SaveProjection = false)] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+            """));
+
+    [Fact]
+    public Task VeRAWithBadValues_ReportsTheSharedRankAndDropoutIdsOnTheirArguments()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [VeRA({|#0:rank: 0|})] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+                [VeRA(4, {|#1:Dropout = 1.0|})] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0001").WithLocation(0).WithArguments("VeRA", "0"),
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(1).WithArguments("VeRA", "1"));
+
+    [Fact]
+    public Task VeRAOnAnEmbedding_ReportsPEFT0006()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [{|PEFT0006:VeRA(4)|}] private Module<Tensor, Tensor> embed = Embedding(100, 64);
+            """));
+
+    [Fact]
+    public Task VeRA_CountsROut_InTheBudget()
+        // VeRA r=256 on Linear(64, 32): 256 + 32 = 288; r=8 on Linear(32, 16): 8 + 16 = 24. 312 is one over 311.
+        => PeftAnalyzerTest.VerifyAsync(
+            """
+            public sealed partial class {|#0:Block|} : Module<Tensor, Tensor>
+            {
+                [VeRA] private Module<Tensor, Tensor> up = Linear(64, 32);
+                [VeRA(8)] private Module<Tensor, Tensor> down = Linear(32, 16);
+
+                public Block() : base(nameof(Block)) => InitializePeft();
+
+                public override Tensor forward(Tensor x) => down.call(up.call(x));
+            }
+            """,
+            BudgetConfig("311"),
+            PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "312", "311", "0"));
 }

@@ -71,6 +71,16 @@ public class ParameterCountTests
         Assert.Equal(expected, Peft.Generators.Rules.HiRARules.ParameterCount(inFeatures, outFeatures, rank));
         Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("HiRA", ("rank", rank)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
     }
+    [Theory]
+    [InlineData(64, 32, 256, 288)]
+    [InlineData(4096, 11008, 256, 11264)]
+    [InlineData(1, 1, 1, 2)]
+    public void VeRAParameterCount_IsRankPlusOut(long inFeatures, long outFeatures, int rank, long expected)
+    {
+        Assert.Equal(expected, Peft.Generators.Rules.VeRARules.ParameterCount(outFeatures, rank));
+        Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("VeRA", ("rank", rank)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
+    }
+
 
     [Fact]
     public void CountAdapterParameters_NeedsAKnownLayerOfTheRightKind()

@@ -14,6 +14,7 @@ public static class ConformanceMatrix
         LNTuningRows.Cases,
         LoHaRows.Cases,
         HiRARows.Cases,
+        VeRARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -162,7 +162,8 @@ internal static class MethodCatalogue
         new IA3.IA3Spec(),
         new LNTuning.LNTuningSpec(),
         new LoHa.LoHaSpec(),
-        new HiRA.HiRASpec());
+        new HiRA.HiRASpec(),
+        new VeRA.VeRASpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

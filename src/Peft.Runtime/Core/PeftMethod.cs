@@ -37,6 +37,10 @@ public abstract class PeftMethod
     /// <c>modules_to_save</c> keys under <c>base_model.</c> instead of <c>base_model.model.</c>.</summary>
     public virtual bool IsPromptLearning => false;
 
+    /// <summary>Whether PEFT's config class has an <c>exclude_modules</c> field, written as null (those with target modules
+    /// mostly do; VeraConfig does not).</summary>
+    public virtual bool HasExcludeModules => !IsPromptLearning;
+
     /// <summary>The names (relative to the adapted module, as in the file) of every tensor this method may save, e.g.
     /// <c>lora_A.weight</c>: the file-level tools use them to find the module path of a key.</summary>
     public abstract IReadOnlyList<string> TensorNames { get; }
@@ -110,6 +114,24 @@ public abstract class PeftMethod
             throw new AdapterFormatException($"{config.Source}: creating adapter '{adapterName}' from its target_modules failed: {ex.Message}", ex);
         }
     }
+
+    /// <summary>PEFT's names of the method's model-level tensors (<see cref="SharedAdapterTensors"/>, e.g. VeRA's
+    /// <c>vera_A</c>, <c>vera_B</c>), stored in files as <c>base_model.{name}</c>; empty for methods whose tensors all
+    /// belong to one layer.</summary>
+    public virtual IReadOnlyList<string> SharedTensorNames => Array.Empty<string>();
+
+    /// <summary>
+    /// Creates the shared tensors of adapter <paramref name="adapterName"/> from all the layers that carry it (sized by them
+    /// as PEFT sizes them, generated as PEFT generates them), on the first layer's device and dtype. Only methods with
+    /// <see cref="SharedTensorNames"/> implement it.
+    /// </summary>
+    /// <param name="adapterName">The adapter name, for messages.</param>
+    /// <param name="layers">Each layer's options and description.</param>
+    /// <returns>The set.</returns>
+    /// <exception cref="PeftConfigurationException">The layers' options disagree on how to create them.</exception>
+    /// <exception cref="NotSupportedException">The method has no shared tensors.</exception>
+    public virtual SharedAdapterTensors CreateSharedTensors(string adapterName, IReadOnlyList<(PeftAdapterOptions Options, PeftLayerInfo Layer)> layers)
+        => throw new NotSupportedException($"{Name} adapters have no shared tensors.");
 
     /// <inheritdoc />
     public override string ToString() => Name;

@@ -142,6 +142,9 @@ public static partial class PeftModel
                 EnsureDeclaredAdaptersAreWrapped(node.Module, peft.PeftDescriptor);
             }
         }
+
+        // The model is complete here, so adapters whose layers share model-level tensors can get them.
+        root.BindSharedTensors();
     }
 
     /// <summary>

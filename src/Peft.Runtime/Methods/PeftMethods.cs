@@ -19,6 +19,7 @@ public static class PeftMethods
         LNTuningMethod.Instance,
         LoHaMethod.Instance,
         HiRAMethod.Instance,
+        VeRAMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>

@@ -114,6 +114,7 @@ public static class AdapterFiles
         try
         {
             foreach (var (key, parameter) in layout.Tensors) tensors.Add(new(key, parameter.detach()));
+            foreach (var (key, shared) in layout.Shared) tensors.Add(new(key, shared.detach()));
             foreach (var (key, target) in modules.SelectMany(m => m.Tensors)) tensors.Add(new(key, target.detach()));
             SafetensorsFile.Write(Path.Combine(directory, WeightsFileName), tensors,
                 new Dictionary<string, string> { ["format"] = "pt" });
@@ -217,7 +218,7 @@ public static class AdapterFiles
                 $"Adapter '{adapterName}' is merged into the base weights of {string.Join(", ", merged)}; loading new values into it would corrupt them on Unmerge(). Call model.Unmerge(\"{adapterName}\") first; nothing was loaded.");
 
         var modules = ModulesToSave.FromConfig(model, config, method, configPath);
-        var targets = layout.Tensors.Select(t => (t.Key, Target: (Tensor)t.Value)).Concat(modules.SelectMany(m => m.Tensors)).ToList();
+        var targets = layout.Tensors.Select(t => (t.Key, Target: (Tensor)t.Value)).Concat(layout.Shared).Concat(modules.SelectMany(m => m.Tensors)).ToList();
         var expected = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var (key, target) in targets)
         {

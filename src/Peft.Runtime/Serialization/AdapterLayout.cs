@@ -24,6 +24,10 @@ internal sealed class AdapterLayout
     /// <summary>(PEFT key, parameter) in a stable order.</summary>
     public List<(string Key, Parameter Value)> Tensors { get; } = new();
 
+    /// <summary>The adapter's persistent model-level tensors (<see cref="SharedAdapterTensors"/>) under PEFT's keys
+    /// (<c>base_model.vera_A</c>, ...); empty for methods without them, or when they are not persistent.</summary>
+    public List<(string Key, Tensor Value)> Shared { get; } = new();
+
     /// <summary>The layers that carry the adapter: module path and the adapter.</summary>
     public List<(string Path, PeftAdapter Adapter)> Layers { get; } = new();
 
@@ -72,12 +76,24 @@ internal sealed class AdapterLayout
                 layout.Tensors.Add((key, parameter));
             }
         }
+
+        var sets = layers.Select(l => (l.Adapter as ISharedTensorAdapter)?.SharedTensors).Where(s => s is not null).Distinct().ToList();
+        if (sets.Count > 1)
+        {
+            throw new PeftConfigurationException(
+                $"Adapter '{adapterName}' has layers bound to {sets.Count} different sets of shared tensors; PEFT's {method.PeftType} format holds one per adapter.", null, adapterName);
+        }
+
+        if (sets is [{ Persistent: true } set])
+        {
+            foreach (var (name, tensor) in set.Tensors) layout.Shared.Add((SharedAdapterTensors.KeyPrefix + name, tensor));
+        }
         return layout;
     }
 
     /// <summary>
     /// The config fields: the method's own (<see cref="PeftMethod.WriteConfig"/>) and the targeting fields every PEFT config
-    /// with target modules has (<c>target_modules</c>, <c>exclude_modules</c>; <c>layers_to_transform</c> and
+    /// with target modules has (<c>target_modules</c>, and <c>exclude_modules</c> where <see cref="PeftMethod.HasExcludeModules"/>; <c>layers_to_transform</c> and
     /// <c>layers_pattern</c> only some configs have, so their methods write them). <paramref name="tokenizerNameOrPath"/> is given to prompt tuning (PEFT refuses a
     /// TEXT-initialised prompt config without one).
     /// </summary>
@@ -89,7 +105,7 @@ internal sealed class AdapterLayout
         if (!Method.IsPromptLearning)
         {
             writer.Fields["target_modules"] = writer.ModuleNames(Layers.Select(l => l.Path));
-            writer.Fields["exclude_modules"] = null;
+            if (Method.HasExcludeModules) writer.Fields["exclude_modules"] = null;
         }
         writer.Fields["modules_to_save"] = null;
         return writer.Fields;

@@ -57,7 +57,8 @@ public sealed class AdapterAlreadyMergedException : InvalidOperationException
 /// <remarks>
 /// The metadata value is a JSON object: <c>{"adapters": [{"name": "default", "peft_type": "LORA", "sha256": "…"}]}</c>.
 /// The fingerprint is the SHA-256 of the adapter's tensors under their PEFT keys
-/// (<c>base_model.model.q_proj.lora_A.weight</c>, ...; <c>modules_to_save</c> tensors are not part of it, since they
+/// (<c>base_model.model.q_proj.lora_A.weight</c>, ..., and model-level ones such as VeRA's saved <c>base_model.vera_A</c>;
+/// <c>modules_to_save</c> tensors are not part of it, since they
 /// replace base tensors rather than add to them), in ordinal key order, each as its UTF-8 key, a 0 byte, its shape as
 /// comma-separated decimal sizes, a 0 byte, and its values as little-endian float32 (whatever the stored dtype, so a
 /// BF16 file and the F32 model it was loaded into agree).
@@ -79,12 +80,13 @@ public static class MergedAdapterMetadata
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(adapterName);
         var layout = AdapterLayout.Collect(model, adapterName);
-        return Hash(layout.Tensors.Select(t => (t.Key, (Func<Tensor>)(() => t.Value.detach()))));
+        return Hash(layout.Tensors.Select(t => (t.Key, (Tensor)t.Value)).Concat(layout.Shared).Select(t => (t.Key, (Func<Tensor>)(() => t.Item2.detach()))));
     }
 
     /// <summary>
     /// The fingerprint of the adapter in an <c>adapter_model.safetensors</c> file: its adapter tensors (keys with one of
-    /// <paramref name="method"/>'s <see cref="PeftMethod.TensorNames"/>; <c>modules_to_save</c> tensors are left out).
+    /// <paramref name="method"/>'s <see cref="PeftMethod.TensorNames"/>, and its model-level <see cref="PeftMethod.SharedTensorNames"/>;
+    /// <c>modules_to_save</c> tensors are left out).
     /// </summary>
     /// <param name="adapterWeights">The open weights file.</param>
     /// <param name="method">The method of its config (<see cref="PeftMethods.ForConfig"/>).</param>
@@ -276,7 +278,7 @@ public static class MergedAdapterMetadata
                 continue;   // an adapter that mixes methods has no PEFT file that could be loaded again
             }
 
-            string sha = Hash(layout.Tensors.Select(t => (t.Key, (Func<Tensor>)(() => t.Value.detach()))));
+            string sha = Hash(layout.Tensors.Select(t => (t.Key, (Tensor)t.Value)).Concat(layout.Shared).Select(t => (t.Key, (Func<Tensor>)(() => t.Item2.detach()))));
             yield return (new MergedAdapterRecord(name, layout.Method.PeftType, sha), name);
         }
     }
@@ -284,7 +286,8 @@ public static class MergedAdapterMetadata
     private static bool IsAdapterTensor(string key, PeftMethod method)
         => method.IsPromptLearning
             ? method.TensorNames.Contains(key, StringComparer.Ordinal)
-            : key.StartsWith(AdapterFiles.KeyPrefix, StringComparison.Ordinal) && method.TensorNames.Any(n => key.EndsWith("." + n, StringComparison.Ordinal));
+            : (key.StartsWith(AdapterFiles.KeyPrefix, StringComparison.Ordinal) && method.TensorNames.Any(n => key.EndsWith("." + n, StringComparison.Ordinal)))
+                || method.SharedTensorNames.Any(n => key == SharedAdapterTensors.KeyPrefix + n);
 
     /// <summary>SHA-256 of the tensors in ordinal key order (see the class remarks for the bytes).</summary>
     private static string Hash(IEnumerable<(string Key, Func<Tensor> Read)> tensors)

@@ -146,6 +146,7 @@ public static class PeftTargeting
                 throw new PeftConfigurationException(
                     $"The generated targeting code did not adapt {string.Join(", ", missed)}; rebuild the project so the generated code matches the class.");
         }
+        model.BindSharedTensors();
         model.ApplyTrainability();
     }
 
