@@ -142,6 +142,32 @@ public class VeRATests
         TensorAssert.Close(original, layer.Weight, 1e-6);
     }
 
+    /// <summary>
+    /// The projections equal PyTorch's own draws, so a PEFT file saved with <c>save_projection: false</c> regenerates the
+    /// same tensors here. Goldens from Debian's PyTorch 1.13 (<c>/usr/bin/python3</c>, 2026-12-05), PEFT's
+    /// <c>_kaiming_init</c>: <c>g = torch.Generator("cpu").manual_seed(0)</c>; <c>A = torch.empty(4, 8).uniform_(-b, b,
+    /// generator=g)</c> with <c>b = √3 · √2 / √8</c>, then <c>B = torch.empty(6, 4)</c> likewise with fan-in 4; the first
+    /// eight values of each, flattened.
+    /// </summary>
+    [Fact]
+    public void TheProjectionsEqualPyTorchsDrawsForTheSameSeed()
+    {
+        var (a, b) = VeRAMethod.GenerateProjections(rank: 4, inMax: 8, outMax: 6, seed: 0);
+        using (a)
+        using (b)
+        {
+            double[] goldenA = { -0.006483776494860649, 0.46457377076148987, -0.7127779722213745, -0.6373418569564819, -0.3335534632205963, 0.23223108053207397, -0.017158716917037964, 0.6866624355316162 };
+            double[] goldenB = { -0.7938547134399414, -0.5637903213500977, -0.8556563854217529, -1.1470483541488647, -0.7149331569671631, 1.0527883768081665, 0.5465036630630493, 0.5936002135276794 };
+            using var flatA = a.flatten();
+            using var flatB = b.flatten();
+            for (int i = 0; i < 8; i++)
+            {
+                Assert.Equal(goldenA[i], flatA[i].item<float>(), 6);
+                Assert.Equal(goldenB[i], flatB[i].item<float>(), 6);
+            }
+        }
+    }
+
     [Fact]
     public void TheProjectionsArePeftsSeededKaimingDrawsSizedByTheLargestLayerAndShared()
     {
