@@ -40,67 +40,25 @@ public sealed class LoHaCliTests : IDisposable
     {
         Seeding.SetSeed(11);
         var model = new LoHaMergeNet();
-        using (var generator = new Generator(111))
-        using (no_grad())
-        {
-            // hada_w2_b starts at zero (a zero update); give every factor values so the merge is not trivial.
-            foreach (var p in model.AdapterParameters())
-            {
-                using var values = randn(p.shape, generator: generator) * 0.3;
-                p.copy_(values);
-            }
-        }
-
-        ModelWeights.Save(model, _dir["base.safetensors"]);
-        AdapterFiles.Save(model, _dir["adapter"]);
+        MethodMergeChecks.RandomizeAndSave(model, _dir, seed: 111); // hada_w2_b starts at zero: a zero update otherwise
         return model;
-    }
-
-    private static Dictionary<string, Tensor> ReadAll(string path)
-    {
-        using var reader = SafetensorsFile.Open(path);
-        return reader.Tensors.ToDictionary(t => t.Name, t => reader.ReadTensor(t.Name));
     }
 
     [Fact]
     public void Merge_equals_the_models_merge_and_gives_the_adapted_outputs()
     {
         using var model = SaveModel();
-        var result = CliRunner.Run("merge", "--base", _dir["base.safetensors"], "--adapter", _dir["adapter"], "--output", _dir["merged.safetensors"]);
-        Assert.True(result.ExitCode == 0, result.ToString());
-        Assert.Contains("merged fc1.weight F32 [32, 16]", result.Output);
-        Assert.Contains("merged fc2.weight F32 [24, 32]", result.Output);
-
         using var x = randn(5, LoHaMergeNet.In);
         model.eval();
         using var adapted = model.call(x);
-        model.Merge();
-        ModelWeights.Save(model, _dir["expected.safetensors"]);
-
-        var expected = ReadAll(_dir["expected.safetensors"]);
-        var merged = ReadAll(_dir["merged.safetensors"]);
-        var original = ReadAll(_dir["base.safetensors"]);
-        Assert.Equal(expected.Keys.Order(), merged.Keys.Order());
-        foreach (var (name, value) in expected)
-        {
-            double diff = (value - merged[name]).abs().max().item<float>();
-            Assert.True(diff <= 1e-6, $"{name}: max |diff| {diff}");
-        }
+        var (merged, original) = MethodMergeChecks.AssertFileMergeEqualsModelMerge(model, _dir, "merged fc1.weight F32 [32, 16]", "merged fc2.weight F32 [24, 32]");
 
         Assert.True((merged["fc2.weight"] - original["fc2.weight"]).abs().max().item<float>() > 1e-2);
         Assert.Equal(0f, (merged["head.weight"] - original["head.weight"]).abs().max().item<float>());
 
         Seeding.SetSeed(99);
         using var fresh = new LoHaMergeNet();
-        ModelWeights.Load(fresh, _dir["merged.safetensors"]);
-        fresh.eval();
-        using (fresh.DisableAdapters())
-        using (no_grad())
-        using (var y = fresh.call(x))
-        {
-            double diff = (y - adapted).abs().max().item<float>();
-            Assert.True(diff < 1e-5, $"outputs differ by {diff}");
-        }
+        MethodMergeChecks.AssertMergedFileGivesTheAdaptedOutputs(fresh, _dir, x, adapted);
     }
 
     [Fact]

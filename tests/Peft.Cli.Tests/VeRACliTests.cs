@@ -41,19 +41,7 @@ public sealed class VeRACliTests : IDisposable
     {
         Seeding.SetSeed(11);
         var model = new VeRAMergeNet();
-        using (var generator = new Generator(111))
-        using (no_grad())
-        {
-            // λ_b starts at zero (a zero update); give the vectors values so the merge is not trivial.
-            foreach (var p in model.AdapterParameters())
-            {
-                using var values = randn(p.shape, generator: generator) * 0.3;
-                p.copy_(values);
-            }
-        }
-
-        ModelWeights.Save(model, _dir["base.safetensors"]);
-        AdapterFiles.Save(model, _dir["adapter"]);
+        MethodMergeChecks.RandomizeAndSave(model, _dir, seed: 111); // λ_b starts at zero: a zero update otherwise
         if (!saveProjection)
         {
             // The same adapter as PEFT writes it with save_projection false: no projections, the flag in the config.
@@ -74,35 +62,13 @@ public sealed class VeRACliTests : IDisposable
         return model;
     }
 
-    private static Dictionary<string, Tensor> ReadAll(string path)
-    {
-        using var reader = SafetensorsFile.Open(path);
-        return reader.Tensors.ToDictionary(t => t.Name, t => reader.ReadTensor(t.Name));
-    }
-
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
     public void Merge_equals_the_models_merge_with_the_files_or_regenerated_projections(bool saveProjection)
     {
         using var model = SaveModel(saveProjection);
-        var result = CliRunner.Run("merge", "--base", _dir["base.safetensors"], "--adapter", _dir["adapter"], "--output", _dir["merged.safetensors"]);
-        Assert.True(result.ExitCode == 0, result.ToString());
-        Assert.Contains("merged fc1.weight F32 [32, 16]", result.Output);
-        Assert.Contains("merged fc2.weight F32 [24, 32]", result.Output);
-
-        model.eval();
-        model.Merge();
-        ModelWeights.Save(model, _dir["expected.safetensors"]);
-        var expected = ReadAll(_dir["expected.safetensors"]);
-        var merged = ReadAll(_dir["merged.safetensors"]);
-        var original = ReadAll(_dir["base.safetensors"]);
-        Assert.Equal(expected.Keys.Order(), merged.Keys.Order());
-        foreach (var (name, value) in expected)
-        {
-            double diff = (value - merged[name]).abs().max().item<float>();
-            Assert.True(diff <= 1e-6, $"{name}: max |diff| {diff}");
-        }
+        var (merged, original) = MethodMergeChecks.AssertFileMergeEqualsModelMerge(model, _dir, "merged fc1.weight F32 [32, 16]", "merged fc2.weight F32 [24, 32]");
 
         Assert.True((merged["fc2.weight"] - original["fc2.weight"]).abs().max().item<float>() > 1e-3);
         Assert.Equal(0f, (merged["head.weight"] - original["head.weight"]).abs().max().item<float>());
