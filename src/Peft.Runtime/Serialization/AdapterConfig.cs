@@ -198,6 +198,51 @@ public sealed record AdapterConfig
     /// <returns>The alpha.</returns>
     public double AlphaFor(string? modulePath, double fallback) => modulePath is null ? fallback : PeftTargets.PatternValue(AlphaPattern, modulePath, out _) ?? fallback;
 
+    /// <summary>The largest alpha accepted from a file: no recipe uses more, and a larger value is a damaged file that would
+    /// silently produce infinities.</summary>
+    public const double MaxAlpha = 1e6;
+
+    /// <summary>The rank for a module (<see cref="RankFor"/> over the file's <c>r</c>), checked positive: the one reading
+    /// of <c>r</c> for every method.</summary>
+    /// <param name="modulePath">The module path, or null for the adapter-wide value.</param>
+    /// <param name="defaultRank">The method's default r (PEFT's config default).</param>
+    /// <returns>The rank.</returns>
+    /// <exception cref="AdapterFormatException">The rank is not positive.</exception>
+    public int Rank(string? modulePath, int defaultRank)
+    {
+        int r = RankFor(modulePath, GetInt("r", defaultRank));
+        return r > 0 ? r : throw new AdapterFormatException($"{Source}: \"r\"{For(modulePath)} must be a positive integer, found {r}.");
+    }
+
+    /// <summary>The alpha for a module (<see cref="AlphaFor"/> over the field <paramref name="key"/>), checked in
+    /// <c>(0, </c><see cref="MaxAlpha"/><c>]</c>.</summary>
+    /// <param name="modulePath">The module path, or null for the adapter-wide value.</param>
+    /// <param name="key">The field: <c>lora_alpha</c>, or <c>alpha</c> for LyCORIS methods.</param>
+    /// <param name="defaultAlpha">The method's default.</param>
+    /// <returns>The alpha.</returns>
+    /// <exception cref="AdapterFormatException">The alpha is out of range.</exception>
+    public double Alpha(string? modulePath, string key, double defaultAlpha)
+    {
+        double alpha = AlphaFor(modulePath, GetDouble(key, defaultAlpha));
+        return alpha > 0 && alpha <= MaxAlpha
+            ? alpha
+            : throw new AdapterFormatException($"{Source}: \"{key}\"{For(modulePath)} must be in (0, {MaxAlpha:G}], found {alpha:R}.");
+    }
+
+    /// <summary>A probability field (a dropout), default 0, checked in <c>[0, 1)</c>.</summary>
+    /// <param name="key">The field.</param>
+    /// <returns>The probability.</returns>
+    /// <exception cref="AdapterFormatException">It is out of range.</exception>
+    public double Probability(string key)
+    {
+        double value = GetDouble(key, 0);
+        return value >= 0 && value < 1
+            ? value
+            : throw new AdapterFormatException($"{Source}: \"{key}\" must be in [0, 1), found {value:R}.");
+    }
+
+    private static string For(string? modulePath) => modulePath is null ? string.Empty : $" for '{modulePath}'";
+
     /// <summary>
     /// PEFT's target matching (<c>check_target_module_exists</c>) for one module name: a list entry matches a module
     /// whose name equals it or ends with "." + entry, restricted to <see cref="LayersToTransform"/> when set; a string

@@ -48,11 +48,8 @@ public sealed class HiRAMethod : PeftMethod
     public override PeftAdapterOptions ReadOptions(AdapterConfig config, string? modulePath)
     {
         ArgumentNullException.ThrowIfNull(config);
-        int r = config.RankFor(modulePath, config.GetInt("r", HiRARules.DefaultRank));
-        string where = modulePath is null ? string.Empty : $" for '{modulePath}'";
-        if (r <= 0) throw new AdapterFormatException($"{config.Source}: \"r\"{where} must be a positive integer, found {r}.");
-        double dropout = config.GetDouble("hira_dropout", 0);
-        if (!(dropout >= 0 && dropout < 1)) throw new AdapterFormatException($"{config.Source}: \"hira_dropout\" must be in [0, 1), found {dropout:R}.");
+        int r = config.Rank(modulePath, HiRARules.DefaultRank);
+        double dropout = config.Probability("hira_dropout");
         return new HiRAOptions(r, dropout);
     }
 

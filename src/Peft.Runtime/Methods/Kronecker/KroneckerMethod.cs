@@ -41,12 +41,8 @@ public sealed class KroneckerMethod : PeftMethod
     {
         ArgumentNullException.ThrowIfNull(config);
         // rank_dropout and module_dropout act only while training in PEFT; loaded weights compute the same update.
-        int r = config.RankFor(modulePath, config.GetInt("r", 8));
-        double alpha = config.AlphaFor(modulePath, config.GetDouble("alpha", 8));
-        string where = modulePath is null ? string.Empty : $" for '{modulePath}'";
-        if (r <= 0) throw new AdapterFormatException($"{config.Source}: \"r\"{where} must be a positive integer, found {r}.");
-        if (!(alpha > 0) || alpha > LoRAConfigFields.MaxAlpha)
-            throw new AdapterFormatException($"{config.Source}: \"alpha\"{where} must be in (0, {LoRAConfigFields.MaxAlpha:G}], found {alpha:R}.");
+        int r = config.Rank(modulePath, 8);
+        double alpha = config.Alpha(modulePath, "alpha", 8);
         int factor = config.GetInt("decompose_factor", -1);
         if (factor == 0 || factor < -1) throw new AdapterFormatException($"{config.Source}: \"decompose_factor\" must be -1 or a positive size, found {factor}.");
         return new KroneckerOptions(r, alpha, factor, config.GetBool("decompose_both", false));

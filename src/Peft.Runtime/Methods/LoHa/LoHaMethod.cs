@@ -52,14 +52,10 @@ public sealed class LoHaMethod : PeftMethod
     public override PeftAdapterOptions ReadOptions(AdapterConfig config, string? modulePath)
     {
         ArgumentNullException.ThrowIfNull(config);
-        int r = config.RankFor(modulePath, config.GetInt("r", 8));
-        double alpha = config.AlphaFor(modulePath, config.GetDouble("alpha", 8));
-        string where = modulePath is null ? string.Empty : $" for '{modulePath}'";
-        if (r <= 0) throw new AdapterFormatException($"{config.Source}: \"r\"{where} must be a positive integer, found {r}.");
-        if (!(alpha > 0) || alpha > LoRAConfigFields.MaxAlpha)
-            throw new AdapterFormatException($"{config.Source}: \"alpha\"{where} must be in (0, {LoRAConfigFields.MaxAlpha:G}], found {alpha:R}.");
-        double rankDropout = Probability(config, "rank_dropout");
-        double moduleDropout = Probability(config, "module_dropout");
+        int r = config.Rank(modulePath, 8);
+        double alpha = config.Alpha(modulePath, "alpha", 8);
+        double rankDropout = config.Probability("rank_dropout");
+        double moduleDropout = config.Probability("module_dropout");
         if (config.Raw["r2"] is not null && config.GetInt("r2", r) != r)
             throw config.Unsupported("r2", "a second Hadamard factor with a rank other than r (ABBA) is not implemented.");
         if (AbbaScalingField(config) is { } abba)
@@ -96,14 +92,6 @@ public sealed class LoHaMethod : PeftMethod
 
         if (file.Rank != model.Rank) yield return $"{path}: r is {file.Rank} in the config, {model.Rank} in the model";
         if (file.Alpha != model.Alpha) yield return $"{path}: alpha is {file.Alpha} in the config, {model.Alpha} in the model";
-    }
-
-    private static double Probability(AdapterConfig config, string key)
-    {
-        double value = config.GetDouble(key, 0);
-        return value >= 0 && value < 1
-            ? value
-            : throw new AdapterFormatException($"{config.Source}: \"{key}\" must be in [0, 1), found {value:R}.");
     }
 
     /// <summary>The field that selects PEFT's ABBA scaling, or null: <c>use_khatri_rao</c> true, or "auto" (its default) with

@@ -59,10 +59,6 @@ public sealed class LoRAMethod : PeftMethod
 /// <summary>The LoraConfig fields every LoRA-format method (LoRA, DoRA, ...) reads and writes: one copy.</summary>
 public static class LoRAConfigFields
 {
-    /// <summary>The largest lora_alpha accepted from a file: no recipe uses more, and a larger value is a damaged file that
-    /// would silently produce infinities.</summary>
-    public const double MaxAlpha = 1e6;
-
     /// <summary>Reads r, lora_alpha (with the module's rank_pattern/alpha_pattern), lora_dropout, use_rslora and
     /// init_lora_weights, refusing settings this library does not implement.</summary>
     /// <param name="config">The config.</param>
@@ -75,14 +71,9 @@ public static class LoRAConfigFields
         string bias = config.GetString("bias") ?? "none";
         if (bias != "none") throw config.Unsupported("bias", "only \"none\" is (train the base biases with [Trainable] instead).");
         if (config.GetBool("lora_bias", false)) throw config.Unsupported("lora_bias", "a trainable bias on lora_B is not implemented.");
-        int r = config.RankFor(modulePath, config.GetInt("r", 8));
-        double alpha = config.AlphaFor(modulePath, config.GetDouble("lora_alpha", 8));
-        string where = modulePath is null ? string.Empty : $" for '{modulePath}'";
-        if (r <= 0) throw new AdapterFormatException($"{config.Source}: \"r\"{where} must be a positive integer, found {r}.");
-        if (!(alpha > 0) || alpha > MaxAlpha)
-            throw new AdapterFormatException($"{config.Source}: \"lora_alpha\"{where} must be in (0, {MaxAlpha:G}], found {alpha:R}.");
-        double dropout = config.GetDouble("lora_dropout", 0);
-        if (!(dropout >= 0 && dropout < 1)) throw new AdapterFormatException($"{config.Source}: \"lora_dropout\" must be in [0, 1), found {dropout:R}.");
+        int r = config.Rank(modulePath, 8);
+        double alpha = config.Alpha(modulePath, "lora_alpha", 8);
+        double dropout = config.Probability("lora_dropout");
         return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), ReadInit(config));
     }
 

@@ -113,10 +113,8 @@ public sealed class VeRAMethod : PeftMethod
     public override PeftAdapterOptions ReadOptions(AdapterConfig config, string? modulePath)
     {
         ArgumentNullException.ThrowIfNull(config);
-        int r = config.GetInt("r", 256);
-        if (r <= 0) throw new AdapterFormatException($"{config.Source}: \"r\" must be a positive integer, found {r}.");
-        double dropout = config.GetDouble("vera_dropout", 0);
-        if (!(dropout >= 0 && dropout < 1)) throw new AdapterFormatException($"{config.Source}: \"vera_dropout\" must be in [0, 1), found {dropout:R}.");
+        int r = config.Rank(modulePath: null, 256); // one r for the shared projections: VeraConfig has no rank_pattern
+        double dropout = config.Probability("vera_dropout");
         double dInitial = config.GetDouble("d_initial", 0.1);
         int key = config.GetInt("projection_prng_key", 0);
         bool save = config.GetBool("save_projection", true);
