@@ -13,6 +13,7 @@ internal static class BenchmarkedMethods
     {
         ("LoRA r=8", new LoRAOptions(Rank: 8, Alpha: 16), TargetModules.AllLinear),
         ("LoKr r=8", new KroneckerOptions(Rank: 8, Alpha: 8), TargetModules.AllLinear),
+        ("DiffuseKronA", new KroneckerOptions(Rank: 8, Alpha: 8, FullFactors: true), TargetModules.AllLinear),
         ("DoRA r=8", new DoRAOptions(Rank: 8, Alpha: 16), TargetModules.AllLinear),
         ("IA3", new IA3Options(), TargetModules.AllLinear),
         ("LN tuning", new LNTuningOptions(), AdaptableStack.Norms),

@@ -28,5 +28,20 @@ public static class KroneckerRows
                 ("[Kronecker(rank: 2)]", "Embedding(20, 8)", new[] { "PEFT0006" }),
             },
         },
+
+        // DiffuseKronA (both factors full): r = 1 would factor W2, so each layer gets PEFT's full-factor settings,
+        // r = ceil(max(3, 4, 2, 4) / 2) = 2 and alpha = 2 * 2 / 1 = 4 (the scale stays 2).
+        new("diffusekrona", new KroneckerOptions(Rank: 1, Alpha: 2, FullFactors: true), "fc1")
+        {
+            ExpectedKeys = new[] { "base_model.model.fc1.lokr_w1", "base_model.model.fc1.lokr_w2" },
+            ConfigKeys = LoKrConfigKeys,
+            ExpectedConfig = new Dictionary<string, JsonNode?> { ["peft_type"] = "LOKR", ["r"] = 2, ["alpha"] = 4.0, ["decompose_factor"] = -1 },
+            Attribute = "[Kronecker(rank: 1, alpha: 2, FullFactors = true)]",
+            BadAttributes = new[]
+            {
+                ("[Kronecker(rank: 0, FullFactors = true)]", "Linear(8, 12)", new[] { "PEFT0001" }),
+                ("[Kronecker(FullFactors = true, Factor = 5)]", "Linear(8, 12)", new[] { "PEFT0005" }),
+            },
+        },
     };
 }

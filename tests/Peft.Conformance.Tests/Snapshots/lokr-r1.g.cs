@@ -26,7 +26,7 @@ namespace Conformance
         private void InitializePeft()
         {
             this.m = global::Peft.PeftLayers.Wrap(this.m, "m")
-                .WithAdapter("default", new global::Peft.KroneckerOptions(Rank: 1, Alpha: 2.0, Factor: -1, DecomposeBoth: false));
+                .WithAdapter("default", new global::Peft.KroneckerOptions(Rank: 1, Alpha: 2.0, Factor: -1, DecomposeBoth: false, FullFactors: false));
             if (this.m is not null) this.register_module("m", this.m);
             global::Peft.PeftModel.ApplyTrainability(this);
         }

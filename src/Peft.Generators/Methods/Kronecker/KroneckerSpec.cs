@@ -4,7 +4,7 @@ using Peft.Generators.Parsing;
 
 namespace Peft.Generators.Methods.Kronecker;
 
-/// <summary><c>[Kronecker(rank, alpha, Factor, DecomposeBoth)]</c> → <c>Peft.KroneckerOptions</c>; counts by PEFT's LoKr rule
+/// <summary><c>[Kronecker(rank, alpha, Factor, DecomposeBoth, FullFactors)]</c> → <c>Peft.KroneckerOptions</c>; counts by PEFT's LoKr rule
 /// (<c>Peft.KroneckerRules</c>, the runtime's own copy).</summary>
 internal sealed class KroneckerSpec : MethodSpec
 {
@@ -18,7 +18,8 @@ internal sealed class KroneckerSpec : MethodSpec
         ArgumentSpec.Int("rank", "Rank", 8),
         ArgumentSpec.Double("alpha", "Alpha", 8.0),
         ArgumentSpec.Int("Factor", "Factor", -1),
-        ArgumentSpec.Bool("DecomposeBoth", "DecomposeBoth", false));
+        ArgumentSpec.Bool("DecomposeBoth", "DecomposeBoth", false),
+        ArgumentSpec.Bool("FullFactors", "FullFactors", false));
 
     /// <summary>PEFT0001 rank, PEFT0002 alpha, PEFT0005 a factor that does not divide the layer's sizes (-1 is automatic).</summary>
     public override void Validate(ValidationContext c)
@@ -47,5 +48,5 @@ internal sealed class KroneckerSpec : MethodSpec
     public override bool IsCountable(AdapterModel adapter) => adapter.Int("rank") > 0 && adapter.Int("Factor") != 0;
 
     public override long? CountParameters(AdapterModel adapter, LayerInfo layer, long inFeatures, long outFeatures)
-        => global::Peft.Generators.Rules.KroneckerRules.ParameterCount(inFeatures, outFeatures, adapter.Int("rank"), adapter.Int("Factor"), adapter.Bool("DecomposeBoth"));
+        => global::Peft.Generators.Rules.KroneckerRules.ParameterCount(inFeatures, outFeatures, adapter.Int("rank"), adapter.Int("Factor"), adapter.Bool("DecomposeBoth"), adapter.Bool("FullFactors"));
 }

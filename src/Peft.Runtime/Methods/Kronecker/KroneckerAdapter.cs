@@ -43,13 +43,15 @@ public sealed class KroneckerAdapter : PeftAdapter, IAdditiveAdapter
     /// <summary>Creates a Kronecker adapter initialised as PEFT does, so that its initial update is exactly zero.</summary>
     /// <param name="adapterName">The adapter name.</param>
     /// <param name="layer">The layer.</param>
-    /// <param name="options">The Kronecker options.</param>
+    /// <param name="options">The Kronecker options; with <see cref="KroneckerOptions.FullFactors"/> the adapter keeps the
+    /// equivalent PEFT settings (<see cref="KroneckerOptions.ForLayer"/>) as its <see cref="Options"/>.</param>
     /// <exception cref="PeftConfigurationException">The name or options are invalid for the layer.</exception>
     public KroneckerAdapter(string adapterName, PeftLayerInfo layer, KroneckerOptions options)
         : base(adapterName, layer)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate(adapterName, layer);
+        options = options.ForLayer(layer.InFeatures, layer.OutFeatures);
         Options = options;
         var (inM, inN) = KroneckerRules.Factorize((int)layer.InFeatures, options.Factor);
         var (outL, outK) = KroneckerRules.Factorize((int)layer.OutFeatures, options.Factor);

@@ -35,6 +35,11 @@ public sealed class KroneckerAttribute : Attribute
     /// <summary>PEFT's <c>decompose_both</c>: also write W1 as a rank-r product.</summary>
     public bool DecomposeBoth { get; set; }
 
+    /// <summary>DiffuseKronA: both factors full on every layer (<c>ΔW = (alpha / rank) · A ⊗ B</c>), their sizes chosen by
+    /// <see cref="Factor"/>; saved as the PEFT LoKr settings that give the same adapter (see
+    /// <see cref="KroneckerOptions.FullFactors"/>).</summary>
+    public bool FullFactors { get; set; }
+
     /// <summary>The adapter name (PEFT's adapter_name). Defaults to <c>"default"</c>.</summary>
     public string Name { get; set; } = AdapterNames.Default;
 }

@@ -7,11 +7,16 @@ namespace Peft;
 /// <param name="Alpha">The scaling numerator (positive, finite); ΔW is scaled by alpha / r. PEFT's <c>alpha</c>.</param>
 /// <param name="Factor">PEFT's <c>decompose_factor</c>: -1 for automatic factor sizes, or a positive size for the first factor.</param>
 /// <param name="DecomposeBoth">PEFT's <c>decompose_both</c>: also write W1 as a rank-r product when r is small enough.</param>
+/// <param name="FullFactors">DiffuseKronA: both factors are full matrices on every layer, <c>ΔW = (alpha / r) · A ⊗ B</c>, with
+/// <see cref="Factor"/> choosing their sizes. Each layer's adapter is created with PEFT's own settings for that (r raised to
+/// <see cref="KroneckerRules.FullFactorRank"/> where smaller, alpha raised in proportion so the scale is unchanged), so files
+/// are plain LoKr files that PEFT loads with full <c>lokr_w1</c> and <c>lokr_w2</c>.</param>
 public sealed record KroneckerOptions(
     int Rank = 8,
     double Alpha = 8.0,
     int Factor = -1,
-    bool DecomposeBoth = false) : PeftAdapterOptions
+    bool DecomposeBoth = false,
+    bool FullFactors = false) : PeftAdapterOptions
 {
     /// <inheritdoc />
     public override PeftMethod Method => KroneckerMethod.Instance;
@@ -59,6 +64,25 @@ public sealed record KroneckerOptions(
     /// <inheritdoc />
     public override PeftAdapter CreateAdapter(string adapterName, PeftLayerInfo layer) => new KroneckerAdapter(adapterName, layer, this);
 
+    /// <summary>
+    /// The options PEFT would need for this layer: unchanged unless <see cref="FullFactors"/>, which becomes the rank at which
+    /// PEFT keeps both factors full (<see cref="KroneckerRules.FullFactorRank"/>, where that is above <see cref="Rank"/>) with
+    /// alpha scaled by the same ratio, so <see cref="Scaling"/> is unchanged.
+    /// </summary>
+    /// <param name="inFeatures">The layer's input size.</param>
+    /// <param name="outFeatures">The layer's output size.</param>
+    /// <returns>Options without <see cref="FullFactors"/> that give the same adapter.</returns>
+    public KroneckerOptions ForLayer(long inFeatures, long outFeatures)
+    {
+        if (!FullFactors)
+        {
+            return this;
+        }
+
+        int rank = Math.Max(Rank, KroneckerRules.FullFactorRank(inFeatures, outFeatures, Factor));
+        return this with { Rank = rank, Alpha = Alpha * rank / Rank, FullFactors = false };
+    }
+
     /// <inheritdoc />
     public override PeftAdapterOptions ForModule(string fullName, PeftTargets targets)
     {
@@ -75,5 +99,9 @@ public sealed record KroneckerOptions(
         yield return ("scaling", Scaling);
         yield return ("decompose_factor", Factor);
         yield return ("decompose_both", DecomposeBoth);
+        if (FullFactors)
+        {
+            yield return ("full_factors", true);
+        }
     }
 }

@@ -88,18 +88,40 @@ static class KroneckerRules
     /// <returns>True when W2 is one full parameter.</returns>
     public static bool UsesFullW2(int rank, long outK, long inN) => !(rank < Math.Max(outK, inN) / 2.0);
 
+    /// <summary>
+    /// The smallest r at which PEFT keeps both Kronecker factors full on a Linear(in, out) (DiffuseKronA: <c>ΔW = s · A ⊗ B</c> with
+    /// two full factors): r ≥ half of every factor side, so neither <see cref="UsesFullW1"/> nor <see cref="UsesFullW2"/> decomposes.
+    /// </summary>
+    /// <param name="inFeatures">in_features (positive, at most int.MaxValue).</param>
+    /// <param name="outFeatures">out_features (positive, at most int.MaxValue).</param>
+    /// <param name="factor">decompose_factor (-1 automatic; a non-zero value).</param>
+    /// <returns>The rank.</returns>
+    public static int FullFactorRank(long inFeatures, long outFeatures, int factor)
+    {
+        var (inM, inN) = Factorize((int)inFeatures, factor);
+        var (outL, outK) = Factorize((int)outFeatures, factor);
+        int largest = Math.Max(Math.Max(inM, inN), Math.Max(outL, outK));
+        return (largest + 1) / 2;
+    }
+
     /// <summary>LoKr's trainable parameters on a Linear(in, out) with PEFT's factorisation and full/low-rank rules.</summary>
     /// <param name="inFeatures">in_features (positive, at most int.MaxValue).</param>
     /// <param name="outFeatures">out_features (positive, at most int.MaxValue).</param>
     /// <param name="rank">r (positive).</param>
     /// <param name="factor">decompose_factor (-1 automatic; a non-zero value).</param>
     /// <param name="decomposeBoth">decompose_both.</param>
+    /// <param name="fullFactors">Both factors full whatever r (DiffuseKronA).</param>
     /// <returns>The count, or null when a size is out of range.</returns>
-    public static long? ParameterCount(long inFeatures, long outFeatures, int rank, int factor, bool decomposeBoth)
+    public static long? ParameterCount(long inFeatures, long outFeatures, int rank, int factor, bool decomposeBoth, bool fullFactors = false)
     {
         if (inFeatures <= 0 || outFeatures <= 0 || inFeatures > int.MaxValue || outFeatures > int.MaxValue || rank <= 0 || factor == 0)
         {
             return null;
+        }
+
+        if (fullFactors)
+        {
+            rank = Math.Max(rank, FullFactorRank(inFeatures, outFeatures, factor));
         }
 
         var (inM, inN) = Factorize((int)inFeatures, factor);

@@ -36,7 +36,7 @@ namespace MyModels.Inheritance
         private void InitializePeft()
         {
             this.outer = global::Peft.PeftLayers.Wrap(this.outer, "outer")
-                .WithAdapter("default", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 8.0, Factor: -1, DecomposeBoth: false));
+                .WithAdapter("default", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 8.0, Factor: -1, DecomposeBoth: false, FullFactors: false));
             if (this.outer is not null) this.register_module("outer", this.outer);
             if (this.norm is not null) this.register_module("norm", this.norm);
             global::Peft.PeftModel.ApplyTrainability(this);

@@ -31,7 +31,7 @@ namespace MyModels.Multi
             this.fc = global::Peft.PeftLayers.Wrap(this.fc, "fc")
                 .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
                 .WithAdapter("fast", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.05, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform))
-                .WithAdapter("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 2.0, Factor: -1, DecomposeBoth: false));
+                .WithAdapter("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 2.0, Factor: -1, DecomposeBoth: false, FullFactors: false));
             this.optional = global::Peft.PeftLayers.Wrap(this.optional, "optional")
                 .WithAdapter("maybe", new global::Peft.LoRAOptions(Rank: 2, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform));
             if (this.fc is not null) this.register_module("fc", this.fc);
