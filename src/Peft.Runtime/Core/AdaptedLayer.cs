@@ -63,7 +63,14 @@ public abstract partial class AdaptedLayer : nn.Module<Tensor, Tensor>
     public abstract long OutFeatures { get; }
 
     /// <summary>What adapters for this layer are created for.</summary>
-    public PeftLayerInfo Info => new(Kind, InFeatures, OutFeatures, Bias is not null, Weight.device, Weight.dtype, MemberName);
+    public PeftLayerInfo Info => new(Kind, InFeatures, OutFeatures, Bias is not null, BaseDevice, BaseType, MemberName);
+
+    /// <summary>The device the base weight lives on (adapters are created there).</summary>
+    protected virtual Device BaseDevice => Weight.device;
+
+    /// <summary>The element type the base product computes in (adapters are created in it): the weight's, or a quantized
+    /// weight's dequantized type.</summary>
+    protected virtual ScalarType BaseType => Weight.dtype;
 
     /// <summary>All adapters on this layer, in the order they were added.</summary>
     public IReadOnlyList<PeftAdapter> Adapters => _adaptersView;
@@ -164,13 +171,13 @@ public abstract partial class AdaptedLayer : nn.Module<Tensor, Tensor>
                 MemberName, adapter.AdapterName);
         }
 
-        var weight = Weight;
+        var (device, dtype) = (BaseDevice, BaseType);
         foreach (var (peftName, p) in adapter.PeftTensors())
         {
-            if (p.dtype != weight.dtype || p.device_type != weight.device_type || p.device_index != weight.device_index)
+            if (p.dtype != dtype || p.device_type != device.type || p.device_index != device.index)
             {
                 throw new PeftConfigurationException(
-                    $"Adapter '{adapter.AdapterName}' tensor '{peftName}' is {p.dtype} on {p.device}, but member '{MemberName}' has its weight as {weight.dtype} on {weight.device}. " +
+                    $"Adapter '{adapter.AdapterName}' tensor '{peftName}' is {p.dtype} on {p.device}, but member '{MemberName}' has its weight as {dtype} on {device}. " +
                     "Create the adapter with this layer's Info (its device and dtype).",
                     MemberName, adapter.AdapterName);
             }
