@@ -21,4 +21,12 @@ internal static class BenchmarkedMethods
         ("HiRA r=32", new HiRAOptions(Rank: 32), TargetModules.AllLinear),
         ("VeRA r=256", new VeRAOptions(Rank: 256), TargetModules.AllLinear),
     };
+
+    /// <summary>QLoRA: the first line's LoRA over a base whose four frozen weights are stored quantized (dequantized in each
+    /// forward and again in the backward).</summary>
+    public static readonly (string Name, QuantizationFormat Format)[] QuantizedBases =
+    {
+        ("QLoRA NF4 r=8", QuantizationFormat.NF4),
+        ("QLoRA int8 r=8", QuantizationFormat.Int8),
+    };
 }

@@ -158,10 +158,14 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
         var input = x.detach().requires_grad_(true);
         plain.call(input).square().mean().backward();
     }));
-    foreach (var (name, options, targets) in BenchmarkedMethods.All)
+    var methods = BenchmarkedMethods.All.Select(m => (m.Name, m.Options, m.Targets, Quantize: (QuantizationFormat?)null))
+        .Concat(BenchmarkedMethods.QuantizedBases.Select(q => (q.Name, (PeftAdapterOptions)BenchmarkedMethods.All[0].Options, BenchmarkedMethods.All[0].Targets, Quantize: (QuantizationFormat?)q.Format)))
+        .ToList();
+    foreach (var (name, options, targets, quantize) in methods)
     {
         var model = new AdaptableStack();
         model.ApplyTargets(new PeftTargets(targets, options));
+        if (quantize is { } format) model.QuantizeBase(format);
         RandomizeAdapters(model);
         var optimizer = optim.AdamW(model.TrainableParameters().ToList(), 1e-4);
         owned.Add(model);
@@ -179,7 +183,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
     }
 
     var times = Timing.Interleaved(rounds, steps.ToArray());
-    foreach (var (name, _, _) in BenchmarkedMethods.All)
+    foreach (var (name, _, _, _) in methods)
     {
         results.Add(($"{name} training step, 4x (LayerNorm, Linear(1024,1024)), 1024 rows", Timing.Ms(times[name]), "median"));
         if (name != "LoRA r=8") results.Add(($"**{name} step / LoRA r=8 step**", Timing.Ratio(times[name], times["LoRA r=8"]), "same run"));

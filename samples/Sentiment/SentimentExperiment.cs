@@ -168,6 +168,7 @@ public static class SentimentExperiment
         if (method.SavesAdapter)
         {
             AdapterFiles.Load(classifier, directory, method.Targets!.AdapterName);
+            QuantizeIfAsked(classifier, method);
         }
         else
         {
@@ -216,6 +217,7 @@ public static class SentimentExperiment
         {
             classifier.ApplyTargets(targets);
             classifier.InitializePromptsFromText(text => model.Tokenizer.Encode(text).Select(i => (long)i).ToArray());
+            QuantizeIfAsked(classifier, method);
         }
 
         switch (method.Trains)
@@ -231,6 +233,20 @@ public static class SentimentExperiment
                 return chosen;
             default:
                 throw new ArgumentOutOfRangeException(nameof(method), method.Trains, null);
+        }
+    }
+
+    /// <summary>Stores the adapted layers' frozen weights quantized when the method asks for it (QLoRA), and says how much
+    /// memory that saved.</summary>
+    /// <param name="classifier">The classifier, its adapter applied.</param>
+    /// <param name="method">The method.</param>
+    private static void QuantizeIfAsked(SentimentClassifier classifier, SentimentMethod method)
+    {
+        if (method.BaseQuantization is { } format)
+        {
+            var summary = classifier.QuantizeBase(format);
+            Console.Error.WriteLine(
+                $"  {method.Name}: {summary.Layers} frozen linear weights stored as {format}: {summary.QuantizedBytes:N0} bytes against {summary.DenseBytes:N0} in float32 ({summary.Ratio:F3}x)");
         }
     }
 

@@ -34,6 +34,10 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <summary>Whether the method trains an adapter, saved in PEFT's adapter layout (otherwise the classifier's weights are saved).</summary>
     public bool SavesAdapter => Targets is not null;
 
+    /// <summary>QLoRA: the adapted layers' frozen weights are stored in this format once the adapter is applied (and again
+    /// after a saved adapter is loaded), so the adapter trains over a quantized base. Null keeps the base dense.</summary>
+    public QuantizationFormat? BaseQuantization { get; init; }
+
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
     /// <param name="displayName">The table's row name.</param>
@@ -73,6 +77,7 @@ public static class SentimentMethods
     [
         SentimentMethod.BaseWeights("probe", "frozen linear probe", 1e-2, Trains.Head, quick: true),
         SentimentMethod.Adapter("lora", "LoRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4), quick: true),
+        SentimentMethod.Adapter("qlora", "QLoRA (NF4 base, LoRA r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4)) with { BaseQuantization = QuantizationFormat.NF4 },
         SentimentMethod.Adapter("lokr", "LoKr (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4)),
         SentimentMethod.Adapter("diffusekrona", "DiffuseKronA (full A ⊗ B, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4, FullFactors: true)),
         SentimentMethod.Adapter("dora", "DoRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new DoRAOptions(Rank: 4)),

@@ -27,7 +27,7 @@ namespace Peft;
 /// <para>With adapters disabled, or none live, the forward is exactly the base <c>linear</c> (a merged layer costs the same
 /// as the base layer). <see cref="AdaptedLayer.Merge"/> merges in the same order.</para>
 /// </remarks>
-public sealed class AdaptedLinear : AdaptedLayer
+public sealed partial class AdaptedLinear : AdaptedLayer
 {
     private readonly long _in;
     private readonly long _out;
@@ -94,7 +94,7 @@ public sealed class AdaptedLinear : AdaptedLayer
     public override PeftLayerKind Kind => PeftLayerKind.Linear;
 
     /// <summary>The base weight <c>[out, in]</c>, registered as <c>weight</c>.</summary>
-    public override Parameter Weight => _weight;
+    public override Parameter Weight => _quantized is null ? _weight : throw QuantizedBaseError("reading the dense base weight");
 
     /// <summary>The base bias <c>[out]</c>, registered as <c>bias</c>, or null.</summary>
     public override Parameter? Bias => _bias;
@@ -116,7 +116,7 @@ public sealed class AdaptedLinear : AdaptedLayer
     {
         EnsureUnmergedWhenDisabled();
         var plan = _plan;
-        if (plan is null)
+        if (plan is null && _quantized is null)
         {
             return F.linear(input, _weight, _bias);
         }
@@ -161,6 +161,7 @@ public sealed class AdaptedLinear : AdaptedLayer
                 MemberName, other.AdapterName);
         }
 
+        EnsureDenseBaseFor(plan.RowRescalers.Cast<PeftAdapter>().Concat(plan.Rewriters.Cast<PeftAdapter>()));
         if (plan.Rewriters.Length > 0 && plan.RowRescalers.Length > 0)
         {
             var rewriter = (PeftAdapter)plan.Rewriters[0];
@@ -182,12 +183,15 @@ public sealed class AdaptedLinear : AdaptedLayer
     protected override void _toEpilog(ScalarType? dtype, Device? device, bool non_blocking)
     {
         base._toEpilog(dtype, device, non_blocking);
-        _weight = _internal_params[WeightName];
+        _weight = _internal_params.TryGetValue(WeightName, out var w) ? w : _weight;
         _bias = _internal_params.TryGetValue(BiasName, out var b) ? b : null;
+        RebindQuantized();
     }
 
-    private Tensor Run(ForwardPlan plan, Tensor x) =>
-        plan.Fused is { } fused && (FusedKernel ?? PeftKernels.FusedPaths) ? RunFused(fused, x) ?? Compose(plan, x) : Compose(plan, x);
+    private Tensor Run(ForwardPlan? plan, Tensor x) =>
+        plan is null ? BaseProduct(x)
+        : plan.Fused is { } fused && _quantized is null && (FusedKernel ?? PeftKernels.FusedPaths) ? RunFused(fused, x) ?? Compose(plan, x)
+        : Compose(plan, x);
 
     /// <summary>One LoRA (or one DoRA sharing the base product) as one autograd node with its own backward
     /// (<see cref="LowRankLinearFunction"/>); null when the adapter's state needs the general path.</summary>
@@ -225,7 +229,8 @@ public sealed class AdaptedLinear : AdaptedLayer
             }
 
             rewritten = plan.Rewriters.Length == 0 ? null : RewrittenWeight(plan.Rewriters);
-            y = plan.RowRescalers.Length == 0 ? F.linear(xin, rewritten ?? _weight, _bias) : RescaledBase(plan.RowRescalers, xin);
+            y = plan.RowRescalers.Length > 0 ? RescaledBase(plan.RowRescalers, xin)
+                : rewritten is null ? BaseProduct(xin) : F.linear(xin, rewritten, _bias);
             foreach (var rewriter in plan.Rewriters)
             {
                 if (!rewriter.SharesBaseProduct)
