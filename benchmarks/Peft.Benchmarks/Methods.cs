@@ -5,7 +5,9 @@ namespace Peft.Benchmarks;
 /// <summary>
 /// The methods the benchmark compares, one line each: a method joins with its options and the layers it adapts here. Each
 /// is applied to <see cref="AdaptableStack"/> (its four linear layers, or its four norms); its training step is reported
-/// against LoRA r=8's and against the frozen base's, in the same run.
+/// against LoRA r=8's and against the frozen base's, in the same run. Layer freezing (Telly, <c>--method freeze-bottom</c>) is
+/// not an adapter option and needs a transformer stack (<see cref="ITransformerStack"/>), which this four-layer stack is not:
+/// it is measured in section 7 on <see cref="FreezableStack"/> (Freezing.cs).
 /// </summary>
 internal static class BenchmarkedMethods
 {

@@ -7,7 +7,7 @@ namespace Peft;
 /// A model's transformer stack as methods that act around layers see it: the modules that compute the first block's input
 /// from the token ids (<see cref="EmbeddingModules"/>) and the ordered blocks (<see cref="Blocks"/>). Every family in
 /// <c>Peft.Models</c> implements it (Llama's <c>LlamaModel</c>, GPT-2's <c>Gpt2Model</c>, BERT's <c>BertModel</c>, USE-lite's
-/// <c>UseLiteEncoder</c>), and a user's own model can too; a method that freezes blocks (<c>LayerFreezing</c>) finds
+/// <c>UseLiteEncoder</c>), and a user's own model can too; a method that freezes blocks (<see cref="LayerFreezing"/>) finds
 /// the stack through this contract and never knows the family (docs/ARCHITECTURE.md, "Transformer stacks").
 /// </summary>
 /// <remarks>
@@ -35,19 +35,24 @@ public interface ITransformerStack
 /// forward runs under <c>no_grad</c>.</summary>
 public static class TransformerStacks
 {
+    /// <summary>Whether stacks run their gradient-free prefix under <c>no_grad</c> (true by default). Turning it off changes no
+    /// output and no gradient, only the memory and time the frozen bottom costs: for measurements and tests.</summary>
+    public static bool GradientFreePrefix { get; set; } = true;
+
     /// <summary>
     /// How many blocks at the bottom of the stack the forward may run without recording the autograd graph: 0 unless
     /// gradients are enabled and no parameter of <see cref="ITransformerStack.EmbeddingModules"/> requires a gradient; then
     /// the number of leading blocks none of whose parameters (adapters included) requires one. Nothing below them trains, so
     /// running them under <c>no_grad</c> changes no gradient and saves their activations (Telly's frozen bottom layers).
-    /// Decided on every forward from <c>requires_grad</c>, so it can never drop a gradient that something asks for.
+    /// Decided on every forward from <c>requires_grad</c>, so it can never drop a gradient that something asks for; 0 while
+    /// <see cref="GradientFreePrefix"/> is off.
     /// </summary>
     /// <param name="stack">The stack.</param>
     /// <returns>The number of blocks, from 0 to the block count.</returns>
     public static int GradientFreeBlocks(this ITransformerStack stack)
     {
         ArgumentNullException.ThrowIfNull(stack);
-        if (!torch.is_grad_enabled() || stack.EmbeddingModules.Any(Trains))
+        if (!GradientFreePrefix || !torch.is_grad_enabled() || stack.EmbeddingModules.Any(Trains))
         {
             return 0;
         }

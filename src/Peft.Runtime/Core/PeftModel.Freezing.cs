@@ -8,7 +8,7 @@ public static partial class PeftModel
     /// Freezes <paramref name="module"/> at run time as <see cref="FreezeAttribute"/> freezes a member: its whole subtree,
     /// adapters included, gets <c>requires_grad = false</c> now and from every later <see cref="ApplyTrainability"/> (which
     /// <see cref="TrainableParameters"/> and the trainer call), even inside a <see cref="TrainableAttribute"/> subtree. For
-    /// configurations that choose what to freeze after the model is built (<c>LayerFreezing</c>).
+    /// configurations that choose what to freeze after the model is built (<see cref="LayerFreezing"/>).
     /// </summary>
     /// <param name="module">A registered module of a model (or a whole model).</param>
     public static void Freeze(this nn.Module module)
