@@ -24,6 +24,11 @@ public static class UseLiteTargets
     /// <summary>LayerNorm tuning: both norms of each layer, <c>attention_norm</c> and <c>ffn_norm</c>.</summary>
     public static TargetModules LayerNormTuning { get; } = TargetModules.Names("attention_norm", "ffn_norm");
 
+    /// <summary>BitFit: every layer with a bias, the projections (<c>residual_proj</c> included), both norms of each layer and
+    /// the <c>pooler</c>: every bias of the encoder.</summary>
+    public static TargetModules BitFit { get; } = TargetModules.Names(
+        "q_proj", "k_proj", "v_proj", "out_proj", "residual_proj", "fc1", "fc2", "attention_norm", "ffn_norm", "pooler");
+
     /// <summary>Prompt tuning: the token embeddings <c>embeddings</c>, where the virtual tokens are prepended.</summary>
     public static TargetModules PromptEmbedding { get; } = TargetModules.Names("embeddings");
 }
