@@ -22,5 +22,6 @@ internal static class BenchmarkedMethods
         ("HiRA r=32", new HiRAOptions(Rank: 32), TargetModules.AllLinear),
         ("VeRA r=256", new VeRAOptions(Rank: 256), TargetModules.AllLinear),
         ("BitFit (linear biases)", new BitFitOptions(), TargetModules.AllLinear),
+        ("SSF (linear outputs)", new SSFOptions(), TargetModules.AllLinear),
     };
 }

@@ -97,6 +97,7 @@ public static class SentimentMethods
         SentimentMethod.Adapter("vera", "VeRA (r 64, 12 projections)", 1e-2, UseLiteTargets.LoRA, new VeRAOptions(Rank: 64)),
         SentimentMethod.Adapter("ia3", "IA3 (k, v, fc2)", 1e-2, UseLiteTargets.IA3, new IA3Options(FeedForwardModules: UseLiteTargets.IA3FeedForward)),
         SentimentMethod.Adapter("bitfit", "BitFit (every bias)", 1e-2, UseLiteTargets.BitFit, new BitFitOptions()),
+        SentimentMethod.Adapter("ssf", "SSF (12 projections, 4 norms)", 1e-2, UseLiteTargets.SSF, new SSFOptions()),
         SentimentMethod.Adapter("lntuning", "LayerNorm tuning (4 norms)", 1e-2, UseLiteTargets.LayerNormTuning, new LNTuningOptions()),
         SentimentMethod.Adapter("prompt", $"prompt tuning ({PromptTokens} virtual tokens)", 1e-2, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(PromptTokens, PromptInitText), quick: true),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),

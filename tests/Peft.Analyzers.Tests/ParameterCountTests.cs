@@ -93,6 +93,15 @@ public class ParameterCountTests
         Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("BitFit"), new LayerInfo(kind, inFeatures, outFeatures, HasBias: hasBias)));
     }
 
+    [Theory]
+    [InlineData(1, 64L, 32L, 64L)]   // Linear(64, 32): γ and β per output
+    [InlineData(4, 48L, 48L, 96L)]   // LayerNorm(48)
+    public void SSFParameterCount_IsTwicePerOutputFeature(int layerKind, long inFeatures, long outFeatures, long expected)
+    {
+        Assert.Equal(expected, Peft.Generators.Rules.SSFRules.ParameterCount(outFeatures));
+        Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("SSF"), new LayerInfo((LayerKind)layerKind, inFeatures, outFeatures)));
+    }
+
     [Fact]
     public void CountAdapterParameters_NeedsAKnownLayerOfTheRightKind()
     {

@@ -165,7 +165,8 @@ internal static class MethodCatalogue
         new LoHa.LoHaSpec(),
         new HiRA.HiRASpec(),
         new VeRA.VeRASpec(),
-        new BitFit.BitFitSpec());
+        new BitFit.BitFitSpec(),
+        new SSF.SSFSpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

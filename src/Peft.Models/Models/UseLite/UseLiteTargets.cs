@@ -29,6 +29,11 @@ public static class UseLiteTargets
     public static TargetModules BitFit { get; } = TargetModules.Names(
         "q_proj", "k_proj", "v_proj", "out_proj", "residual_proj", "fc1", "fc2", "attention_norm", "ffn_norm", "pooler");
 
+    /// <summary>SSF: after every attention and feed-forward projection and both norms of each layer, the paper's insertion
+    /// points for a ViT (after qkv, proj, fc1, fc2, norm1, norm2) mapped onto USE-lite's names.</summary>
+    public static TargetModules SSF { get; } = TargetModules.Names(
+        "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "attention_norm", "ffn_norm");
+
     /// <summary>Prompt tuning: the token embeddings <c>embeddings</c>, where the virtual tokens are prepended.</summary>
     public static TargetModules PromptEmbedding { get; } = TargetModules.Names("embeddings");
 }
