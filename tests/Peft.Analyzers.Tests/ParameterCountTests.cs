@@ -85,7 +85,7 @@ public class ParameterCountTests
     [Theory]
     [InlineData(1, 64L, 32L, true, 32L)]    // Linear
     [InlineData(4, 48L, 48L, true, 48L)]    // Norm
-    [InlineData(1, 64L, 32L, false, 0L)]    // no bias: PEFT0021, nothing to count
+    [InlineData(1, 64L, 32L, false, 0L)]    // no bias: PEFT0024, nothing to count
     public void BitFitParameterCount_IsTheBiasSize(int layerKind, long inFeatures, long outFeatures, bool hasBias, long expected)
     {
         var kind = (LayerKind)layerKind;

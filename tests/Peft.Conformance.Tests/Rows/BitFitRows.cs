@@ -26,8 +26,8 @@ public static class BitFitRows
             BadAttributes = new[]
             {
                 ("[BitFit]", "Embedding(20, 8)", new[] { "PEFT0006" }),
-                ("[BitFit]", "Linear(8, 12, hasBias: false)", new[] { "PEFT0021" }),
-                ("[BitFit]", "LayerNorm(8, elementwise_affine: false)", new[] { "PEFT0021" }),
+                ("[BitFit]", "Linear(8, 12, hasBias: false)", new[] { "PEFT0024" }),
+                ("[BitFit]", "LayerNorm(8, elementwise_affine: false)", new[] { "PEFT0024" }),
             },
         },
         new("bitfit-norm", new BitFitOptions(), "norm")

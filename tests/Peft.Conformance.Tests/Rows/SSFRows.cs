@@ -22,7 +22,7 @@ public static class SSFRows
             BadAttributes = new[]
             {
                 ("[SSF]", "Embedding(20, 8)", new[] { "PEFT0006" }),
-                ("[SSF]", "Linear(8, 12, hasBias: false)", new[] { "PEFT0022" }),
+                ("[SSF]", "Linear(8, 12, hasBias: false)", new[] { "PEFT0025" }),
             },
         },
         new("ssf-norm", new SSFOptions(), "norm")

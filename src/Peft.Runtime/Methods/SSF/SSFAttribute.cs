@@ -10,7 +10,7 @@ namespace Peft;
 /// Put it on a field or property of type <c>Module&lt;Tensor, Tensor&gt;</c> that holds a <c>TorchSharp.Modules.Linear</c> or a
 /// <c>LayerNorm</c> (or an <see cref="IAdaptableNorm"/>). Merging folds it into the layer: <c>W' = diag(γ) W</c>,
 /// <c>b' = γ ⊙ b + β</c> (a norm: <c>w' = γ ⊙ w</c>, <c>b' = γ ⊙ b + β</c>), which needs a bias to hold β: on a layer without
-/// one the adapter works unmerged and merging is refused with the member's name (PEFT0022 warns at compile time). Not in
+/// one the adapter works unmerged and merging is refused with the member's name (PEFT0025 warns at compile time). Not in
 /// Hugging Face PEFT: files use this library's <c>peft_type</c> "SSF" with tensors <c>ssf_scale</c> and <c>ssf_shift</c>.
 /// </remarks>
 [AttributeUsage(AttributeTargets.Field | AttributeTargets.Property, AllowMultiple = true, Inherited = false)]
