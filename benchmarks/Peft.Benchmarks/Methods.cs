@@ -5,7 +5,9 @@ namespace Peft.Benchmarks;
 /// <summary>
 /// The methods the benchmark compares, one line each: a method joins with its options and the layers it adapts here. Each
 /// is applied to <see cref="AdaptableStack"/> (its four linear layers, or its four norms); its training step is reported
-/// against LoRA r=8's and against the frozen base's, in the same run.
+/// against LoRA r=8's and against the frozen base's, in the same run. Layer freezing (Telly, <c>--method freeze-bottom</c>) is
+/// not an adapter option and needs a transformer stack (<see cref="ITransformerStack"/>), which this four-layer stack is not:
+/// it is measured in section 7 on <see cref="FreezableStack"/> (Freezing.cs).
 /// </summary>
 internal static class BenchmarkedMethods
 {
@@ -20,6 +22,8 @@ internal static class BenchmarkedMethods
         ("LoHa r=8", new LoHaOptions(Rank: 8, Alpha: 8), TargetModules.AllLinear),
         ("HiRA r=32", new HiRAOptions(Rank: 32), TargetModules.AllLinear),
         ("VeRA r=256", new VeRAOptions(Rank: 256), TargetModules.AllLinear),
+        ("BitFit (linear biases)", new BitFitOptions(), TargetModules.AllLinear),
+        ("SSF (linear outputs)", new SSFOptions(), TargetModules.AllLinear),
     };
 
     /// <summary>QLoRA: the first line's LoRA over a base whose four frozen weights are stored quantized (dequantized in each

@@ -11,7 +11,8 @@ using static TorchSharp.torch;
 // Peft benchmarks. Every comparison is measured in one process and one run, with the variants interleaved
 // round by round, and reported as a ratio of medians: these machines are noisy, ratios are what carries over.
 //   dotnet run -c Release --project benchmarks/Peft.Benchmarks -- [--rounds N] [--output docs/benchmarks.md]
-// Internal: --memory lora|full runs one training configuration and prints its peak resident memory.
+// Internal: --memory lora|full runs one training configuration and prints its peak resident memory; --freezing-probe MODE
+// likewise for layer freezing (Freezing.cs); --freezing runs section 7 alone and prints its lines.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -19,6 +20,8 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 int rounds = 15;
 string? output = null;
 string? memoryMode = null;
+string? freezingMode = null;
+bool freezingOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -26,11 +29,19 @@ for (int i = 0; i < args.Length; i++)
         case "--rounds": rounds = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--output": output = args[++i]; break;
         case "--memory": memoryMode = args[++i]; break;
+        case "--freezing-probe": freezingMode = args[++i]; break;
+        case "--freezing": freezingOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
 
 if (memoryMode is not null) return MemoryProbe.Run(memoryMode);
+if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
+if (freezingOnly)
+{
+    foreach (var (name, value, note) in FreezingProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
 
 manual_seed(0);
 var report = new StringBuilder();
@@ -289,6 +300,10 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
     results.Add(("**LoRA peak / full fine-tuning peak**", $"{(double)lora / full:F2}", "same run"));
 }
 
+// 7. Layer freezing (Telly): embeddings + 6 of 8 blocks frozen against full fine-tuning, and the frozen bottom run under
+//    no_grad (ITransformerStack's gradient-free prefix) against the same freezing with the prefix's graph kept.
+results.AddRange(FreezingProbe.Results(rounds));
+
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");
 foreach (var (name, value, note) in results) report.AppendLine($"| {name} | {value} | {note} |");
@@ -419,7 +434,7 @@ internal static class MemoryProbe
         }
     }
 
-    private static long PeakRss()
+    public static long PeakRss()
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
         {

@@ -231,6 +231,11 @@ public static class SentimentExperiment
                 foreach (var p in classifier.parameters()) p.requires_grad = false;
                 foreach (var p in chosen) p.requires_grad = true;
                 return chosen;
+            case Trains.Unfrozen:
+                if (method.Freezing is null) throw new InvalidOperationException($"Method '{method.Name}' trains what its freezing leaves, but has none.");
+                foreach (var p in classifier.parameters()) p.requires_grad = true;
+                classifier.FreezeLayers(method.Freezing);
+                return classifier.parameters().Where(p => p.requires_grad).ToList();
             default:
                 throw new ArgumentOutOfRangeException(nameof(method), method.Trains, null);
         }

@@ -14,6 +14,10 @@ public enum Trains
 
     /// <summary>Every weight of the encoder and the head (full fine-tuning).</summary>
     Everything,
+
+    /// <summary>The base weights the method's <see cref="SentimentMethod.Freezing"/> leaves trainable, and the head: selected
+    /// base weights train (layer freezing freezes the embeddings and bottom blocks, the rest is fine-tuned).</summary>
+    Unfrozen,
 }
 
 /// <summary>
@@ -38,6 +42,9 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// after a saved adapter is loaded), so the adapter trains over a quantized base. Null keeps the base dense.</summary>
     public QuantizationFormat? BaseQuantization { get; init; }
 
+    /// <summary>For <see cref="Trains.Unfrozen"/>: what the method freezes in the encoder's stack (<see cref="LayerFreezing"/>).</summary>
+    public LayerFreezing? Freezing { get; init; }
+
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
     /// <param name="displayName">The table's row name.</param>
@@ -56,6 +63,16 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <param name="quick">Whether the default run includes it.</param>
     public static SentimentMethod BaseWeights(string name, string displayName, double learningRate, Trains trains, bool quick = false)
         => new(name, displayName, learningRate, quick, null, trains);
+
+    /// <summary>A method without adapter that freezes part of the encoder's stack and fine-tunes the rest with the head
+    /// (<see cref="Trains.Unfrozen"/>); saved as model weights.</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="freezing">What to freeze (<see cref="LayerFreezing"/>).</param>
+    /// <param name="quick">Whether the default run includes it.</param>
+    public static SentimentMethod Freezes(string name, string displayName, double learningRate, LayerFreezing freezing, bool quick = false)
+        => new(name, displayName, learningRate, quick, null, Trains.Unfrozen) { Freezing = freezing };
 }
 
 /// <summary>The methods the sample compares: one registration line each.</summary>
@@ -85,8 +102,11 @@ public static class SentimentMethods
         SentimentMethod.Adapter("hira", "HiRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new HiRAOptions(Rank: 4)),
         SentimentMethod.Adapter("vera", "VeRA (r 64, 12 projections)", 1e-2, UseLiteTargets.LoRA, new VeRAOptions(Rank: 64)),
         SentimentMethod.Adapter("ia3", "IA3 (k, v, fc2)", 1e-2, UseLiteTargets.IA3, new IA3Options(FeedForwardModules: UseLiteTargets.IA3FeedForward)),
+        SentimentMethod.Adapter("bitfit", "BitFit (every bias)", 1e-2, UseLiteTargets.BitFit, new BitFitOptions()),
+        SentimentMethod.Adapter("ssf", "SSF (12 projections, 4 norms)", 1e-2, UseLiteTargets.SSF, new SSFOptions()),
         SentimentMethod.Adapter("lntuning", "LayerNorm tuning (4 norms)", 1e-2, UseLiteTargets.LayerNormTuning, new LNTuningOptions()),
         SentimentMethod.Adapter("prompt", $"prompt tuning ({PromptTokens} virtual tokens)", 1e-2, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(PromptTokens, PromptInitText), quick: true),
+        SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
         SentimentMethod.BaseWeights("full", "full fine-tuning", 1e-4, Trains.Everything, quick: true),
     ];
 

@@ -63,6 +63,38 @@ public class MethodDiagnosticsTests
             PeftAnalyzerTest.Diagnostic("PEFT0020").WithLocation(0).WithArguments("ln_1"));
 
     [Fact]
+    public Task BitFitOnALayerWithoutABias_ReportsPEFT0024OnTheAttribute()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [{|#0:BitFit|}] private Module<Tensor, Tensor> q_proj = Linear(64, 64, hasBias: false);
+                [{|#1:BitFit|}] private Module<Tensor, Tensor> ln_1 = LayerNorm(64, bias: false);
+                [BitFit] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+                [BitFit] private Module<Tensor, Tensor> ln_2 = LayerNorm(64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0024").WithLocation(0).WithArguments("q_proj"),
+            PeftAnalyzerTest.Diagnostic("PEFT0024").WithLocation(1).WithArguments("ln_1"));
+
+    [Fact]
+    public Task BitFitOnAnEmbedding_ReportsTheLayerKindRule()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [{|#0:BitFit|}] private Module<Tensor, Tensor> wte = Embedding(100, 64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0006").WithLocation(0).WithArguments("BitFit", "wte", "a Linear layer or a LayerNorm (or a norm implementing IAdaptableNorm)", "it is built with Embedding(...)"));
+
+    [Fact]
+    public Task SSFOnALayerWithoutABias_WarnsPEFT0025_AndIsAcceptedOnLinearsAndNorms()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [{|#0:SSF|}] private Module<Tensor, Tensor> q_proj = Linear(64, 64, hasBias: false);
+                [{|#1:SSF|}] private Module<Tensor, Tensor> ln_1 = LayerNorm(64, bias: false);
+                [SSF] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+                [SSF] private Module<Tensor, Tensor> ln_2 = LayerNorm(64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0025").WithLocation(0).WithArguments("q_proj"),
+            PeftAnalyzerTest.Diagnostic("PEFT0025").WithLocation(1).WithArguments("ln_1"));
+
+    [Fact]
     public Task LoHaWithDefaultsAndDropouts_IsAccepted_AndARankAboveMinInOut_IsNotPEFT0004()
         // The Hadamard product of two rank-r products has rank up to r², so PEFT0004 (LoRA's rank <= min(in, out)) does not apply.
         => PeftAnalyzerTest.VerifyAsync(Module("""

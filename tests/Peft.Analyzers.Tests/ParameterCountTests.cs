@@ -82,6 +82,26 @@ public class ParameterCountTests
     }
 
 
+    [Theory]
+    [InlineData(1, 64L, 32L, true, 32L)]    // Linear
+    [InlineData(4, 48L, 48L, true, 48L)]    // Norm
+    [InlineData(1, 64L, 32L, false, 0L)]    // no bias: PEFT0024, nothing to count
+    public void BitFitParameterCount_IsTheBiasSize(int layerKind, long inFeatures, long outFeatures, bool hasBias, long expected)
+    {
+        var kind = (LayerKind)layerKind;
+        if (hasBias) Assert.Equal(expected, Peft.Generators.Rules.BitFitRules.ParameterCount(outFeatures));
+        Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("BitFit"), new LayerInfo(kind, inFeatures, outFeatures, HasBias: hasBias)));
+    }
+
+    [Theory]
+    [InlineData(1, 64L, 32L, 64L)]   // Linear(64, 32): γ and β per output
+    [InlineData(4, 48L, 48L, 96L)]   // LayerNorm(48)
+    public void SSFParameterCount_IsTwicePerOutputFeature(int layerKind, long inFeatures, long outFeatures, long expected)
+    {
+        Assert.Equal(expected, Peft.Generators.Rules.SSFRules.ParameterCount(outFeatures));
+        Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("SSF"), new LayerInfo((LayerKind)layerKind, inFeatures, outFeatures)));
+    }
+
     [Fact]
     public void CountAdapterParameters_NeedsAKnownLayerOfTheRightKind()
     {

@@ -15,6 +15,8 @@ public static class ConformanceMatrix
         LoHaRows.Cases,
         HiRARows.Cases,
         VeRARows.Cases,
+        BitFitRows.Cases,
+        SSFRows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -104,6 +104,7 @@ public sealed class SentimentMethodTests
         Assert.Contains("probe", SentimentMethods.Quick.Select(m => m.Name));   // the baselines stay in the quick run
         Assert.Contains("full", SentimentMethods.Quick.Select(m => m.Name));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Targets is not null, m.Trains == Trains.AdapterAndHead));
+        Assert.All(SentimentMethods.All, m => Assert.Equal(m.Freezing is not null, m.Trains == Trains.Unfrozen));
         Assert.Same(SentimentMethods.Get("lora"), SentimentMethods.Get("LoRA"));
         var unknown = Assert.Throws<ArgumentException>(() => SentimentMethods.Get("lorra")).Message;
         Assert.Contains("Unknown method 'lorra'. Methods: probe, lora", unknown);
@@ -145,6 +146,14 @@ public sealed class SentimentMethodTests
                     Assert.True(MaxDifference(output, plain) < 1e-6, $"a fresh {method.Name} adapter changes the output");
                     Assert.Equal(classifier.AdapterParameters().Sum(p => p.numel()) + head, count);
                     if (method.Name == "lora") Assert.Equal(58_368 + head, count);
+                    break;
+                case "freeze-bottom":
+                    // Telly-1: the embeddings and layer 0 are frozen; layer 1, the pooler and the head train; nothing else changes.
+                    var encoder = classifier.Encoder;
+                    long frozen = encoder.EmbeddingModules.Append(encoder.Blocks[0]).SelectMany(m => m.parameters()).Sum(p => p.numel());
+                    Assert.Equal(classifier.parameters().Sum(p => p.numel()) - frozen, count);
+                    Assert.Empty(classifier.AdapterNames());
+                    Assert.True(MaxDifference(output, plain) == 0, "freezing changed the encoder");
                     break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());

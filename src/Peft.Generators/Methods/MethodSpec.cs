@@ -67,6 +67,7 @@ internal abstract class MethodSpec
         LayerKind.Linear => "a Linear layer",
         LayerKind.Embedding => "an Embedding layer",
         LayerKind.Norm => "a LayerNorm layer (or a norm implementing IAdaptableNorm)",
+        LayerKind.Linear | LayerKind.Norm => "a Linear layer or a LayerNorm (or a norm implementing IAdaptableNorm)",
         _ => "a " + kinds.ToString() + " layer",
     };
 }
@@ -163,7 +164,9 @@ internal static class MethodCatalogue
         new LNTuning.LNTuningSpec(),
         new LoHa.LoHaSpec(),
         new HiRA.HiRASpec(),
-        new VeRA.VeRASpec());
+        new VeRA.VeRASpec(),
+        new BitFit.BitFitSpec(),
+        new SSF.SSFSpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

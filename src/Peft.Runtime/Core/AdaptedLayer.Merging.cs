@@ -108,13 +108,15 @@ public abstract partial class AdaptedLayer
 
     /// <summary>The order in which adapters are merged: the order the forward applies them in.</summary>
     /// <param name="adapter">An adapter.</param>
-    /// <returns>Input scaling, row rescaling and parameter overrides, additive updates, output scaling.</returns>
+    /// <returns>Input scaling, row rescaling and parameter (or bias) overrides, additive updates, output scaling, then
+    /// feature scale-and-shift.</returns>
     private protected static int MergeStage(PeftAdapter adapter) => adapter switch
     {
         IScalingAdapter { ScalesInput: true } => 0,
-        IRowRescalingAdapter or IParameterOverrideAdapter or IWeightRewritingAdapter => 1,
+        IRowRescalingAdapter or IParameterOverrideAdapter or IBiasOverrideAdapter or IWeightRewritingAdapter => 1,
         IAdditiveAdapter => 2,
         IScalingAdapter => 3,
+        IFeatureAffineAdapter => 4,
         _ => 2,
     };
 

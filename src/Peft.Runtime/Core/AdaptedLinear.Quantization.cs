@@ -98,9 +98,10 @@ public sealed partial class AdaptedLinear
     /// <inheritdoc />
     protected override ScalarType BaseType => _quantized?.ComputeType ?? _weight.dtype;
 
-    /// <summary>The base product <c>x Wᵀ + b</c> from the dense or the quantized weight.</summary>
-    private Tensor BaseProduct(Tensor x) =>
-        _quantized is null ? F.linear(x, _weight, _bias) : DequantizingLinearFunction.Apply(x, _quantized, _bias);
+    /// <summary>The base product <c>x Wᵀ + b</c> from the dense or the quantized weight, with the layer's bias or a live
+    /// override of it.</summary>
+    private Tensor BaseProduct(Tensor x, Tensor? bias) =>
+        _quantized is null ? F.linear(x, _weight, bias) : DequantizingLinearFunction.Apply(x, _quantized, bias);
 
     private void RebindQuantized()
     {

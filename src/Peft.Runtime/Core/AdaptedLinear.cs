@@ -19,8 +19,11 @@ namespace Peft;
 /// DoRA) <c>(1 + Σ(c_k − 1)) ⊙ W x' + Σ c_k ⊙ ΔW_k x' + b</c>;</item>
 /// <item>additive updates (<see cref="IAdditiveAdapter"/>: LoRA, LoKr), each accumulated into the output in place, from the
 /// layer's input <c>x</c>, never forming the <c>out × in</c> update;</item>
-/// <item>output scaling (<see cref="IScalingAdapter"/>): <c>y ⊙ Π l</c>.</item>
+/// <item>output scaling (<see cref="IScalingAdapter"/>): <c>y ⊙ Π l</c>;</item>
+/// <item>feature scale-and-shift (<see cref="IFeatureAffineAdapter"/>, SSF): <c>y ← γ ⊙ y + β</c>, each in activation order.</item>
 /// </list>
+/// <para>A live bias override (<see cref="IBiasOverrideAdapter"/>, BitFit) replaces <c>b</c> in step 2; at most one
+/// parameter-replacing adapter is live.</para>
 /// <para>One live low-rank adapter (LoRA, or DoRA sharing the base product) can run as one fused autograd node with its own
 /// backward (<see cref="LowRankLinearFunction"/>) when <see cref="FusedKernel"/> or <see cref="PeftKernels.FusedPaths"/> turns
 /// it on (off by default: see <see cref="PeftKernels.FusedPaths"/>). It computes the same function as the steps above.</para>
@@ -151,11 +154,14 @@ public sealed partial class AdaptedLinear : AdaptedLayer
             Rewriters = live.OfType<IWeightRewritingAdapter>().ToArray(),
             Additive = live.OfType<IAdditiveAdapter>().ToArray(),
             OutputScales = live.OfType<IScalingAdapter>().Where(a => !a.ScalesInput).ToArray(),
+            BiasOverrides = live.OfType<IBiasOverrideAdapter>().ToArray(),
+            Affine = live.OfType<IFeatureAffineAdapter>().ToArray(),
         };
-        int handled = plan.InputScales.Length + plan.RowRescalers.Length + plan.Rewriters.Length + plan.Additive.Length + plan.OutputScales.Length;
+        int handled = plan.InputScales.Length + plan.RowRescalers.Length + plan.Rewriters.Length + plan.Additive.Length + plan.OutputScales.Length
+            + plan.BiasOverrides.Length + plan.Affine.Length;
         if (handled != live.Count)
         {
-            var other = live.First(a => a is not (IScalingAdapter or IRowRescalingAdapter or IWeightRewritingAdapter or IAdditiveAdapter));
+            var other = live.First(a => a is not (IScalingAdapter or IRowRescalingAdapter or IWeightRewritingAdapter or IAdditiveAdapter or IBiasOverrideAdapter or IFeatureAffineAdapter));
             throw new PeftConfigurationException(
                 $"Adapter '{other.AdapterName}' ({other.Method.Name}) on member '{MemberName}' has no capability a linear layer can apply.",
                 MemberName, other.AdapterName);
@@ -171,6 +177,14 @@ public sealed partial class AdaptedLinear : AdaptedLayer
                 $"{rewriter.Method.Name} rewrites the weight element-wise and {rescaler.Method.Name} rescales its rows by their norm, and the two orders compute different functions. " +
                 "Activate one of them, or merge one before activating the other.",
                 MemberName, rewriter.AdapterName);
+        }
+
+        if (plan.BiasOverrides.Length > 1)
+        {
+            var names = string.Join(", ", plan.BiasOverrides.Select(a => $"'{((PeftAdapter)a).AdapterName}'"));
+            throw new PeftConfigurationException(
+                $"Adapters {names} on member '{MemberName}' each replace the layer's bias and cannot be live together (two replacements of one bias have no order). Activate one of them.",
+                MemberName, ((PeftAdapter)plan.BiasOverrides[1]).AdapterName);
         }
 
         _plan = plan;
@@ -189,7 +203,7 @@ public sealed partial class AdaptedLinear : AdaptedLayer
     }
 
     private Tensor Run(ForwardPlan? plan, Tensor x) =>
-        plan is null ? BaseProduct(x)
+        plan is null ? BaseProduct(x, _bias)
         : plan.Fused is { } fused && _quantized is null && (FusedKernel ?? PeftKernels.FusedPaths) ? RunFused(fused, x) ?? Compose(plan, x)
         : Compose(plan, x);
 
@@ -229,8 +243,9 @@ public sealed partial class AdaptedLinear : AdaptedLayer
             }
 
             rewritten = plan.Rewriters.Length == 0 ? null : RewrittenWeight(plan.Rewriters);
-            y = plan.RowRescalers.Length > 0 ? RescaledBase(plan.RowRescalers, xin)
-                : rewritten is null ? BaseProduct(xin) : F.linear(xin, rewritten, _bias);
+            var bias = plan.BiasOverrides.Length == 0 ? _bias : plan.BiasOverrides[0].Bias;
+            y = plan.RowRescalers.Length > 0 ? RescaledBase(plan.RowRescalers, xin, bias)
+                : rewritten is null ? BaseProduct(xin, bias) : F.linear(xin, rewritten, bias);
             foreach (var rewriter in plan.Rewriters)
             {
                 if (!rewriter.SharesBaseProduct)
@@ -250,6 +265,14 @@ public sealed partial class AdaptedLinear : AdaptedLayer
                 var scaled = y * scale;
                 y.Dispose();
                 y = scaled;
+            }
+
+            foreach (var affine in plan.Affine)
+            {
+                // (y ⊙ γ) then β in place: the product's backward keeps y and γ, not its output.
+                var shifted = y * affine.Scale;
+                y.Dispose();
+                y = shifted.add_(affine.Shift);
             }
 
             var result = y;
@@ -282,98 +305,6 @@ public sealed partial class AdaptedLinear : AdaptedLayer
         return weight;
     }
 
-    /// <summary><c>(1 + Σ(c_k − 1)) ⊙ W x + Σ c_k ⊙ ΔW_k x + b</c> for the adapters that share the base product, then the
-    /// others. With one sharing adapter: <c>c ⊙ (W x + ΔW x) + b</c>, the update accumulated into the base product in place,
-    /// then one scaling and the bias in place.</summary>
-    private Tensor RescaledBase(IRowRescalingAdapter[] rescalers, Tensor x)
-    {
-        var shared = rescalers.Where(r => r.SharesBaseProduct).ToArray();
-        Tensor? y = null;
-        try
-        {
-            y = shared.Length switch
-            {
-                0 => F.linear(x, _weight, _bias),
-                1 => OneRescaled(shared[0], x),
-                _ => SeveralRescaled(shared, x),
-            };
-
-            foreach (var separate in rescalers.Where(r => !r.SharesBaseProduct))
-            {
-                separate.AddSeparately(x, y, _weight);
-            }
-
-            var result = y;
-            y = null;
-            return result;
-        }
-        finally
-        {
-            y?.Dispose();
-        }
-    }
-
-    private Tensor OneRescaled(IRowRescalingAdapter adapter, Tensor x)
-    {
-        using var scale = adapter.RowScale(_weight);
-        using var z = F.linear(x, _weight);
-        adapter.AddUpdate(x, z);
-        // (z ⊙ c) then the bias in place: libtorch's addcmul backward is about 3x slower on CPU (measured: 4.2 ms against
-        // 1.3 ms at 1024 x 1024 with c requiring a gradient).
-        var y = z * scale;
-        return _bias is null ? y : y.add_(_bias);
-    }
-
-    private Tensor SeveralRescaled(IRowRescalingAdapter[] shared, Tensor x)
-    {
-        var scales = new Tensor[shared.Length];
-        try
-        {
-            for (int i = 0; i < shared.Length; i++)
-            {
-                scales[i] = shared[i].RowScale(_weight);
-            }
-
-            using var baseProduct = F.linear(x, _weight);
-            Tensor combined = scales[0].alias();
-            for (int i = 1; i < shared.Length; i++)
-            {
-                using var minusOne = scales[i] - 1;
-                var next = combined + minusOne;
-                combined.Dispose();
-                combined = next;
-            }
-
-            Tensor y;
-            using (combined)
-            {
-                y = baseProduct * combined;
-            }
-
-            for (int i = 0; i < shared.Length; i++)
-            {
-                using var update = torch.zeros_like(y);
-                shared[i].AddUpdate(x, update);
-                using var scaled = update * scales[i];
-                y.add_(scaled);
-            }
-
-            if (_bias is not null)
-            {
-                y.add_(_bias);
-            }
-
-            return y;
-        }
-        finally
-        {
-            foreach (var s in scales)
-            {
-                s?.Dispose();
-            }
-        }
-    }
-
     private static Tensor Product(IScalingAdapter[] scalers)
     {
         var product = scalers[0].Scale();
@@ -402,5 +333,9 @@ public sealed partial class AdaptedLinear : AdaptedLayer
         public IAdditiveAdapter[] Additive { get; init; } = Array.Empty<IAdditiveAdapter>();
 
         public IScalingAdapter[] OutputScales { get; init; } = Array.Empty<IScalingAdapter>();
+
+        public IBiasOverrideAdapter[] BiasOverrides { get; init; } = Array.Empty<IBiasOverrideAdapter>();
+
+        public IFeatureAffineAdapter[] Affine { get; init; } = Array.Empty<IFeatureAffineAdapter>();
     }
 }

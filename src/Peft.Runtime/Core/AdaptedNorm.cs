@@ -31,7 +31,11 @@ public interface IAdaptableNorm
 /// registers the norm's <c>weight</c> and <c>bias</c> under their own names, so base checkpoint keys are unchanged.
 /// </summary>
 /// <remarks>With a live parameter-override adapter (<see cref="IParameterOverrideAdapter"/>, LayerNorm tuning) the norm runs
-/// with that adapter's weight and bias; otherwise with its own. One override is active at a time, as in PEFT.</remarks>
+/// with that adapter's weight and bias, with a live bias override (<see cref="IBiasOverrideAdapter"/>, BitFit) with its own
+/// weight and that bias; otherwise with its own. One replacing adapter is active at a time, as in PEFT. Live feature
+/// scale-and-shift adapters (<see cref="IFeatureAffineAdapter"/>, SSF) then give <c>γ ⊙ norm(x) + β</c>: folded into the
+/// LayerNorm's weight and bias (<c>γ ⊙ w</c>, <c>γ ⊙ b + β</c>, so one <c>layer_norm</c> runs), or applied to a custom norm's
+/// output.</remarks>
 public sealed class AdaptedNorm : AdaptedLayer
 {
     private readonly long[] _normalizedShape;
@@ -40,6 +44,8 @@ public sealed class AdaptedNorm : AdaptedLayer
     private Parameter _weight;
     private Parameter? _bias;
     private IParameterOverrideAdapter? _override;
+    private IBiasOverrideAdapter? _biasOverride;
+    private IFeatureAffineAdapter[] _affine = Array.Empty<IFeatureAffineAdapter>();
 
     private AdaptedNorm(Parameter weight, Parameter? bias, long[] normalizedShape, double eps, IAdaptableNorm? custom, string memberName)
         : base(nameof(AdaptedNorm), memberName)
@@ -132,20 +138,54 @@ public sealed class AdaptedNorm : AdaptedLayer
         EnsureUnmergedWhenDisabled();
         var live = _override;
         var weight = live?.Weight ?? _weight;
-        var bias = live is null ? _bias : live.Bias;
-        return _custom is not null
-            ? _custom.Normalize(input, weight, bias)
-            : F.layer_norm(input, _normalizedShape, weight, bias, _eps);
+        var bias = _biasOverride?.Bias ?? (live is null ? _bias : live.Bias);
+        if (_affine.Length == 0)
+        {
+            return _custom is not null
+                ? _custom.Normalize(input, weight, bias)
+                : F.layer_norm(input, _normalizedShape, weight, bias, _eps);
+        }
+
+        if (_custom is not null)
+        {
+            var y = _custom.Normalize(input, weight, bias);
+            foreach (var affine in _affine)
+            {
+                var next = y * affine.Scale;
+                y.Dispose();
+                y = next.add_(affine.Shift);
+            }
+
+            return y;
+        }
+
+        // γ ⊙ (x̂ ⊙ w + b) + β = x̂ ⊙ (γ ⊙ w) + (γ ⊙ b + β): d-sized work, then one layer_norm.
+        Tensor w = weight.alias(), b = bias?.alias() ?? torch.zeros_like(weight);
+        foreach (var affine in _affine)
+        {
+            var nextW = w * affine.Scale;
+            var nextB = (b * affine.Scale).add_(affine.Shift);
+            w.Dispose();
+            b.Dispose();
+            (w, b) = (nextW, nextB);
+        }
+
+        using (w)
+        using (b)
+        {
+            return F.layer_norm(input, _normalizedShape, w, b, _eps);
+        }
     }
 
     /// <inheritdoc />
     private protected override void ValidateActiveSet(IReadOnlyList<PeftAdapter> active)
     {
-        if (active.Count > 1)
+        var replacing = active.Where(a => a is IParameterOverrideAdapter or IBiasOverrideAdapter).ToList();
+        if (replacing.Count > 1)
         {
             throw new PeftConfigurationException(
-                $"Member '{MemberName}' is a norm: only one adapter can replace its parameters at a time, but {string.Join(", ", active.Select(a => $"'{a.AdapterName}'"))} were requested (PEFT allows one too).",
-                MemberName, active[1].AdapterName);
+                $"Member '{MemberName}' is a norm: only one adapter can replace its parameters at a time, but {string.Join(", ", replacing.Select(a => $"'{a.AdapterName}'"))} were requested (PEFT allows one too).",
+                MemberName, replacing[1].AdapterName);
         }
     }
 
@@ -154,7 +194,9 @@ public sealed class AdaptedNorm : AdaptedLayer
     {
         var live = LiveAdapters;
         _override = live.OfType<IParameterOverrideAdapter>().FirstOrDefault();
-        var other = live.FirstOrDefault(a => a is not IParameterOverrideAdapter);
+        _biasOverride = live.OfType<IBiasOverrideAdapter>().FirstOrDefault();
+        _affine = live.OfType<IFeatureAffineAdapter>().ToArray();
+        var other = live.FirstOrDefault(a => a is not (IParameterOverrideAdapter or IBiasOverrideAdapter or IFeatureAffineAdapter));
         if (other is not null)
         {
             throw new PeftConfigurationException(

@@ -181,6 +181,35 @@ public interface IParameterOverrideAdapter : IMergeableAdapter
 }
 
 /// <summary>
+/// Replaces the base layer's bias while active (BitFit: a trained copy of the bias, Ben Zaken et al., 2022). A linear layer runs
+/// its base product with this bias (<c>linear(x, W, b')</c>, so the update costs nothing beyond the bias add), a norm
+/// normalises with it. Merging writes the copy into the bias and keeps the original for unmerging (exact). At most one
+/// parameter-replacing adapter (this or <see cref="IParameterOverrideAdapter"/>) is live on a layer: two replacements of one
+/// bias have no order.
+/// </summary>
+public interface IBiasOverrideAdapter : IMergeableAdapter
+{
+    /// <summary>The bias used instead of the base bias, <c>[out]</c> (a norm's: <c>[d]</c>): the parameter itself.</summary>
+    Tensor Bias { get; }
+}
+
+/// <summary>
+/// Scales and shifts the layer's output features after everything else the layer computes (SSF, Lian et al., 2022:
+/// <c>y ← γ ⊙ y + β</c> on the last dimension). Several live ones apply in activation order. On a linear layer it is the last
+/// stage of the forward (after output scaling); merging is <c>W' = diag(γ) W</c>, <c>b' = γ ⊙ b + β</c>, which needs a bias.
+/// On a LayerNorm it folds into the norm's own affine parameters (<c>w' = γ ⊙ w</c>, <c>b' = γ ⊙ b + β</c>) so the forward
+/// stays one <c>layer_norm</c>; on a custom norm (<see cref="IAdaptableNorm"/>) it applies to the norm's output.
+/// </summary>
+public interface IFeatureAffineAdapter : IMergeableAdapter
+{
+    /// <summary>The scale γ <c>[out]</c>: the parameter itself (the layer does not dispose it).</summary>
+    Tensor Scale { get; }
+
+    /// <summary>The shift β <c>[out]</c>: the parameter itself.</summary>
+    Tensor Shift { get; }
+}
+
+/// <summary>
 /// An adapter whose initial values depend on the base layer's parameters (DoRA's magnitude is the row norm of the weight;
 /// SVD-initialised methods read the weight). The layer calls <see cref="InitializeFromBase"/> once, under <c>no_grad</c>, when
 /// the adapter joins it, with the layer's current parameters (merged adapters included, as in PEFT).

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using static TorchSharp.torch;
 
 namespace Peft;
@@ -7,7 +8,8 @@ namespace Peft;
 /// <param name="Name">The registered name under its parent ("" for the root).</param>
 /// <param name="Module">The module.</param>
 /// <param name="Parent">The parent module, or null for the root.</param>
-/// <param name="Frozen">Under a <see cref="FreezeAttribute"/> member or class (inherited down the tree).</param>
+/// <param name="Frozen">Under a <see cref="FreezeAttribute"/> member or class, or a module frozen at run time with
+/// <see cref="PeftModel.Freeze"/> (inherited down the tree).</param>
 /// <param name="Trainable">Under a <see cref="TrainableAttribute"/> member (inherited down the tree).</param>
 public sealed record ModuleNode(string Path, string Name, nn.Module Module, nn.Module? Parent, bool Frozen, bool Trainable)
 {
@@ -17,12 +19,16 @@ public sealed record ModuleNode(string Path, string Name, nn.Module Module, nn.M
 
 /// <summary>
 /// The one module-tree walker: every registered module of a model in registration order, with the
-/// <see cref="FreezeAttribute"/>/<see cref="TrainableAttribute"/> marks of the generated descriptors inherited down the tree.
+/// <see cref="FreezeAttribute"/>/<see cref="TrainableAttribute"/> marks of the generated descriptors (and the run-time freeze
+/// marks of <see cref="PeftModel.Freeze"/>) inherited down the tree.
 /// It never descends into an <see cref="AdaptedLayer"/> (its children are adapters, not part of the user's model). Found
 /// through <c>named_children()</c>, never by reflection. Trainability, merging, targeting and the adapter files use it.
 /// </summary>
 public static class ModuleTree
 {
+    private static readonly ConditionalWeakTable<nn.Module, object> s_frozen = new();
+    private static readonly object s_mark = new();
+
     /// <summary>Walks <paramref name="root"/> depth-first in registration order, the root first.</summary>
     /// <param name="root">The model.</param>
     /// <returns>The nodes.</returns>
@@ -30,7 +36,7 @@ public static class ModuleTree
     {
         ArgumentNullException.ThrowIfNull(root);
         var nodes = new List<ModuleNode>();
-        bool rootFrozen = (root as IPeftModule)?.PeftDescriptor.FrozenClass ?? false;
+        bool rootFrozen = ((root as IPeftModule)?.PeftDescriptor.FrozenClass ?? false) || IsMarkedFrozen(root);
         Visit(new ModuleNode(string.Empty, string.Empty, root, null, rootFrozen, false), nodes);
         return nodes;
     }
@@ -49,6 +55,22 @@ public static class ModuleTree
         }
     }
 
+    /// <summary>Marks <paramref name="module"/> frozen as <see cref="FreezeAttribute"/> does, or clears the mark.</summary>
+    internal static void SetFrozenMark(nn.Module module, bool frozen)
+    {
+        if (frozen)
+        {
+            s_frozen.AddOrUpdate(module, s_mark);
+        }
+        else
+        {
+            s_frozen.Remove(module);
+        }
+    }
+
+    /// <summary>Whether <see cref="SetFrozenMark"/> marked the module.</summary>
+    internal static bool IsMarkedFrozen(nn.Module module) => s_frozen.TryGetValue(module, out _);
+
     private static void Visit(ModuleNode node, List<ModuleNode> nodes)
     {
         nodes.Add(node);
@@ -60,7 +82,7 @@ public static class ModuleTree
         var descriptor = (node.Module as IPeftModule)?.PeftDescriptor;
         foreach (var (name, child) in node.Module.named_children())
         {
-            bool frozen = node.Frozen || (descriptor?.IsFrozenMember(name) ?? false) || ((child as IPeftModule)?.PeftDescriptor.FrozenClass ?? false);
+            bool frozen = node.Frozen || (descriptor?.IsFrozenMember(name) ?? false) || ((child as IPeftModule)?.PeftDescriptor.FrozenClass ?? false) || IsMarkedFrozen(child);
             bool trainable = node.Trainable || (descriptor?.IsTrainableMember(name) ?? false);
             string path = node.Path.Length == 0 ? name : node.Path + "." + name;
             Visit(new ModuleNode(path, name, child, node.Module, frozen, trainable), nodes);

@@ -20,6 +20,8 @@ public static class PeftMethods
         LoHaMethod.Instance,
         HiRAMethod.Instance,
         VeRAMethod.Instance,
+        BitFitMethod.Instance,
+        SSFMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>

@@ -79,6 +79,27 @@ public sealed class DefaultTargetsTests
     }
 
     [Fact]
+    public void UseLite_bitfit_and_ssf_lists_cover_every_bias_and_the_papers_insertion_points()
+    {
+        manual_seed(1);
+        using (var encoder = new UseLiteEncoder())
+        {
+            // Every module with a bias: the projections (residual_proj exists in layer 0 only), the norms and the pooler.
+            var expected = PerLayer("layers", 2, "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "attention_norm", "ffn_norm")
+                .Append("layers.0.residual_proj").Append("pooler");
+            AssertSelects(encoder, UseLiteTargets.BitFit, new BitFitOptions(), expected);
+            var withBias = encoder.named_modules().Where(m => m.module.named_parameters(recurse: false).Any(p => p.name == "bias")).Select(m => m.name).Order(StringComparer.Ordinal);
+            Assert.Equal(expected.Order(StringComparer.Ordinal), withBias);
+        }
+
+        using (var encoder = new UseLiteEncoder())
+        {
+            AssertSelects(encoder, UseLiteTargets.SSF, new SSFOptions(),
+                PerLayer("layers", 2, "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "attention_norm", "ffn_norm"));
+        }
+    }
+
+    [Fact]
     public void Feed_forward_lists_are_subsets_of_the_ia3_lists()
     {
         foreach (var (ia3, ff) in new[] { (LlamaTargets.IA3, LlamaTargets.IA3FeedForward), (Gpt2Targets.IA3, Gpt2Targets.IA3FeedForward), (BertTargets.IA3, BertTargets.IA3FeedForward), (UseLiteTargets.IA3, UseLiteTargets.IA3FeedForward) })

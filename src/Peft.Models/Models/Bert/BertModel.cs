@@ -18,13 +18,21 @@ public sealed class BertEncoder : nn.Module
         register_module(nameof(layer), layer);
     }
 
-    /// <summary>Runs every layer.</summary>
+    /// <summary>The layers, bottom first.</summary>
+    internal IReadOnlyList<nn.Module> Layers => layer.Cast<nn.Module>().ToArray();
+
+    /// <summary>Runs every layer, the first <paramref name="gradientFreeLayers"/> under <c>no_grad</c>
+    /// (<see cref="TransformerStacks.GradientFreeBlocks"/>).</summary>
     /// <param name="x">Embedded input [batch, time, hidden].</param>
     /// <param name="keyMask">Key padding mask, or null.</param>
-    public Tensor Forward(Tensor x, Tensor? keyMask)
+    /// <param name="gradientFreeLayers">How many bottom layers need no autograd graph.</param>
+    public Tensor Forward(Tensor x, Tensor? keyMask, int gradientFreeLayers = 0)
     {
         using var scope = NewDisposeScope();
-        foreach (var l in layer) x = l.Forward(x, keyMask);
+        for (int i = 0; i < layer.Count; i++)
+        {
+            using (TransformerStacks.NoGradPrefix(gradientFreeLayers - i)) x = layer[i].Forward(x, keyMask);
+        }
         return x.MoveToOuterDisposeScope();
     }
 }
@@ -56,7 +64,7 @@ public sealed partial class BertPooler : Module<Tensor, Tensor>
 }
 
 /// <summary>The encoder with its pooler (<c>bert</c>): <c>embeddings</c>, <c>encoder</c>, <c>pooler</c>.</summary>
-public sealed class BertModel : nn.Module
+public sealed class BertModel : nn.Module, ITransformerStack
 {
     private readonly BertEmbeddings embeddings;
     private readonly BertEncoder encoder;
@@ -74,7 +82,16 @@ public sealed class BertModel : nn.Module
         register_module(nameof(embeddings), embeddings);
         register_module(nameof(encoder), encoder);
         register_module(nameof(pooler), pooler);
+        _blocks = encoder.Layers;
     }
+
+    private readonly IReadOnlyList<nn.Module> _blocks;
+
+    /// <summary>The embeddings (<c>embeddings</c>: word, position and token-type embeddings and their LayerNorm).</summary>
+    public IReadOnlyList<nn.Module> EmbeddingModules => [embeddings];
+
+    /// <summary>The encoder layers (<c>encoder.layer.0</c> … <c>encoder.layer.N-1</c>).</summary>
+    public IReadOnlyList<nn.Module> Blocks => _blocks;
 
     /// <summary>
     /// Encodes token ids [batch, time]; returns the last hidden states [batch, time, hidden] and the pooled [CLS]
@@ -93,7 +110,9 @@ public sealed class BertModel : nn.Module
         if (attentionMask is not null && !attentionMask.shape.SequenceEqual(ids.shape))
             throw new ArgumentException($"attention mask shape [{string.Join(", ", attentionMask.shape)}] differs from the ids' [{string.Join(", ", ids.shape)}].", nameof(attentionMask));
         using var scope = NewDisposeScope();
-        var embedded = embeddings.Forward(ids, tokenTypeIds);
+        int frozen = this.GradientFreeBlocks();
+        Tensor embedded;
+        using (TransformerStacks.NoGradPrefix(frozen)) embedded = embeddings.Forward(ids, tokenTypeIds);
         long virtualTokens = embedded.shape[1] - ids.shape[1];
         Tensor? keyMask = null;
         if (attentionMask is not null)
@@ -103,7 +122,7 @@ public sealed class BertModel : nn.Module
             if (virtualTokens > 0) mask = cat([ones(ids.shape[0], virtualTokens, dtype: ScalarType.Bool, device: mask.device), mask], 1);
             keyMask = mask.unsqueeze(1).unsqueeze(1);
         }
-        var hidden = encoder.Forward(embedded, keyMask);
+        var hidden = encoder.Forward(embedded, keyMask, frozen);
         var pooled = pooler.call(hidden);
         return (hidden.MoveToOuterDisposeScope(), pooled.MoveToOuterDisposeScope());
     }

@@ -13,7 +13,7 @@ namespace Peft.Models.Gpt2;
 /// <c>wpe</c> (the text moves up by V, as when PEFT passes the prompt and the text as <c>inputs_embeds</c>). With a cache the
 /// prompt enters it on the first forward; later forwards drop the prefix their embedding prepends again.</remarks>
 [Adaptable]
-public sealed partial class Gpt2Model : nn.Module
+public sealed partial class Gpt2Model : nn.Module, ITransformerStack
 {
     private readonly Gpt2Config _config;
     private Module<Tensor, Tensor> wte;
@@ -33,7 +33,16 @@ public sealed partial class Gpt2Model : nn.Module
         h = new ModuleList<Gpt2Block>(Enumerable.Range(0, config.NLayer).Select(i => new Gpt2Block(config, i)).ToArray());
         ln_f = LayerNorm(config.NEmbd, config.LayerNormEpsilon);
         InitializePeft();
+        _blocks = h.Cast<nn.Module>().ToArray();
     }
+
+    private readonly nn.Module[] _blocks;
+
+    /// <summary>The token and position embeddings (<c>wte</c>, <c>wpe</c>).</summary>
+    public IReadOnlyList<nn.Module> EmbeddingModules => [wte, wpe];
+
+    /// <summary>The blocks (<c>h.0</c> … <c>h.N-1</c>).</summary>
+    public IReadOnlyList<nn.Module> Blocks => _blocks;
 
     /// <summary>The token embedding (an <see cref="AdaptedEmbedding"/> once configuration targeting wrapped it).</summary>
     public Module<Tensor, Tensor> Wte => wte;
@@ -60,6 +69,20 @@ public sealed partial class Gpt2Model : nn.Module
         long time = ids.shape[1];
         if (past + time > _config.NPositions)
             throw new ArgumentException($"{past + time} positions exceed n_positions {_config.NPositions}.", nameof(ids));
+        int frozen = this.GradientFreeBlocks();
+        Tensor x;
+        using (TransformerStacks.NoGradPrefix(frozen)) x = Embed(ids, past, time);
+
+        for (int i = 0; i < h.Count; i++)
+        {
+            using (TransformerStacks.NoGradPrefix(frozen - i)) x = h[i].Forward(x, cache);
+        }
+
+        return ln_f.call(x).MoveToOuterDisposeScope();
+    }
+
+    private Tensor Embed(Tensor ids, long past, long time)
+    {
         var x = wte.call(ids);
         long virtualTokens = x.shape[1] - time;
         if (virtualTokens > 0 && past > 0) x = x.narrow(1, virtualTokens, time);   // the prompt is cached already
@@ -68,8 +91,6 @@ public sealed partial class Gpt2Model : nn.Module
             throw new ArgumentException($"{past + count} positions ({virtualTokens} virtual tokens included) exceed n_positions {_config.NPositions}.", nameof(ids));
         var positions = arange(past, past + count, dtype: ScalarType.Int64, device: ids.device).unsqueeze(0);
         x = x + wpe.call(positions);
-        x = functional.dropout(x, _config.EmbdPdrop, training);
-        foreach (var block in h) x = block.Forward(x, cache);
-        return ln_f.call(x).MoveToOuterDisposeScope();
+        return functional.dropout(x, _config.EmbdPdrop, training);
     }
 }

@@ -13,7 +13,7 @@ namespace Peft.Models.Llama;
 /// by V, as when PEFT passes the prompt and the text as <c>inputs_embeds</c>). With a cache the prompt enters it on the first
 /// forward; later forwards drop the prefix their embedding prepends again.</remarks>
 [Adaptable]
-public sealed partial class LlamaModel : nn.Module
+public sealed partial class LlamaModel : nn.Module, ITransformerStack
 {
     private readonly LlamaConfig _config;
     private Module<Tensor, Tensor> embed_tokens;
@@ -31,7 +31,16 @@ public sealed partial class LlamaModel : nn.Module
         layers = new ModuleList<LlamaDecoderLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new LlamaDecoderLayer(config, i)).ToArray());
         norm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
         InitializePeft();
+        _blocks = layers.Cast<nn.Module>().ToArray();
     }
+
+    private readonly nn.Module[] _blocks;
+
+    /// <summary>The token embedding (<c>embed_tokens</c>): the first layer's input depends on nothing else.</summary>
+    public IReadOnlyList<nn.Module> EmbeddingModules => [embed_tokens];
+
+    /// <summary>The decoder layers (<c>layers.0</c> … <c>layers.N-1</c>).</summary>
+    public IReadOnlyList<nn.Module> Blocks => _blocks;
 
     /// <summary>The token embedding (an <see cref="AdaptedEmbedding"/> once configuration targeting wrapped it).</summary>
     public Module<Tensor, Tensor> EmbedTokens => embed_tokens;
@@ -55,14 +64,19 @@ public sealed partial class LlamaModel : nn.Module
         long time = ids.shape[1];
         if (past + time > _config.MaxPositionEmbeddings)
             throw new ArgumentException($"{past + time} positions exceed max_position_embeddings {_config.MaxPositionEmbeddings}.", nameof(ids));
-        var x = embed_tokens.call(ids);
+        int frozen = this.GradientFreeBlocks();
+        Tensor x;
+        using (TransformerStacks.NoGradPrefix(frozen)) x = embed_tokens.call(ids);
         long virtualTokens = x.shape[1] - time;
         if (virtualTokens > 0 && past > 0) x = x.narrow(1, virtualTokens, time);   // the prompt is cached already
         long positions = x.shape[1];
         if (past + positions > _config.MaxPositionEmbeddings)
             throw new ArgumentException($"{past + positions} positions ({virtualTokens} virtual tokens included) exceed max_position_embeddings {_config.MaxPositionEmbeddings}.", nameof(ids));
         var (cos, sin) = LlamaRotaryEmbedding.Tables(past, positions, _config.HeadDim, _config.RopeTheta, x.dtype, x.device);
-        foreach (var layer in layers) x = layer.Forward(x, cos, sin, cache);
+        for (int i = 0; i < layers.Count; i++)
+        {
+            using (TransformerStacks.NoGradPrefix(frozen - i)) x = layers[i].Forward(x, cos, sin, cache);
+        }
         return norm.call(x).MoveToOuterDisposeScope();
     }
 }

@@ -19,7 +19,7 @@ namespace Peft.Models.UseLite;
 /// to a model with position embeddings), are attended to by every token, and are left out of the mean pooling.
 /// </remarks>
 [Adaptable]
-public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
+public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>, ITransformerStack
 {
     private Module<Tensor, Tensor> embeddings;
     private readonly Tensor inv_timescales;
@@ -35,7 +35,16 @@ public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
             Enumerable.Range(0, UseLiteConfig.Layers).Select(i => new UseLiteTransformerLayer(i)).ToArray());
         pooler = Linear(UseLiteConfig.HiddenDim, UseLiteConfig.HiddenDim);
         InitializePeft();
+        _blocks = layers.Cast<nn.Module>().ToArray();
     }
+
+    private readonly nn.Module[] _blocks;
+
+    /// <summary>The token embeddings (<c>embeddings</c>; the timing signal has no parameters).</summary>
+    public IReadOnlyList<nn.Module> EmbeddingModules => [embeddings];
+
+    /// <summary>The two transformer layers (<c>layers.0</c>, <c>layers.1</c>).</summary>
+    public IReadOnlyList<nn.Module> Blocks => _blocks;
 
     /// <summary>
     /// Sentence embeddings [batch, 512] (unit length) of token ids [batch, time] (int64, any value at padding) with a mask
@@ -62,7 +71,9 @@ public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
         var tokens = mask.to(ScalarType.Float32);
         // The graph adds the embeddings twice: Layer_0/add = embeddings + AddTimingSignal(embeddings), and
         // AddTimingSignal returns its input plus the signal. An active prompt prepends V virtual tokens here.
-        var embedded = embeddings.call(ids);
+        int frozen = this.GradientFreeBlocks();
+        Tensor embedded;
+        using (TransformerStacks.NoGradPrefix(frozen)) embedded = embeddings.call(ids);
         long virtualTokens = embedded.shape[1] - ids.shape[1];
         var valid = virtualTokens == 0
             ? tokens
@@ -73,7 +84,10 @@ public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>
         var scaled = arange(time, dtype: ScalarType.Float32, device: ids.device).unsqueeze(1) * inv_timescales.unsqueeze(0);
         var timing = cat([sin(scaled), cos(scaled)], 1);
         var x = (embedded + (embedded + timing.unsqueeze(0))) * validColumn;
-        foreach (var layer in layers) x = layer.call(x, valid);
+        for (int i = 0; i < layers.Count; i++)
+        {
+            using (TransformerStacks.NoGradPrefix(frozen - i)) x = layers[i].call(x, valid);
+        }
         if (virtualTokens > 0) x = x.narrow(1, virtualTokens, ids.shape[1]);
         var tokenColumn = tokens.unsqueeze(-1);
         var count = tokens.sum(1, keepdim: true).clamp_min(1.0);

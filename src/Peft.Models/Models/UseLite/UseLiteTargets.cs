@@ -24,6 +24,16 @@ public static class UseLiteTargets
     /// <summary>LayerNorm tuning: both norms of each layer, <c>attention_norm</c> and <c>ffn_norm</c>.</summary>
     public static TargetModules LayerNormTuning { get; } = TargetModules.Names("attention_norm", "ffn_norm");
 
+    /// <summary>BitFit: every layer with a bias, the projections (<c>residual_proj</c> included), both norms of each layer and
+    /// the <c>pooler</c>: every bias of the encoder.</summary>
+    public static TargetModules BitFit { get; } = TargetModules.Names(
+        "q_proj", "k_proj", "v_proj", "out_proj", "residual_proj", "fc1", "fc2", "attention_norm", "ffn_norm", "pooler");
+
+    /// <summary>SSF: after every attention and feed-forward projection and both norms of each layer, the paper's insertion
+    /// points for a ViT (after qkv, proj, fc1, fc2, norm1, norm2) mapped onto USE-lite's names.</summary>
+    public static TargetModules SSF { get; } = TargetModules.Names(
+        "q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2", "attention_norm", "ffn_norm");
+
     /// <summary>Prompt tuning: the token embeddings <c>embeddings</c>, where the virtual tokens are prepended.</summary>
     public static TargetModules PromptEmbedding { get; } = TargetModules.Names("embeddings");
 }

@@ -1,0 +1,21 @@
+// Shared source: compiled into Peft.Runtime (public) and into the generator and analyzers (internal, PEFT_ROSLYN).
+#if PEFT_ROSLYN
+namespace Peft.Generators.Rules;
+#else
+namespace Peft;
+#endif
+
+/// <summary>BitFit's pure rules, used at compile time (the PEFT0010 budget) and at run time.</summary>
+#if PEFT_ROSLYN
+internal
+#else
+public
+#endif
+static class BitFitRules
+{
+    /// <summary>BitFit's trainable parameters on a layer: its bias, one per output feature (a norm's: one per normalised
+    /// element).</summary>
+    /// <param name="outFeatures">out_features, or the norm's size.</param>
+    /// <returns>The count.</returns>
+    public static long ParameterCount(long outFeatures) => outFeatures;
+}
