@@ -184,6 +184,7 @@ public sealed class AdaptedLinear : AdaptedLayer
         base._toEpilog(dtype, device, non_blocking);
         _weight = _internal_params[WeightName];
         _bias = _internal_params.TryGetValue(BiasName, out var b) ? b : null;
+        RefreshResidualAfterMove(dtype);
     }
 
     private Tensor Run(ForwardPlan plan, Tensor x) =>
