@@ -9,9 +9,15 @@ namespace Peft;
 public abstract partial class AdaptedLayer
 {
     private BaseFingerprint? _residual;
+    private BaseFingerprint? _original;
 
     /// <summary>True while an adapter on this layer has rewritten its base weight (the base holds a residual).</summary>
     public bool HoldsResidualBase => _adapters.Any(RewritesBase);
+
+    /// <summary>Fingerprints of the weight before the first base-rewriting adapter took its part and of the residual it
+    /// left (what adapter files record, <c>peft_base_rewrite</c>); null when the base holds no residual.</summary>
+    public (BaseFingerprint Original, BaseFingerprint Residual)? ResidualFingerprints
+        => _residual is { } residual && _original is { } original ? (original, residual) : null;
 
     /// <summary>
     /// Runs the base-dependent initialisation of every adapter on this layer again (<see cref="IBaseInitializedAdapter"/>, in
@@ -39,6 +45,7 @@ public abstract partial class AdaptedLayer
                 MemberName, rewriter.AdapterName);
         }
 
+        _original = HoldsResidualBase ? BaseFingerprint.Of(Weight) : null;
         using (torch.no_grad())
         {
             foreach (var adapter in _adapters)
@@ -95,6 +102,7 @@ public abstract partial class AdaptedLayer
             }
 
             EnsureResidualBase();
+            _original ??= BaseFingerprint.Of(Weight);
         }
 
         using (torch.no_grad())
@@ -114,6 +122,7 @@ public abstract partial class AdaptedLayer
         if (!HoldsResidualBase)
         {
             _residual = null;
+            _original = null;
         }
     }
 
