@@ -19,5 +19,17 @@ internal static class BenchmarkedMethods
         ("LoHa r=8", new LoHaOptions(Rank: 8, Alpha: 8), TargetModules.AllLinear),
         ("HiRA r=32", new HiRAOptions(Rank: 32), TargetModules.AllLinear),
         ("VeRA r=256", new VeRAOptions(Rank: 256), TargetModules.AllLinear),
+        // PiSSA and OLoRA train as LoRA (same forward and factors, on the residual base); what differs is the one-time
+        // initialisation, timed on its own (Program.cs section 7: full SVD vs randomized SVD with niter 4 vs QR).
+        ("PiSSA r=8", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA, PissaIterations: 4), TargetModules.AllLinear),
+        ("OLoRA r=8", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.OLoRA), TargetModules.AllLinear),
+    };
+
+    /// <summary>The initialisations that rewrite the base, timed on one 1024 x 1024 weight (section 7).</summary>
+    public static readonly (string Name, LoRAOptions Options)[] BaseInitializations =
+    {
+        ("PiSSA full SVD", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA)),
+        ("PiSSA niter=4", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA, PissaIterations: 4)),
+        ("OLoRA QR", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.OLoRA)),
     };
 }

@@ -194,6 +194,26 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
     foreach (var d in owned) d.Dispose();
 }
 
+// 7. The initialisations that rewrite the base (PiSSA, OLoRA) on one 1024 x 1024 float32 weight: the one-time cost of
+//    creating the adapter (factors and residual), full SVD vs randomized SVD (niter 4) vs QR, r = 8.
+{
+    using var weight = randn(1024, 1024);
+    using var a = zeros(8, 1024);
+    using var b = zeros(1024, 8);
+    var variants = BenchmarkedMethods.BaseInitializations.Select(v => (v.Name, (Action)(() =>
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        LoRABaseInitialization.Apply(v.Options, weight.clone(), a, b);
+    }))).ToArray();
+    var times = Timing.Interleaved(Math.Max(3, rounds / 3), variants);
+    foreach (var (name, _) in BenchmarkedMethods.BaseInitializations)
+    {
+        results.Add(($"{name} initialisation, r=8, one 1024x1024 weight", Timing.Ms(times[name]), "median"));
+    }
+    results.Add(("**PiSSA full SVD / niter=4 initialisation**", Timing.Ratio(times["PiSSA full SVD"], times["PiSSA niter=4"]), "same run"));
+}
+
 // 5. A Llama-layout decoder (hidden 512, 4 layers, SwiGLU 1376, 8 heads / 4 kv heads, vocabulary 4096, untied head),
 //    4 sequences of 128 tokens, next-token cross-entropy, AdamW: LoRA r=8 on q/v (PEFT's default targets, LlamaTargets.LoRA),
 //    LoRA r=8 on all 28 linear layers ("all-linear"), both by configuration targeting, and full fine-tuning; inference
