@@ -12,6 +12,7 @@ using static TorchSharp.torch;
 // round by round, and reported as a ratio of medians: these machines are noisy, ratios are what carries over.
 //   dotnet run -c Release --project benchmarks/Peft.Benchmarks -- [--rounds N] [--output docs/benchmarks.md]
 // Internal: --memory lora|full runs one training configuration and prints its peak resident memory.
+//   --init-only times only section 7 (PiSSA/OLoRA initialisation).
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -19,6 +20,7 @@ CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
 int rounds = 15;
 string? output = null;
 string? memoryMode = null;
+bool initOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -26,6 +28,7 @@ for (int i = 0; i < args.Length; i++)
         case "--rounds": rounds = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--output": output = args[++i]; break;
         case "--memory": memoryMode = args[++i]; break;
+        case "--init-only": initOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
@@ -38,6 +41,7 @@ var results = new List<(string Name, string Value, string Note)>();
 Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 
 // 1. Training step: LoRA (r=8, hidden 1024) vs the frozen base (forward + backward through the same layers).
+if (!initOnly)
 {
     using var lora = new LoRAStack();
     using var plain = new PlainStack();
@@ -88,6 +92,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 }
 
 // 2. Inference: merged LoRA model vs the plain model (no PEFT code at all), and unmerged for reference.
+if (!initOnly)
 {
     using var lora = new LoRAStack();
     using var plain = new PlainStack();
@@ -115,6 +120,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 }
 
 // 3. Kronecker: the structured adapter path vs forming the full 1024x1024 delta weight (what PEFT does).
+if (!initOnly)
 {
     using var layer = new KroneckerLayer();
     RandomizeAdapters(layer);
@@ -146,6 +152,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 
 // 6. Every method of the methods table (Methods.cs) on the four-layer stack: its training step (AdamW) against LoRA r=8's
 //    and against the frozen base's forward + backward, interleaved in one run.
+if (!initOnly)
 {
     using var plain = new AdaptableStack();
     foreach (var p in plain.parameters()) p.requires_grad = false;
@@ -218,6 +225,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 //    4 sequences of 128 tokens, next-token cross-entropy, AdamW: LoRA r=8 on q/v (PEFT's default targets, LlamaTargets.LoRA),
 //    LoRA r=8 on all 28 linear layers ("all-linear"), both by configuration targeting, and full fine-tuning; inference
 //    plain vs merged.
+if (!initOnly)
 {
     var config = new Peft.Models.Llama.LlamaConfig
     {
@@ -297,6 +305,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 }
 
 // 4. Peak memory of a training run: LoRA vs full fine-tuning (separate processes; peak RSS from /proc).
+if (!initOnly)
 {
     long lora = MemoryProbe.Measure("lora");
     long full = MemoryProbe.Measure("full");
