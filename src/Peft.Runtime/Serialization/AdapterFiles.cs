@@ -189,7 +189,8 @@ public static class AdapterFiles
             var layers = model.AdaptedLayers().ToDictionary(l => l.Path, l => l.Layer, StringComparer.Ordinal);
             foreach (var module in rewrite.Keys)
             {
-                if (!creates && layers.TryGetValue(module, out var layer) && layer.HasAdapter(adapterName))
+                // (A merged layer is refused below with its own message.)
+                if (!creates && layers.TryGetValue(module, out var layer) && layer.HasAdapter(adapterName) && !layer.IsMerged)
                     BaseRewriteMetadata.EnsureSameResidual(rewrite, module, layer, weightsPath);
                 else if (creates && weights.TryGetValue(module + "." + AdaptedLayer.WeightName, out var weight))
                     BaseRewriteMetadata.EnsureOriginal(rewrite, module, weight, weightsPath);
