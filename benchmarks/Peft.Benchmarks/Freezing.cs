@@ -64,7 +64,7 @@ internal static class FreezingProbe
 {
     public static readonly string[] Modes = { "full", "telly6", "telly6-graph" };
 
-    /// <summary>The results lines (section 7 of the benchmark, or <c>--freezing</c> alone).</summary>
+    /// <summary>The results lines (section 8 of the benchmark, or <c>--freezing</c> alone).</summary>
     public static IEnumerable<(string Name, string Value, string Note)> Results(int rounds)
     {
         var steps = Modes.Select(m => (m, Build(m))).ToList();

@@ -7,7 +7,7 @@ namespace Peft.Benchmarks;
 /// is applied to <see cref="AdaptableStack"/> (its four linear layers, or its four norms); its training step is reported
 /// against LoRA r=8's and against the frozen base's, in the same run. Layer freezing (Telly, <c>--method freeze-bottom</c>) is
 /// not an adapter option and needs a transformer stack (<see cref="ITransformerStack"/>), which this four-layer stack is not:
-/// it is measured in section 7 on <see cref="FreezableStack"/> (Freezing.cs).
+/// it is measured in section 8 on <see cref="FreezableStack"/> (Freezing.cs).
 /// </summary>
 internal static class BenchmarkedMethods
 {
@@ -24,6 +24,18 @@ internal static class BenchmarkedMethods
         ("VeRA r=256", new VeRAOptions(Rank: 256), TargetModules.AllLinear),
         ("BitFit (linear biases)", new BitFitOptions(), TargetModules.AllLinear),
         ("SSF (linear outputs)", new SSFOptions(), TargetModules.AllLinear),
+        // PiSSA and OLoRA train as LoRA (same forward and factors, on the residual base); what differs is the one-time
+        // initialisation, timed on its own (Program.cs section 7: full SVD vs randomized SVD with niter 4 vs QR).
+        ("PiSSA r=8", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA, PissaIterations: 4), TargetModules.AllLinear),
+        ("OLoRA r=8", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.OLoRA), TargetModules.AllLinear),
+    };
+
+    /// <summary>The initialisations that rewrite the base, timed on one 1024 x 1024 weight (section 7).</summary>
+    public static readonly (string Name, LoRAOptions Options)[] BaseInitializations =
+    {
+        ("PiSSA full SVD", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA)),
+        ("PiSSA niter=4", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA, PissaIterations: 4)),
+        ("OLoRA QR", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.OLoRA)),
     };
 
     /// <summary>QLoRA: the first line's LoRA over a base whose four frozen weights are stored quantized (dequantized in each

@@ -12,7 +12,8 @@ using static TorchSharp.torch;
 // round by round, and reported as a ratio of medians: these machines are noisy, ratios are what carries over.
 //   dotnet run -c Release --project benchmarks/Peft.Benchmarks -- [--rounds N] [--output docs/benchmarks.md]
 // Internal: --memory lora|full runs one training configuration and prints its peak resident memory; --freezing-probe MODE
-// likewise for layer freezing (Freezing.cs); --freezing runs section 7 alone and prints its lines.
+// likewise for layer freezing (Freezing.cs); --freezing runs section 8 (layer freezing) alone and prints its lines;
+// --init-only times only section 7 (PiSSA/OLoRA initialisation).
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -22,6 +23,7 @@ string? output = null;
 string? memoryMode = null;
 string? freezingMode = null;
 bool freezingOnly = false;
+bool initOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -31,6 +33,7 @@ for (int i = 0; i < args.Length; i++)
         case "--memory": memoryMode = args[++i]; break;
         case "--freezing-probe": freezingMode = args[++i]; break;
         case "--freezing": freezingOnly = true; break;
+        case "--init-only": initOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
@@ -49,6 +52,7 @@ var results = new List<(string Name, string Value, string Note)>();
 Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 
 // 1. Training step: LoRA (r=8, hidden 1024) vs the frozen base (forward + backward through the same layers).
+if (!initOnly)
 {
     using var lora = new LoRAStack();
     using var plain = new PlainStack();
@@ -99,6 +103,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 }
 
 // 2. Inference: merged LoRA model vs the plain model (no PEFT code at all), and unmerged for reference.
+if (!initOnly)
 {
     using var lora = new LoRAStack();
     using var plain = new PlainStack();
@@ -126,6 +131,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 }
 
 // 3. Kronecker: the structured adapter path vs forming the full 1024x1024 delta weight (what PEFT does).
+if (!initOnly)
 {
     using var layer = new KroneckerLayer();
     RandomizeAdapters(layer);
@@ -157,6 +163,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 
 // 6. Every method of the methods table (Methods.cs) on the four-layer stack: its training step (AdamW) against LoRA r=8's
 //    and against the frozen base's forward + backward, interleaved in one run.
+if (!initOnly)
 {
     using var plain = new AdaptableStack();
     foreach (var p in plain.parameters()) p.requires_grad = false;
@@ -209,10 +216,31 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
     foreach (var d in owned) d.Dispose();
 }
 
+// 7. The initialisations that rewrite the base (PiSSA, OLoRA) on one 1024 x 1024 float32 weight: the one-time cost of
+//    creating the adapter (factors and residual), full SVD vs randomized SVD (niter 4) vs QR, r = 8.
+{
+    using var weight = randn(1024, 1024);
+    using var a = zeros(8, 1024);
+    using var b = zeros(1024, 8);
+    var variants = BenchmarkedMethods.BaseInitializations.Select(v => (v.Name, (Action)(() =>
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        LoRABaseInitialization.Apply(v.Options, weight.clone(), a, b);
+    }))).ToArray();
+    var times = Timing.Interleaved(Math.Max(3, rounds / 3), variants);
+    foreach (var (name, _) in BenchmarkedMethods.BaseInitializations)
+    {
+        results.Add(($"{name} initialisation, r=8, one 1024x1024 weight", Timing.Ms(times[name]), "median"));
+    }
+    results.Add(("**PiSSA full SVD / niter=4 initialisation**", Timing.Ratio(times["PiSSA full SVD"], times["PiSSA niter=4"]), "same run"));
+}
+
 // 5. A Llama-layout decoder (hidden 512, 4 layers, SwiGLU 1376, 8 heads / 4 kv heads, vocabulary 4096, untied head),
 //    4 sequences of 128 tokens, next-token cross-entropy, AdamW: LoRA r=8 on q/v (PEFT's default targets, LlamaTargets.LoRA),
 //    LoRA r=8 on all 28 linear layers ("all-linear"), both by configuration targeting, and full fine-tuning; inference
 //    plain vs merged.
+if (!initOnly)
 {
     var config = new Peft.Models.Llama.LlamaConfig
     {
@@ -292,6 +320,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 }
 
 // 4. Peak memory of a training run: LoRA vs full fine-tuning (separate processes; peak RSS from /proc).
+if (!initOnly)
 {
     long lora = MemoryProbe.Measure("lora");
     long full = MemoryProbe.Measure("full");
@@ -300,7 +329,7 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
     results.Add(("**LoRA peak / full fine-tuning peak**", $"{(double)lora / full:F2}", "same run"));
 }
 
-// 7. Layer freezing (Telly): embeddings + 6 of 8 blocks frozen against full fine-tuning, and the frozen bottom run under
+// 8. Layer freezing (Telly): embeddings + 6 of 8 blocks frozen against full fine-tuning, and the frozen bottom run under
 //    no_grad (ITransformerStack's gradient-free prefix) against the same freezing with the prefix's graph kept.
 results.AddRange(FreezingProbe.Results(rounds));
 

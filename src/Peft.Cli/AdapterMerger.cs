@@ -79,6 +79,7 @@ public static class AdapterMerger
 
         using var adapter = SafetensorsFile.Open(AdapterDirectory.WeightsPath(adapterDirectory));
         var modules = AdapterDirectory.Modules(adapter, config, method);
+        var rewrite = BaseRewriteMetadata.Read(adapter.Metadata, adapter.Path);
         var saved = AdapterDirectory.SavedModules(adapter, config, method);
         if (modules.Count == 0 && saved.Count == 0)
         {
@@ -151,7 +152,9 @@ public static class AdapterMerger
             PeftAdapter built;
             try
             {
-                built = StandaloneAdapter.FromTensors(method, config, module.ModulePath, layer, moduleTensors, adapter.Path, shared);
+                // PiSSA/OLoRA: the base must be the original one; the adapter derives the residual from it, as a model's load does.
+                BaseRewriteMetadata.EnsureOriginal(rewrite, module.ModulePath, view, adapter.Path);
+                built = StandaloneAdapter.FromTensors(method, config, module.ModulePath, layer, moduleTensors, adapter.Path, shared, new LayerParameters(view, b));
             }
             catch (AdapterFormatException ex)
             {

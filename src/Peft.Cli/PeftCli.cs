@@ -20,6 +20,7 @@ public static class PeftCli
         var root = new RootCommand("Parameter-efficient fine-tuning for TorchSharp: inspect, merge, train and evaluate PEFT adapters.");
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(MergeCommand.Create());
+        root.Subcommands.Add(ConvertCommand.Create());
         root.Subcommands.Add(TrainCommand.Create());
         root.Subcommands.Add(EvaluateCommand.Create());
         return root;

@@ -93,7 +93,7 @@ public class DescriptorDocsTests
             .Select(f => (string)f.GetRawConstantValue()!)
             .OrderBy(id => id, StringComparer.Ordinal)
             .ToArray();
-        var methodOwned = MethodCatalogue.All.SelectMany(m => m.Diagnostics).Select(d => d.Id).ToArray();
+        var methodOwned = MethodCatalogue.All.SelectMany(m => m.Diagnostics).Select(d => d.Id).OrderBy(id => id, StringComparer.Ordinal).ToArray();
         var ids = DiagnosticDescriptors.All.Select(d => d.Id).ToArray();
 
         Assert.Equal(18, constants.Length);

@@ -17,6 +17,7 @@ public static class ConformanceMatrix
         VeRARows.Cases,
         BitFitRows.Cases,
         SSFRows.Cases,
+        PiSSARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -220,8 +220,10 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         description: DescriptionWithoutPath);
 
-    /// <summary>Every descriptor: the shared ones in ID order, then each method's own (<see cref="MethodSpec.Diagnostics"/>).</summary>
-    public static readonly ImmutableArray<DiagnosticDescriptor> All = Shared().AddRange(MethodCatalogue.All.SelectMany(m => m.Diagnostics).Select(WithPackageDescription));
+    /// <summary>Every descriptor: the shared ones in ID order, then the methods' own (<see cref="MethodSpec.Diagnostics"/>) in ID
+    /// order (a method's new ID need not follow the catalogue's order).</summary>
+    public static readonly ImmutableArray<DiagnosticDescriptor> All = Shared().AddRange(
+        MethodCatalogue.All.SelectMany(m => m.Diagnostics).OrderBy(d => d.Id, System.StringComparer.Ordinal).Select(WithPackageDescription));
 
     private static ImmutableArray<DiagnosticDescriptor> Shared() => ImmutableArray.Create(
         RankNotPositive,

@@ -153,10 +153,12 @@ public abstract partial class AdaptedLayer : nn.Module<Tensor, Tensor>
     }
 
     /// <summary>Adds an adapter, registered as a child module named <see cref="PeftAdapter.AdapterName"/>. The first adapter
-    /// on a layer becomes active. An <see cref="IBaseInitializedAdapter"/> is initialised from the layer's parameters first.</summary>
+    /// on a layer becomes active. An <see cref="IBaseInitializedAdapter"/> is initialised from the layer's parameters first; one
+    /// that rewrites the base (<see cref="IBaseRewritingAdapter"/>) leaves its residual in the base weight.</summary>
     /// <param name="adapter">An adapter created for this layer (<see cref="Info"/>).</param>
     /// <returns>This layer.</returns>
-    /// <exception cref="PeftConfigurationException">The name is taken, or the kind, sizes, device or dtype do not match.</exception>
+    /// <exception cref="PeftConfigurationException">The name is taken, the kind, sizes, device or dtype do not match, or the adapter
+    /// rewrites the base while adapters are merged or after the base was replaced.</exception>
     public AdaptedLayer AddAdapter(PeftAdapter adapter)
     {
         ArgumentNullException.ThrowIfNull(adapter);
@@ -183,11 +185,7 @@ public abstract partial class AdaptedLayer : nn.Module<Tensor, Tensor>
             }
         }
 
-        if (adapter is IBaseInitializedAdapter fromBase)
-        {
-            using var noGrad = torch.no_grad();
-            fromBase.InitializeFromBase(new LayerParameters(Weight, Bias));
-        }
+        InitializeAdded(adapter);
 
         // A module is created in training mode; an adapter added to a layer in eval mode must not start dropping out.
         adapter.train(training);
@@ -204,7 +202,8 @@ public abstract partial class AdaptedLayer : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Removes and disposes an adapter (unmerging it first if merged). When it was the only active adapter, the first
-    /// remaining adapter becomes active, as in PEFT.
+    /// remaining adapter becomes active, as in PEFT. An adapter that rewrote the base leaves the residual there, as PEFT's
+    /// <c>delete_adapter</c> does (reload the base checkpoint for the original weight).
     /// </summary>
     /// <param name="adapterName">The adapter name.</param>
     /// <exception cref="PeftConfigurationException">The layer has no adapter with that name.</exception>
@@ -225,6 +224,7 @@ public abstract partial class AdaptedLayer : nn.Module<Tensor, Tensor>
         }
 
         RefreshLive();
+        ForgetResidualIfNone();
         adapter.Dispose();
     }
 

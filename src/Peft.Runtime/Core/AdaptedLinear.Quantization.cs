@@ -22,7 +22,7 @@ public sealed partial class AdaptedLinear
     /// <param name="format">The storage format.</param>
     /// <returns>The bytes the quantized weight occupies.</returns>
     /// <exception cref="PeftConfigurationException">The weight is already quantized or trainable, an adapter is merged into it,
-    /// or a live adapter needs the dense weight (DoRA, HiRA).</exception>
+    /// it holds a PiSSA/OLoRA residual, or a live adapter needs the dense weight (DoRA, HiRA).</exception>
     public long QuantizeBase(QuantizationFormat format)
     {
         if (_quantized is not null)
@@ -35,6 +35,14 @@ public sealed partial class AdaptedLinear
         {
             throw new PeftConfigurationException(
                 $"Member '{MemberName}' has adapter(s) {string.Join(", ", MergedAdapters.Select(a => $"'{a}'"))} merged into its weight; quantizing would fold them into the codes for good. Unmerge() first.",
+                MemberName, null);
+        }
+
+        if (HoldsResidualBase)
+        {
+            throw new PeftConfigurationException(
+                $"Member '{MemberName}' holds the residual of a base-rewriting initialisation (PiSSA, OLoRA); quantizing it is not supported here " +
+                "(the residual is checked against its dense values). Quantize a base whose adapters do not rewrite it, or keep this one dense.",
                 MemberName, null);
         }
 

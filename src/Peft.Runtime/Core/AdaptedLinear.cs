@@ -199,6 +199,7 @@ public sealed partial class AdaptedLinear : AdaptedLayer
         base._toEpilog(dtype, device, non_blocking);
         _weight = _internal_params.TryGetValue(WeightName, out var w) ? w : _weight;
         _bias = _internal_params.TryGetValue(BiasName, out var b) ? b : null;
+        RefreshResidualAfterMove(dtype);
         RebindQuantized();
     }
 

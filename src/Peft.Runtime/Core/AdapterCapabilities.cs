@@ -212,13 +212,34 @@ public interface IFeatureAffineAdapter : IMergeableAdapter
 /// <summary>
 /// An adapter whose initial values depend on the base layer's parameters (DoRA's magnitude is the row norm of the weight;
 /// SVD-initialised methods read the weight). The layer calls <see cref="InitializeFromBase"/> once, under <c>no_grad</c>, when
-/// the adapter joins it, with the layer's current parameters (merged adapters included, as in PEFT).
+/// the adapter joins it, with the layer's current parameters (merged adapters included, as in PEFT), and again on
+/// <see cref="AdaptedLayer.ReinitializeFromBase"/>.
 /// </summary>
 public interface IBaseInitializedAdapter
 {
-    /// <summary>Initialises the adapter from the base parameters (which it must not replace).</summary>
+    /// <summary>Initialises the adapter from the base parameters. It must not replace them, and it changes their values only
+    /// when it is an <see cref="IBaseRewritingAdapter"/> whose <see cref="IBaseRewritingAdapter.RewritesBase"/> is true.</summary>
     /// <param name="layer">The base parameters.</param>
     void InitializeFromBase(LayerParameters layer);
+}
+
+/// <summary>
+/// An adapter whose initialisation rewrites the base weight (PiSSA, OLoRA, and later KaSA, CorDA, LoftQ): it takes a part
+/// <c>P</c> of the weight into its own factors and leaves the residual <c>W_res = W − P</c> in the base, in place, so the
+/// adapted layer still computes <c>W</c> at the start. What the layer does with such an adapter (docs/ARCHITECTURE.md,
+/// "Adapters that rewrite the base"): it refuses to add one while anything is merged (the residual would hold the merged
+/// update), records a fingerprint of the residual it leaves and checks it at every model-level operation, so a base checkpoint
+/// loaded after the adapter was created (which would pair the adapter with the original weight and so count <c>P</c> twice) fails
+/// with the fix instead of computing something else. Merging adds the adapter's update to the residual and unmerging restores
+/// the residual; disabling gives the residual model and deleting leaves the residual in the base (both as PEFT).
+/// </summary>
+public interface IBaseRewritingAdapter : IBaseInitializedAdapter
+{
+    /// <summary>True when this adapter's initialisation rewrites the base weight (a LoRA adapter does only with PiSSA or OLoRA).</summary>
+    bool RewritesBase { get; }
+
+    /// <summary>The initialisation's name for messages, e.g. <c>PiSSA (init_lora_weights "pissa")</c>.</summary>
+    string BaseRewriteName { get; }
 }
 
 /// <summary>Prepends learned vectors to a sequence of embeddings (prompt tuning); not mergeable.</summary>

@@ -169,6 +169,10 @@ public abstract record PeftAdapterOptions
     /// <returns>The options for that module.</returns>
     public virtual PeftAdapterOptions ForModule(string fullName, PeftTargets targets) => this;
 
+    /// <summary>Whether an adapter created with these options rewrites its layer's base weight when added
+    /// (<see cref="IBaseRewritingAdapter"/>: PiSSA, OLoRA); a load that creates such adapters restores the base weights if it fails.</summary>
+    public virtual bool RewritesBase => false;
+
     /// <summary>Whether two options make an adapter compute the same update from the same tensors (ignoring, e.g., dropout
     /// and initialisation). By default: equal.</summary>
     /// <param name="other">The other options.</param>

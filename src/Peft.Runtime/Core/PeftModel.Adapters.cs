@@ -40,6 +40,40 @@ public static partial class PeftModel
     }
 
     /// <summary>
+    /// Runs the base-dependent initialisation of every adapter again on the current base weights
+    /// (<see cref="AdaptedLayer.ReinitializeFromBase"/> on each adapted layer): call it after loading a base checkpoint into a
+    /// model whose adapters were created before (generated code creates them in the constructor). DoRA's magnitude is taken
+    /// from the loaded weights; PiSSA and OLoRA take the loaded weight as the original and leave its residual in the base.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <exception cref="PeftConfigurationException">A layer has merged adapters, or still holds the residual a PiSSA/OLoRA adapter
+    /// left (nothing was loaded since), or a class declares adapters its constructor never created.</exception>
+    public static void ReinitializeFromBase(this nn.Module root)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        foreach (var node in ModuleTree.Walk(root))
+        {
+            if (node.Module is IPeftModule peft)
+            {
+                EnsureDeclaredAdaptersAreWrapped(node.Module, peft.PeftDescriptor);
+            }
+        }
+
+        var layers = root.AdaptedLayers().ToList();
+        foreach (var (_, layer) in layers)
+        {
+            if (layer.IsMerged)
+            {
+                throw new PeftConfigurationException(
+                    $"Member '{layer.MemberName}' has merged adapters ({string.Join(", ", layer.MergedAdapters)}); call model.Unmerge() before re-initialising adapters from the base weights.",
+                    layer.MemberName, null);
+            }
+        }
+
+        foreach (var (_, layer) in layers) layer.ReinitializeFromBase();
+    }
+
+    /// <summary>
     /// Takes merged adapters out of the base parameters: the named adapter where merged, or every merged adapter (in reverse
     /// merge order) when <paramref name="adapterName"/> is null.
     /// </summary>

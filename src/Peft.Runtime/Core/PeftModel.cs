@@ -145,6 +145,12 @@ public static partial class PeftModel
 
         // The model is complete here, so adapters whose layers share model-level tensors can get them.
         root.BindSharedTensors();
+
+        // A base weight an adapter rewrote (PiSSA, OLoRA) must still be the residual it left.
+        foreach (var (_, layer) in ModuleTree.Layers(root))
+        {
+            layer.EnsureResidualBase();
+        }
     }
 
     /// <summary>

@@ -116,8 +116,9 @@ public static class AdapterFiles
             foreach (var (key, parameter) in layout.Tensors) tensors.Add(new(key, parameter.detach()));
             foreach (var (key, shared) in layout.Shared) tensors.Add(new(key, shared.detach()));
             foreach (var (key, target) in modules.SelectMany(m => m.Tensors)) tensors.Add(new(key, target.detach()));
-            SafetensorsFile.Write(Path.Combine(directory, WeightsFileName), tensors,
-                new Dictionary<string, string> { ["format"] = "pt" });
+            var metadata = new Dictionary<string, string> { ["format"] = "pt" };
+            if (BaseRewriteMetadata.Describe(model, adapterName) is { } rewrite) metadata[BaseRewriteMetadata.MetadataKey] = rewrite;
+            SafetensorsFile.Write(Path.Combine(directory, WeightsFileName), tensors, metadata);
         }
         finally
         {
@@ -180,7 +181,30 @@ public static class AdapterFiles
         // so a failed load leaves the model as it was.
         bool creates = !model.AdapterNames().Contains(adapterName, StringComparer.Ordinal);
         if (creates) AdapterCreationCheck.EnsureFits(reader, config, configPath);
+        var rewrite = BaseRewriteMetadata.Read(reader.Metadata, weightsPath);
+        if (rewrite.Count > 0)
+        {
+            // Layers a creating load adapts may not be wrapped yet: find the base weights by name.
+            var weights = model.named_parameters().ToDictionary(p => p.name, p => p.parameter, StringComparer.Ordinal);
+            var layers = model.AdaptedLayers().ToDictionary(l => l.Path, l => l.Layer, StringComparer.Ordinal);
+            foreach (var module in rewrite.Keys)
+            {
+                // (A merged layer is refused below with its own message.)
+                if (!creates && layers.TryGetValue(module, out var layer) && layer.HasAdapter(adapterName) && !layer.IsMerged)
+                    BaseRewriteMetadata.EnsureSameResidual(rewrite, module, layer, weightsPath);
+                else if (creates && weights.TryGetValue(module + "." + AdaptedLayer.WeightName, out var weight))
+                    BaseRewriteMetadata.EnsureOriginal(rewrite, module, weight, weightsPath);
+            }
+        }
+
         var requiresGrad = creates ? model.parameters().Select(p => (p, p.requires_grad)).ToList() : null;
+
+        // An initialisation that rewrites the base (PiSSA, OLoRA) runs when the load creates the adapter, as PEFT's does: keep
+        // the (matrix) weights so that a failed load can put them back.
+        var bases = creates && method.ReadOptions(config, null).RewritesBase
+            ? model.named_parameters().Where(p => p.name.EndsWith(AdaptedLayer.WeightName, StringComparison.Ordinal) && p.parameter.Dimensions == 2)
+                .Select(p => (Weight: p.parameter, Copy: p.parameter.detach().clone())).ToList()
+            : null;
         try
         {
             return LoadInto(model, reader, config, method, configPath, weightsPath, adapterName, strict, creates);
@@ -192,7 +216,16 @@ public static class AdapterFiles
             {
                 if (parameter.requires_grad != was) parameter.requires_grad = was;
             }
+
+            using (no_grad())
+            {
+                foreach (var (weight, copy) in bases ?? new()) weight.copy_(copy);
+            }
             throw;
+        }
+        finally
+        {
+            foreach (var (_, copy) in bases ?? new()) copy.Dispose();
         }
     }
 

@@ -23,11 +23,15 @@ public static class StandaloneAdapter
     /// <param name="tensors">The module's tensors by PEFT name relative to the module (<c>lora_A.weight</c>).</param>
     /// <param name="source">Names the weights file in messages.</param>
     /// <param name="shared">The adapter's model-level tensors (<see cref="SharedTensors"/>), for methods that have them.</param>
+    /// <param name="initializeFrom">The base parameters the adapter will be merged into: an adapter whose initialisation reads
+    /// the base (<see cref="IBaseInitializedAdapter"/>) is initialised from them before the file's tensors are copied, so one that
+    /// rewrites the base (PiSSA, OLoRA) leaves its residual in them, as a model's load does. Null when nothing is merged
+    /// (<c>peft inspect</c>).</param>
     /// <returns>The adapter; the caller disposes it.</returns>
     /// <exception cref="AdapterFormatException">The config's options do not fit the layer, tensors are missing, unexpected or
     /// mis-shaped, or the shared tensors are missing or too small for the layer.</exception>
     public static PeftAdapter FromTensors(PeftMethod method, AdapterConfig config, string modulePath, PeftLayerInfo layer,
-        IReadOnlyDictionary<string, Tensor> tensors, string source, SharedAdapterTensors? shared = null)
+        IReadOnlyDictionary<string, Tensor> tensors, string source, SharedAdapterTensors? shared = null, LayerParameters? initializeFrom = null)
     {
         ArgumentNullException.ThrowIfNull(method);
         ArgumentNullException.ThrowIfNull(config);
@@ -65,6 +69,7 @@ public static class StandaloneAdapter
 
             using (no_grad())
             {
+                if (initializeFrom is not null && adapter is IBaseInitializedAdapter fromBase) fromBase.InitializeFromBase(initializeFrom);
                 foreach (var (name, parameter) in expected)
                 {
                     using var converted = tensors[name].to(parameter.dtype, parameter.device);

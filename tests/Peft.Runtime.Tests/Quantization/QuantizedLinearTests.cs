@@ -111,6 +111,23 @@ public class QuantizedLinearTests
     }
 
     [Fact]
+    public void APiSSAResidualIsNotQuantizedAndPiSSAIsNotAddedToAQuantizedBase()
+    {
+        torch.manual_seed(4);
+        var pissa = AdaptedLinear.Wrap(nn.Linear(8, 6), "up_proj");
+        pissa.Weight.requires_grad = false;
+        pissa.WithAdapter("default", new LoRAOptions(Rank: 2, Init: LoRAInit.PiSSA));
+        var e = Assert.Throws<PeftConfigurationException>(() => pissa.QuantizeBase(QuantizationFormat.NF4));
+        Assert.Contains("up_proj", e.Message);
+        Assert.Contains("residual", e.Message);
+
+        var (quantized, _) = QLoRA(QuantizationFormat.NF4);
+        var refused = Assert.Throws<PeftConfigurationException>(() => quantized.WithAdapter("pissa", new LoRAOptions(Rank: 2, Init: LoRAInit.PiSSA)));
+        Assert.Contains("DequantizeBase()", refused.Message);
+        Assert.False(quantized.HasAdapter("pissa"));
+    }
+
+    [Fact]
     public void InferenceBuildsNoGraphAndDisabledAdaptersGiveTheQuantizedBase()
     {
         var (layer, _) = QLoRA(QuantizationFormat.Int8);

@@ -5,7 +5,7 @@ using Peft.Generators.Model;
 namespace Peft.Generators.Methods.DoRA;
 
 /// <summary><c>[DoRA(rank, alpha, dropout, UseRsLora, Init)]</c> → <c>Peft.DoRAOptions</c>; LoRA's arguments and rules
-/// (PEFT0001-0004), r·(in + out) + out parameters (the magnitude is one per output row).</summary>
+/// (PEFT0001-0004; PEFT0021 for Init = PiSSA or OLoRA, which DoRA does not support), r·(in + out) + out parameters (the magnitude is one per output row).</summary>
 internal sealed class DoRASpec : MethodSpec
 {
     public override string Name => "DoRA";
@@ -16,7 +16,16 @@ internal sealed class DoRASpec : MethodSpec
 
     public override ImmutableArray<ArgumentSpec> Arguments { get; } = LowRankSpec.Arguments;
 
-    public override void Validate(ValidationContext context) => LowRankSpec.Validate(context);
+    public override void Validate(ValidationContext context)
+    {
+        LowRankSpec.Validate(context);
+        int init = context.Adapter.Int("Init");
+        if (init is LowRankSpec.PiSSA or LowRankSpec.OLoRA)
+        {
+            context.Report(LoRASpec.InitArgumentsId, "Init", Name, context.Member.Name,
+                "Init = LoRAInit." + (init == LowRankSpec.PiSSA ? "PiSSA" : "OLoRA") + " rewrites the base weight, which is supported for [LoRA] only; use [LoRA(..., Init = ...)] or another Init");
+        }
+    }
 
     public override bool IsCountable(AdapterModel adapter) => adapter.Int("rank") > 0;
 

@@ -4,18 +4,51 @@ using Peft.Generators.Parsing;
 
 namespace Peft.Generators.Methods.LoRA;
 
-/// <summary><c>[LoRA(rank, alpha, dropout, UseRsLora, Init)]</c> → <c>Peft.LoRAOptions</c>; r·(in + out) parameters.</summary>
+/// <summary><c>[LoRA(rank, alpha, dropout, UseRsLora, Init, PissaIterations)]</c> → <c>Peft.LoRAOptions</c>; r·(in + out)
+/// parameters. PEFT0021 reports initialisation arguments that do not go together (PissaIterations below 0, or set without
+/// Init = PiSSA).</summary>
 internal sealed class LoRASpec : MethodSpec
 {
+    /// <summary>PEFT0021: the initialisation arguments do not go together (LoRA's PissaIterations; PiSSA/OLoRA on DoRA).</summary>
+    public const string InitArgumentsId = "PEFT0021";
+
+#if PEFT_ANALYZERS
+    /// <summary>PEFT0021's descriptor (docs/diagnostics/PEFT0021.md).</summary>
+    public static readonly Microsoft.CodeAnalysis.DiagnosticDescriptor InitArguments = new(
+        "PEFT0021",
+        "Invalid LoRA initialisation arguments",
+        "[{0}] on '{1}': {2}",
+        global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.Category,
+        Microsoft.CodeAnalysis.DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0021"));
+
+    public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(InitArguments);
+#endif
+
     public override string Name => "LoRA";
 
     public override string OptionsType => "global::Peft.LoRAOptions";
 
     public override LayerKind LayerKinds => LayerKind.Linear;
 
-    public override ImmutableArray<ArgumentSpec> Arguments { get; } = LowRankSpec.Arguments;
+    public override ImmutableArray<ArgumentSpec> Arguments { get; } = LowRankSpec.Arguments.Add(ArgumentSpec.Int("PissaIterations", "PissaIterations", 0));
 
-    public override void Validate(ValidationContext context) => LowRankSpec.Validate(context);
+    public override void Validate(ValidationContext context)
+    {
+        LowRankSpec.Validate(context);
+        int iterations = context.Adapter.Int("PissaIterations");
+        if (iterations < 0)
+        {
+            context.Report(InitArgumentsId, "PissaIterations", Name, context.Member.Name,
+                "PissaIterations is " + ValidationContext.Format(iterations) + "; use 0 for the full SVD (init_lora_weights \"pissa\") or K >= 1 power iterations of the randomized SVD (\"pissa_niter_K\")");
+        }
+        else if (iterations != 0 && context.Adapter.Int("Init") != LowRankSpec.PiSSA)
+        {
+            context.Report(InitArgumentsId, "PissaIterations", Name, context.Member.Name,
+                "PissaIterations applies to Init = LoRAInit.PiSSA only; set Init = LoRAInit.PiSSA or remove PissaIterations");
+        }
+    }
 
     public override bool IsCountable(AdapterModel adapter) => adapter.Int("rank") > 0;
 
@@ -32,7 +65,13 @@ internal static class LowRankSpec
         ArgumentSpec.Double("alpha", "Alpha", 8.0),
         ArgumentSpec.Double("dropout", "Dropout", 0.0),
         ArgumentSpec.Bool("UseRsLora", "UseRsLora", false),
-        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random"));
+        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random", "PiSSA", "OLoRA"));
+
+    /// <summary><c>LoRAInit.PiSSA</c>'s value.</summary>
+    public const int PiSSA = 3;
+
+    /// <summary><c>LoRAInit.OLoRA</c>'s value.</summary>
+    public const int OLoRA = 4;
 
     /// <summary>PEFT0001 rank, PEFT0002 alpha, PEFT0003 dropout, PEFT0004 rank larger than min(in, out).</summary>
     public static void Validate(ValidationContext c)

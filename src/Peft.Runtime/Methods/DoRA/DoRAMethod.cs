@@ -53,6 +53,8 @@ public sealed class DoRAMethod : PeftMethod
     public override PeftAdapterOptions ReadOptions(AdapterConfig config, string? modulePath)
     {
         var lora = LoRAConfigFields.Read(config, modulePath);
+        if (lora.RewritesBase)
+            throw config.Unsupported("init_lora_weights", $"\"{LoRABaseInitialization.PeftName(lora.Init, lora.PissaIterations)}\" together with use_dora is not implemented (PiSSA and OLoRA are supported for plain LoRA).");
         return new DoRAOptions(lora.Rank, lora.Alpha, lora.Dropout, lora.UseRsLora, lora.Init);
     }
 

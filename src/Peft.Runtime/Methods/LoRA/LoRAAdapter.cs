@@ -10,7 +10,9 @@ namespace Peft;
 /// (state-dict names end in <c>lora_A.weight</c> / <c>lora_B.weight</c>). An additive, low-rank adapter: it accumulates
 /// <c>s · (x Aᵀ) Bᵀ</c> into the layer's output in place and merges as <c>W += s · B A</c>.
 /// </summary>
-public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter
+/// <remarks>With <see cref="LoRAInit.PiSSA"/> or <see cref="LoRAInit.OLoRA"/> the adapter is an <see cref="IBaseRewritingAdapter"/>:
+/// when it joins its layer, A and B are set from the base weight and the base keeps the residual <c>W − s·B A</c>.</remarks>
+public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IBaseRewritingAdapter
 {
     private readonly LowRankPair _pair;
 
@@ -55,6 +57,29 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter
 
     /// <inheritdoc />
     Parameter ILowRankFactors.Up => B;
+
+    /// <inheritdoc />
+    public bool RewritesBase => Options.RewritesBase;
+
+    /// <inheritdoc />
+    public string BaseRewriteName => Options.Init switch
+    {
+        LoRAInit.PiSSA => $"PiSSA, init_lora_weights \"{LoRABaseInitialization.PeftName(Options.Init, Options.PissaIterations)}\"",
+        LoRAInit.OLoRA => "OLoRA, init_lora_weights \"olora\"",
+        _ => "LoRA",
+    };
+
+    /// <summary>With PiSSA or OLoRA: sets A and B from the base weight and leaves the residual <c>W − s·B A</c> in it
+    /// (<see cref="LoRABaseInitialization.Apply"/>); the layer calls it under no_grad. Other initialisations do not read the base.</summary>
+    /// <param name="layer">The base parameters.</param>
+    public void InitializeFromBase(LayerParameters layer)
+    {
+        ArgumentNullException.ThrowIfNull(layer);
+        if (RewritesBase)
+        {
+            LoRABaseInitialization.Apply(Options, layer.Weight, _pair.A, _pair.B);
+        }
+    }
 
     /// <summary>
     /// Re-initialises the parameters as PEFT does: A kaiming-uniform with a = √5 (or normal with std 1/r for

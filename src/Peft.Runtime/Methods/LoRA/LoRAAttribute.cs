@@ -39,6 +39,11 @@ public sealed class LoRAAttribute : Attribute
     /// equals the base layer.</summary>
     public LoRAInit Init { get; set; } = LoRAInit.KaimingUniform;
 
+    /// <summary>With <see cref="LoRAInit.PiSSA"/>: 0 (the default) for the full SVD (PEFT's <c>"pissa"</c>), K ≥ 1 for a
+    /// randomized SVD with K power iterations (PEFT's <c>"pissa_niter_K"</c>, much faster on large weights). Must stay 0 with
+    /// any other initialisation.</summary>
+    public int PissaIterations { get; set; }
+
     /// <summary>The adapter name (PEFT's adapter_name). Defaults to <c>"default"</c>.</summary>
     public string Name { get; set; } = AdapterNames.Default;
 }
@@ -55,6 +60,16 @@ public enum LoRAInit
     /// <summary>A and B both kaiming-uniform (nn.Linear's default), as PEFT's <c>init_lora_weights=False</c>: the adapter
     /// does not start at zero (for experiments and tests only).</summary>
     Random = 2,
+
+    /// <summary>PiSSA (Meng et al., 2024), PEFT's <c>init_lora_weights="pissa"</c> (or <c>"pissa_niter_K"</c> with
+    /// <see cref="LoRAAttribute.PissaIterations"/>): from the SVD <c>W = U S Vᵀ</c>, <c>A = diag(√(S_r/s)) V_rᵀ</c> and
+    /// <c>B = U_r diag(√(S_r/s))</c>, and the base weight becomes the residual <c>W − s·B A</c> (its minor components), so the
+    /// adapted layer starts equal to the original one and training moves the principal components.</summary>
+    PiSSA = 3,
+
+    /// <summary>OLoRA (Büyükakyüz, 2024), PEFT's <c>init_lora_weights="olora"</c>: from the QR decomposition <c>W = Q R</c>,
+    /// <c>B = Q[:, :r]</c> and <c>A = R[:r]</c>, and the base weight becomes <c>W − s·B A</c>.</summary>
+    OLoRA = 4,
 }
 
 /// <summary>Well-known adapter names.</summary>

@@ -74,7 +74,8 @@ public static class LoRAConfigFields
         int r = config.Rank(modulePath, 8);
         double alpha = config.Alpha(modulePath, "lora_alpha", 8);
         double dropout = config.Probability("lora_dropout");
-        return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), ReadInit(config));
+        var (init, iterations) = ReadInit(config);
+        return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), init, iterations);
     }
 
     /// <summary>Writes the LoraConfig fields of <paramref name="writer"/>'s adapter.</summary>
@@ -91,7 +92,7 @@ public static class LoRAConfigFields
             _ => throw new PeftConfigurationException($"{o.Method.Name} options cannot be written as LoraConfig fields."),
         };
         bool rs = writer.Same("use_rslora", o => Of(o).UseRsLora);
-        var init = writer.Same("init_lora_weights", o => Of(o).Init);
+        var init = writer.Same("init_lora_weights", o => (Of(o).Init, Of(o).PissaIterations));
         double dropout = writer.Same("lora_dropout", o => Of(o).Dropout);
         writer.WithPattern("r", "rank_pattern", o => Of(o).Rank, v => v);
         writer.WithPattern("lora_alpha", "alpha_pattern", o => Of(o).Alpha, v => v);
@@ -101,10 +102,11 @@ public static class LoRAConfigFields
         writer.Fields["fan_in_fan_out"] = writer.FanInFanOut();
         writer.Fields["bias"] = "none";
         writer.Fields["lora_bias"] = false;
-        writer.Fields["init_lora_weights"] = init switch
+        writer.Fields["init_lora_weights"] = init.Item1 switch
         {
             LoRAInit.Gaussian => "gaussian",
             LoRAInit.Random => false,
+            LoRAInit.PiSSA or LoRAInit.OLoRA => LoRABaseInitialization.PeftName(init.Item1, init.Item2),
             _ => true,
         };
         writer.Fields["layers_to_transform"] = null;
@@ -149,22 +151,40 @@ public static class LoRAConfigFields
         if (file.Rank != model.Rank) yield return $"{path}: r is {file.Rank} in the config, {model.Rank} in the model";
         if (file.Alpha != model.Alpha) yield return $"{path}: lora_alpha is {file.Alpha} in the config, {model.Alpha} in the model";
         if (file.UseRsLora != model.UseRsLora) yield return $"{path}: use_rslora is {Json(file.UseRsLora)} in the config, {Json(model.UseRsLora)} in the model";
+        if ((file.RewritesBase || model.RewritesBase) && (file.Init != model.Init || file.PissaIterations != model.PissaIterations))
+        {
+            yield return $"{path}: init_lora_weights is {InitText(file)} in the config, {InitText(model)} in the model; an initialisation that rewrites the base " +
+                "weight leaves another residual, so the file's A and B belong to another base (PiSSA/OLoRA files: LoRAConversion makes a plain LoRA for the original base)";
+        }
 
         static string Json(bool value) => value ? "true" : "false";
+        static string InitText(LoRAOptions o) => LoRABaseInitialization.PeftName(o.Init, o.PissaIterations) is { } n ? $"\"{n}\"" : o.Init.ToString();
     }
 
-    private static LoRAInit ReadInit(AdapterConfig config)
+    private static (LoRAInit Init, int PissaIterations) ReadInit(AdapterConfig config)
     {
         var node = config.Raw["init_lora_weights"];
-        if (node is null) return LoRAInit.KaimingUniform;
+        if (node is null) return (LoRAInit.KaimingUniform, 0);
+        string? text = node.GetValueKind() == JsonValueKind.String ? node.GetValue<string>() : null;
+        const string Niter = "pissa_niter_";
+        if (text is not null && text.StartsWith(Niter, StringComparison.Ordinal))
+        {
+            string digits = text[Niter.Length..];
+            if (digits.Length > 0 && digits.Length <= 6 && digits.All(char.IsAsciiDigit) && int.Parse(digits, System.Globalization.CultureInfo.InvariantCulture) is int k and >= 1)
+                return (LoRAInit.PiSSA, k);
+            throw config.Unsupported("init_lora_weights", $"\"{text}\" needs a positive number of power iterations after \"{Niter}\" (e.g. \"pissa_niter_4\").");
+        }
+
         return node.GetValueKind() switch
         {
-            JsonValueKind.True => LoRAInit.KaimingUniform,
-            JsonValueKind.False => LoRAInit.Random,
-            JsonValueKind.String when node.GetValue<string>() == "gaussian" => LoRAInit.Gaussian,
+            JsonValueKind.True => (LoRAInit.KaimingUniform, 0),
+            JsonValueKind.False => (LoRAInit.Random, 0),
+            JsonValueKind.String when text == "gaussian" => (LoRAInit.Gaussian, 0),
+            JsonValueKind.String when text == "pissa" => (LoRAInit.PiSSA, 0),
+            JsonValueKind.String when text == "olora" => (LoRAInit.OLoRA, 0),
             _ => throw config.Unsupported("init_lora_weights",
-                "true, false and \"gaussian\" are. Adapters initialised from the base weights (PiSSA, OLoRA, LoftQ, CorDA, EVA) " +
-                "were trained on a changed base model and are not plain LoRA adapters for the original one."),
+                "true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\" and \"olora\" are. Adapters initialised from data or by quantisation " +
+                "(LoftQ, CorDA, EVA) were trained on a changed base model and are not implemented."),
         };
     }
 }

@@ -7,13 +7,17 @@ namespace Peft;
 /// <param name="Alpha">The scaling numerator (positive, finite). PEFT's <c>lora_alpha</c>.</param>
 /// <param name="Dropout">Dropout probability on the adapter input, in [0, 1). PEFT's <c>lora_dropout</c>.</param>
 /// <param name="UseRsLora">Scale by alpha / √r instead of alpha / r. PEFT's <c>use_rslora</c>.</param>
-/// <param name="Init">How A and B are initialised. PEFT's <c>init_lora_weights</c>.</param>
+/// <param name="Init">How A and B are initialised. PEFT's <c>init_lora_weights</c>; <see cref="LoRAInit.PiSSA"/> and
+/// <see cref="LoRAInit.OLoRA"/> also rewrite the base weight (docs/ARCHITECTURE.md, "Adapters that rewrite the base").</param>
+/// <param name="PissaIterations">With <see cref="LoRAInit.PiSSA"/>: 0 for the full SVD (<c>"pissa"</c>), K ≥ 1 for a
+/// randomized SVD with K power iterations (<c>"pissa_niter_K"</c>); 0 with any other initialisation.</param>
 public sealed record LoRAOptions(
     int Rank = 8,
     double Alpha = 8.0,
     double Dropout = 0.0,
     bool UseRsLora = false,
-    LoRAInit Init = LoRAInit.KaimingUniform) : PeftAdapterOptions
+    LoRAInit Init = LoRAInit.KaimingUniform,
+    int PissaIterations = 0) : PeftAdapterOptions
 {
     /// <inheritdoc />
     public override PeftMethod Method => LoRAMethod.Instance;
@@ -28,7 +32,25 @@ public sealed record LoRAOptions(
     /// <param name="outFeatures">The layer's output size.</param>
     /// <exception cref="PeftConfigurationException">An option is out of range.</exception>
     public void Validate(string adapterName, string? memberName, long inFeatures, long outFeatures)
-        => LowRank.Validate("LoRA", adapterName, memberName, Rank, Alpha, Dropout, inFeatures, outFeatures, Init);
+    {
+        LowRank.Validate("LoRA", adapterName, memberName, Rank, Alpha, Dropout, inFeatures, outFeatures, Init);
+        string where = $"LoRA adapter '{adapterName}'{AdapterNameRules.Describe(memberName)}";
+        if (PissaIterations < 0)
+        {
+            throw new PeftConfigurationException(
+                $"{where}: PissaIterations must be 0 (full SVD) or a positive number of power iterations, got {PissaIterations}.", memberName, adapterName);
+        }
+
+        if (PissaIterations != 0 && Init != LoRAInit.PiSSA)
+        {
+            throw new PeftConfigurationException(
+                $"{where}: PissaIterations = {PissaIterations} applies to Init = LoRAInit.PiSSA only, but Init is {Init}. Set Init = LoRAInit.PiSSA or remove PissaIterations.",
+                memberName, adapterName);
+        }
+    }
+
+    /// <summary>True when the initialisation rewrites the base weight (<see cref="LoRAInit.PiSSA"/>, <see cref="LoRAInit.OLoRA"/>).</summary>
+    public override bool RewritesBase => LoRABaseInitialization.RewritesBase(Init);
 
     /// <inheritdoc />
     public override void Validate(string adapterName, PeftLayerInfo layer)
@@ -60,6 +82,10 @@ public sealed record LoRAOptions(
         yield return ("scaling", Scaling);
         yield return ("use_rslora", UseRsLora);
         yield return ("dropout", Dropout);
+        if (LoRABaseInitialization.PeftName(Init, PissaIterations) is { } init)
+        {
+            yield return ("init_lora_weights", init);
+        }
     }
 }
 
@@ -88,6 +114,13 @@ internal static class LowRank
         if (!Enum.IsDefined(init))
         {
             throw new PeftConfigurationException($"{where}: unknown initialisation {init}.", memberName, adapterName);
+        }
+
+        if (method != "LoRA" && LoRABaseInitialization.RewritesBase(init))
+        {
+            throw new PeftConfigurationException(
+                $"{where}: Init = LoRAInit.{init} rewrites the base weight, which is supported for [LoRA] only (combined with {method}'s own use of the base weight the residual and the update would not start at the original layer). Use [LoRA(..., Init = LoRAInit.{init})] or another Init.",
+                memberName, adapterName);
         }
 
         long max = LoRARules.MaxRank(inFeatures, outFeatures);

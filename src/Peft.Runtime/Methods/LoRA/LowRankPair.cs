@@ -44,10 +44,18 @@ internal sealed class LowRankPair
     public Parameter B => _b.weight;
 
     /// <summary>PEFT's initialisation: A kaiming-uniform (a = √5), or normal with std 1/r for Gaussian; B zeros, or
-    /// kaiming-uniform too for Random (PEFT's init_lora_weights=False).</summary>
+    /// kaiming-uniform too for Random (PEFT's init_lora_weights=False). PiSSA and OLoRA start at zero here: their factors
+    /// come from the base weight when the adapter joins its layer (<see cref="LoRABaseInitialization"/>).</summary>
     public void Reset()
     {
         using var noGrad = torch.no_grad();
+        if (Options.RewritesBase)
+        {
+            nn.init.zeros_(_a.weight);
+            nn.init.zeros_(_b.weight);
+            return;
+        }
+
         if (Options.Init == LoRAInit.Gaussian)
         {
             nn.init.normal_(_a.weight, mean: 0.0, std: 1.0 / Options.Rank);

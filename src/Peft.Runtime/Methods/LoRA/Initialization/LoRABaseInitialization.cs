@@ -1,0 +1,58 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Peft;
+
+/// <summary>
+/// The LoRA initialisations that rewrite the base weight (<see cref="LoRAInit.PiSSA"/>, <see cref="LoRAInit.OLoRA"/>): their
+/// PEFT names and the one step they share, <c>A, B ← factors(W)</c> then <c>W ← W − s·B A</c>, computed in float32 (float64
+/// for a float64 layer) as PEFT does, with the residual cast back to the weight's dtype.
+/// </summary>
+public static class LoRABaseInitialization
+{
+    /// <summary>Whether the initialisation rewrites the base weight.</summary>
+    /// <param name="init">The initialisation.</param>
+    /// <returns>True for PiSSA and OLoRA.</returns>
+    public static bool RewritesBase(LoRAInit init) => init is LoRAInit.PiSSA or LoRAInit.OLoRA;
+
+    /// <summary>PEFT's <c>init_lora_weights</c> value: <c>"pissa"</c>, <c>"pissa_niter_K"</c> or <c>"olora"</c> (null for the
+    /// initialisations that do not rewrite the base).</summary>
+    /// <param name="init">The initialisation.</param>
+    /// <param name="pissaIterations">PiSSA's power iterations (0: full SVD).</param>
+    /// <returns>The value, or null.</returns>
+    public static string? PeftName(LoRAInit init, int pissaIterations) => init switch
+    {
+        LoRAInit.PiSSA when pissaIterations == 0 => "pissa",
+        LoRAInit.PiSSA => $"pissa_niter_{pissaIterations}",
+        LoRAInit.OLoRA => "olora",
+        _ => null,
+    };
+
+    /// <summary>Sets <paramref name="a"/> and <paramref name="b"/> from <paramref name="weight"/> and writes the residual
+    /// <c>W − s·B A</c> into <paramref name="weight"/> in place (call under no_grad).</summary>
+    /// <param name="options">The LoRA options (initialisation, rank, scaling).</param>
+    /// <param name="weight">The base weight <c>[out, in]</c>, rewritten in place.</param>
+    /// <param name="a">The adapter's A <c>[r, in]</c>.</param>
+    /// <param name="b">The adapter's B <c>[out, r]</c>.</param>
+    public static void Apply(LoRAOptions options, Tensor weight, Tensor a, Tensor b)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(weight);
+        ArgumentNullException.ThrowIfNull(a);
+        ArgumentNullException.ThrowIfNull(b);
+        using var scope = NewDisposeScope();
+        var compute = weight.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+        var w = weight.to(compute);
+        var (fa, fb) = options.Init switch
+        {
+            LoRAInit.PiSSA => PissaInitialization.Factors(w, options.Rank, options.Scaling, options.PissaIterations),
+            LoRAInit.OLoRA => OloraInitialization.Factors(w, options.Rank),
+            _ => throw new InvalidOperationException($"{options.Init} does not rewrite the base weight."),
+        };
+        var part = fb.matmul(fa).mul_(options.Scaling);
+        var residual = w.sub(part);
+        a.copy_(fa);
+        b.copy_(fb);
+        weight.copy_(residual);
+    }
+}
