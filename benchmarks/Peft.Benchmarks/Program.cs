@@ -13,7 +13,8 @@ using static TorchSharp.torch;
 //   dotnet run -c Release --project benchmarks/Peft.Benchmarks -- [--rounds N] [--output docs/benchmarks.md]
 // Internal: --memory lora|full runs one training configuration and prints its peak resident memory; --freezing-probe MODE
 // likewise for layer freezing (Freezing.cs); --freezing runs section 8 (layer freezing) alone and prints its lines;
-// --init-only times only section 7 (PiSSA/OLoRA initialisation).
+// --init-only times only section 7 (PiSSA/OLoRA initialisation); --methods-only runs only section 6 (every method's step
+// against LoRA's and the frozen base's), the table a new method joins.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -24,6 +25,7 @@ string? memoryMode = null;
 string? freezingMode = null;
 bool freezingOnly = false;
 bool initOnly = false;
+bool methodsOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -34,6 +36,7 @@ for (int i = 0; i < args.Length; i++)
         case "--freezing-probe": freezingMode = args[++i]; break;
         case "--freezing": freezingOnly = true; break;
         case "--init-only": initOnly = true; break;
+        case "--methods-only": methodsOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
@@ -52,7 +55,7 @@ var results = new List<(string Name, string Value, string Note)>();
 Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 
 // 1. Training step: LoRA (r=8, hidden 1024) vs the frozen base (forward + backward through the same layers).
-if (!initOnly)
+if (!initOnly && !methodsOnly)
 {
     using var lora = new LoRAStack();
     using var plain = new PlainStack();
@@ -103,7 +106,7 @@ if (!initOnly)
 }
 
 // 2. Inference: merged LoRA model vs the plain model (no PEFT code at all), and unmerged for reference.
-if (!initOnly)
+if (!initOnly && !methodsOnly)
 {
     using var lora = new LoRAStack();
     using var plain = new PlainStack();
@@ -131,7 +134,7 @@ if (!initOnly)
 }
 
 // 3. Kronecker: the structured adapter path vs forming the full 1024x1024 delta weight (what PEFT does).
-if (!initOnly)
+if (!initOnly && !methodsOnly)
 {
     using var layer = new KroneckerLayer();
     RandomizeAdapters(layer);
@@ -218,6 +221,7 @@ if (!initOnly)
 
 // 7. The initialisations that rewrite the base (PiSSA, OLoRA) on one 1024 x 1024 float32 weight: the one-time cost of
 //    creating the adapter (factors and residual), full SVD vs randomized SVD (niter 4) vs QR, r = 8.
+if (!methodsOnly)
 {
     using var weight = randn(1024, 1024);
     using var a = zeros(8, 1024);
@@ -240,7 +244,7 @@ if (!initOnly)
 //    4 sequences of 128 tokens, next-token cross-entropy, AdamW: LoRA r=8 on q/v (PEFT's default targets, LlamaTargets.LoRA),
 //    LoRA r=8 on all 28 linear layers ("all-linear"), both by configuration targeting, and full fine-tuning; inference
 //    plain vs merged.
-if (!initOnly)
+if (!initOnly && !methodsOnly)
 {
     var config = new Peft.Models.Llama.LlamaConfig
     {
@@ -320,7 +324,7 @@ if (!initOnly)
 }
 
 // 4. Peak memory of a training run: LoRA vs full fine-tuning (separate processes; peak RSS from /proc).
-if (!initOnly)
+if (!initOnly && !methodsOnly)
 {
     long lora = MemoryProbe.Measure("lora");
     long full = MemoryProbe.Measure("full");
@@ -331,7 +335,7 @@ if (!initOnly)
 
 // 8. Layer freezing (Telly): embeddings + 6 of 8 blocks frozen against full fine-tuning, and the frozen bottom run under
 //    no_grad (ITransformerStack's gradient-free prefix) against the same freezing with the prefix's graph kept.
-results.AddRange(FreezingProbe.Results(rounds));
+if (!initOnly && !methodsOnly) results.AddRange(FreezingProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");
