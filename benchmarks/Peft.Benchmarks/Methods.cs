@@ -19,5 +19,6 @@ internal static class BenchmarkedMethods
         ("LoHa r=8", new LoHaOptions(Rank: 8, Alpha: 8), TargetModules.AllLinear),
         ("HiRA r=32", new HiRAOptions(Rank: 32), TargetModules.AllLinear),
         ("VeRA r=256", new VeRAOptions(Rank: 256), TargetModules.AllLinear),
+        ("RandLoRA r=32", new RandLoRAOptions(Rank: 32), TargetModules.AllLinear),
     };
 }

@@ -195,4 +195,48 @@ public class MethodDiagnosticsTests
             """,
             BudgetConfig("311"),
             PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "312", "311", "0"));
+
+    [Fact]
+    public Task RandLoRAWithDefaultsAndSettings_IsAccepted_AndARankAboveMinInOut_IsNotPEFT0004()
+        // A rank above min(in, out) gives one basis, which PEFT accepts.
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [RandLoRA] private Module<Tensor, Tensor> q_proj = Linear(16, 16);
+            [RandLoRA(8, 160, Dropout = 0.1, ProjectionPrngKey = 5, SaveProjection = false, Sparse = true, VerySparse = true)] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+            """));
+
+    [Fact]
+    public Task RandLoRAWithBadValues_ReportsTheSharedRankAlphaAndDropoutIdsOnTheirArguments()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [RandLoRA({|#0:rank: 0|})] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+                [RandLoRA(4, {|#1:alpha: 0|})] private Module<Tensor, Tensor> k_proj = Linear(64, 64);
+                [RandLoRA(4, 80, {|#2:Dropout = 1.0|})] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0001").WithLocation(0).WithArguments("RandLoRA", "0"),
+            PeftAnalyzerTest.Diagnostic("PEFT0002").WithLocation(1).WithArguments("RandLoRA", "0"),
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(2).WithArguments("RandLoRA", "1"));
+
+    [Fact]
+    public Task RandLoRAOnAnEmbedding_ReportsPEFT0006()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [{|PEFT0006:RandLoRA(4)|}] private Module<Tensor, Tensor> embed = Embedding(100, 64);
+            """));
+
+    [Fact]
+    public Task RandLoRA_CountsRNPlusNMin_InTheBudget()
+        // r=32 on Linear(64, 32): n = 1, 32 + 32 = 64; r=8 on Linear(32, 16): n = 2, 16 + 2·16 = 48. 112 is one over 111.
+        => PeftAnalyzerTest.VerifyAsync(
+            """
+            public sealed partial class {|#0:Block|} : Module<Tensor, Tensor>
+            {
+                [RandLoRA] private Module<Tensor, Tensor> up = Linear(64, 32);
+                [RandLoRA(8)] private Module<Tensor, Tensor> down = Linear(32, 16);
+
+                public Block() : base(nameof(Block)) => InitializePeft();
+
+                public override Tensor forward(Tensor x) => down.call(up.call(x));
+            }
+            """,
+            BudgetConfig("111"),
+            PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "112", "111", "0"));
 }

@@ -81,6 +81,18 @@ public class ParameterCountTests
         Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("VeRA", ("rank", rank)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
     }
 
+    [Theory]
+    [InlineData(64, 32, 32, 64)]
+    [InlineData(4096, 4096, 32, 528384)]
+    [InlineData(10, 8, 3, 33)]
+    [InlineData(1, 1, 1, 2)]
+    public void RandLoRAParameterCount_IsRNPlusNMin(long inFeatures, long outFeatures, int rank, long expected)
+    {
+        // n = ⌈min(in, out) / r⌉ bases: randlora_lambda [r, n] and randlora_gamma [n, min].
+        Assert.Equal(expected, Peft.Generators.Rules.RandLoRARules.ParameterCount(inFeatures, outFeatures, rank));
+        Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("RandLoRA", ("rank", rank)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
+    }
+
 
     [Fact]
     public void CountAdapterParameters_NeedsAKnownLayerOfTheRightKind()

@@ -15,6 +15,7 @@ public static class ConformanceMatrix
         LoHaRows.Cases,
         HiRARows.Cases,
         VeRARows.Cases,
+        RandLoRARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

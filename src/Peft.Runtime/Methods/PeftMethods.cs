@@ -20,6 +20,7 @@ public static class PeftMethods
         LoHaMethod.Instance,
         HiRAMethod.Instance,
         VeRAMethod.Instance,
+        RandLoRAMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
