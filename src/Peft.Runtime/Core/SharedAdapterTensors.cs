@@ -39,7 +39,8 @@ public sealed class SharedAdapterTensors
     }
 
     /// <summary>Creates a set in which the tensors named in <paramref name="trainable"/> are trainable parameters (each
-    /// wrapped as a <see cref="Parameter"/> with gradients on, unless it already is one) and the others frozen.</summary>
+    /// wrapped as a <see cref="Parameter"/> with gradients on, sharing the given tensor's storage, unless it already is one)
+    /// and the others frozen.</summary>
     /// <param name="tensors">PEFT's model-level names (without <c>base_model.</c>) and the tensors, in file order.</param>
     /// <param name="persistent">Whether adapter files store them.</param>
     /// <param name="trainable">The names of the trainable ones (e.g. VB-LoRA's <c>vblora_vector_bank</c>).</param>
@@ -68,7 +69,8 @@ public sealed class SharedAdapterTensors
             if (trainable.Contains(name))
             {
                 if (!tensor.is_floating_point()) throw new ArgumentException($"The trainable shared tensor '{name}' must be floating point, it is {tensor.dtype}.", nameof(trainable));
-                var parameter = tensor as Parameter ?? new Parameter(tensor, requires_grad: true);
+                // A new handle on the same storage: the given tensor stays valid for its owner (e.g. a file's tensor map).
+                var parameter = tensor as Parameter ?? new Parameter(tensor.detach(), requires_grad: true);
                 parameter.DetachFromDisposeScope();
                 if (requiresGrad is not null) parameter.requires_grad = requiresGrad[i];
                 _tensors[i] = (name, parameter);
