@@ -20,5 +20,6 @@ internal static class BenchmarkedMethods
         ("HiRA r=32", new HiRAOptions(Rank: 32), TargetModules.AllLinear),
         ("VeRA r=256", new VeRAOptions(Rank: 256), TargetModules.AllLinear),
         ("RandLoRA r=32", new RandLoRAOptions(Rank: 32), TargetModules.AllLinear),
+        ("VB-LoRA r=4", new VBLoRAOptions(Rank: 4), TargetModules.AllLinear),
     };
 }

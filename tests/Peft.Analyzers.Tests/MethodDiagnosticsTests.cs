@@ -239,4 +239,50 @@ public class MethodDiagnosticsTests
             """,
             BudgetConfig("111"),
             PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "112", "111", "0"));
+
+    [Fact]
+    public Task VBLoRAWithDefaultsAndSettings_IsAccepted()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [VBLoRA] private Module<Tensor, Tensor> q_proj = Linear(512, 256);
+            [VBLoRA(8, 90, 64, TopK = 3, Dropout = 0.1, InitVectorBankBound = 0.01, InitLogitsStd = 0.5)] private Module<Tensor, Tensor> v_proj = Linear(64, 192);
+            """));
+
+    [Fact]
+    public Task VBLoRAWithBadValues_ReportsRankDropoutVectorLengthAndTopKOnTheirArguments()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [VBLoRA({|#0:0|}, 6, 4)] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+                [VBLoRA(2, 6, 4, {|#1:Dropout = 1.0|})] private Module<Tensor, Tensor> k_proj = Linear(64, 64);
+                [VBLoRA(2, 6, {|#2:vectorLength: 48|})] private Module<Tensor, Tensor> v_proj = Linear(64, 96);
+                [VBLoRA(2, 6, 4, {|#3:TopK = 7|})] private Module<Tensor, Tensor> o_proj = Linear(64, 64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0001").WithLocation(0).WithArguments("VBLoRA", "0"),
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(1).WithArguments("VBLoRA", "1"),
+            PeftAnalyzerTest.Diagnostic("PEFT0022").WithLocation(2).WithArguments("v_proj", "48", "64", "96"),
+            PeftAnalyzerTest.Diagnostic("PEFT0023").WithLocation(3).WithArguments("o_proj", "7", "6"));
+
+    [Fact]
+    public Task VBLoRAOnAnEmbedding_ReportsPEFT0006()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [{|PEFT0006:VBLoRA(4, 6, 4)|}] private Module<Tensor, Tensor> embed = Embedding(100, 64);
+            """));
+
+    [Fact]
+    public Task VBLoRA_CountsTheLogitsPerLayerAndTheBankOncePerAdapter_InTheBudget()
+        // L = 32, N = 10, r = 4: Linear(64, 32) has 4·10·(2 + 1) = 120 logits, Linear(32, 64) 120 more; the bank 10·32 = 320
+        // once for adapter "default"; adapter "other" on down adds 120 and its own bank 320. 1000 is one over 999.
+        => PeftAnalyzerTest.VerifyAsync(
+            """
+            public sealed partial class {|#0:Block|} : Module<Tensor, Tensor>
+            {
+                [VBLoRA(4, 10, 32)] private Module<Tensor, Tensor> up = Linear(64, 32);
+                [VBLoRA(4, 10, 32)] [VBLoRA(4, 10, 32, Name = "other")] private Module<Tensor, Tensor> down = Linear(32, 64);
+
+                public Block() : base(nameof(Block)) => InitializePeft();
+
+                public override Tensor forward(Tensor x) => down.call(up.call(x));
+            }
+            """,
+            BudgetConfig("999"),
+            PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "1,000", "999", "0"));
 }

@@ -16,6 +16,7 @@ public static class ConformanceMatrix
         HiRARows.Cases,
         VeRARows.Cases,
         RandLoRARows.Cases,
+        VBLoRARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

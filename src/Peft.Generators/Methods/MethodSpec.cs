@@ -171,7 +171,8 @@ internal static class MethodCatalogue
         new LoHa.LoHaSpec(),
         new HiRA.HiRASpec(),
         new VeRA.VeRASpec(),
-        new RandLoRA.RandLoRASpec());
+        new RandLoRA.RandLoRASpec(),
+        new VBLoRA.VBLoRASpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

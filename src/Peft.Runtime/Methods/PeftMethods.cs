@@ -21,6 +21,7 @@ public static class PeftMethods
         HiRAMethod.Instance,
         VeRAMethod.Instance,
         RandLoRAMethod.Instance,
+        VBLoRAMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
