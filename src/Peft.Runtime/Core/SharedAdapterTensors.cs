@@ -152,7 +152,7 @@ public sealed class SharedAdapterTensors
 }
 
 /// <summary>
-/// An adapter whose layers share model-level frozen tensors (<see cref="SharedAdapterTensors"/>): it cannot compute
+/// An adapter whose layers share model-level tensors, frozen or trainable (<see cref="SharedAdapterTensors"/>): it cannot compute
 /// anything until they are bound, which happens once the model is complete (after <c>ApplyTargets</c>, and before any
 /// model-level operation such as training, merging, saving or loading; <see cref="PeftModel.BindSharedTensors"/>).
 /// </summary>
