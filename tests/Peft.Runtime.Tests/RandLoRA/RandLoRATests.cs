@@ -176,8 +176,14 @@ public class RandLoRATests
     [Fact]
     public void MergeEqualsTheUnmergedForwardAndUnmergeRestoresTheBase()
     {
+        // Seeded values of a trained size (ΔW entries of order 0.1): the float32 merge then stays within the 1e-5 the
+        // other methods meet, and the test is the same on every run.
         var (model, adapters) = TwoLayers(new RandLoRAOptions(Rank: 4, Alpha: 8));
-        foreach (var a in adapters) foreach (var (_, p) in a.PeftTensors()) TensorAssert.Randomize(p, 0.5);
+        using (var generator = new Generator(21))
+        using (torch.no_grad())
+        {
+            foreach (var a in adapters) foreach (var (_, p) in a.PeftTensors()) p.copy_(torch.randn(p.shape, generator: generator) * 0.2);
+        }
         var layers = model.named_children().Select(c => (AdaptedLinear)c.module).ToList();
         var originals = layers.Select(l => l.Weight.detach().clone()).ToList();
         using var x = torch.randn(new long[] { 4, 8 }, generator: new Generator(2));
