@@ -28,6 +28,8 @@ internal static class BenchmarkedMethods
         // initialisation, timed on its own (Program.cs section 7: full SVD vs randomized SVD with niter 4 vs QR).
         ("PiSSA r=8", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA, PissaIterations: 4), TargetModules.AllLinear),
         ("OLoRA r=8", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.OLoRA), TargetModules.AllLinear),
+        ("RandLoRA r=32", new RandLoRAOptions(Rank: 32), TargetModules.AllLinear),
+        ("VB-LoRA r=4", new VBLoRAOptions(Rank: 4), TargetModules.AllLinear),
     };
 
     /// <summary>The initialisations that rewrite the base, timed on one 1024 x 1024 weight (section 7).</summary>

@@ -139,9 +139,10 @@ internal static class InspectCommand
         AddTensors(report, reader.Tensors, "trainable_parameters");
         if (method.SharedTensorNames.Count > 0)
         {
-            // Model-level frozen tensors (VeRA's projections) are in the file but never train.
+            // Model-level frozen tensors (VeRA's projections) are in the file but never train; trainable ones (VB-LoRA's
+            // vector bank) count once, as in the model.
             var shared = reader.Tensors.Where(t => AdapterDirectory.IsSharedTensor(t.Name, method)).ToList();
-            long frozen = shared.Sum(t => t.ElementCount);
+            long frozen = shared.Where(t => !method.TrainableSharedTensorNames.Any(n => t.Name == SharedAdapterTensors.KeyPrefix + n)).Sum(t => t.ElementCount);
             report["shared_tensors"] = new JsonArray(shared.Select(t => (JsonNode?)t.Name).ToArray());
             report["frozen_shared_parameters"] = frozen;
             report["trainable_parameters"] = (long)report["trainable_parameters"]! - frozen;

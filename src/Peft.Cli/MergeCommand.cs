@@ -16,7 +16,7 @@ internal static class MergeCommand
         var outputOption = new Option<string>("--output", "-o") { Description = "For a base file, the merged safetensors file (written atomically; may be the base file). For a model directory, a new or empty directory that receives the merged model in the same layout (written whole, then renamed into place).", Required = true };
         var nameOption = new Option<string?>("--adapter-name") { Description = "Use the adapter in the subdirectory of this name (PEFT's layout for named adapters; the hosting service writes adapters/NAME)." };
         var allowOption = new Option<bool>("--allow-already-merged") { Description = "Merge even when the base's metadata records this adapter as merged already (its update would be applied twice)." };
-        var command = new Command("merge", "Merge an adapter into base weights at the file level with its method's merge (LoRA, LoKr, LoHa, VeRA: W' = W + ΔW; IA3, DoRA, HiRA (W ⊙ (1 + BA)), LayerNorm tuning: their own rule; modules_to_save modules replace the base's), keeping dtypes and every other tensor.")
+        var command = new Command("merge", "Merge an adapter into base weights at the file level with its method's merge (LoRA, LoKr, LoHa, VeRA, RandLoRA, VB-LoRA: W' = W + ΔW; IA3, DoRA, HiRA (W ⊙ (1 + BA)), LayerNorm tuning: their own rule; modules_to_save modules replace the base's), keeping dtypes and every other tensor.")
         {
             baseOption, adapterOption, outputOption, nameOption, allowOption,
         };

@@ -227,4 +227,94 @@ public class MethodDiagnosticsTests
             """,
             BudgetConfig("311"),
             PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "312", "311", "0"));
+
+    [Fact]
+    public Task RandLoRAWithDefaultsAndSettings_IsAccepted_AndARankAboveMinInOut_IsNotPEFT0004()
+        // A rank above min(in, out) gives one basis, which PEFT accepts.
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [RandLoRA] private Module<Tensor, Tensor> q_proj = Linear(16, 16);
+            [RandLoRA(8, 160, Dropout = 0.1, ProjectionPrngKey = 5, SaveProjection = false, Sparse = true, VerySparse = true)] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+            """));
+
+    [Fact]
+    public Task RandLoRAWithBadValues_ReportsTheSharedRankAlphaAndDropoutIdsOnTheirArguments()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [RandLoRA({|#0:rank: 0|})] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+                [RandLoRA(4, {|#1:alpha: 0|})] private Module<Tensor, Tensor> k_proj = Linear(64, 64);
+                [RandLoRA(4, 80, {|#2:Dropout = 1.0|})] private Module<Tensor, Tensor> v_proj = Linear(64, 64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0001").WithLocation(0).WithArguments("RandLoRA", "0"),
+            PeftAnalyzerTest.Diagnostic("PEFT0002").WithLocation(1).WithArguments("RandLoRA", "0"),
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(2).WithArguments("RandLoRA", "1"));
+
+    [Fact]
+    public Task RandLoRAOnAnEmbedding_ReportsPEFT0006()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [{|PEFT0006:RandLoRA(4)|}] private Module<Tensor, Tensor> embed = Embedding(100, 64);
+            """));
+
+    [Fact]
+    public Task RandLoRA_CountsRNPlusNMin_InTheBudget()
+        // r=32 on Linear(64, 32): n = 1, 32 + 32 = 64; r=8 on Linear(32, 16): n = 2, 16 + 2·16 = 48. 112 is one over 111.
+        => PeftAnalyzerTest.VerifyAsync(
+            """
+            public sealed partial class {|#0:Block|} : Module<Tensor, Tensor>
+            {
+                [RandLoRA] private Module<Tensor, Tensor> up = Linear(64, 32);
+                [RandLoRA(8)] private Module<Tensor, Tensor> down = Linear(32, 16);
+
+                public Block() : base(nameof(Block)) => InitializePeft();
+
+                public override Tensor forward(Tensor x) => down.call(up.call(x));
+            }
+            """,
+            BudgetConfig("111"),
+            PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "112", "111", "0"));
+
+    [Fact]
+    public Task VBLoRAWithDefaultsAndSettings_IsAccepted()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [VBLoRA] private Module<Tensor, Tensor> q_proj = Linear(512, 256);
+            [VBLoRA(8, 90, 64, TopK = 3, Dropout = 0.1, InitVectorBankBound = 0.01, InitLogitsStd = 0.5)] private Module<Tensor, Tensor> v_proj = Linear(64, 192);
+            """));
+
+    [Fact]
+    public Task VBLoRAWithBadValues_ReportsRankDropoutVectorLengthAndTopKOnTheirArguments()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [VBLoRA({|#0:0|}, 6, 4)] private Module<Tensor, Tensor> q_proj = Linear(64, 64);
+                [VBLoRA(2, 6, 4, {|#1:Dropout = 1.0|})] private Module<Tensor, Tensor> k_proj = Linear(64, 64);
+                [VBLoRA(2, 6, {|#2:vectorLength: 48|})] private Module<Tensor, Tensor> v_proj = Linear(64, 96);
+                [VBLoRA(2, 6, 4, {|#3:TopK = 7|})] private Module<Tensor, Tensor> o_proj = Linear(64, 64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0001").WithLocation(0).WithArguments("VBLoRA", "0"),
+            PeftAnalyzerTest.Diagnostic("PEFT0003").WithLocation(1).WithArguments("VBLoRA", "1"),
+            PeftAnalyzerTest.Diagnostic("PEFT0022").WithLocation(2).WithArguments("v_proj", "48", "64", "96"),
+            PeftAnalyzerTest.Diagnostic("PEFT0023").WithLocation(3).WithArguments("o_proj", "7", "6"));
+
+    [Fact]
+    public Task VBLoRAOnAnEmbedding_ReportsPEFT0006()
+        => PeftAnalyzerTest.VerifyAsync(Module("""
+            [{|PEFT0006:VBLoRA(4, 6, 4)|}] private Module<Tensor, Tensor> embed = Embedding(100, 64);
+            """));
+
+    [Fact]
+    public Task VBLoRA_CountsTheLogitsPerLayerAndTheBankOncePerAdapter_InTheBudget()
+        // L = 32, N = 10, r = 4: Linear(64, 32) has 4·10·(2 + 1) = 120 logits, Linear(32, 64) 120 more; the bank 10·32 = 320
+        // once for adapter "default"; adapter "other" on down adds 120 and its own bank 320. 1000 is one over 999.
+        => PeftAnalyzerTest.VerifyAsync(
+            """
+            public sealed partial class {|#0:Block|} : Module<Tensor, Tensor>
+            {
+                [VBLoRA(4, 10, 32)] private Module<Tensor, Tensor> up = Linear(64, 32);
+                [VBLoRA(4, 10, 32)] [VBLoRA(4, 10, 32, Name = "other")] private Module<Tensor, Tensor> down = Linear(32, 64);
+
+                public Block() : base(nameof(Block)) => InitializePeft();
+
+                public override Tensor forward(Tensor x) => down.call(up.call(x));
+            }
+            """,
+            BudgetConfig("999"),
+            PeftAnalyzerTest.Diagnostic("PEFT0010").WithLocation(0).WithArguments("Block", "1,000", "999", "0"));
 }

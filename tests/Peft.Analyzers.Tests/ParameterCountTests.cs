@@ -81,6 +81,31 @@ public class ParameterCountTests
         Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("VeRA", ("rank", rank)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
     }
 
+    [Theory]
+    [InlineData(64, 32, 32, 64)]
+    [InlineData(4096, 4096, 32, 528384)]
+    [InlineData(10, 8, 3, 33)]
+    [InlineData(1, 1, 1, 2)]
+    public void RandLoRAParameterCount_IsRNPlusNMin(long inFeatures, long outFeatures, int rank, long expected)
+    {
+        // n = ⌈min(in, out) / r⌉ bases: randlora_lambda [r, n] and randlora_gamma [n, min].
+        Assert.Equal(expected, Peft.Generators.Rules.RandLoRARules.ParameterCount(inFeatures, outFeatures, rank));
+        Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(TestAdapters.Create("RandLoRA", ("rank", rank)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
+    }
+
+    [Theory]
+    [InlineData(64, 32, 4, 10, 32, 120)]
+    [InlineData(4096, 4096, 4, 256, 256, 32768)]
+    [InlineData(8, 12, 2, 6, 4, 60)]
+    public void VBLoRAParameterCount_IsTheLogitsRNTimesInPlusOutOverL(long inFeatures, long outFeatures, int rank, int numVectors, int vectorLength, long expected)
+    {
+        // vblora_logits_A [r, in/L, N] and vblora_logits_B [out/L, r, N]; the bank is counted once per adapter, not here.
+        Assert.Equal(expected, Peft.Generators.Rules.VBLoRARules.ParameterCount(inFeatures, outFeatures, rank, numVectors, vectorLength));
+        Assert.Equal(expected, PeftModelValidator.CountAdapterParameters(
+            TestAdapters.Create("VBLoRA", ("rank", rank), ("numVectors", numVectors), ("vectorLength", vectorLength)), new LayerInfo(LayerKind.Linear, inFeatures, outFeatures)));
+        Assert.Equal((long)numVectors * vectorLength, Peft.Generators.Rules.VBLoRARules.BankParameterCount(numVectors, vectorLength));
+    }
+
 
     [Theory]
     [InlineData(1, 64L, 32L, true, 32L)]    // Linear

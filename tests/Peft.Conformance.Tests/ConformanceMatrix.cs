@@ -18,6 +18,8 @@ public static class ConformanceMatrix
         BitFitRows.Cases,
         SSFRows.Cases,
         PiSSARows.Cases,
+        RandLoRARows.Cases,
+        VBLoRARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

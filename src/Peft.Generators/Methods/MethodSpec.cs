@@ -59,6 +59,13 @@ internal abstract class MethodSpec
     /// <returns>The count, or null.</returns>
     public abstract long? CountParameters(AdapterModel adapter, LayerInfo layer, long inFeatures, long outFeatures);
 
+    /// <summary>The trainable parameters the adapter's layers share (VB-LoRA's vector bank), counted once per adapter name
+    /// and method in a class however many of its members carry the adapter; 0 by default (VeRA's shared projections are
+    /// frozen).</summary>
+    /// <param name="adapter">One of the adapter's declarations (countable).</param>
+    /// <returns>The count.</returns>
+    public virtual long CountSharedParameters(AdapterModel adapter) => 0;
+
     /// <summary>The layer kinds as users read them ("a Linear layer").</summary>
     public string LayerKindText => KindText(LayerKinds);
 
@@ -166,7 +173,9 @@ internal static class MethodCatalogue
         new HiRA.HiRASpec(),
         new VeRA.VeRASpec(),
         new BitFit.BitFitSpec(),
-        new SSF.SSFSpec());
+        new SSF.SSFSpec(),
+        new RandLoRA.RandLoRASpec(),
+        new VBLoRA.VBLoRASpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

@@ -205,12 +205,14 @@ internal static partial class PeftModelValidator
     /// rank or virtual token count that is not positive, Factor 0, the wrong layer kind) are left out of both numbers.
     /// A fully trainable [Trainable] member counts every parameter of its layer: <c>Linear(in, out)</c> is
     /// <c>in·out</c> plus <c>out</c> with a bias, <c>Embedding(n, d)</c> is <c>n·d</c>; any other [Trainable] member is uncounted.
+    /// Parameters an adapter's layers share (<see cref="MethodSpec.CountSharedParameters"/>) count once per adapter name.
     /// </summary>
     public static TrainableParameterCount CountTrainableParameters(PeftClassModel model)
     {
         long counted = 0;
         int uncounted = 0;
         if (model.FrozenClass) return new TrainableParameterCount(0, 0);
+        var sharedCounted = new HashSet<(string Method, string AdapterName)>();
         foreach (var member in model.Members)
         {
             if (member.Frozen) continue;
@@ -227,6 +229,12 @@ internal static partial class PeftModelValidator
                 long? count = CountAdapterParameters(adapter, member.Layer);
                 if (count is long c) counted = SaturatingAdd(counted, c);
                 else uncounted++;
+
+                // Parameters the adapter's layers share (VB-LoRA's vector bank) count once per adapter of the class.
+                if (sharedCounted.Add((adapter.Method, adapter.AdapterName)))
+                {
+                    counted = SaturatingAdd(counted, MethodCatalogue.Get(adapter.Method).CountSharedParameters(adapter));
+                }
             }
         }
         return new TrainableParameterCount(counted, uncounted);

@@ -120,6 +120,11 @@ public abstract class PeftMethod
     /// belong to one layer.</summary>
     public virtual IReadOnlyList<string> SharedTensorNames => Array.Empty<string>();
 
+    /// <summary>The names among <see cref="SharedTensorNames"/> that train (VB-LoRA's <c>vblora_vector_bank</c>: one
+    /// parameter per adapter shared by all its layers, <see cref="SharedAdapterTensors.Parameters"/>); the others are frozen.
+    /// Empty by default.</summary>
+    public virtual IReadOnlyList<string> TrainableSharedTensorNames => Array.Empty<string>();
+
     /// <summary>
     /// Creates the shared tensors of adapter <paramref name="adapterName"/> from all the layers that carry it (sized by them
     /// as PEFT sizes them, generated as PEFT generates them), on the first layer's device and dtype. Only methods with

@@ -20,7 +20,9 @@ public static partial class PeftModel
     /// <item>a member marked <see cref="FreezeAttribute"/>, or a class marked with it, freezes its whole subtree,
     /// adapters included, even inside a <see cref="TrainableAttribute"/> subtree;</item>
     /// <item>when the tree holds no adapter, only the <see cref="FreezeAttribute"/> rule (freeze) and the
-    /// <see cref="TrainableAttribute"/> rule (unfreeze) apply; other parameters keep their current setting.</item>
+    /// <see cref="TrainableAttribute"/> rule (unfreeze) apply; other parameters keep their current setting;</item>
+    /// <item>a trainable shared tensor of an adapter (<see cref="SharedAdapterTensors.Parameters"/>, e.g. VB-LoRA's vector
+    /// bank) trains while the adapter is live on at least one of its layers outside a frozen subtree.</item>
     /// </list>
     /// Members are matched by registered name against each <see cref="IPeftModule.PeftDescriptor"/>. The operation
     /// is idempotent.
@@ -31,6 +33,7 @@ public static partial class PeftModel
         ArgumentNullException.ThrowIfNull(root);
         var nodes = ModuleTree.Walk(root);
         bool anyAdapters = nodes.Any(n => n.Layer is { Adapters.Count: > 0 });
+        var sharedLive = new Dictionary<SharedAdapterTensors, bool>(ReferenceEqualityComparer.Instance);
         foreach (var node in nodes)
         {
             var descriptor = (node.Module as IPeftModule)?.PeftDescriptor;
@@ -53,6 +56,19 @@ public static partial class PeftModel
                 {
                     Set(parameter, live);
                 }
+
+                if (adapter is ISharedTensorAdapter { SharedTensors: { } set })
+                {
+                    sharedLive[set] = (sharedLive.TryGetValue(set, out bool any) && any) || live;
+                }
+            }
+        }
+
+        foreach (var (set, live) in sharedLive)
+        {
+            foreach (var (_, parameter) in set.Parameters)
+            {
+                Set(parameter, live);
             }
         }
 
@@ -74,7 +90,7 @@ public static partial class PeftModel
     {
         EnsureInitialized(root);
         root.ApplyTrainability();
-        return root.parameters().Where(p => p.requires_grad).ToList();
+        return root.parameters().Concat(root.SharedParameters().Select(p => p.Parameter)).Where(p => p.requires_grad).ToList();
     }
 
     /// <summary>Applies <see cref="ApplyTrainability"/> and counts trainable and total parameter elements.</summary>
@@ -88,7 +104,7 @@ public static partial class PeftModel
         root.ApplyTrainability();
         long trainable = 0;
         long all = 0;
-        foreach (var p in root.parameters())
+        foreach (var p in root.parameters().Concat(root.SharedParameters().Select(s => s.Parameter)))
         {
             long n = p.numel();
             all += n;

@@ -1,22 +1,32 @@
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Peft;
 
 /// <summary>
-/// Frozen tensors that every layer of one named adapter shares, sized for the whole model (VeRA's random projections
-/// <c>vera_A</c> and <c>vera_B</c>, sized by the largest targeted layer). PEFT keeps them on the model, not on a layer, and
-/// its file stores them under model-level keys <c>base_model.{name}</c> when they are persistent.
+/// Tensors that every layer of one named adapter shares, sized for the whole model: frozen ones (VeRA's random projections
+/// <c>vera_A</c> and <c>vera_B</c>, sized by the largest targeted layer) and trainable ones (VB-LoRA's vector bank). PEFT
+/// keeps them on the model, not on a layer, and its file stores them under model-level keys <c>base_model.{name}</c> when
+/// they are persistent.
 /// </summary>
 /// <remarks>
-/// They are never parameters, so they never train and are not in any module's state dict. A set is created once per
-/// adapter name by its method (<see cref="PeftMethod.CreateSharedTensors"/>) when the model is complete, and bound to every
-/// layer of that adapter (<see cref="ISharedTensorAdapter"/>). Moving or converting the model moves them once:
-/// <see cref="To"/> returns one converted set that all the layers then share.
+/// <para>They are registered in no module, so no module's state dict or <c>parameters()</c> holds them, and a module-level
+/// move cannot split them into one copy per layer. A set is created once per adapter name by its method
+/// (<see cref="PeftMethod.CreateSharedTensors"/>) when the model is complete, and bound to every layer of that adapter
+/// (<see cref="ISharedTensorAdapter"/>). Moving or converting the model moves them once: <see cref="To"/> returns one
+/// converted set that all the layers then share.</para>
+/// <para>Frozen tensors never require gradients. A trainable tensor (<see cref="IsTrainable"/>) is a <see cref="Parameter"/>
+/// that the model-level operations treat as one parameter of the adapter, each once: <c>TrainableParameters()</c> (so it
+/// reaches the optimizer), the trainability rule (it trains while the adapter is live on any of its layers),
+/// <c>GetTrainableSummary()</c>, <c>AdapterParameters()</c> and checkpoints (<see cref="PeftModel.SharedParameters"/>
+/// names them <c>base_model.{name}.{adapter}</c>, PEFT's in-memory key). A move converts it to a new parameter with the same
+/// <c>requires_grad</c>, as a module move does; create the optimizer after moving the model.</para>
 /// </remarks>
 public sealed class SharedAdapterTensors
 {
     private readonly (string Name, Tensor Tensor)[] _tensors;
+    private readonly HashSet<string> _trainable;
     private readonly Family _family;
 
     /// <summary>Creates a set from tensors it takes over (detached from any dispose scope, gradients off).</summary>
@@ -24,18 +34,52 @@ public sealed class SharedAdapterTensors
     /// <param name="persistent">Whether adapter files store them (PEFT's <c>persistent</c> buffers, e.g. VeRA's
     /// <c>save_projection</c>); otherwise a load regenerates them.</param>
     public SharedAdapterTensors(IEnumerable<(string Name, Tensor Tensor)> tensors, bool persistent)
-        : this(tensors, persistent, new Family())
+        : this(tensors, persistent, Array.Empty<string>())
     {
     }
 
-    private SharedAdapterTensors(IEnumerable<(string Name, Tensor Tensor)> tensors, bool persistent, Family family)
+    /// <summary>Creates a set in which the tensors named in <paramref name="trainable"/> are trainable parameters (each
+    /// wrapped as a <see cref="Parameter"/> with gradients on, sharing the given tensor's storage, unless it already is one)
+    /// and the others frozen.</summary>
+    /// <param name="tensors">PEFT's model-level names (without <c>base_model.</c>) and the tensors, in file order.</param>
+    /// <param name="persistent">Whether adapter files store them.</param>
+    /// <param name="trainable">The names of the trainable ones (e.g. VB-LoRA's <c>vblora_vector_bank</c>).</param>
+    /// <exception cref="ArgumentException">A trainable name is not among the tensors, or a trainable tensor is not floating
+    /// point.</exception>
+    public SharedAdapterTensors(IEnumerable<(string Name, Tensor Tensor)> tensors, bool persistent, IEnumerable<string> trainable)
+        : this(tensors, persistent, new HashSet<string>(trainable ?? throw new ArgumentNullException(nameof(trainable)), StringComparer.Ordinal), null, new Family())
+    {
+    }
+
+    private SharedAdapterTensors(IEnumerable<(string Name, Tensor Tensor)> tensors, bool persistent, HashSet<string> trainable, bool[]? requiresGrad, Family family)
     {
         ArgumentNullException.ThrowIfNull(tensors);
-        _tensors = tensors.ToArray();
-        foreach (var (_, tensor) in _tensors)
+        _trainable = trainable;
+        var list = tensors.ToArray();
+        foreach (var name in trainable)
         {
+            if (!list.Any(t => t.Name == name)) throw new ArgumentException($"The trainable shared tensor '{name}' is not in the set.", nameof(trainable));
+        }
+
+        _tensors = new (string, Tensor)[list.Length];
+        for (int i = 0; i < list.Length; i++)
+        {
+            var (name, tensor) = list[i];
             tensor.DetachFromDisposeScope();
-            tensor.requires_grad = false;
+            if (trainable.Contains(name))
+            {
+                if (!tensor.is_floating_point()) throw new ArgumentException($"The trainable shared tensor '{name}' must be floating point, it is {tensor.dtype}.", nameof(trainable));
+                // A new handle on the same storage: the given tensor stays valid for its owner (e.g. a file's tensor map).
+                var parameter = tensor as Parameter ?? new Parameter(tensor.detach(), requires_grad: true);
+                parameter.DetachFromDisposeScope();
+                if (requiresGrad is not null) parameter.requires_grad = requiresGrad[i];
+                _tensors[i] = (name, parameter);
+            }
+            else
+            {
+                tensor.requires_grad = false;
+                _tensors[i] = (name, tensor);
+            }
         }
 
         Persistent = persistent;
@@ -51,6 +95,15 @@ public sealed class SharedAdapterTensors
 
     /// <summary>The tensors by PEFT name, in file order.</summary>
     public IReadOnlyList<(string Name, Tensor Tensor)> Tensors => _tensors;
+
+    /// <summary>The trainable tensors (parameters) by PEFT name, in file order; empty for a frozen set such as VeRA's.</summary>
+    public IEnumerable<(string Name, Parameter Parameter)> Parameters
+        => _tensors.Where(t => _trainable.Contains(t.Name)).Select(t => (t.Name, (Parameter)t.Tensor));
+
+    /// <summary>Whether the tensor named <paramref name="name"/> is trainable.</summary>
+    /// <param name="name">A PEFT name.</param>
+    /// <returns>True for a trainable tensor.</returns>
+    public bool IsTrainable(string name) => _trainable.Contains(name);
 
     /// <summary>The tensor named <paramref name="name"/>.</summary>
     /// <param name="name">A PEFT name such as <c>vera_A</c>.</param>
@@ -78,7 +131,17 @@ public sealed class SharedAdapterTensors
             return current;
         }
 
-        return new SharedAdapterTensors(current._tensors.Select(t => (t.Name, t.Tensor.to(targetType, targetDevice))), current.Persistent, _family);
+        Tensor Convert(string name, Tensor t)
+        {
+            if (!current._trainable.Contains(name)) return t.to(targetType, targetDevice);
+            using var noGrad = torch.no_grad();
+            using var data = t.detach();
+            return data.to(targetType, targetDevice, copy: true);
+        }
+
+        var requiresGrad = current._tensors.Select(t => t.Tensor.requires_grad).ToArray();
+        var converted = current._tensors.Select(t => (t.Name, Convert(t.Name, t.Tensor))).ToList();
+        return new SharedAdapterTensors(converted, current.Persistent, current._trainable, requiresGrad, _family);
     }
 
     /// <summary>The most recently converted set of one family: what every layer moved to the same target shares.</summary>
@@ -89,7 +152,7 @@ public sealed class SharedAdapterTensors
 }
 
 /// <summary>
-/// An adapter whose layers share model-level frozen tensors (<see cref="SharedAdapterTensors"/>): it cannot compute
+/// An adapter whose layers share model-level tensors, frozen or trainable (<see cref="SharedAdapterTensors"/>): it cannot compute
 /// anything until they are bound, which happens once the model is complete (after <c>ApplyTargets</c>, and before any
 /// model-level operation such as training, merging, saving or loading; <see cref="PeftModel.BindSharedTensors"/>).
 /// </summary>

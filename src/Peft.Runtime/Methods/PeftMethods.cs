@@ -22,6 +22,8 @@ public static class PeftMethods
         VeRAMethod.Instance,
         BitFitMethod.Instance,
         SSFMethod.Instance,
+        RandLoRAMethod.Instance,
+        VBLoRAMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>

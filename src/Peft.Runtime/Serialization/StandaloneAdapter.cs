@@ -115,7 +115,7 @@ public static class StandaloneAdapter
         var names = method.SharedTensorNames;
         if (names.Count == 0 || layers.Count == 0) return null;
         var present = names.Where(fileTensors.ContainsKey).ToList();
-        if (present.Count == names.Count) return new SharedAdapterTensors(names.Select(n => (n, fileTensors[n])), persistent: true);
+        if (present.Count == names.Count) return new SharedAdapterTensors(names.Select(n => (n, fileTensors[n])), persistent: true, method.TrainableSharedTensorNames);
         if (present.Count > 0)
             throw new AdapterFormatException($"{source}: holds {string.Join(", ", present.Select(n => SharedAdapterTensors.KeyPrefix + n))} but not {string.Join(", ", names.Except(present).Select(n => SharedAdapterTensors.KeyPrefix + n))}.");
         try

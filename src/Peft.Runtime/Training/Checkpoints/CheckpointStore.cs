@@ -103,7 +103,8 @@ public sealed class CheckpointStore
     }
 
     /// <summary>Writes a checkpoint of the trainer's current state (see the class remarks for the guarantees).</summary>
-    /// <param name="model">The model whose trained parameters are saved; names come from its <c>named_parameters()</c>.</param>
+    /// <param name="model">The model whose trained parameters are saved; names come from its <c>named_parameters()</c> and,
+    /// for trainable shared tensors, <see cref="PeftModel.SharedParameters"/>.</param>
     /// <param name="trainer">The trainer over that model's parameters.</param>
     /// <param name="dataPosition">How many batches the data source has delivered so far.</param>
     /// <param name="dataSampler">The generator the data source draws from, if any; its state is saved.</param>
@@ -349,6 +350,11 @@ public sealed class CheckpointStore
         foreach (var (name, parameter) in model.named_parameters())
         {
             byHandle.TryAdd(parameter.Handle, name);
+        }
+
+        foreach (var (name, parameter) in model.SharedParameters())
+        {
+            byHandle.TryAdd(parameter.Handle, name); // trainable shared tensors (VB-LoRA's bank) are in no module
         }
 
         var names = new List<string>(trainer.Parameters.Count);
