@@ -16,6 +16,8 @@ public static class ConformanceMatrix
         HiRARows.Cases,
         VeRARows.Cases,
         PiSSARows.Cases,
+        SVFitRows.Cases,
+        LoLDURows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -163,7 +163,9 @@ internal static class MethodCatalogue
         new LNTuning.LNTuningSpec(),
         new LoHa.LoHaSpec(),
         new HiRA.HiRASpec(),
-        new VeRA.VeRASpec());
+        new VeRA.VeRASpec(),
+        new SVFit.SVFitSpec(),
+        new LoLDU.LoLDUSpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

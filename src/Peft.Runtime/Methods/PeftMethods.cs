@@ -20,6 +20,8 @@ public static class PeftMethods
         LoHaMethod.Instance,
         HiRAMethod.Instance,
         VeRAMethod.Instance,
+        SVFitMethod.Instance,
+        LoLDUMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
