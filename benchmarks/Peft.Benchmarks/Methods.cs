@@ -23,6 +23,9 @@ internal static class BenchmarkedMethods
         // initialisation, timed on its own (Program.cs section 7: full SVD vs randomized SVD with niter 4 vs QR).
         ("PiSSA r=8", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA, PissaIterations: 4), TargetModules.AllLinear),
         ("OLoRA r=8", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.OLoRA), TargetModules.AllLinear),
+        // SVFit and LoLDU train r (+1) values per layer through two r-wide products over frozen factors of the weight.
+        ("SVFit r=8", new SVFitOptions(Rank: 8), TargetModules.AllLinear),
+        ("LoLDU r=8", new LoLDUOptions(Rank: 8), TargetModules.AllLinear),
     };
 
     /// <summary>The initialisations that rewrite the base, timed on one 1024 x 1024 weight (section 7).</summary>

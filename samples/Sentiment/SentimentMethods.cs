@@ -80,6 +80,8 @@ public static class SentimentMethods
         SentimentMethod.Adapter("loha", "LoHa (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoHaOptions(Rank: 4)),
         SentimentMethod.Adapter("hira", "HiRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new HiRAOptions(Rank: 4)),
         SentimentMethod.Adapter("vera", "VeRA (r 64, 12 projections)", 1e-2, UseLiteTargets.LoRA, new VeRAOptions(Rank: 64)),
+        SentimentMethod.Adapter("svfit", "SVFit (rank by 99% energy, 12 projections)", 1e-2, UseLiteTargets.LoRA, new SVFitOptions()),
+        SentimentMethod.Adapter("loldu", "LoLDU (r 4, 12 projections)", 1e-2, UseLiteTargets.LoRA, new LoLDUOptions(Rank: 4)),
         SentimentMethod.Adapter("ia3", "IA3 (k, v, fc2)", 1e-2, UseLiteTargets.IA3, new IA3Options(FeedForwardModules: UseLiteTargets.IA3FeedForward)),
         SentimentMethod.Adapter("lntuning", "LayerNorm tuning (4 norms)", 1e-2, UseLiteTargets.LayerNormTuning, new LNTuningOptions()),
         SentimentMethod.Adapter("prompt", $"prompt tuning ({PromptTokens} virtual tokens)", 1e-2, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(PromptTokens, PromptInitText), quick: true),
