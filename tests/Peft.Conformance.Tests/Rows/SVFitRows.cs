@@ -26,9 +26,9 @@ public static class SVFitRows
             {
                 ("[SVFit(rank: -1)]", "Linear(8, 12)", new[] { "PEFT0001" }),
                 ("[SVFit(rank: 9)]", "Linear(8, 12)", new[] { "PEFT0004" }),
-                ("[SVFit(EnergyThreshold = 99)]", "Linear(8, 12)", new[] { "PEFT0022" }),
-                ("[SVFit(EnergyThreshold = 0)]", "Linear(8, 12)", new[] { "PEFT0022" }),
-                ("[SVFit(rank: 2, EnergyThreshold = 0.9)]", "Linear(8, 12)", new[] { "PEFT0022" }),
+                ("[SVFit(EnergyThreshold = 99)]", "Linear(8, 12)", new[] { "PEFT0026" }),
+                ("[SVFit(EnergyThreshold = 0)]", "Linear(8, 12)", new[] { "PEFT0026" }),
+                ("[SVFit(rank: 2, EnergyThreshold = 0.9)]", "Linear(8, 12)", new[] { "PEFT0026" }),
                 ("[SVFit(rank: 2)]", "Embedding(20, 8)", new[] { "PEFT0006" }),
             },
         },

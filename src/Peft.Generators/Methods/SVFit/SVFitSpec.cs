@@ -9,19 +9,19 @@ namespace Peft.Generators.Methods.SVFit;
 /// is not countable at compile time.</summary>
 internal sealed class SVFitSpec : MethodSpec
 {
-    /// <summary>PEFT0022: SVFit's EnergyThreshold is outside (0, 1], or set together with an explicit rank.</summary>
-    public const string EnergyThresholdId = "PEFT0022";
+    /// <summary>PEFT0026: SVFit's EnergyThreshold is outside (0, 1], or set together with an explicit rank.</summary>
+    public const string EnergyThresholdId = "PEFT0026";
 
 #if PEFT_ANALYZERS
-    /// <summary>PEFT0022's descriptor (docs/diagnostics/PEFT0022.md).</summary>
+    /// <summary>PEFT0026's descriptor (docs/diagnostics/PEFT0026.md).</summary>
     public static readonly Microsoft.CodeAnalysis.DiagnosticDescriptor EnergyThreshold = new(
-        "PEFT0022",
+        "PEFT0026",
         "Invalid SVFit energy threshold",
         "[{0}] on '{1}': {2}",
         global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.Category,
         Microsoft.CodeAnalysis.DiagnosticSeverity.Error,
         isEnabledByDefault: true,
-        helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0022"));
+        helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0026"));
 
     public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(EnergyThreshold);
 #endif
@@ -37,7 +37,7 @@ internal sealed class SVFitSpec : MethodSpec
         ArgumentSpec.Int("rank", "Rank", 0),
         ArgumentSpec.Double("EnergyThreshold", "EnergyThreshold", global::Peft.Generators.Rules.SVFitRules.DefaultEnergyThreshold));
 
-    /// <summary>PEFT0001 negative rank, PEFT0004 rank above min(in, out), PEFT0022 the energy threshold.</summary>
+    /// <summary>PEFT0001 negative rank, PEFT0004 rank above min(in, out), PEFT0026 the energy threshold.</summary>
     public override void Validate(ValidationContext c)
     {
         int rank = c.Adapter.Int("rank");
