@@ -30,6 +30,9 @@ internal static class BenchmarkedMethods
         ("OLoRA r=8", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.OLoRA), TargetModules.AllLinear),
         ("RandLoRA r=32", new RandLoRAOptions(Rank: 32), TargetModules.AllLinear),
         ("VB-LoRA r=4", new VBLoRAOptions(Rank: 4), TargetModules.AllLinear),
+        // SVFit and LoLDU train r (+1) values per layer through two r-wide products over frozen factors of the weight.
+        ("SVFit r=8", new SVFitOptions(Rank: 8), TargetModules.AllLinear),
+        ("LoLDU r=8", new LoLDUOptions(Rank: 8), TargetModules.AllLinear),
     };
 
     /// <summary>The initialisations that rewrite the base, timed on one 1024 x 1024 weight (section 7).</summary>

@@ -20,6 +20,8 @@ public static class ConformanceMatrix
         PiSSARows.Cases,
         RandLoRARows.Cases,
         VBLoRARows.Cases,
+        SVFitRows.Cases,
+        LoLDURows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -175,7 +175,9 @@ internal static class MethodCatalogue
         new BitFit.BitFitSpec(),
         new SSF.SSFSpec(),
         new RandLoRA.RandLoRASpec(),
-        new VBLoRA.VBLoRASpec());
+        new VBLoRA.VBLoRASpec(),
+        new SVFit.SVFitSpec(),
+        new LoLDU.LoLDUSpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

@@ -62,20 +62,32 @@ public abstract class PeftAdapter : nn.Module
     /// <summary>True while the adapter's effect is merged into the layer's base parameters.</summary>
     public bool Merged { get; internal set; }
 
-    /// <summary>The number of adapter parameter elements (trainable when the adapter is active).</summary>
+    /// <summary>The number of adapter parameter elements that train when the adapter is active (its
+    /// <see cref="FrozenParameters"/> excluded).</summary>
     public long TrainableParameterCount
     {
         get
         {
+            var frozen = new HashSet<Parameter>(FrozenParameters(), ReferenceEqualityComparer.Instance);
             long n = 0;
             foreach (var (_, p) in PeftTensors())
             {
-                n += p.numel();
+                if (!frozen.Contains(p)) n += p.numel();
             }
 
             return n;
         }
     }
+
+    /// <summary>
+    /// The adapter's frozen tensors: parameters it registers and saves among its <see cref="PeftTensors"/> (so they move and
+    /// convert with the layer, belong to the adapter's file and are left out of base checkpoints) but that never train, whether
+    /// the adapter is active or not (SVFit's singular vectors, LoLDU's triangular factors: fixed at initialisation and not
+    /// re-derivable bit for bit from the base). <see cref="PeftModel.ApplyTrainability"/> keeps them at
+    /// <c>requires_grad = false</c>. Empty by default.
+    /// </summary>
+    /// <returns>The frozen parameters (the current objects, after any move).</returns>
+    public virtual IEnumerable<Parameter> FrozenParameters() => Array.Empty<Parameter>();
 
     /// <summary>
     /// The adapter's tensors under Hugging Face PEFT's names relative to the layer (for example <c>lora_A.weight</c>,
@@ -106,6 +118,36 @@ public abstract class PeftAdapter : nn.Module
         var p = nn.Parameter(torch.empty(shape, dtype: Layer.DType, device: Layer.Device));
         p.DetachFromDisposeScope();
         register_parameter(name, p);
+        return p;
+    }
+
+    /// <summary>
+    /// Replaces the parameter registered under <paramref name="name"/> by a new one holding <paramref name="value"/> (its shape
+    /// may differ), in the same registration slot: for an adapter whose sizes are decided by its initialisation from the base
+    /// (<see cref="IBaseInitializedAdapter"/>: SVFit's rank chosen by the weight's spectrum). Call it from the initialisation,
+    /// before an optimizer holds the old parameter; the old one is disposed.
+    /// </summary>
+    /// <param name="name">The registered name.</param>
+    /// <param name="value">The new values, converted to the layer's dtype and device.</param>
+    /// <returns>The new parameter.</returns>
+    /// <exception cref="InvalidOperationException">No parameter is registered under that name.</exception>
+    protected Parameter ReplaceParameter(string name, Tensor value)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        if (!_internal_params.TryGetValue(name, out var old))
+        {
+            throw new InvalidOperationException($"Adapter '{AdapterName}' has no parameter '{name}' to replace.");
+        }
+
+        Parameter p;
+        using (torch.no_grad())
+        {
+            p = nn.Parameter(value.to(old.dtype, old.device).contiguous().clone(), old.requires_grad);
+        }
+
+        p.DetachFromDisposeScope();
+        _internal_params[name] = p;
+        old.Dispose();
         return p;
     }
 

@@ -14,7 +14,8 @@ public static partial class PeftModel
     /// Sets <c>requires_grad</c> on every parameter of the tree by the PEFT trainability rule:
     /// <list type="bullet">
     /// <item>parameters of an adapter are trainable while that adapter is active and its layer's adapters are enabled
-    /// (inactive adapters are frozen, as in PEFT);</item>
+    /// (inactive adapters are frozen, as in PEFT), except the adapter's own <see cref="PeftAdapter.FrozenParameters"/>, which
+    /// never train;</item>
     /// <item>when the tree holds any adapter, every other parameter is frozen unless it lies under a member marked
     /// <see cref="TrainableAttribute"/>;</item>
     /// <item>a member marked <see cref="FreezeAttribute"/>, or a class marked with it, freezes its whole subtree,
@@ -52,9 +53,10 @@ public static partial class PeftModel
             foreach (var adapter in layer.Adapters)
             {
                 bool live = !node.Frozen && layer.IsLive(adapter);
+                var fixedTensors = new HashSet<Parameter>(adapter.FrozenParameters(), ReferenceEqualityComparer.Instance);
                 foreach (var parameter in adapter.parameters())
                 {
-                    Set(parameter, live);
+                    Set(parameter, live && !fixedTensors.Contains(parameter));
                 }
 
                 if (adapter is ISharedTensorAdapter { SharedTensors: { } set })

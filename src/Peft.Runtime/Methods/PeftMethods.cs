@@ -24,6 +24,8 @@ public static class PeftMethods
         SSFMethod.Instance,
         RandLoRAMethod.Instance,
         VBLoRAMethod.Instance,
+        SVFitMethod.Instance,
+        LoLDUMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>

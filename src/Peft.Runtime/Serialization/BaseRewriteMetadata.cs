@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Peft.Serialization;
 
 /// <summary>
-/// Which base an adapter file that rewrote its base (PiSSA, OLoRA: <see cref="IBaseRewritingAdapter"/>) belongs to. PEFT stores
+/// Which base an adapter file that rewrote its base (PiSSA, OLoRA, SVFit, LoLDU: <see cref="IBaseRewritingAdapter"/>) belongs to. PEFT stores
 /// <c>init_lora_weights="pissa"</c> and re-runs the initialisation on whatever base it is given at load, so such a file is only
 /// right on the <em>original</em> base: on the residual base it would take the principal part out a second time. Saves record,
 /// in the safetensors metadata under <see cref="MetadataKey"/> (PEFT ignores it), the fingerprints (<see cref="BaseFingerprint"/>)
@@ -74,16 +74,17 @@ public static class BaseRewriteMetadata
         if (prints.Original.Matches(current)) return;
         if (prints.Residual.Matches(current))
             throw new AdapterFormatException(
-                $"{source}: the base weight of '{modulePath}' is the residual model this adapter was trained on, but the file's init_lora_weights re-derives the residual " +
-                "from the original base (as PEFT does on load), which would take the adapter's part out a second time; nothing was changed. Use the original base weights, " +
-                "or convert the adapter to a plain LoRA (LoRAConversion, peft convert) or save it with init_lora_weights true for the residual base.");
+                $"{source}: the base weight of '{modulePath}' is the residual model this adapter was trained on, but loading the file re-derives the residual " +
+                "from the original base (PiSSA/OLoRA's init_lora_weights, as PEFT does on load; SVFit and LoLDU likewise), which would take the adapter's part out a second time; " +
+                "nothing was changed. Use the original base weights; a PiSSA/OLoRA adapter can instead be converted to a plain LoRA (LoRAConversion, peft convert) or saved " +
+                "with init_lora_weights true for the residual base.");
         throw new AdapterFormatException(
             $"{source}: the base weight of '{modulePath}' is not the one this adapter was initialised from (neither the original nor the residual weight recorded in " +
             $"__metadata__.{MetadataKey}); its residual would differ. Use the base model the adapter was trained from; nothing was changed.");
     }
 
     /// <summary>Checks that the model's base already holds the residual the file's adapter was trained with (a load into an
-    /// existing base-rewriting adapter copies A and B only).</summary>
+    /// existing base-rewriting adapter copies the adapter's tensors only).</summary>
     /// <param name="record">The file's record.</param>
     /// <param name="modulePath">The module.</param>
     /// <param name="layer">The model's layer.</param>
@@ -98,7 +99,7 @@ public static class BaseRewriteMetadata
         if (prints.Residual.Matches(layer.Weight)) return;
         throw new AdapterFormatException(
             $"{source}: the model's base weight of '{modulePath}' is not the residual this adapter was trained with (the model's adapter was initialised from another " +
-            "base weight); A and B would pair with the wrong residual. Load the original base weights and call model.ReinitializeFromBase(), or load the file into a " +
+            "base weight); the file's tensors would pair with the wrong residual. Load the original base weights and call model.ReinitializeFromBase(), or load the file into a " +
             "model without this adapter (the load then derives the residual itself); nothing was loaded.");
     }
 
