@@ -162,9 +162,11 @@ public sealed class SentimentMethodTests
                     break;
                 default:
                     // A newly registered adapter method: it trains its adapter (all but the tensors the adapter keeps frozen,
-                    // such as SVFit's singular vectors) and the head, nothing else.
+                    // such as SVFit's singular vectors, plus the trainable tensors its layers share, such as VB-LoRA's
+                    // vector bank, counted once) and the head, nothing else.
                     long adapterTrainable = classifier.AdaptedLayers().SelectMany(l => l.Layer.Adapters).Sum(a => a.TrainableParameterCount);
-                    Assert.Equal(adapterTrainable + head, count);
+                    long shared = classifier.SharedParameters().Sum(s => s.Parameter.numel());
+                    Assert.Equal(adapterTrainable + shared + head, count);
                     break;
             }
         }
