@@ -12,7 +12,8 @@ using static TorchSharp.torch;
 // round by round, and reported as a ratio of medians: these machines are noisy, ratios are what carries over.
 //   dotnet run -c Release --project benchmarks/Peft.Benchmarks -- [--rounds N] [--output docs/benchmarks.md]
 // Internal: --memory lora|full runs one training configuration and prints its peak resident memory; --freezing-probe MODE
-// likewise for layer freezing (Freezing.cs); --freezing runs section 7 alone and prints its lines.
+// likewise for layer freezing (Freezing.cs); --freezing runs section 7 alone and prints its lines; --selective runs
+// section 6's ID3 lines alone (against LoRA r=8 and the frozen base, Selective.cs).
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -22,6 +23,7 @@ string? output = null;
 string? memoryMode = null;
 string? freezingMode = null;
 bool freezingOnly = false;
+bool selectiveOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -31,12 +33,19 @@ for (int i = 0; i < args.Length; i++)
         case "--memory": memoryMode = args[++i]; break;
         case "--freezing-probe": freezingMode = args[++i]; break;
         case "--freezing": freezingOnly = true; break;
+        case "--selective": selectiveOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
 
 if (memoryMode is not null) return MemoryProbe.Run(memoryMode);
 if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
+if (selectiveOnly)
+{
+    foreach (var (name, value, note) in SelectiveProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
 if (freezingOnly)
 {
     foreach (var (name, value, note) in FreezingProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
@@ -193,7 +202,9 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
         if (name == "DoRA r=8") steps.Add(($"{name} (fused kernel)", Fused(Step)));
     }
 
+    steps.Add((SelectiveProbe.Id3Name, SelectiveProbe.Id3Step(x, owned)));
     var times = Timing.Interleaved(rounds, steps.ToArray());
+    results.AddRange(SelectiveProbe.Lines(times));
     foreach (var (name, _, _, _) in methods)
     {
         results.Add(($"{name} training step, 4x (LayerNorm, Linear(1024,1024)), 1024 rows", Timing.Ms(times[name]), "median"));
