@@ -13,7 +13,7 @@ using static TorchSharp.torch;
 //   dotnet run -c Release --project benchmarks/Peft.Benchmarks -- [--rounds N] [--output docs/benchmarks.md]
 // Internal: --memory lora|full runs one training configuration and prints its peak resident memory; --freezing-probe MODE
 // likewise for layer freezing (Freezing.cs); --freezing runs section 7 alone and prints its lines; --selective runs
-// section 6's ID3 lines alone (against LoRA r=8 and the frozen base, Selective.cs).
+// section 6's ID3 and SPT lines alone (against LoRA r=8 and the frozen base, Selective.cs).
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -203,8 +203,9 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
     }
 
     steps.Add((SelectiveProbe.Id3Name, SelectiveProbe.Id3Step(x, owned)));
+    steps.Add((SelectiveProbe.SptName, SelectiveProbe.SptStep(x, owned, out var sptSummary)));
     var times = Timing.Interleaved(rounds, steps.ToArray());
-    results.AddRange(SelectiveProbe.Lines(times));
+    results.AddRange(SelectiveProbe.Lines(times, sptSummary));
     foreach (var (name, _, _, _) in methods)
     {
         results.Add(($"{name} training step, 4x (LayerNorm, Linear(1024,1024)), 1024 rows", Timing.Ms(times[name]), "median"));

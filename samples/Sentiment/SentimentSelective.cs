@@ -58,4 +58,33 @@ public static class SentimentSelective
         var id3 = new Id3Unmasking(classifier, names, options);
         return new SelectiveTraining(id3, id3.Parameters, id3, options.Budget);
     }
+
+    /// <summary>The encoder's weights SPT chooses from: its matrices and its vectors (biases, norms), embeddings aside.</summary>
+    /// <param name="classifier">The classifier.</param>
+    public static IReadOnlyList<string> MatricesAndVectors(SentimentClassifier classifier)
+    {
+        ArgumentNullException.ThrowIfNull(classifier);
+        return classifier.named_parameters()
+            .Where(p => p.name.StartsWith("encoder.", StringComparison.Ordinal) && p.parameter.dim() is 1 or 2 && !p.name.Contains("embed", StringComparison.OrdinalIgnoreCase))
+            .Select(p => p.name)
+            .ToArray();
+    }
+
+    /// <summary>SPT with the paper's settings (8 sensitivity batches, LoRA r = 8 where a matrix holds r(in + out)/5 selected
+    /// entries, vectors fully tuned from dim/5) and a budget of 1% of the encoder's matrix entries, as ID³'s.</summary>
+    /// <param name="classifier">The classifier.</param>
+    /// <param name="totalSteps">Not used (SPT decides before training).</param>
+    /// <param name="batchLoss">The first epoch's batch losses, for the sensitivities.</param>
+    public static SelectiveTraining Spt(SentimentClassifier classifier, int totalSteps, Func<int, Tensor> batchLoss)
+    {
+        ArgumentNullException.ThrowIfNull(classifier);
+        var parameters = classifier.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        long entries = Matrices(classifier).Sum(n => parameters[n].numel());
+        var plan = global::Peft.Spt.Plan(classifier, MatricesAndVectors(classifier), batchLoss, new SptOptions((long)(entries * BudgetShare)));
+        var spt = global::Peft.Spt.Apply(classifier, plan);
+        Console.Error.WriteLine(
+            $"  spt: {plan.Weights.Count(w => w.Tuning == SptTuning.Structured)} matrices get LoRA r 8, {plan.Weights.Count(w => w.Tuning == SptTuning.Unstructured)} weights train selected entries, "
+            + $"{plan.Weights.Count(w => w.Tuning == SptTuning.Full)} vectors train fully, {plan.Weights.Count(w => w.Tuning == SptTuning.Frozen)} stay frozen; {spt.TrainedCount:N0} values train");
+        return new SelectiveTraining(spt.Masks, spt.Parameters, spt, spt.TrainedCount);
+    }
 }

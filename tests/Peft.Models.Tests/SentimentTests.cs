@@ -157,11 +157,13 @@ public sealed class SentimentMethodTests
                     Assert.Empty(classifier.AdapterNames());
                     Assert.True(MaxDifference(output, plain) == 0, "freezing changed the encoder");
                     break;
+                case "spt":
                 case "id3":
                     // Selective: the head trains from the start; the encoder's matrices are masked when the run starts.
                     Assert.Equal(head, count);
                     Assert.Empty(classifier.AdapterNames());
                     Assert.True(MaxDifference(output, plain) == 0, "a selective method changed the encoder before training");
+                    if (method.Name == "spt") break;   // SPT's plan needs data: measured in the sample run
                     using (var id3 = (Id3Unmasking)SentimentSelective.Id3(classifier, 200, _ => throw new InvalidOperationException()).Owner)
                     {
                         Assert.Equal(14, id3.Masks.Names.Count);   // the 12 projections, layer 0's residual_proj and the pooler
