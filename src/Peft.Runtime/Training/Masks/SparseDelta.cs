@@ -83,7 +83,7 @@ public sealed class SparseDelta : IDisposable
 
     /// <summary>Reads a delta written by <see cref="Save"/>.</summary>
     /// <param name="path">The file.</param>
-    /// <returns>The delta; check it against a model with <see cref="ApplyTo"/>.</returns>
+    /// <returns>The delta; check it against a model with <see cref="ApplyTo(nn.Module)"/>.</returns>
     /// <exception cref="SafetensorsFormatException">The file is not a sparse delta, or a weight's tensors are missing or inconsistent (the message names the file and the weight).</exception>
     public static SparseDelta Load(string path)
     {
@@ -124,7 +124,7 @@ public sealed class SparseDelta : IDisposable
 
     /// <summary>Subtracts the delta from <paramref name="model"/>'s weights (back to the base); everything is checked first.</summary>
     /// <param name="model">A model the delta was applied to.</param>
-    /// <exception cref="ArgumentException">As for <see cref="ApplyTo"/>.</exception>
+    /// <exception cref="ArgumentException">As for <see cref="ApplyTo(nn.Module)"/>.</exception>
     public void RevertFrom(nn.Module model) => Add(model, -1.0);
 
     /// <summary>Frees the tensors.</summary>
@@ -137,30 +137,45 @@ public sealed class SparseDelta : IDisposable
         }
     }
 
+    /// <summary>Adds the delta to weights held by name (a state dict read from a file: <c>peft merge</c>); everything is checked first.</summary>
+    /// <param name="weights">The base tensors by name; those the delta changes are changed in place.</param>
+    /// <exception cref="ArgumentException">As for <see cref="ApplyTo(nn.Module)"/>.</exception>
+    public void ApplyTo(IReadOnlyDictionary<string, Tensor> weights)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        Add(weights, 1.0, "the weights");
+    }
+
     private void Add(nn.Module model, double sign)
     {
         ArgumentNullException.ThrowIfNull(model);
-        var parameters = new Dictionary<string, Parameter>(StringComparer.Ordinal);
+        var parameters = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         foreach (var (name, parameter) in model.named_parameters())
         {
             parameters.TryAdd(name, parameter);
         }
 
+        Add(parameters, sign, "the model");
+    }
+
+    private void Add(IReadOnlyDictionary<string, Tensor> parameters, double sign, string what)
+    {
+
         foreach (var (name, shape, indices, values) in _weights)
         {
             if (!parameters.TryGetValue(name, out var weight))
             {
-                throw new ArgumentException($"The sparse delta changes '{name}', which the model does not have; load it onto the model it was trained from.", nameof(model));
+                throw new ArgumentException($"The sparse delta changes '{name}', which is not in {what}; load it onto the base it was trained from.", nameof(parameters));
             }
 
             if (!weight.shape.SequenceEqual(shape) || weight.dtype != values.dtype)
             {
-                throw new ArgumentException($"The sparse delta's '{name}' is {values.dtype} [{string.Join(", ", shape)}]; the model's is {weight.dtype} [{string.Join(", ", weight.shape)}].", nameof(model));
+                throw new ArgumentException($"The sparse delta's '{name}' is {values.dtype} [{string.Join(", ", shape)}]; its base tensor in {what} is {weight.dtype} [{string.Join(", ", weight.shape)}].", nameof(parameters));
             }
 
             if (indices.numel() > 0 && (indices.min().ToInt64() < 0 || indices.max().ToInt64() >= weight.numel()))
             {
-                throw new ArgumentException($"The sparse delta's '{name}' has an index outside [0, {weight.numel()}).", nameof(model));
+                throw new ArgumentException($"The sparse delta's '{name}' has an index outside [0, {weight.numel()}).", nameof(parameters));
             }
         }
 
