@@ -7,7 +7,9 @@ namespace Peft.Benchmarks;
 /// is applied to <see cref="AdaptableStack"/> (its four linear layers, or its four norms); its training step is reported
 /// against LoRA r=8's and against the frozen base's, in the same run. Layer freezing (Telly, <c>--method freeze-bottom</c>) is
 /// not an adapter option and needs a transformer stack (<see cref="ITransformerStack"/>), which this four-layer stack is not:
-/// it is measured in section 8 on <see cref="FreezableStack"/> (Freezing.cs).
+/// it is measured in section 8 on <see cref="FreezableStack"/> (Freezing.cs). ID³ and SPT train masked entries of the base
+/// weights (SPT also LoRA where its plan says so), not one adapter option: their lines in section 6 come from
+/// <see cref="SelectiveProbe"/> (Selective.cs).
 /// </summary>
 internal static class BenchmarkedMethods
 {

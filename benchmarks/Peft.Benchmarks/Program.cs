@@ -14,7 +14,8 @@ using static TorchSharp.torch;
 // Internal: --memory lora|full runs one training configuration and prints its peak resident memory; --freezing-probe MODE
 // likewise for layer freezing (Freezing.cs); --freezing runs section 8 (layer freezing) alone and prints its lines;
 // --init-only times only section 7 (PiSSA/OLoRA initialisation); --methods-only runs only section 6 (every method's step
-// against LoRA's and the frozen base's), the table a new method joins.
+// against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
+// alone (against LoRA r=8 and the frozen base, Selective.cs).
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -26,6 +27,7 @@ string? freezingMode = null;
 bool freezingOnly = false;
 bool initOnly = false;
 bool methodsOnly = false;
+bool selectiveOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -37,12 +39,19 @@ for (int i = 0; i < args.Length; i++)
         case "--freezing": freezingOnly = true; break;
         case "--init-only": initOnly = true; break;
         case "--methods-only": methodsOnly = true; break;
+        case "--selective": selectiveOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
 
 if (memoryMode is not null) return MemoryProbe.Run(memoryMode);
 if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
+if (selectiveOnly)
+{
+    foreach (var (name, value, note) in SelectiveProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
 if (freezingOnly)
 {
     foreach (var (name, value, note) in FreezingProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
@@ -203,7 +212,10 @@ if (!initOnly)
         if (name == "DoRA r=8") steps.Add(($"{name} (fused kernel)", Fused(Step)));
     }
 
+    steps.Add((SelectiveProbe.Id3Name, SelectiveProbe.Id3Step(x, owned)));
+    steps.Add((SelectiveProbe.SptName, SelectiveProbe.SptStep(x, owned, out var sptSummary)));
     var times = Timing.Interleaved(rounds, steps.ToArray());
+    results.AddRange(SelectiveProbe.Lines(times, sptSummary));
     foreach (var (name, _, _, _) in methods)
     {
         results.Add(($"{name} training step, 4x (LayerNorm, Linear(1024,1024)), 1024 rows", Timing.Ms(times[name]), "median"));

@@ -64,8 +64,20 @@ public static class SentimentExperiment
 
         int stepsPerEpoch = (train.Count + settings.BatchSize - 1) / settings.BatchSize;
         int totalSteps = stepsPerEpoch * settings.Epochs;
+        var firstBatches = Batches(trainIds, settings.BatchSize, new Random(settings.Seed));   // the first epoch's batches
+        var selective = method.Selective?.Invoke(classifier, totalSteps, i => BatchLoss(classifier, firstBatches[i % firstBatches.Count], trainIds, train));
+        using var selectiveOwner = selective?.Owner;
+        var callbacks = new List<ITrainingCallback>();
+        if (selective is not null)
+        {
+            callbacks.Add(selective.Callback);
+            trainable = trainable.Concat(selective.Parameters).ToList();
+            trainableCount += selective.TrainedEntries;
+        }
+
         using var trainer = new AdapterTrainer(trainable, new TrainingOptions
         {
+            Callbacks = callbacks,
             LearningRate = settings.LearningRate,
             TotalSteps = totalSteps,
             WarmupSteps = Math.Max(1, totalSteps / 10),
@@ -82,12 +94,7 @@ public static class SentimentExperiment
             double lossSum = 0;
             foreach (var batch in Batches(trainIds, settings.BatchSize, random))
             {
-                var step = trainer.TrainStep(() =>
-                {
-                    var (ids, mask) = Batch(batch.Select(i => trainIds[i]).ToArray());
-                    using var labels = tensor(batch.Select(i => (long)train[i].Label).ToArray(), dtype: ScalarType.Int64);
-                    return nn.functional.cross_entropy(classifier.call(ids, mask), labels);
-                });
+                var step = trainer.TrainStep(() => BatchLoss(classifier, batch, trainIds, train));
                 lossSum += step.Loss;
             }
             seconds += clock.Elapsed.TotalSeconds;
@@ -103,6 +110,14 @@ public static class SentimentExperiment
             log?.WriteLine($"  {method.Name} seed {settings.Seed}: saved to {saveDirectory}");
         }
         return new SentimentResult(method.Name, settings.Seed, trainableCount, before, accuracy, seconds / settings.Epochs, firstLoss, lastLoss);
+    }
+
+    /// <summary>The cross-entropy of the classifier on one batch of training sentences.</summary>
+    private static Tensor BatchLoss(SentimentClassifier classifier, int[] batch, long[][] trainIds, IReadOnlyList<SentimentExample> train)
+    {
+        var (ids, mask) = Batch(batch.Select(i => trainIds[i]).ToArray());
+        using var labels = tensor(batch.Select(i => (long)train[i].Label).ToArray(), dtype: ScalarType.Int64);
+        return nn.functional.cross_entropy(classifier.call(ids, mask), labels);
     }
 
     /// <summary>The file <see cref="Save"/> writes the whole classifier to for the methods without an adapter.</summary>
@@ -231,6 +246,12 @@ public static class SentimentExperiment
                 foreach (var p in classifier.parameters()) p.requires_grad = false;
                 foreach (var p in chosen) p.requires_grad = true;
                 return chosen;
+            case Trains.Masked:
+                if (method.Selective is null) throw new InvalidOperationException($"Method '{method.Name}' trains masked weights, but has no selection.");
+                foreach (var p in classifier.parameters()) p.requires_grad = false;
+                var head = classifier.HeadParameters().ToList();
+                foreach (var p in head) p.requires_grad = true;
+                return head;
             case Trains.Unfrozen:
                 if (method.Freezing is null) throw new InvalidOperationException($"Method '{method.Name}' trains what its freezing leaves, but has none.");
                 foreach (var p in classifier.parameters()) p.requires_grad = true;

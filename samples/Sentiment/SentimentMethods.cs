@@ -18,6 +18,10 @@ public enum Trains
     /// <summary>The base weights the method's <see cref="SentimentMethod.Freezing"/> leaves trainable, and the head: selected
     /// base weights train (layer freezing freezes the embeddings and bottom blocks, the rest is fine-tuned).</summary>
     Unfrozen,
+
+    /// <summary>Chosen entries of the encoder's own weights (<see cref="SentimentMethod.Selective"/>: ID³, SPT) and the head;
+    /// the weights are masked when the run starts, since the choice needs the run's length or data. Saved as model weights.</summary>
+    Masked,
 }
 
 /// <summary>
@@ -44,6 +48,18 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
 
     /// <summary>For <see cref="Trains.Unfrozen"/>: what the method freezes in the encoder's stack (<see cref="LayerFreezing"/>).</summary>
     public LayerFreezing? Freezing { get; init; }
+
+    /// <summary>For <see cref="Trains.Masked"/>: builds the masks and their callback when the run starts.</summary>
+    public SelectiveFactory? Selective { get; init; }
+
+    /// <summary>A method without adapter that trains chosen entries of the encoder's weights with the head (<see cref="Trains.Masked"/>).</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="selective">Builds the masks (<see cref="SentimentSelective"/>).</param>
+    /// <param name="quick">Whether the default run includes it.</param>
+    public static SentimentMethod Masks(string name, string displayName, double learningRate, SelectiveFactory selective, bool quick = false)
+        => new(name, displayName, learningRate, quick, null, Trains.Masked) { Selective = selective };
 
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
@@ -113,6 +129,8 @@ public static class SentimentMethods
         SentimentMethod.Adapter("lntuning", "LayerNorm tuning (4 norms)", 1e-2, UseLiteTargets.LayerNormTuning, new LNTuningOptions()),
         SentimentMethod.Adapter("prompt", $"prompt tuning ({PromptTokens} virtual tokens)", 1e-2, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(PromptTokens, PromptInitText), quick: true),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
+        SentimentMethod.Masks("spt", "SPT (1% of the encoder's matrix entries by sensitivity; LoRA r 8 where dense)", 1e-3, SentimentSelective.Spt),
+        SentimentMethod.Masks("id3", "ID³ (1% of the encoder's matrix entries, unmasked in 10 steps)", 1e-3, SentimentSelective.Id3),
         SentimentMethod.BaseWeights("full", "full fine-tuning", 1e-4, Trains.Everything, quick: true),
     ];
 

@@ -12,7 +12,7 @@ internal static class MergeCommand
     public static Command Create()
     {
         var baseOption = new Option<string>("--base") { Description = "The base weights: a safetensors file (state-dict names such as fc1.weight), or a Hugging Face model directory (config.json with model.safetensors, or shards and model.safetensors.index.json).", Required = true };
-        var adapterOption = new Option<string>("--adapter") { Description = "The adapter directory (adapter_config.json + adapter_model.safetensors), or a directory of named adapters with --adapter-name.", Required = true };
+        var adapterOption = new Option<string>("--adapter") { Description = "The adapter directory (adapter_config.json + adapter_model.safetensors), or a directory of named adapters with --adapter-name, or a sparse delta file (SPT, ID3: format peft-dotnet-sparse-delta) added into a base weights file.", Required = true };
         var outputOption = new Option<string>("--output", "-o") { Description = "For a base file, the merged safetensors file (written atomically; may be the base file). For a model directory, a new or empty directory that receives the merged model in the same layout (written whole, then renamed into place).", Required = true };
         var nameOption = new Option<string?>("--adapter-name") { Description = "Use the adapter in the subdirectory of this name (PEFT's layout for named adapters; the hosting service writes adapters/NAME)." };
         var allowOption = new Option<bool>("--allow-already-merged") { Description = "Merge even when the base's metadata records this adapter as merged already (its update would be applied twice)." };
@@ -39,7 +39,20 @@ internal static class MergeCommand
                 throw CliException.Usage($"{output}: --output is a directory; the base is a file, so give the merged file's path.");
             }
 
-            string adapter = AdapterDirectory.Resolve(parse.GetRequiredValue(adapterOption), parse.GetValue(nameOption));
+            string adapterArgument = parse.GetRequiredValue(adapterOption);
+            if (SparseDeltaMerge.IsSparseDelta(adapterArgument))
+            {
+                var (names, entries) = SparseDeltaMerge.Merge(basePath, adapterArgument, output);
+                foreach (var name in names)
+                {
+                    parse.InvocationConfiguration.Output.WriteLine($"merged {name} (sparse delta)");
+                }
+
+                parse.InvocationConfiguration.Output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"wrote {Path.GetFullPath(output)} ({entries} entries of {names.Count} tensor(s) from the sparse delta {adapterArgument})"));
+                return ExitCodes.Success;
+            }
+
+            string adapter = AdapterDirectory.Resolve(adapterArgument, parse.GetValue(nameOption));
             var result = AdapterMerger.Merge(basePath, adapter, output, parse.GetValue(nameOption) ?? AdapterNames.Default, parse.GetValue(allowOption));
             var writer = parse.InvocationConfiguration.Output;
             foreach (var module in result.Merged)

@@ -1,3 +1,4 @@
+using Peft;
 using Peft.Data;
 using Peft.Models.UseLite;
 using Sentiment;
@@ -105,6 +106,7 @@ public sealed class SentimentMethodTests
         Assert.Contains("full", SentimentMethods.Quick.Select(m => m.Name));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Targets is not null, m.Trains == Trains.AdapterAndHead));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Freezing is not null, m.Trains == Trains.Unfrozen));
+        Assert.All(SentimentMethods.All, m => Assert.Equal(m.Selective is not null, m.Trains == Trains.Masked));
         Assert.Same(SentimentMethods.Get("lora"), SentimentMethods.Get("LoRA"));
         var unknown = Assert.Throws<ArgumentException>(() => SentimentMethods.Get("lorra")).Message;
         Assert.Contains("Unknown method 'lorra'. Methods: probe, lora", unknown);
@@ -154,6 +156,22 @@ public sealed class SentimentMethodTests
                     Assert.Equal(classifier.parameters().Sum(p => p.numel()) - frozen, count);
                     Assert.Empty(classifier.AdapterNames());
                     Assert.True(MaxDifference(output, plain) == 0, "freezing changed the encoder");
+                    break;
+                case "spt":
+                case "id3":
+                    // Selective: the head trains from the start; the encoder's matrices are masked when the run starts.
+                    Assert.Equal(head, count);
+                    Assert.Empty(classifier.AdapterNames());
+                    Assert.True(MaxDifference(output, plain) == 0, "a selective method changed the encoder before training");
+                    if (method.Name == "spt") break;   // SPT's plan needs data: measured in the sample run
+                    using (var id3 = (Id3Unmasking)SentimentSelective.Id3(classifier, 200, _ => throw new InvalidOperationException()).Owner)
+                    {
+                        Assert.Equal(14, id3.Masks.Names.Count);   // the 12 projections, layer 0's residual_proj and the pooler
+                        Assert.Equal((long)(id3.Masks.TotalCount * SentimentSelective.BudgetShare), id3.Options.Budget);
+                        Assert.Equal(0, id3.Masks.TrainedCount);
+                        Assert.Equal(10, id3.Options.Interval);
+                    }
+
                     break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());

@@ -50,6 +50,9 @@ public sealed class CheckpointStore
     /// <summary>The global CPU generator state (<c>torch.cpu</c>) and the data sampler's (<c>sampler</c>).</summary>
     public const string RandomStateFileName = "rng.safetensors";
 
+    /// <summary>The state of the run's <see cref="ICheckpointedCallback"/>s, <c>{StateName}/{key}</c>; written only when there are any.</summary>
+    public const string CallbacksFileName = "callbacks.safetensors";
+
     private const string DirectoryPrefix = "step-";
     private const string TempPrefix = ".tmp-step-";
     private const string TrashPrefix = ".trash-step-";
@@ -122,6 +125,7 @@ public sealed class CheckpointStore
         string finalPath = Path.Combine(Root, DirectoryPrefix + trainer.Step.ToString("D8", CultureInfo.InvariantCulture));
         var names = ParameterNames(model, trainer, finalPath);
         var optimizerState = OptimizerCheckpoint.Collect(trainer.Optimizer, names, finalPath);
+        var callbacks = CallbackCheckpoint.Of(trainer.Options, finalPath);
         EnsureFinite(names, trainer, finalPath);
         OptimizerCheckpoint.EnsureFinite(trainer.Optimizer, names, trainer.Step, finalPath);
 
@@ -152,6 +156,10 @@ public sealed class CheckpointStore
                 }
 
                 WriteTensors(tempPath, RandomStateFileName, random, metadata: null, files);
+                if (callbacks.Count > 0)
+                {
+                    WriteTensors(tempPath, CallbacksFileName, CallbackCheckpoint.Collect(callbacks), metadata: null, files);
+                }
 
                 var manifest = new CheckpointManifest
                 {
@@ -265,6 +273,7 @@ public sealed class CheckpointStore
         CheckpointValidation.EnsureOptimizerSteps(Path.Combine(dir, OptimizerFileName), manifest.Step);
         OptimizerCheckpoint.EnsureKind(manifest, trainer.Optimizer, dir);
         using var scope = torch.NewDisposeScope();
+        var callbackStates = CallbackCheckpoint.Read(dir, manifest, CallbackCheckpoint.Of(trainer.Options, dir));
         var parameterValues = new List<Tensor>();
         OptimizerCheckpoint.Restore optimizerState;
         Tensor cpuState;
@@ -334,6 +343,7 @@ public sealed class CheckpointStore
         }
 
         optimizerState.Apply();
+        CallbackCheckpoint.Restore(dir, callbackStates);
         trainer.RestoreCounters(manifest.Step, manifest.SkippedSteps);
         return new CheckpointInfo(dir, manifest);
     }
