@@ -14,7 +14,8 @@ public static partial class PeftModel
     /// Sets <c>requires_grad</c> on every parameter of the tree by the PEFT trainability rule:
     /// <list type="bullet">
     /// <item>parameters of an adapter are trainable while that adapter is active and its layer's adapters are enabled
-    /// (inactive adapters are frozen, as in PEFT);</item>
+    /// (inactive adapters are frozen, as in PEFT); an adapter inserted at a block's sub-layer (<see cref="InsertedAdapter"/>)
+    /// trains while it is active;</item>
     /// <item>when the tree holds any adapter, every other parameter is frozen unless it lies under a member marked
     /// <see cref="TrainableAttribute"/>;</item>
     /// <item>a member marked <see cref="FreezeAttribute"/>, or a class marked with it, freezes its whole subtree,
@@ -30,9 +31,19 @@ public static partial class PeftModel
     {
         ArgumentNullException.ThrowIfNull(root);
         var nodes = ModuleTree.Walk(root);
-        bool anyAdapters = nodes.Any(n => n.Layer is { Adapters.Count: > 0 });
+        bool anyAdapters = nodes.Any(n => n.Layer is { Adapters.Count: > 0 } || n.Inserted is not null);
         foreach (var node in nodes)
         {
+            if (node.Inserted is { } inserted)
+            {
+                foreach (var parameter in inserted.parameters())
+                {
+                    Set(parameter, !node.Frozen && inserted.Active);
+                }
+
+                continue;
+            }
+
             var descriptor = (node.Module as IPeftModule)?.PeftDescriptor;
             foreach (var (name, parameter) in node.Module.named_parameters(recurse: false))
             {
