@@ -7,7 +7,8 @@ namespace Peft.Benchmarks;
 /// is applied to <see cref="AdaptableStack"/> (its four linear layers, or its four norms); its training step is reported
 /// against LoRA r=8's and against the frozen base's, in the same run. Layer freezing (Telly, <c>--method freeze-bottom</c>) is
 /// not an adapter option and needs a transformer stack (<see cref="ITransformerStack"/>), which this four-layer stack is not:
-/// it is measured in section 7 on <see cref="FreezableStack"/> (Freezing.cs).
+/// it is measured in section 7 on <see cref="FreezableStack"/> (Freezing.cs). Bottleneck adapters are inserted after a
+/// block's sub-layers, not on a layer: section 8 measures them against LoRA on <see cref="InsertionStack"/> (Bottleneck.cs).
 /// </summary>
 internal static class BenchmarkedMethods
 {

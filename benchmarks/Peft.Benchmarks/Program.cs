@@ -12,7 +12,7 @@ using static TorchSharp.torch;
 // round by round, and reported as a ratio of medians: these machines are noisy, ratios are what carries over.
 //   dotnet run -c Release --project benchmarks/Peft.Benchmarks -- [--rounds N] [--output docs/benchmarks.md]
 // Internal: --memory lora|full runs one training configuration and prints its peak resident memory; --freezing-probe MODE
-// likewise for layer freezing (Freezing.cs); --freezing runs section 7 alone and prints its lines.
+// likewise for layer freezing (Freezing.cs); --freezing runs section 7 alone and prints its lines, --bottleneck section 8.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -22,6 +22,7 @@ string? output = null;
 string? memoryMode = null;
 string? freezingMode = null;
 bool freezingOnly = false;
+bool bottleneckOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -31,12 +32,19 @@ for (int i = 0; i < args.Length; i++)
         case "--memory": memoryMode = args[++i]; break;
         case "--freezing-probe": freezingMode = args[++i]; break;
         case "--freezing": freezingOnly = true; break;
+        case "--bottleneck": bottleneckOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
 
 if (memoryMode is not null) return MemoryProbe.Run(memoryMode);
 if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
+if (bottleneckOnly)
+{
+    foreach (var (name, value, note) in BottleneckProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
 if (freezingOnly)
 {
     foreach (var (name, value, note) in FreezingProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
@@ -303,6 +311,10 @@ Console.WriteLine($"threads: {get_num_threads()}, rounds: {rounds}");
 // 7. Layer freezing (Telly): embeddings + 6 of 8 blocks frozen against full fine-tuning, and the frozen bottom run under
 //    no_grad (ITransformerStack's gradient-free prefix) against the same freezing with the prefix's graph kept.
 results.AddRange(FreezingProbe.Results(rounds));
+
+// 8. Bottleneck adapters inserted after the sub-layers of a transformer stack (ITransformerBlock) against LoRA r=8 on
+//    every linear layer of the same stack.
+results.AddRange(BottleneckProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");

@@ -18,6 +18,10 @@ public enum Trains
     /// <summary>The base weights the method's <see cref="SentimentMethod.Freezing"/> leaves trainable, and the head: selected
     /// base weights train (layer freezing freezes the embeddings and bottom blocks, the rest is fine-tuned).</summary>
     Unfrozen,
+
+    /// <summary>The bottleneck adapters the method's <see cref="SentimentMethod.Bottleneck"/> inserts after the encoder's
+    /// sub-layers, plus the head; saved with the classifier's weights.</summary>
+    Inserted,
 }
 
 /// <summary>
@@ -44,6 +48,19 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
 
     /// <summary>For <see cref="Trains.Unfrozen"/>: what the method freezes in the encoder's stack (<see cref="LayerFreezing"/>).</summary>
     public LayerFreezing? Freezing { get; init; }
+
+    /// <summary>For <see cref="Trains.Inserted"/>: the bottleneck adapters inserted in every block of the encoder.</summary>
+    public BottleneckConfig? Bottleneck { get; init; }
+
+    /// <summary>A method that inserts bottleneck adapters after the encoder's sub-layers (<see cref="Trains.Inserted"/>)
+    /// and trains them with the head; saved as model weights.</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="config">The adapters (<see cref="BottleneckConfig"/>).</param>
+    /// <returns>The method.</returns>
+    public static SentimentMethod Inserts(string name, string displayName, double learningRate, BottleneckConfig config)
+        => new(name, displayName, learningRate, false, null, Trains.Inserted) { Bottleneck = config };
 
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
@@ -106,6 +123,9 @@ public static class SentimentMethods
         SentimentMethod.Adapter("ssf", "SSF (12 projections, 4 norms)", 1e-2, UseLiteTargets.SSF, new SSFOptions()),
         SentimentMethod.Adapter("lntuning", "LayerNorm tuning (4 norms)", 1e-2, UseLiteTargets.LayerNormTuning, new LNTuningOptions()),
         SentimentMethod.Adapter("prompt", $"prompt tuning ({PromptTokens} virtual tokens)", 1e-2, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(PromptTokens, PromptInitText), quick: true),
+        SentimentMethod.Inserts("houlsby", "Houlsby adapters (rf 16, after attention and FFN)", 1e-3, BottleneckConfig.Houlsby()),
+        SentimentMethod.Inserts("pfeiffer", "Pfeiffer adapters (rf 16, after FFN)", 1e-3, BottleneckConfig.Pfeiffer()),
+        SentimentMethod.Inserts("parallel", "scaled parallel adapters (rf 2, s 4, beside FFN)", 1e-3, BottleneckConfig.ScaledParallel()),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
         SentimentMethod.BaseWeights("full", "full fine-tuning", 1e-4, Trains.Everything, quick: true),
     ];

@@ -105,6 +105,7 @@ public sealed class SentimentMethodTests
         Assert.Contains("full", SentimentMethods.Quick.Select(m => m.Name));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Targets is not null, m.Trains == Trains.AdapterAndHead));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Freezing is not null, m.Trains == Trains.Unfrozen));
+        Assert.All(SentimentMethods.All, m => Assert.Equal(m.Bottleneck is not null, m.Trains == Trains.Inserted));
         Assert.Same(SentimentMethods.Get("lora"), SentimentMethods.Get("LoRA"));
         var unknown = Assert.Throws<ArgumentException>(() => SentimentMethods.Get("lorra")).Message;
         Assert.Contains("Unknown method 'lorra'. Methods: probe, lora", unknown);
@@ -154,6 +155,16 @@ public sealed class SentimentMethodTests
                     Assert.Equal(classifier.parameters().Sum(p => p.numel()) - frozen, count);
                     Assert.Empty(classifier.AdapterNames());
                     Assert.True(MaxDifference(output, plain) == 0, "freezing changed the encoder");
+                    break;
+                case "houlsby":
+                case "pfeiffer":
+                case "parallel":
+                    // Inserted after the encoder's sub-layers: they and the head train; the zero up projections leave it unchanged.
+                    long inserted = classifier.InsertedAdapters().Sum(a => a.Adapter.parameters().Sum(p => p.numel()));
+                    Assert.Equal(inserted + head, count);
+                    Assert.Equal(method.Name == "houlsby" ? 4 : 2, classifier.InsertedAdapters().Count());
+                    Assert.True(MaxDifference(output, plain) == 0, $"fresh {method.Name} adapters changed the encoder");
+                    if (method.Name == "houlsby") Assert.Equal(134_274 - head, inserted);
                     break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());

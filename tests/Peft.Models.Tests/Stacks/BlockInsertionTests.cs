@@ -76,6 +76,23 @@ public sealed class BlockInsertionTests
         Assert.Contains(model.named_modules(), m => m.name.EndsWith(".output_adapters.adapters.probe_ffn", StringComparison.Ordinal));
     }
 
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void BottleneckAdaptersStartAsTheBaseModelOnEveryFamily(string family)
+    {
+        using var reference = Create(family);
+        using var model = Create(family);
+        model.AddBottleneckAdapters(BottleneckConfig.Houlsby() with { ReductionFactor = 4 });
+        model.AddBottleneckAdapters(BottleneckConfig.ScaledParallel(), "parallel");
+        using var y0 = Run(family, reference);
+        using var y1 = Run(family, model);
+        Assert.True(y0.eq(y1).all().item<bool>(), $"{family}: zero-initialised up projections changed the output");
+        model.ApplyTrainability();
+        var trainable = model.named_parameters().Where(p => p.parameter.requires_grad && !IsHead(p.name)).ToList();
+        Assert.Equal(model.InsertedAdapters().Sum(a => a.Adapter.parameters().Count()), trainable.Count);
+        Assert.All(trainable, p => Assert.Contains(".adapters.", p.name, StringComparison.Ordinal));
+    }
+
     // BERT's classification head is [Trainable] (PEFT's modules_to_save): it trains beside any adapter.
     private static bool IsHead(string name) => name.StartsWith("classifier.", StringComparison.Ordinal);
 
