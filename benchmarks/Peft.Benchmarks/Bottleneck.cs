@@ -7,19 +7,20 @@ namespace Peft.Benchmarks;
 
 /// <summary>One pre-norm block with both insertion points: <c>h = x + proj(norm1(x))</c> (a 512 x 512 projection stands in
 /// for attention), then <c>h + fc2(gelu(fc1(norm2(h))))</c>, hidden 512, inner 2048.</summary>
-public sealed class InsertionBlock : Module<Tensor, Tensor>, ITransformerBlock
+[Adaptable]
+public sealed partial class InsertionBlock : Module<Tensor, Tensor>, ITransformerBlock
 {
     public const int Hidden = 512;
 
-    private readonly Module<Tensor, Tensor> norm1 = LayerNorm(Hidden);
-    private readonly Module<Tensor, Tensor> proj = Linear(Hidden, Hidden);
-    private readonly Module<Tensor, Tensor> norm2 = LayerNorm(Hidden);
-    private readonly Module<Tensor, Tensor> fc1 = Linear(Hidden, 4 * Hidden);
-    private readonly Module<Tensor, Tensor> fc2 = Linear(4 * Hidden, Hidden);
+    private Module<Tensor, Tensor> norm1 = LayerNorm(Hidden);
+    private Module<Tensor, Tensor> proj = Linear(Hidden, Hidden);
+    private Module<Tensor, Tensor> norm2 = LayerNorm(Hidden);
+    private Module<Tensor, Tensor> fc1 = Linear(Hidden, 4 * Hidden);
+    private Module<Tensor, Tensor> fc2 = Linear(4 * Hidden, Hidden);
 
     public InsertionBlock() : base(nameof(InsertionBlock))
     {
-        RegisterComponents();
+        InitializePeft();
         Insertions = new BlockInsertions(this, Hidden, Hidden, Hidden, Hidden);
     }
 
