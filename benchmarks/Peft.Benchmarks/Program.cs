@@ -15,7 +15,7 @@ using static TorchSharp.torch;
 // likewise for layer freezing (Freezing.cs); --freezing runs section 8 (layer freezing) alone and prints its lines;
 // --init-only times only section 7 (PiSSA/OLoRA initialisation); --methods-only runs only section 6 (every method's step
 // against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
-// alone (against LoRA r=8 and the frozen base, Selective.cs).
+// alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -28,6 +28,7 @@ bool freezingOnly = false;
 bool initOnly = false;
 bool methodsOnly = false;
 bool selectiveOnly = false;
+bool bottleneckOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -40,6 +41,7 @@ for (int i = 0; i < args.Length; i++)
         case "--init-only": initOnly = true; break;
         case "--methods-only": methodsOnly = true; break;
         case "--selective": selectiveOnly = true; break;
+        case "--bottleneck": bottleneckOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
@@ -49,6 +51,12 @@ if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
 if (selectiveOnly)
 {
     foreach (var (name, value, note) in SelectiveProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
+if (bottleneckOnly)
+{
+    foreach (var (name, value, note) in BottleneckProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
     return 0;
 }
 
@@ -348,6 +356,10 @@ if (!initOnly && !methodsOnly)
 // 8. Layer freezing (Telly): embeddings + 6 of 8 blocks frozen against full fine-tuning, and the frozen bottom run under
 //    no_grad (ITransformerStack's gradient-free prefix) against the same freezing with the prefix's graph kept.
 if (!initOnly && !methodsOnly) results.AddRange(FreezingProbe.Results(rounds));
+
+// 9. Bottleneck adapters inserted after the sub-layers of a transformer stack (ITransformerBlock) against LoRA r=8 on
+//    every linear layer of the same stack.
+if (!initOnly && !methodsOnly) results.AddRange(BottleneckProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");

@@ -187,6 +187,7 @@ public static class SentimentExperiment
         }
         else
         {
+            if (method.Bottleneck is { } bottleneck) classifier.AddBottleneckAdapters(bottleneck);
             ModelWeights.Load(classifier, Path.Combine(directory, ModelWeightsFileName));
         }
     }
@@ -257,6 +258,10 @@ public static class SentimentExperiment
                 foreach (var p in classifier.parameters()) p.requires_grad = true;
                 classifier.FreezeLayers(method.Freezing);
                 return classifier.parameters().Where(p => p.requires_grad).ToList();
+            case Trains.Inserted:
+                if (method.Bottleneck is null) throw new InvalidOperationException($"Method '{method.Name}' trains inserted adapters, but has none.");
+                classifier.AddBottleneckAdapters(method.Bottleneck);
+                return classifier.TrainableParameters().ToList();
             default:
                 throw new ArgumentOutOfRangeException(nameof(method), method.Trains, null);
         }

@@ -22,6 +22,9 @@ public enum Trains
     /// <summary>Chosen entries of the encoder's own weights (<see cref="SentimentMethod.Selective"/>: ID³, SPT) and the head;
     /// the weights are masked when the run starts, since the choice needs the run's length or data. Saved as model weights.</summary>
     Masked,
+    /// <summary>The bottleneck adapters the method's <see cref="SentimentMethod.Bottleneck"/> inserts after the encoder's
+    /// sub-layers, plus the head; saved with the classifier's weights.</summary>
+    Inserted,
 }
 
 /// <summary>
@@ -60,6 +63,18 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <param name="quick">Whether the default run includes it.</param>
     public static SentimentMethod Masks(string name, string displayName, double learningRate, SelectiveFactory selective, bool quick = false)
         => new(name, displayName, learningRate, quick, null, Trains.Masked) { Selective = selective };
+    /// <summary>For <see cref="Trains.Inserted"/>: the bottleneck adapters inserted in every block of the encoder.</summary>
+    public BottleneckConfig? Bottleneck { get; init; }
+
+    /// <summary>A method that inserts bottleneck adapters after the encoder's sub-layers (<see cref="Trains.Inserted"/>)
+    /// and trains them with the head; saved as model weights.</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="config">The adapters (<see cref="BottleneckConfig"/>).</param>
+    /// <returns>The method.</returns>
+    public static SentimentMethod Inserts(string name, string displayName, double learningRate, BottleneckConfig config)
+        => new(name, displayName, learningRate, false, null, Trains.Inserted) { Bottleneck = config };
 
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
@@ -128,6 +143,9 @@ public static class SentimentMethods
         SentimentMethod.Adapter("ssf", "SSF (12 projections, 4 norms)", 1e-2, UseLiteTargets.SSF, new SSFOptions()),
         SentimentMethod.Adapter("lntuning", "LayerNorm tuning (4 norms)", 1e-2, UseLiteTargets.LayerNormTuning, new LNTuningOptions()),
         SentimentMethod.Adapter("prompt", $"prompt tuning ({PromptTokens} virtual tokens)", 1e-2, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(PromptTokens, PromptInitText), quick: true),
+        SentimentMethod.Inserts("houlsby", "Houlsby adapters (rf 16, after attention and FFN)", 1e-3, BottleneckConfig.Houlsby()),
+        SentimentMethod.Inserts("pfeiffer", "Pfeiffer adapters (rf 16, after FFN)", 1e-3, BottleneckConfig.Pfeiffer()),
+        SentimentMethod.Inserts("parallel", "scaled parallel adapters (rf 2, s 4, beside FFN)", 1e-3, BottleneckConfig.ScaledParallel()),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
         SentimentMethod.Masks("spt", "SPT (1% of the encoder's matrix entries by sensitivity; LoRA r 8 where dense)", 1e-3, SentimentSelective.Spt),
         SentimentMethod.Masks("id3", "ID³ (1% of the encoder's matrix entries, unmasked in 10 steps)", 1e-3, SentimentSelective.Id3),

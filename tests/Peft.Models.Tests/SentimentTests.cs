@@ -107,6 +107,7 @@ public sealed class SentimentMethodTests
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Targets is not null, m.Trains == Trains.AdapterAndHead));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Freezing is not null, m.Trains == Trains.Unfrozen));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Selective is not null, m.Trains == Trains.Masked));
+        Assert.All(SentimentMethods.All, m => Assert.Equal(m.Bottleneck is not null, m.Trains == Trains.Inserted));
         Assert.Same(SentimentMethods.Get("lora"), SentimentMethods.Get("LoRA"));
         var unknown = Assert.Throws<ArgumentException>(() => SentimentMethods.Get("lorra")).Message;
         Assert.Contains("Unknown method 'lorra'. Methods: probe, lora", unknown);
@@ -172,6 +173,16 @@ public sealed class SentimentMethodTests
                         Assert.Equal(10, id3.Options.Interval);
                     }
 
+                    break;
+                case "houlsby":
+                case "pfeiffer":
+                case "parallel":
+                    // Inserted after the encoder's sub-layers: they and the head train; the zero up projections leave it unchanged.
+                    long inserted = classifier.InsertedAdapters().Sum(a => a.Adapter.parameters().Sum(p => p.numel()));
+                    Assert.Equal(inserted + head, count);
+                    Assert.Equal(method.Name == "houlsby" ? 4 : 2, classifier.InsertedAdapters().Count());
+                    Assert.True(MaxDifference(output, plain) == 0, $"fresh {method.Name} adapters changed the encoder");
+                    if (method.Name == "houlsby") Assert.Equal(134_274 - head, inserted);
                     break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());

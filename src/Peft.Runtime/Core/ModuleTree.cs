@@ -15,13 +15,17 @@ public sealed record ModuleNode(string Path, string Name, nn.Module Module, nn.M
 {
     /// <summary>The module's wrapper, when it is an adapted layer.</summary>
     public AdaptedLayer? Layer => Module as AdaptedLayer;
+
+    /// <summary>The module as an adapter inserted at a block's sub-layer (<see cref="ITransformerBlock"/>), or null.</summary>
+    public InsertedAdapter? Inserted => Module as InsertedAdapter;
 }
 
 /// <summary>
 /// The one module-tree walker: every registered module of a model in registration order, with the
 /// <see cref="FreezeAttribute"/>/<see cref="TrainableAttribute"/> marks of the generated descriptors (and the run-time freeze
 /// marks of <see cref="PeftModel.Freeze"/>) inherited down the tree.
-/// It never descends into an <see cref="AdaptedLayer"/> (its children are adapters, not part of the user's model). Found
+/// It never descends into an <see cref="AdaptedLayer"/> (its children are adapters, not part of the user's model) nor into an
+/// <see cref="InsertedAdapter"/> (its layers are the adapter's, not targets for other methods). Found
 /// through <c>named_children()</c>, never by reflection. Trainability, merging, targeting and the adapter files use it.
 /// </summary>
 public static class ModuleTree
@@ -74,7 +78,7 @@ public static class ModuleTree
     private static void Visit(ModuleNode node, List<ModuleNode> nodes)
     {
         nodes.Add(node);
-        if (node.Module is AdaptedLayer)
+        if (node.Module is AdaptedLayer or InsertedAdapter)
         {
             return;
         }

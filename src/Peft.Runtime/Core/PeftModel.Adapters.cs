@@ -17,10 +17,14 @@ public static partial class PeftModel
     /// <exception cref="PeftConfigurationException">No layer has the named adapter, or a class declares adapters its
     /// constructor never created (it did not call the generated <c>InitializePeft()</c>; PEFT0013).</exception>
     /// <exception cref="InvalidOperationException"><paramref name="safeMerge"/> found NaN or infinity.</exception>
+    /// <exception cref="PeftConfigurationException">The adapter to merge (or an active one, when <paramref name="adapterName"/> is null)
+    /// is inserted at a block's sub-layer (<see cref="InsertedAdapter"/>: a bottleneck adapter), which no weight can absorb;
+    /// nothing is merged then.</exception>
     public static void Merge(this nn.Module root, string? adapterName = null, bool safeMerge = true)
     {
         ArgumentNullException.ThrowIfNull(root);
         EnsureInitialized(root);
+        RefuseInsertedMerge(root, adapterName);
         if (adapterName is not null)
         {
             EnsureExists(root, adapterName);
@@ -248,6 +252,18 @@ public static partial class PeftModel
         {
             var restore = Interlocked.Exchange(ref _restore, null);
             restore?.Invoke();
+        }
+    }
+
+    private static void RefuseInsertedMerge(nn.Module root, string? adapterName)
+    {
+        var refused = root.InsertedAdapters().FirstOrDefault(a => adapterName is null ? a.Adapter.Active : a.Adapter.AdapterName == adapterName);
+        if (refused.Adapter is not null)
+        {
+            throw new PeftConfigurationException(
+                $"Adapter '{refused.Adapter.AdapterName}' at '{refused.Path}' is inserted after a sub-layer ({refused.Adapter.GetType().Name}); its non-linearity " +
+                "cannot be merged into any weight, so it always runs as a module. Merge other adapters by name (Merge(\"name\")), or deactivate it first.",
+                null, refused.Adapter.AdapterName);
         }
     }
 }

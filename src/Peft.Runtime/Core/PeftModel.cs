@@ -15,7 +15,7 @@ public static partial class PeftModel
     /// <list type="bullet">
     /// <item>parameters of an adapter are trainable while that adapter is active and its layer's adapters are enabled
     /// (inactive adapters are frozen, as in PEFT), except the adapter's own <see cref="PeftAdapter.FrozenParameters"/>, which
-    /// never train;</item>
+    /// never train; an adapter inserted at a block's sub-layer (<see cref="InsertedAdapter"/>) trains while it is active;</item>
     /// <item>when the tree holds any adapter, every other parameter is frozen unless it lies under a member marked
     /// <see cref="TrainableAttribute"/>;</item>
     /// <item>a member marked <see cref="FreezeAttribute"/>, or a class marked with it, freezes its whole subtree,
@@ -33,10 +33,20 @@ public static partial class PeftModel
     {
         ArgumentNullException.ThrowIfNull(root);
         var nodes = ModuleTree.Walk(root);
-        bool anyAdapters = nodes.Any(n => n.Layer is { Adapters.Count: > 0 });
+        bool anyAdapters = nodes.Any(n => n.Layer is { Adapters.Count: > 0 } || n.Inserted is not null);
         var sharedLive = new Dictionary<SharedAdapterTensors, bool>(ReferenceEqualityComparer.Instance);
         foreach (var node in nodes)
         {
+            if (node.Inserted is { } inserted)
+            {
+                foreach (var parameter in inserted.parameters())
+                {
+                    Set(parameter, !node.Frozen && inserted.Active);
+                }
+
+                continue;
+            }
+
             var descriptor = (node.Module as IPeftModule)?.PeftDescriptor;
             foreach (var (name, parameter) in node.Module.named_parameters(recurse: false))
             {

@@ -28,13 +28,18 @@ public sealed partial class BertResidualOutput : nn.Module
         InitializePeft();
     }
 
-    /// <summary><c>LayerNorm(dropout(dense(h)) + residual)</c>.</summary>
+    /// <summary><c>LayerNorm(insert(dropout(dense(h))) + residual)</c>, with <c>insert</c> the layer's insertion point for
+    /// this sub-layer (the adapters library's place: after dropout, before the residual add and the norm).</summary>
     /// <param name="h">The block's output before projection.</param>
     /// <param name="residual">The block's input.</param>
-    public Tensor Forward(Tensor h, Tensor residual)
+    /// <param name="insertions">The layer's insertion points, or null.</param>
+    /// <param name="sublayer">Which of them this output is.</param>
+    public Tensor Forward(Tensor h, Tensor residual, BlockInsertions? insertions = null, Sublayer sublayer = Sublayer.FeedForward)
     {
         using var scope = NewDisposeScope();
-        return LayerNorm.call(dropout.call(dense.call(h)) + residual).MoveToOuterDisposeScope();
+        var output = dropout.call(dense.call(h));
+        if (insertions is not null) output = insertions.After(sublayer, residual, output);
+        return LayerNorm.call(output + residual).MoveToOuterDisposeScope();
     }
 }
 
@@ -58,15 +63,16 @@ public sealed class BertAttention : nn.Module
     /// <summary>Self-attention with its residual and norm.</summary>
     /// <param name="x">Hidden states [batch, time, hidden].</param>
     /// <param name="keyMask">Key padding mask (see <see cref="BertSelfAttention.Forward"/>), or null.</param>
-    public Tensor Forward(Tensor x, Tensor? keyMask)
+    /// <param name="insertions">The layer's insertion points, or null.</param>
+    public Tensor Forward(Tensor x, Tensor? keyMask, BlockInsertions? insertions = null)
     {
         using var scope = NewDisposeScope();
-        return output.Forward(self.Forward(x, keyMask), x).MoveToOuterDisposeScope();
+        return output.Forward(self.Forward(x, keyMask), x, insertions, Sublayer.Attention).MoveToOuterDisposeScope();
     }
 }
 
 /// <summary>One post-norm encoder layer (<c>bert.encoder.layer.N</c>): <c>attention</c>, <c>intermediate</c> (dense + GELU), <c>output</c>.</summary>
-public sealed class BertLayer : nn.Module
+public sealed class BertLayer : nn.Module, ITransformerBlock
 {
     private readonly BertAttention attention;
     private readonly BertIntermediate intermediate;
@@ -83,7 +89,12 @@ public sealed class BertLayer : nn.Module
         register_module(nameof(attention), attention);
         register_module(nameof(intermediate), intermediate);
         register_module(nameof(output), output);
+        Insertions = new BlockInsertions(this, config.HiddenSize, config.HiddenSize, config.HiddenSize, config.HiddenSize);
     }
+
+    /// <summary>After <c>attention.output</c>'s and <c>output</c>'s dropout, before their residual add and LayerNorm (the
+    /// sub-layer's input is the residual it adds).</summary>
+    public BlockInsertions Insertions { get; }
 
     /// <summary>Runs the layer on hidden states [batch, time, hidden].</summary>
     /// <param name="x">Hidden states.</param>
@@ -91,8 +102,8 @@ public sealed class BertLayer : nn.Module
     public Tensor Forward(Tensor x, Tensor? keyMask)
     {
         using var scope = NewDisposeScope();
-        var h = attention.Forward(x, keyMask);
-        return output.Forward(intermediate.call(h), h).MoveToOuterDisposeScope();
+        var h = attention.Forward(x, keyMask, Insertions);
+        return output.Forward(intermediate.call(h), h, Insertions, Sublayer.FeedForward).MoveToOuterDisposeScope();
     }
 }
 

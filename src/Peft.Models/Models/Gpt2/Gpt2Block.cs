@@ -9,7 +9,7 @@ namespace Peft.Models.Gpt2;
 /// <see cref="Gpt2Targets.LayerNormTuning"/>).
 /// </summary>
 [Adaptable]
-public sealed partial class Gpt2Block : nn.Module
+public sealed partial class Gpt2Block : nn.Module, ITransformerBlock
 {
     private Module<Tensor, Tensor> ln_1;
     private readonly Gpt2Attention attn;
@@ -27,7 +27,12 @@ public sealed partial class Gpt2Block : nn.Module
         ln_2 = LayerNorm(config.NEmbd, config.LayerNormEpsilon);
         mlp = new Gpt2Mlp(config);
         InitializePeft();
+        Insertions = new BlockInsertions(this, config.NEmbd, config.NEmbd, config.NEmbd, config.NEmbd);
     }
+
+    /// <summary>After <c>attn</c> and after <c>mlp</c>, before each residual add (the sub-layer's input is the residual
+    /// stream before its norm).</summary>
+    public BlockInsertions Insertions { get; }
 
     /// <summary>Runs the block on hidden states [batch, time, n_embd].</summary>
     /// <param name="x">Hidden states.</param>
@@ -35,7 +40,7 @@ public sealed partial class Gpt2Block : nn.Module
     public Tensor Forward(Tensor x, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var h = x + attn.Forward(ln_1.call(x), cache);
-        return (h + mlp.call(ln_2.call(h))).MoveToOuterDisposeScope();
+        var h = x + Insertions.AfterAttention(x, attn.Forward(ln_1.call(x), cache));
+        return (h + Insertions.AfterFeedForward(h, mlp.call(ln_2.call(h)))).MoveToOuterDisposeScope();
     }
 }

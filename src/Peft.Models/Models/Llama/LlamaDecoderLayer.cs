@@ -9,7 +9,7 @@ namespace Peft.Models.Llama;
 /// configuration (LayerNorm tuning, <see cref="LlamaTargets.LayerNormTuning"/>).
 /// </summary>
 [Adaptable]
-public sealed partial class LlamaDecoderLayer : nn.Module
+public sealed partial class LlamaDecoderLayer : nn.Module, ITransformerBlock
 {
     private readonly LlamaAttention self_attn;
     private readonly LlamaMlp mlp;
@@ -27,7 +27,12 @@ public sealed partial class LlamaDecoderLayer : nn.Module
         input_layernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
         post_attention_layernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
         InitializePeft();
+        Insertions = new BlockInsertions(this, config.HiddenSize, config.HiddenSize, config.HiddenSize, config.HiddenSize);
     }
+
+    /// <summary>After <c>self_attn</c> and after <c>mlp</c>, before each residual add (the sub-layer's input is the residual
+    /// stream before its norm).</summary>
+    public BlockInsertions Insertions { get; }
 
     /// <summary>Runs the layer on hidden states [batch, time, hidden].</summary>
     /// <param name="x">Hidden states.</param>
@@ -37,7 +42,7 @@ public sealed partial class LlamaDecoderLayer : nn.Module
     public Tensor Forward(Tensor x, Tensor cos, Tensor sin, KvCache? cache)
     {
         using var scope = NewDisposeScope();
-        var h = x + self_attn.Forward(input_layernorm.call(x), cos, sin, cache);
-        return (h + mlp.call(post_attention_layernorm.call(h))).MoveToOuterDisposeScope();
+        var h = x + Insertions.AfterAttention(x, self_attn.Forward(input_layernorm.call(x), cos, sin, cache));
+        return (h + Insertions.AfterFeedForward(h, mlp.call(post_attention_layernorm.call(h)))).MoveToOuterDisposeScope();
     }
 }

@@ -13,7 +13,7 @@ namespace Peft.Models.UseLite;
 /// (<see cref="UseLiteTargets"/>).
 /// </summary>
 [Adaptable]
-public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Tensor>
+public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Tensor>, ITransformerBlock
 {
     private readonly int _heads;
 
@@ -44,7 +44,12 @@ public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Ten
         fc1 = Linear(hidden, UseLiteConfig.FeedForwardDim);
         fc2 = Linear(UseLiteConfig.FeedForwardDim, hidden);
         InitializePeft();
+        Insertions = new BlockInsertions(this, input, hidden, hidden, hidden);
     }
+
+    /// <summary>After <c>out_proj</c> (before the residual add) and after <c>fc2</c> (before the padding mask and the residual
+    /// add); each sub-layer's input is the residual stream before its norm (256 wide into layer 0's attention).</summary>
+    public BlockInsertions Insertions { get; }
 
     /// <summary>Maps states [batch, time, in] and a float mask [batch, time] (1 = token, 0 = padding) to [batch, time, 512].</summary>
     public override Tensor forward(Tensor x, Tensor mask)
@@ -65,10 +70,10 @@ public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Ten
         var attended = weights.matmul(v).transpose(1, 2).contiguous().view(batch, time, dim);
         // The graph computes the residual projection only at token positions (zeros at padding).
         var residual = residual_proj is null ? x : residual_proj.call(x) * validColumn;
-        var y = out_proj.call(attended) + residual;
+        var y = Insertions.AfterAttention(x, out_proj.call(attended)) + residual;
 
         // The feed-forward block also runs only at token positions.
-        var ffn = fc2.call(functional.relu(fc1.call(ffn_norm.call(y)))) * validColumn;
+        var ffn = Insertions.AfterFeedForward(y, fc2.call(functional.relu(fc1.call(ffn_norm.call(y))))) * validColumn;
         return (y + ffn).MoveToOuterDisposeScope();
     }
 }
