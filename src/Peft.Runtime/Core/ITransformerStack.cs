@@ -17,9 +17,9 @@ namespace Peft;
 /// <para><see cref="EmbeddingModules"/> must hold every module with parameters that the first block's input depends on (token,
 /// position and segment embeddings, an embedding norm; an adapted embedding carries its prompt there), because the
 /// gradient-free prefix is only taken when none of them trains.</para>
-/// <para>The contract is meant to grow with the methods that need more of a block: insertion after a block's attention or
-/// feed-forward sub-layer (bottleneck adapters) and a block's keys and values (prefix tuning) will be per-block interfaces that
-/// the modules in <see cref="Blocks"/> implement, found through the same list.</para>
+/// <para>The contract grows with the methods that need more of a block, as per-block interfaces that the modules in
+/// <see cref="Blocks"/> implement, found through the same list: insertion after a block's attention or feed-forward sub-layer
+/// (<see cref="ITransformerBlock"/>, bottleneck adapters) exists; a block's keys and values (prefix tuning) is the next.</para>
 /// </remarks>
 public interface ITransformerStack
 {
