@@ -121,7 +121,8 @@ public static partial class PeftModel
 
     /// <summary>
     /// Activates several adapters at once: each layer applies those of <paramref name="adapterNames"/> it has (a linear
-    /// layer composes them by capability); a prompt layer may have at most one of them. Then re-applies
+    /// layer composes them by capability); a prompt layer may have at most one of them; inserted adapters (bottleneck) run
+    /// when their name is among them and stop otherwise. Then re-applies
     /// <see cref="ApplyTrainability"/>.
     /// </summary>
     /// <param name="root">The model.</param>
@@ -155,13 +156,18 @@ public static partial class PeftModel
             layer.SetActiveAdapters(names);
         }
 
+        foreach (var (_, inserted) in root.InsertedAdapters())
+        {
+            inserted.Active = adapterNames.Contains(inserted.AdapterName, StringComparer.Ordinal);
+        }
+
         root.ApplyTrainability();
     }
 
     /// <summary>
     /// Disables every adapter of the tree until the returned scope is disposed (PEFT's <c>disable_adapter()</c>
-    /// context): the model computes as the base model; merged adapters are unmerged. Disposing restores each layer's
-    /// previous setting and trainability.
+    /// context): the model computes as the base model; merged adapters are unmerged and inserted adapters (bottleneck) are
+    /// skipped. Disposing restores each layer's and each inserted adapter's previous setting, and trainability.
     /// </summary>
     /// <param name="root">The model.</param>
     /// <returns>The scope; dispose it to re-enable the adapters.</returns>
@@ -169,9 +175,15 @@ public static partial class PeftModel
     {
         ArgumentNullException.ThrowIfNull(root);
         var layers = root.AdaptedLayers().Select(l => (l.Layer, l.Layer.AdaptersDisabled)).ToList();
+        var inserted = root.InsertedAdapters().Select(a => (a.Adapter, a.Adapter.Active)).ToList();
         foreach (var (layer, _) in layers)
         {
             layer.AdaptersDisabled = true;
+        }
+
+        foreach (var (adapter, _) in inserted)
+        {
+            adapter.Active = false;
         }
 
         root.ApplyTrainability();
@@ -180,6 +192,11 @@ public static partial class PeftModel
             foreach (var (layer, was) in layers)
             {
                 layer.AdaptersDisabled = was;
+            }
+
+            foreach (var (adapter, was) in inserted)
+            {
+                adapter.Active = was;
             }
 
             root.ApplyTrainability();
@@ -205,12 +222,21 @@ public static partial class PeftModel
             }
         }
 
+        foreach (var (_, inserted) in root.InsertedAdapters())
+        {
+            if (seen.Add(inserted.AdapterName))
+            {
+                names.Add(inserted.AdapterName);
+            }
+        }
+
         return names;
     }
 
     /// <summary>
-    /// Deletes the named adapter from every layer that has it (unmerging it first where merged); on layers where it was
-    /// the only active adapter the first remaining adapter becomes active, as in PEFT.
+    /// Deletes the named adapter from every layer that has it (unmerging it first where merged) and from every block's
+    /// insertion points (bottleneck adapters); on layers where it was the only active adapter the first remaining adapter
+    /// becomes active, as in PEFT.
     /// </summary>
     /// <param name="root">The model.</param>
     /// <param name="adapterName">The adapter to delete.</param>
@@ -227,12 +253,18 @@ public static partial class PeftModel
                 layer.DeleteAdapter(adapterName);
             }
         }
+
+        foreach (var point in ModuleTree.Walk(root).Select(n => n.Module).OfType<SublayerInsertionPoint>().ToList())
+        {
+            point.Remove(adapterName);
+        }
     }
 
     private static void EnsureExists(nn.Module root, string adapterName)
     {
         ArgumentNullException.ThrowIfNull(adapterName);
-        bool found = root.AdaptedLayers().Any(l => l.Layer.HasAdapter(adapterName));
+        bool found = root.AdaptedLayers().Any(l => l.Layer.HasAdapter(adapterName))
+            || root.InsertedAdapters().Any(a => a.Adapter.AdapterName == adapterName);
         if (!found)
         {
             var known = root.AdapterNames();

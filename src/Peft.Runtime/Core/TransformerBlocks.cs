@@ -56,7 +56,7 @@ public abstract class InsertedAdapter : nn.Module
 /// inserted adapters in the order they were added, under <c>adapters.&lt;name&gt;</c>.</summary>
 public sealed class SublayerInsertionPoint : nn.Module
 {
-    private readonly nn.Module adapters = new AdapterContainer();
+    private readonly AdapterContainer adapters = new();
     private readonly List<InsertedAdapter> _ordered = [];
 
     internal SublayerInsertionPoint(Sublayer sublayer, long inputFeatures, long outputFeatures) : base(ModuleName(sublayer))
@@ -101,6 +101,23 @@ public sealed class SublayerInsertionPoint : nn.Module
         _ordered.Add(adapter);
     }
 
+    /// <summary>Removes and disposes the adapter named <paramref name="adapterName"/>, if this point holds one.</summary>
+    /// <param name="adapterName">The adapter's name.</param>
+    /// <returns>True when an adapter was removed.</returns>
+    public bool Remove(string adapterName)
+    {
+        var adapter = _ordered.FirstOrDefault(a => a.AdapterName == adapterName);
+        if (adapter is null)
+        {
+            return false;
+        }
+
+        _ordered.Remove(adapter);
+        adapters.Unregister(adapterName);
+        adapter.Dispose();
+        return true;
+    }
+
     /// <summary>Runs the active adapters in order: <c>output ← a_k(input, … a_1(input, output))</c>.</summary>
     /// <param name="input">The sub-layer's input.</param>
     /// <param name="output">The sub-layer's output before the residual add.</param>
@@ -122,6 +139,9 @@ internal sealed class AdapterContainer : nn.Module
     internal AdapterContainer() : base("adapters")
     {
     }
+
+    /// <summary>Drops the child registered as <paramref name="name"/>.</summary>
+    internal void Unregister(string name) => _internal_submodules.Remove(name);
 }
 
 /// <summary>
