@@ -114,43 +114,7 @@ public sealed class RandLoRAFileTests : IDisposable
 
     [Fact]
     public void RoundTripIsBitwiseLoadsTheFilesBasesAndCreatesANewAdapterFromTheConfig()
-    {
-        string baseFile = _dir.File("base.safetensors"), adapterDir = _dir.File("adapter");
-        using var x = Input();
-        using var saved = new RandLoRANet();
-        saved.eval();
-        RandomizeAdapters(saved);
-        ModelWeights.Save(saved, baseFile);
-        AdapterFiles.Save(saved, adapterDir);
-
-        // Bases PEFT saved but this seed would not give (e.g. bfloat16 draws on a GPU machine): the file's values are used.
-        EditWeights(adapterDir, w =>
-        {
-            using var noGrad = torch.no_grad();
-            w["base_model.randlora_A"].mul_(-1);
-            w["base_model.randlora_B"].mul_(0.5);
-        });
-        using var fileA = Read(adapterDir, "base_model.randlora_A");
-
-        using var fresh = new RandLoRANet();
-        fresh.eval();
-        ModelWeights.Load(fresh, baseFile);
-        Assert.Equal(8, AdapterFiles.Load(fresh, adapterDir).LoadedTensors);
-        var bound = ((RandLoRAAdapter)fresh.AdaptedLayers().First().Layer.GetAdapter("default")).SharedTensors!;
-        AssertBitwiseEqual(fileA, bound["randlora_A"]);
-
-        using var other = new RandLoRANet();
-        other.eval();
-        ModelWeights.Load(other, baseFile);
-        AdapterFiles.Load(other, adapterDir, "other");
-        other.SetActiveAdapter("other");
-        fresh.SetActiveAdapter("default");
-        using var expected = Output(fresh, x);
-        using (var actual = Output(other, x)) AssertBitwiseEqual(expected, actual);
-        var created = other.AdaptedLayers().Select(l => (RandLoRAAdapter)l.Layer.GetAdapter("other")).ToList();
-        Assert.All(created, c => Assert.Equal(new RandLoRAOptions(3, 6, 0.25, 3, true), c.Options));
-        Assert.All(created, c => Assert.Same(created[0].SharedTensors, c.SharedTensors));
-    }
+        => SharedTensorFileChecks.RoundTripUsesTheFilesSharedTensors(_dir, () => new RandLoRANet(), "randlora_A", "randlora_B", new RandLoRAOptions(3, 6, 0.25, 3, true), loadedTensors: 8);
 
     [Fact]
     public void WithoutSaveProjectionTheFileHasNoBasesAndALoadRegeneratesThem()

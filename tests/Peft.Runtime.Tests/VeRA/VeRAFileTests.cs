@@ -110,43 +110,7 @@ public sealed class VeRAFileTests : IDisposable
 
     [Fact]
     public void RoundTripIsBitwiseLoadsTheFilesProjectionsAndCreatesANewAdapterFromTheConfig()
-    {
-        string baseFile = _dir.File("base.safetensors"), adapterDir = _dir.File("adapter");
-        using var x = Input();
-        using var saved = new VeRANet();
-        saved.eval();
-        RandomizeAdapters(saved);
-        ModelWeights.Save(saved, baseFile);
-        AdapterFiles.Save(saved, adapterDir);
-
-        // Projections PEFT saved but this seed would not give: the file's values are what the model must use.
-        EditWeights(adapterDir, w =>
-        {
-            using var noGrad = torch.no_grad();
-            w["base_model.vera_A"].mul_(-1);
-            w["base_model.vera_B"].mul_(0.5);
-        });
-        using var fileA = Read(adapterDir, "base_model.vera_A");
-
-        using var fresh = new VeRANet();
-        fresh.eval();
-        ModelWeights.Load(fresh, baseFile);
-        Assert.Equal(8, AdapterFiles.Load(fresh, adapterDir).LoadedTensors);
-        var bound = ((VeRAAdapter)fresh.AdaptedLayers().First().Layer.GetAdapter("default")).SharedTensors!;
-        AssertBitwiseEqual(fileA, bound["vera_A"]);
-
-        using var other = new VeRANet();
-        other.eval();
-        ModelWeights.Load(other, baseFile);
-        AdapterFiles.Load(other, adapterDir, "other");
-        other.SetActiveAdapter("other");
-        fresh.SetActiveAdapter("default");
-        using var expected = Output(fresh, x);
-        using (var actual = Output(other, x)) AssertBitwiseEqual(expected, actual);
-        var created = other.AdaptedLayers().Select(l => (VeRAAdapter)l.Layer.GetAdapter("other")).ToList();
-        Assert.All(created, c => Assert.Equal(new VeRAOptions(4, 0.25, 0.5, 3, true), c.Options));
-        Assert.All(created, c => Assert.Same(created[0].SharedTensors, c.SharedTensors));
-    }
+        => SharedTensorFileChecks.RoundTripUsesTheFilesSharedTensors(_dir, () => new VeRANet(), "vera_A", "vera_B", new VeRAOptions(4, 0.25, 0.5, 3, true), loadedTensors: 8);
 
     [Fact]
     public void WithoutSaveProjectionTheFileHasNoProjectionsAndALoadRegeneratesThem()
