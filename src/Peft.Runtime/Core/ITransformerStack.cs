@@ -19,7 +19,7 @@ namespace Peft;
 /// gradient-free prefix is only taken when none of them trains.</para>
 /// <para>The contract grows with the methods that need more of a block, as per-block interfaces that the modules in
 /// <see cref="Blocks"/> implement, found through the same list: insertion after a block's attention or feed-forward sub-layer
-/// (<see cref="ITransformerBlock"/>, bottleneck adapters) exists; a block's keys and values (prefix tuning) is the next.</para>
+/// (<see cref="ITransformerBlock"/>, bottleneck adapters) exists, and so do the points inside its attention (<see cref="AttentionInsertions"/>: key/value prefixes, head adjustments).</para>
 /// </remarks>
 public interface ITransformerStack
 {
@@ -65,6 +65,19 @@ public static class TransformerStacks
         }
 
         return count;
+    }
+
+    /// <summary>
+    /// Key/value positions the first block's attention places before the sequence (prefix tuning; 0 without). A stack starts
+    /// its tokens' positions after them, as Hugging Face models do for PEFT's past key/values: position ids, rotary tables and
+    /// the position limit all count the prefix.
+    /// </summary>
+    /// <param name="stack">The stack.</param>
+    /// <returns>The prefix length.</returns>
+    public static long KeyValuePrefixLength(this ITransformerStack stack)
+    {
+        ArgumentNullException.ThrowIfNull(stack);
+        return stack.Blocks.Count > 0 && stack.Blocks[0] is ITransformerBlock block ? block.Insertions.Attention?.PrefixLength ?? 0 : 0;
     }
 
     /// <summary>A <c>no_grad</c> scope while the forward is inside the gradient-free prefix, or null (nothing to dispose):

@@ -254,7 +254,7 @@ public static partial class PeftModel
             }
         }
 
-        foreach (var point in ModuleTree.Walk(root).Select(n => n.Module).OfType<SublayerInsertionPoint>().ToList())
+        foreach (var point in ModuleTree.Walk(root).Select(n => n.Module).OfType<IInsertionPoint>().ToList())
         {
             point.Remove(adapterName);
         }

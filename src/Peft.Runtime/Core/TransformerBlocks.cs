@@ -24,10 +24,11 @@ public interface ITransformerBlock
 }
 
 /// <summary>
-/// A module a method inserts at a sub-layer of a block: it maps the sub-layer's input (the residual stream that entered it)
-/// and its output (before the residual add) to a new output. A series adapter reads the output (<c>h + a(h)</c>), a parallel
-/// one the input (<c>h + s·a(x)</c>). Inserted adapters are adapters for the trainability rule: their parameters train while
-/// they are active and nothing above them is frozen, and their presence freezes the base model as any adapter does.
+/// A module a method inserts into a block rather than wrapping a layer: after a sub-layer (<see cref="SublayerAdapter"/>,
+/// bottleneck adapters) or inside attention (<see cref="AttentionAdapter"/>, prefix tuning). Inserted adapters are adapters
+/// for the trainability rule: their parameters train while they are active and nothing above them is frozen, and their
+/// presence freezes the base model as any adapter does. The model-level switches (<c>SetActiveAdapter(s)</c>,
+/// <c>DisableAdapters</c>, <c>DeleteAdapter</c>) reach them by name.
 /// </summary>
 public abstract class InsertedAdapter : nn.Module
 {
@@ -44,6 +45,20 @@ public abstract class InsertedAdapter : nn.Module
 
     /// <summary>Whether the adapter runs (and trains); inactive adapters are skipped and frozen.</summary>
     public bool Active { get; set; } = true;
+}
+
+/// <summary>
+/// A module a method inserts at a sub-layer of a block: it maps the sub-layer's input (the residual stream that entered it)
+/// and its output (before the residual add) to a new output. A series adapter reads the output (<c>h + a(h)</c>), a parallel
+/// one the input (<c>h + s·a(x)</c>).
+/// </summary>
+public abstract class SublayerAdapter : InsertedAdapter
+{
+    /// <summary>Creates the adapter.</summary>
+    /// <param name="adapterName">The adapter's name.</param>
+    protected SublayerAdapter(string adapterName) : base(adapterName)
+    {
+    }
 
     /// <summary>The sub-layer's new output.</summary>
     /// <param name="input">The sub-layer's input: the residual stream before the sub-layer (and before its pre-norm).</param>
@@ -52,19 +67,77 @@ public abstract class InsertedAdapter : nn.Module
     public abstract Tensor Apply(Tensor input, Tensor output);
 }
 
-/// <summary>One insertion point (<c>attention_adapters</c> or <c>output_adapters</c>, the adapters library's names): its
-/// inserted adapters in the order they were added, under <c>adapters.&lt;name&gt;</c>.</summary>
-public sealed class SublayerInsertionPoint : nn.Module
+/// <summary>
+/// Where inserted adapters live: a module registered on the block (or its attention) the first time something is inserted,
+/// holding the adapters in the order they run under <c>adapters.&lt;name&gt;</c>.
+/// </summary>
+/// <typeparam name="TAdapter">The kind of adapter the point holds.</typeparam>
+public abstract class InsertionPoint<TAdapter> : nn.Module, IInsertionPoint where TAdapter : InsertedAdapter
 {
     private readonly AdapterContainer adapters = new();
-    private readonly List<InsertedAdapter> _ordered = [];
+    private readonly List<TAdapter> _ordered = [];
 
+    /// <summary>Creates the point.</summary>
+    /// <param name="name">Its registered name.</param>
+    protected InsertionPoint(string name) : base(name)
+    {
+        register_module(nameof(adapters), adapters);
+    }
+
+    /// <summary>The inserted adapters, in the order they run.</summary>
+    public IReadOnlyList<TAdapter> Adapters => _ordered;
+
+    /// <summary>Inserts <paramref name="adapter"/> after the ones already there.</summary>
+    /// <param name="adapter">The adapter.</param>
+    /// <exception cref="PeftConfigurationException">An adapter of the same name is already there.</exception>
+    public void Add(TAdapter adapter)
+    {
+        ArgumentNullException.ThrowIfNull(adapter);
+        if (_ordered.Any(a => a.AdapterName == adapter.AdapterName))
+        {
+            throw new PeftConfigurationException(
+                $"{GetName()} already holds an adapter named '{adapter.AdapterName}'; choose another adapter name or remove it first.",
+                null, null);
+        }
+
+        adapters.register_module(adapter.AdapterName, adapter);
+        _ordered.Add(adapter);
+    }
+
+    /// <inheritdoc/>
+    public bool Remove(string adapterName)
+    {
+        var adapter = _ordered.FirstOrDefault(a => a.AdapterName == adapterName);
+        if (adapter is null)
+        {
+            return false;
+        }
+
+        _ordered.Remove(adapter);
+        adapters.Unregister(adapterName);
+        adapter.Dispose();
+        return true;
+    }
+}
+
+/// <summary>An insertion point of either kind, as <c>DeleteAdapter</c> sees it.</summary>
+public interface IInsertionPoint
+{
+    /// <summary>Removes and disposes the adapter named <paramref name="adapterName"/>, if this point holds one.</summary>
+    /// <param name="adapterName">The adapter's name.</param>
+    /// <returns>True when an adapter was removed.</returns>
+    bool Remove(string adapterName);
+}
+
+/// <summary>One insertion point (<c>attention_adapters</c> or <c>output_adapters</c>, the adapters library's names): its
+/// inserted adapters in the order they were added, under <c>adapters.&lt;name&gt;</c>.</summary>
+public sealed class SublayerInsertionPoint : InsertionPoint<SublayerAdapter>
+{
     internal SublayerInsertionPoint(Sublayer sublayer, long inputFeatures, long outputFeatures) : base(ModuleName(sublayer))
     {
         Sublayer = sublayer;
         InputFeatures = inputFeatures;
         OutputFeatures = outputFeatures;
-        register_module(nameof(adapters), adapters);
     }
 
     /// <summary>The registered name of a point: <c>attention_adapters</c> or <c>output_adapters</c>.</summary>
@@ -81,50 +154,13 @@ public sealed class SublayerInsertionPoint : nn.Module
     /// <summary>Width of the sub-layer's output (what a series adapter reads and every adapter writes).</summary>
     public long OutputFeatures { get; }
 
-    /// <summary>The inserted adapters, in the order they run.</summary>
-    public IReadOnlyList<InsertedAdapter> Adapters => _ordered;
-
-    /// <summary>Inserts <paramref name="adapter"/> after the ones already there.</summary>
-    /// <param name="adapter">The adapter.</param>
-    /// <exception cref="PeftConfigurationException">An adapter of the same name is already there.</exception>
-    public void Add(InsertedAdapter adapter)
-    {
-        ArgumentNullException.ThrowIfNull(adapter);
-        if (_ordered.Any(a => a.AdapterName == adapter.AdapterName))
-        {
-            throw new PeftConfigurationException(
-                $"{ModuleName(Sublayer)} already holds an adapter named '{adapter.AdapterName}'; choose another adapter name or remove it first.",
-                null, null);
-        }
-
-        adapters.register_module(adapter.AdapterName, adapter);
-        _ordered.Add(adapter);
-    }
-
-    /// <summary>Removes and disposes the adapter named <paramref name="adapterName"/>, if this point holds one.</summary>
-    /// <param name="adapterName">The adapter's name.</param>
-    /// <returns>True when an adapter was removed.</returns>
-    public bool Remove(string adapterName)
-    {
-        var adapter = _ordered.FirstOrDefault(a => a.AdapterName == adapterName);
-        if (adapter is null)
-        {
-            return false;
-        }
-
-        _ordered.Remove(adapter);
-        adapters.Unregister(adapterName);
-        adapter.Dispose();
-        return true;
-    }
-
     /// <summary>Runs the active adapters in order: <c>output ← a_k(input, … a_1(input, output))</c>.</summary>
     /// <param name="input">The sub-layer's input.</param>
     /// <param name="output">The sub-layer's output before the residual add.</param>
     /// <returns>The new output (the same tensor when no adapter is active).</returns>
     public Tensor Apply(Tensor input, Tensor output)
     {
-        foreach (var adapter in _ordered)
+        foreach (var adapter in Adapters)
         {
             if (adapter.Active) output = adapter.Apply(input, output);
         }
@@ -174,6 +210,10 @@ public sealed class BlockInsertions
         _feedForward = (feedForwardInput, feedForwardOutput);
     }
 
+    /// <summary>The points inside the block's attention (key/value prefixes, head adjustments), or null when the block's
+    /// attention offers none. A block sets it to its attention module's <see cref="AttentionInsertions"/>.</summary>
+    public AttentionInsertions? Attention { get; init; }
+
     /// <summary>The attention sub-layer's output with the inserted adapters applied.</summary>
     /// <param name="input">The attention sub-layer's input.</param>
     /// <param name="output">Its output before the residual add.</param>
@@ -208,7 +248,7 @@ public sealed class BlockInsertions
     /// first time.</summary>
     /// <param name="sublayer">The sub-layer.</param>
     /// <param name="adapter">The adapter.</param>
-    public void Insert(Sublayer sublayer, InsertedAdapter adapter)
+    public void Insert(Sublayer sublayer, SublayerAdapter adapter)
     {
         ArgumentNullException.ThrowIfNull(adapter);
         var point = Find(sublayer);
@@ -247,6 +287,27 @@ public static class TransformerBlocks
         }
 
         return (path, blocks);
+    }
+
+    /// <summary>The attention insertion points of every block of the model's stack, bottom first.</summary>
+    /// <param name="model">The model.</param>
+    /// <returns>The stack's path and each block's <see cref="AttentionInsertions"/>.</returns>
+    /// <exception cref="PeftConfigurationException">A block's attention offers no insertion points (the message names it and
+    /// the fix).</exception>
+    public static (string Path, IReadOnlyList<AttentionInsertions> Attentions) FindAttentions(nn.Module model)
+    {
+        var (path, blocks) = Find(model);
+        var attentions = new List<AttentionInsertions>(blocks.Count);
+        for (int i = 0; i < blocks.Count; i++)
+        {
+            attentions.Add(blocks[i].Insertions.Attention ?? throw new PeftConfigurationException(
+                $"Block {i} of {(path.Length == 0 ? model.GetType().Name : $"'{path}'")} ({blocks[i].GetType().Name}) offers no attention insertion points, " +
+                "so no prefix or head adapter can act inside its attention; give its attention module an AttentionInsertions, pass keys/values through " +
+                "PrependPrefix and the heads through AdjustHeads, and set BlockInsertions.Attention to it (docs/ARCHITECTURE.md, \"Transformer stacks\").",
+                null, null));
+        }
+
+        return (path, attentions);
     }
 
     /// <summary>Every inserted adapter of the tree with its dotted path.</summary>

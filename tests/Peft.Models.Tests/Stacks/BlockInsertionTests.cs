@@ -113,7 +113,7 @@ public sealed class BlockInsertionTests
     }
 
     /// <summary>Records what it sees and returns <c>output + shift</c> (shift starts at zero).</summary>
-    private sealed class Probe : InsertedAdapter
+    private sealed class Probe : SublayerAdapter
     {
         public Probe(string name, long width) : base(name)
         {

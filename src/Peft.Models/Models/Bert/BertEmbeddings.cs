@@ -43,19 +43,21 @@ public sealed partial class BertEmbeddings : nn.Module
     /// prompt of V virtual tokens is active).</summary>
     /// <param name="ids">Token ids (int64).</param>
     /// <param name="tokenTypeIds">Segment ids [batch, time], or null for all zeros.</param>
+    /// <param name="firstPosition">The first token's position: the length of a key/value prefix, which takes the first
+    /// positions as PEFT's past key/values do (transformers' <c>past_key_values_length</c>); 0 without one.</param>
     /// <exception cref="ArgumentException">The positions exceed <c>max_position_embeddings</c>.</exception>
-    public Tensor Forward(Tensor ids, Tensor? tokenTypeIds)
+    public Tensor Forward(Tensor ids, Tensor? tokenTypeIds, long firstPosition = 0)
     {
         ArgumentNullException.ThrowIfNull(ids);
         using var scope = NewDisposeScope();
         long time = ids.shape[1];
-        if (time > _maxPositions)
-            throw new ArgumentException($"{time} positions exceed max_position_embeddings {_maxPositions}.", nameof(ids));
+        if (firstPosition + time > _maxPositions)
+            throw new ArgumentException($"{firstPosition + time} positions ({firstPosition} prefix positions included) exceed max_position_embeddings {_maxPositions}.", nameof(ids));
         var words = word_embeddings.call(ids);
         long count = words.shape[1], virtualTokens = count - time;
-        if (count > _maxPositions)
-            throw new ArgumentException($"{count} positions ({virtualTokens} virtual tokens included) exceed max_position_embeddings {_maxPositions}.", nameof(ids));
-        var positions = arange(count, dtype: ScalarType.Int64, device: ids.device).unsqueeze(0);
+        if (firstPosition + count > _maxPositions)
+            throw new ArgumentException($"{firstPosition + count} positions ({virtualTokens} virtual tokens included) exceed max_position_embeddings {_maxPositions}.", nameof(ids));
+        var positions = arange(firstPosition, firstPosition + count, dtype: ScalarType.Int64, device: ids.device).unsqueeze(0);
         tokenTypeIds = tokenTypeIds is null
             ? zeros(ids.shape[0], count, dtype: ScalarType.Int64, device: ids.device)
             : virtualTokens > 0

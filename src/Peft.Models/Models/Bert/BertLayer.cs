@@ -51,14 +51,18 @@ public sealed class BertAttention : nn.Module
 
     /// <summary>Creates the attention block.</summary>
     /// <param name="config">Model sizes.</param>
-    public BertAttention(BertConfig config) : base(nameof(BertAttention))
+    /// <param name="layer">Layer index.</param>
+    public BertAttention(BertConfig config, int layer = 0) : base(nameof(BertAttention))
     {
         ArgumentNullException.ThrowIfNull(config);
-        self = new BertSelfAttention(config);
+        self = new BertSelfAttention(config, layer);
         output = new BertResidualOutput(config, config.HiddenSize);
         register_module(nameof(self), self);
         register_module(nameof(output), output);
     }
+
+    /// <summary>The points inside the self-attention (<see cref="BertSelfAttention.Insertions"/>).</summary>
+    public AttentionInsertions Insertions => self.Insertions;
 
     /// <summary>Self-attention with its residual and norm.</summary>
     /// <param name="x">Hidden states [batch, time, hidden].</param>
@@ -80,16 +84,17 @@ public sealed class BertLayer : nn.Module, ITransformerBlock
 
     /// <summary>Creates one layer.</summary>
     /// <param name="config">Model sizes.</param>
-    public BertLayer(BertConfig config) : base(nameof(BertLayer))
+    /// <param name="layer">Layer index.</param>
+    public BertLayer(BertConfig config, int layer = 0) : base(nameof(BertLayer))
     {
         ArgumentNullException.ThrowIfNull(config);
-        attention = new BertAttention(config);
+        attention = new BertAttention(config, layer);
         intermediate = new BertIntermediate(config);
         output = new BertResidualOutput(config, config.IntermediateSize);
         register_module(nameof(attention), attention);
         register_module(nameof(intermediate), intermediate);
         register_module(nameof(output), output);
-        Insertions = new BlockInsertions(this, config.HiddenSize, config.HiddenSize, config.HiddenSize, config.HiddenSize);
+        Insertions = new BlockInsertions(this, config.HiddenSize, config.HiddenSize, config.HiddenSize, config.HiddenSize) { Attention = attention.Insertions };
     }
 
     /// <summary>After <c>attention.output</c>'s and <c>output</c>'s dropout, before their residual add and LayerNorm (the

@@ -14,7 +14,7 @@ public sealed class BertEncoder : nn.Module
     public BertEncoder(BertConfig config) : base(nameof(BertEncoder))
     {
         ArgumentNullException.ThrowIfNull(config);
-        layer = new ModuleList<BertLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new BertLayer(config)).ToArray());
+        layer = new ModuleList<BertLayer>(Enumerable.Range(0, config.NumHiddenLayers).Select(i => new BertLayer(config, i)).ToArray());
         register_module(nameof(layer), layer);
     }
 
@@ -112,7 +112,7 @@ public sealed class BertModel : nn.Module, ITransformerStack
         using var scope = NewDisposeScope();
         int frozen = this.GradientFreeBlocks();
         Tensor embedded;
-        using (TransformerStacks.NoGradPrefix(frozen)) embedded = embeddings.Forward(ids, tokenTypeIds);
+        using (TransformerStacks.NoGradPrefix(frozen)) embedded = embeddings.Forward(ids, tokenTypeIds, this.KeyValuePrefixLength());
         long virtualTokens = embedded.shape[1] - ids.shape[1];
         Tensor? keyMask = null;
         if (attentionMask is not null)

@@ -23,7 +23,8 @@ public sealed partial class BertSelfAttention : nn.Module
 
     /// <summary>Creates the self-attention for <paramref name="config"/>.</summary>
     /// <param name="config">Model sizes.</param>
-    public BertSelfAttention(BertConfig config) : base(nameof(BertSelfAttention))
+    /// <param name="layer">Layer index.</param>
+    public BertSelfAttention(BertConfig config, int layer = 0) : base(nameof(BertSelfAttention))
     {
         ArgumentNullException.ThrowIfNull(config);
         _heads = config.NumAttentionHeads;
@@ -33,7 +34,11 @@ public sealed partial class BertSelfAttention : nn.Module
         key = Linear(config.HiddenSize, config.HiddenSize);
         value = Linear(config.HiddenSize, config.HiddenSize);
         InitializePeft();
+        Insertions = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _heads, _headDim, config.HiddenSize));
     }
+
+    /// <summary>The points inside this attention: a key/value prefix every query sees, and the heads before they are merged.</summary>
+    public AttentionInsertions Insertions { get; }
 
     /// <summary>Attends from every position of <paramref name="x"/> [batch, time, hidden] to every unmasked one.</summary>
     /// <param name="x">Hidden states.</param>
@@ -48,7 +53,21 @@ public sealed partial class BertSelfAttention : nn.Module
         var k = key.call(x).view(batch, time, _heads, _headDim).transpose(1, 2);
         var v = value.call(x).view(batch, time, _heads, _headDim).transpose(1, 2);
         double dropout = training ? _dropout : 0.0;
-        var attended = functional.scaled_dot_product_attention(q, k, v, keyMask, dropout);
+        long prefix = Insertions.PrefixLength;
+        if (prefix > 0)
+        {
+            (k, v) = Insertions.PrependPrefix(k, v);
+            // Every query sees the prefix: PEFT prepends ones to the attention mask.
+            if (keyMask is not null) keyMask = cat([ones(keyMask.shape[0], 1, 1, prefix, dtype: ScalarType.Bool, device: keyMask.device), keyMask.to_type(ScalarType.Bool)], 3);
+        }
+
+        var attended = Insertions.AdjustHeads(functional.scaled_dot_product_attention(q, k, v, keyMask, dropout), q, ProjectKeysValues);
         return attended.transpose(1, 2).contiguous().view(batch, time, _heads * _headDim).MoveToOuterDisposeScope();
+    }
+
+    private (Tensor Keys, Tensor Values) ProjectKeysValues(Tensor hidden)
+    {
+        long batch = hidden.shape[0], time = hidden.shape[1];
+        return (key.call(hidden).view(batch, time, _heads, _headDim).transpose(1, 2), value.call(hidden).view(batch, time, _heads, _headDim).transpose(1, 2));
     }
 }

@@ -42,7 +42,11 @@ public sealed partial class Gpt2Attention : nn.Module
         c_attn = Linear(config.NEmbd, 3 * config.NEmbd);
         c_proj = Linear(config.NEmbd, config.NEmbd);
         InitializePeft();
+        Insertions = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _heads, _headDim, config.NEmbd));
     }
+
+    /// <summary>The points inside this attention: a key/value prefix after the cache, and the heads before <c>c_proj</c>.</summary>
+    public AttentionInsertions Insertions { get; }
 
     /// <summary>
     /// Attends from <paramref name="x"/> [batch, time, n_embd] to itself and, with a cache, to the cached positions
@@ -59,40 +63,29 @@ public sealed partial class Gpt2Attention : nn.Module
         var q = qkv[0].view(batch, time, _heads, _headDim).transpose(1, 2);
         var k = qkv[1].view(batch, time, _heads, _headDim).transpose(1, 2);
         var v = qkv[2].view(batch, time, _heads, _headDim).transpose(1, 2);
+        var queries = q;
         if (!_scale)
         {
             // The fused kernel divides by sqrt(headDim); scale_attn_weights=false means no division.
             q = q * Math.Sqrt(_headDim);
         }
 
-        long past = 0;
         if (cache is not null)
         {
-            past = cache.LengthOf(_layer);
             (k, v) = cache.Append(_layer, k, v);
         }
 
-        double dropout = training ? _attnDrop : 0.0;
-        Tensor attended;
-        if (past == 0)
-        {
-            attended = functional.scaled_dot_product_attention(q, k, v, p: dropout, is_casual: true);
-        }
-        else if (time == 1)
-        {
-            // One new query sees every cached position and itself: no mask.
-            attended = functional.scaled_dot_product_attention(q, k, v, p: dropout);
-        }
-        else
-        {
-            // Several new queries after a cache: query i (position past+i) sees keys 0..past+i (bottom-right causal).
-            var rows = arange(time, device: x.device).unsqueeze(1) + past;
-            var cols = arange(past + time, device: x.device).unsqueeze(0);
-            attended = functional.scaled_dot_product_attention(q, k, v, attn_mask: cols.le(rows), p: dropout);
-        }
-
+        (k, v) = Insertions.PrependPrefix(k, v);
+        var attended = Insertions.AdjustHeads(CausalAttention.Attend(q, k, v, training ? _attnDrop : 0.0), queries, ProjectKeysValues);
         var merged = attended.transpose(1, 2).contiguous().view(batch, time, _embd);
         var output = functional.dropout(c_proj.call(merged), _residDrop, training);
         return output.MoveToOuterDisposeScope();
+    }
+
+    private (Tensor Keys, Tensor Values) ProjectKeysValues(Tensor hidden)
+    {
+        long batch = hidden.shape[0], time = hidden.shape[1];
+        var qkv = c_attn.call(hidden).split(_embd, 2);
+        return (qkv[1].view(batch, time, _heads, _headDim).transpose(1, 2), qkv[2].view(batch, time, _heads, _headDim).transpose(1, 2));
     }
 }

@@ -27,7 +27,7 @@ public sealed partial class Gpt2Block : nn.Module, ITransformerBlock
         ln_2 = LayerNorm(config.NEmbd, config.LayerNormEpsilon);
         mlp = new Gpt2Mlp(config);
         InitializePeft();
-        Insertions = new BlockInsertions(this, config.NEmbd, config.NEmbd, config.NEmbd, config.NEmbd);
+        Insertions = new BlockInsertions(this, config.NEmbd, config.NEmbd, config.NEmbd, config.NEmbd) { Attention = attn.Insertions };
     }
 
     /// <summary>After <c>attn</c> and after <c>mlp</c>, before each residual add (the sub-layer's input is the residual

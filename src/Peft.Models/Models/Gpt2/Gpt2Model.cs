@@ -65,13 +65,14 @@ public sealed partial class Gpt2Model : nn.Module, ITransformerStack
     {
         ArgumentNullException.ThrowIfNull(ids);
         using var scope = NewDisposeScope();
-        long past = cache?.Length ?? 0;
+        long cached = cache?.Length ?? 0;
+        long prefix = this.KeyValuePrefixLength();   // a key/value prefix takes the first positions, as PEFT's past key/values do
         long time = ids.shape[1];
-        if (past + time > _config.NPositions)
-            throw new ArgumentException($"{past + time} positions exceed n_positions {_config.NPositions}.", nameof(ids));
+        if (prefix + cached + time > _config.NPositions)
+            throw new ArgumentException($"{prefix + cached + time} positions ({prefix} prefix positions included) exceed n_positions {_config.NPositions}.", nameof(ids));
         int frozen = this.GradientFreeBlocks();
         Tensor x;
-        using (TransformerStacks.NoGradPrefix(frozen)) x = Embed(ids, past, time);
+        using (TransformerStacks.NoGradPrefix(frozen)) x = Embed(ids, prefix, cached, time);
 
         for (int i = 0; i < h.Count; i++)
         {
@@ -81,11 +82,12 @@ public sealed partial class Gpt2Model : nn.Module, ITransformerStack
         return ln_f.call(x).MoveToOuterDisposeScope();
     }
 
-    private Tensor Embed(Tensor ids, long past, long time)
+    private Tensor Embed(Tensor ids, long prefix, long cached, long time)
     {
         var x = wte.call(ids);
         long virtualTokens = x.shape[1] - time;
-        if (virtualTokens > 0 && past > 0) x = x.narrow(1, virtualTokens, time);   // the prompt is cached already
+        if (virtualTokens > 0 && cached > 0) x = x.narrow(1, virtualTokens, time);   // the prompt is cached already
+        long past = prefix + cached;
         long count = x.shape[1];
         if (past + count > _config.NPositions)
             throw new ArgumentException($"{past + count} positions ({virtualTokens} virtual tokens included) exceed n_positions {_config.NPositions}.", nameof(ids));

@@ -40,7 +40,12 @@ public sealed partial class LlamaAttention : nn.Module
         v_proj = Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: config.QkvBias);
         o_proj = Linear(_heads * _headDim, config.HiddenSize, hasBias: config.OutputBias);
         InitializePeft();
+        Insertions = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _kvHeads, _headDim, config.HiddenSize));
     }
+
+    /// <summary>The points inside this attention: a key/value prefix after the cache, before grouped-query repetition (not
+    /// rotated), and the heads before <c>o_proj</c>.</summary>
+    public AttentionInsertions Insertions { get; }
 
     /// <summary>
     /// Attends from <paramref name="x"/> [batch, time, hidden] to itself and, with a cache, to the cached positions
@@ -60,13 +65,12 @@ public sealed partial class LlamaAttention : nn.Module
         q = LlamaRotaryEmbedding.Apply(q, cos, sin);
         k = LlamaRotaryEmbedding.Apply(k, cos, sin);
 
-        long past = 0;
         if (cache is not null)
         {
-            past = cache.LengthOf(_layer);
             (k, v) = cache.Append(_layer, k, v);
         }
 
+        (k, v) = Insertions.PrependPrefix(k, v);
         int groups = _heads / _kvHeads;
         if (groups > 1)
         {
@@ -74,26 +78,15 @@ public sealed partial class LlamaAttention : nn.Module
             v = v.repeat_interleave(groups, dim: 1);
         }
 
-        Tensor attended;
-        if (past == 0)
-        {
-            attended = functional.scaled_dot_product_attention(q, k, v, is_casual: true);
-        }
-        else if (time == 1)
-        {
-            // One new query sees every cached position and itself: no mask.
-            attended = functional.scaled_dot_product_attention(q, k, v);
-        }
-        else
-        {
-            // Several new queries after a cache: query i (position past+i) sees keys 0..past+i (bottom-right causal).
-            var rows = arange(time, device: x.device).unsqueeze(1) + past;
-            var cols = arange(past + time, device: x.device).unsqueeze(0);
-            var mask = cols.le(rows);
-            attended = functional.scaled_dot_product_attention(q, k, v, attn_mask: mask);
-        }
-
+        var attended = Insertions.AdjustHeads(CausalAttention.Attend(q, k, v, 0.0), q, ProjectKeysValues);
         var merged = attended.transpose(1, 2).contiguous().view(batch, time, _heads * _headDim);
         return o_proj.call(merged).MoveToOuterDisposeScope();
+    }
+
+    private (Tensor Keys, Tensor Values) ProjectKeysValues(Tensor hidden)
+    {
+        long batch = hidden.shape[0], time = hidden.shape[1];
+        return (k_proj.call(hidden).view(batch, time, _kvHeads, _headDim).transpose(1, 2),
+                v_proj.call(hidden).view(batch, time, _kvHeads, _headDim).transpose(1, 2));
     }
 }

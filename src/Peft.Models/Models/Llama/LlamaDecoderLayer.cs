@@ -27,7 +27,7 @@ public sealed partial class LlamaDecoderLayer : nn.Module, ITransformerBlock
         input_layernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
         post_attention_layernorm = new LlamaRmsNorm(config.HiddenSize, config.RmsNormEps);
         InitializePeft();
-        Insertions = new BlockInsertions(this, config.HiddenSize, config.HiddenSize, config.HiddenSize, config.HiddenSize);
+        Insertions = new BlockInsertions(this, config.HiddenSize, config.HiddenSize, config.HiddenSize, config.HiddenSize) { Attention = self_attn.Insertions };
     }
 
     /// <summary>After <c>self_attn</c> and after <c>mlp</c>, before each residual add (the sub-layer's input is the residual

@@ -60,15 +60,16 @@ public sealed partial class LlamaModel : nn.Module, ITransformerStack
     {
         ArgumentNullException.ThrowIfNull(ids);
         using var scope = NewDisposeScope();
-        long past = cache?.Length ?? 0;
+        long cached = cache?.Length ?? 0;
+        long past = this.KeyValuePrefixLength() + cached;   // a key/value prefix takes the first positions, as PEFT's past key/values do
         long time = ids.shape[1];
         if (past + time > _config.MaxPositionEmbeddings)
-            throw new ArgumentException($"{past + time} positions exceed max_position_embeddings {_config.MaxPositionEmbeddings}.", nameof(ids));
+            throw new ArgumentException($"{past + time} positions (key/value prefix included) exceed max_position_embeddings {_config.MaxPositionEmbeddings}.", nameof(ids));
         int frozen = this.GradientFreeBlocks();
         Tensor x;
         using (TransformerStacks.NoGradPrefix(frozen)) x = embed_tokens.call(ids);
         long virtualTokens = x.shape[1] - time;
-        if (virtualTokens > 0 && past > 0) x = x.narrow(1, virtualTokens, time);   // the prompt is cached already
+        if (virtualTokens > 0 && cached > 0) x = x.narrow(1, virtualTokens, time);   // the prompt is cached already
         long positions = x.shape[1];
         if (past + positions > _config.MaxPositionEmbeddings)
             throw new ArgumentException($"{past + positions} positions ({virtualTokens} virtual tokens included) exceed max_position_embeddings {_config.MaxPositionEmbeddings}.", nameof(ids));

@@ -81,7 +81,9 @@ public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>, ITr
         long time = embedded.shape[1];
         var validColumn = valid.unsqueeze(-1);
         // Timing signal: position p gives [sin(p * inv_timescales), cos(p * inv_timescales)].
-        var scaled = arange(time, dtype: ScalarType.Float32, device: ids.device).unsqueeze(1) * inv_timescales.unsqueeze(0);
+        // A key/value prefix takes the first positions (as PEFT's past key/values do for models with positions).
+        long first = this.KeyValuePrefixLength();
+        var scaled = arange(first, first + time, dtype: ScalarType.Float32, device: ids.device).unsqueeze(1) * inv_timescales.unsqueeze(0);
         var timing = cat([sin(scaled), cos(scaled)], 1);
         var x = (embedded + (embedded + timing.unsqueeze(0))) * validColumn;
         for (int i = 0; i < layers.Count; i++)

@@ -44,8 +44,13 @@ public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Ten
         fc1 = Linear(hidden, UseLiteConfig.FeedForwardDim);
         fc2 = Linear(UseLiteConfig.FeedForwardDim, hidden);
         InitializePeft();
-        Insertions = new BlockInsertions(this, input, hidden, hidden, hidden);
+        Attention = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _heads, input / _heads, input));
+        Insertions = new BlockInsertions(this, input, hidden, hidden, hidden) { Attention = Attention };
     }
+
+    /// <summary>The points inside the self-attention: a key/value prefix every token sees, and the heads before
+    /// <c>out_proj</c>.</summary>
+    public AttentionInsertions Attention { get; }
 
     /// <summary>After <c>out_proj</c> (before the residual add) and after <c>fc2</c> (before the padding mask and the residual
     /// add); each sub-layer's input is the residual stream before its norm (256 wide into layer 0's attention).</summary>
@@ -64,10 +69,18 @@ public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Ten
         var k = k_proj.call(h).view(batch, time, _heads, headDim).transpose(1, 2);
         var v = v_proj.call(h).view(batch, time, _heads, headDim).transpose(1, 2);
         // As the graph: scale the queries, add -1e9 to the logits of padded keys, softmax over keys.
-        var logits = (q * (1.0 / Math.Sqrt(headDim))).matmul(k.transpose(2, 3));
         var keyBias = ((1.0f - mask) * UseLiteConfig.MaskBias).view(batch, 1, 1, time);
+        long prefix = Attention.PrefixLength;
+        if (prefix > 0)
+        {
+            (k, v) = Attention.PrependPrefix(k, v);
+            keyBias = cat([zeros(batch, 1, 1, prefix, dtype: keyBias.dtype, device: keyBias.device), keyBias], 3);   // every token sees the prefix
+        }
+
+        var logits = (q * (1.0 / Math.Sqrt(headDim))).matmul(k.transpose(2, 3));
         var weights = functional.softmax(logits + keyBias, -1);
-        var attended = weights.matmul(v).transpose(1, 2).contiguous().view(batch, time, dim);
+        var heads = Attention.AdjustHeads(weights.matmul(v), q, hidden => ProjectKeysValues(hidden, headDim));
+        var attended = heads.transpose(1, 2).contiguous().view(batch, time, dim);
         // The graph computes the residual projection only at token positions (zeros at padding).
         var residual = residual_proj is null ? x : residual_proj.call(x) * validColumn;
         var y = Insertions.AfterAttention(x, out_proj.call(attended)) + residual;
@@ -75,5 +88,11 @@ public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Ten
         // The feed-forward block also runs only at token positions.
         var ffn = Insertions.AfterFeedForward(y, fc2.call(functional.relu(fc1.call(ffn_norm.call(y))))) * validColumn;
         return (y + ffn).MoveToOuterDisposeScope();
+    }
+
+    private (Tensor Keys, Tensor Values) ProjectKeysValues(Tensor hidden, long headDim)
+    {
+        long batch = hidden.shape[0], time = hidden.shape[1];
+        return (k_proj.call(hidden).view(batch, time, _heads, headDim).transpose(1, 2), v_proj.call(hidden).view(batch, time, _heads, headDim).transpose(1, 2));
     }
 }

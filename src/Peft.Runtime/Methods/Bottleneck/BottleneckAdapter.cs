@@ -10,7 +10,7 @@ namespace Peft;
 /// <c>adapter_up</c> = Linear(r → out). Series: <c>h ← h + s·up(σ(down(h)))</c> on the sub-layer output; parallel:
 /// <c>h ← h + s·up(σ(down(x)))</c> from the sub-layer input (<see cref="BottleneckConfig"/>). Not mergeable.
 /// </summary>
-public sealed class BottleneckAdapter : InsertedAdapter
+public sealed class BottleneckAdapter : SublayerAdapter
 {
     private readonly Sequential adapter_down;
     private readonly Linear adapter_up;
