@@ -28,22 +28,23 @@ var seed = new Option<int>("--seed") { Description = "Random seed.", DefaultValu
 var data = new Option<string?>("--data") { Description = "Train and evaluate on this file instead of the State of the Union addresses: UTF-8 plain text (the whole file is one document) or JSONL (.jsonl/.json, or a first line that is a JSON object: one document per line, its text in --text-field). The last 10% of its blocks are held out for validation." };
 var textField = new Option<string?>("--text-field") { Description = "The JSONL field that holds each document's text (default \"text\"); only with a JSONL --data file." };
 var prompt = new Option<string?>("--prompt") { Description = "The text whose greedy continuation is shown before and after training (default: \"The state of the Union is\", or with --data the first words of the held-out text)." };
+var method = new Option<string>("--method") { Description = $"What to train: {string.Join(", ", CausalLmMethods.All.Select(m => m.Name))} (default lora).", DefaultValueFactory = _ => "lora" };
 var targetModules = new Option<string?>("--target-modules") { Description = "Choose the LoRA layers by configuration, as PEFT's target_modules: \"all-linear\" or comma-separated names (q_proj,k_proj,v_proj,o_proj; c_attn,c_proj,c_fc). Default: the family's PEFT defaults (q_proj,v_proj; c_attn)." };
 var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint or on c_attn of a GPT-2 one, trained on State of the Union addresses or on your own text (--data).")
 {
-    checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, targetModules,
+    checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, method, targetModules,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
     var options = new CausalLmOptions(parse.GetValue(checkpoint), parse.GetValue(family), parse.GetValue(tokenizerName)!, parse.GetValue(steps), parse.GetValue(output)!,
         parse.GetValue(learningRate), parse.GetValue(blockSize), parse.GetValue(batchSize), parse.GetValue(seed), parse.GetValue(targetModules),
-        parse.GetValue(data), parse.GetValue(textField), parse.GetValue(prompt));
+        parse.GetValue(data), parse.GetValue(textField), parse.GetValue(prompt), parse.GetValue(method)!);
     return await CausalLmRun.RunAsync(options, cancellationToken);
 });
 return await root.Parse(args).InvokeAsync();
 
 internal sealed record CausalLmOptions(string? Checkpoint, string? Family, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed, string? TargetModules = null,
-    string? Data = null, string? TextField = null, string? Prompt = null);
+    string? Data = null, string? TextField = null, string? Prompt = null, string Method = "lora");
 
 internal static class CausalLmRun
 {
@@ -59,6 +60,17 @@ internal static class CausalLmRun
         var device = PeftDevice.Default;
         Console.WriteLine($"device: {device.type}, threads: {get_num_threads()}");
 
+        var method = CausalLmMethods.Find(options.Method);
+        if (method is null)
+        {
+            Console.Error.WriteLine($"--method {options.Method} is not one of {string.Join(", ", CausalLmMethods.All.Select(m => m.Name))}.");
+            return 2;
+        }
+        if (options.TargetModules is not null && !method.UsesTargets)
+        {
+            Console.Error.WriteLine($"--target-modules chooses LoRA's layers; --method {method.Name} does not take target modules: leave it out.");
+            return 2;
+        }
         if (options.Family is not null and not "gpt2" and not "llama")
         {
             Console.Error.WriteLine($"--family must be gpt2 or llama, not {options.Family}.");
@@ -169,8 +181,7 @@ internal static class CausalLmRun
                 : lm.DefaultLoRATargets;
             try
             {
-                var adapted = model.ApplyTargets(new PeftTargets(targets, new LoRAOptions(Rank: 8, Alpha: 16)));
-                Console.WriteLine($"target_modules {targets}: LoRA r=8 on {adapted.Count} layers ({string.Join(", ", adapted.Take(4))}{(adapted.Count > 4 ? ", ..." : "")})");
+                Console.WriteLine(method.Apply(lm, targets));
             }
             catch (PeftConfigurationException ex)
             {
@@ -192,10 +203,10 @@ internal static class CausalLmRun
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"before: validation loss {lossBefore:F4}, perplexity {Math.Exp(lossBefore):F2}"));
         Console.WriteLine($"before: {Quote(promptText + textBefore)}");
 
-        // 3. LoRA training: only the adapter parameters (q_proj/v_proj, or GPT-2's c_attn) train.
+        // 3. Training: only the method's parameters (LoRA on q_proj/v_proj or GPT-2's c_attn; the prefix) train.
         sw.Restart();
         Train(model, train, options, device);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"LoRA training: {options.Steps} steps in {sw.Elapsed.TotalSeconds:F1} s"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{method.Name} training: {options.Steps} steps in {sw.Elapsed.TotalSeconds:F1} s"));
         double lossAfter = ValidationLoss(model, validation, device);
         string textAfter = Continue(lm, codec, prompt, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"after:  validation loss {lossAfter:F4}, perplexity {Math.Exp(lossAfter):F2}"));
@@ -203,7 +214,7 @@ internal static class CausalLmRun
 
         // 4. Save the adapter (PEFT layout), reload base + adapter into a fresh model, compare logits exactly.
         string adapterDir = Path.Combine(options.Output, "adapter");
-        lm.SaveAdapter(adapterDir, new AdapterSaveOptions { BaseModelNameOrPath = Path.GetFullPath(baseDir), TaskType = "CAUSAL_LM" });
+        method.Save(lm, adapterDir, Path.GetFullPath(baseDir));
         Console.WriteLine($"saved {adapterDir}/{{{AdapterFiles.ConfigFileName}, {AdapterFiles.WeightsFileName}}}");
 
         using var probe = Ids(validation.Take(4).ToList(), e => e.InputIds).to(device);
@@ -214,7 +225,7 @@ internal static class CausalLmRun
         fresh.Module.to(device);
         // The fresh stock model has no adapter: AdapterFiles.Load creates it from the file's target_modules, as PEFT's
         // PeftModel.from_pretrained does.
-        fresh.LoadAdapter(adapterDir);
+        method.Load(fresh, adapterDir);
         fresh.Module.eval();
         using var reloadedLogits = Logits(fresh.Module, probe);
         double reloadDiff = (reloadedLogits - trainedLogits).abs().max().item<float>();

@@ -22,8 +22,8 @@ public enum Trains
     /// <summary>Chosen entries of the encoder's own weights (<see cref="SentimentMethod.Selective"/>: ID³, SPT) and the head;
     /// the weights are masked when the run starts, since the choice needs the run's length or data. Saved as model weights.</summary>
     Masked,
-    /// <summary>The bottleneck adapters the method's <see cref="SentimentMethod.Bottleneck"/> inserts after the encoder's
-    /// sub-layers, plus the head; saved with the classifier's weights.</summary>
+    /// <summary>The adapters the method's <see cref="SentimentMethod.Insert"/> inserts into the encoder's blocks (bottleneck
+    /// adapters after sub-layers, a key/value prefix inside attention), plus the head; saved with the classifier's weights.</summary>
     Inserted,
 }
 
@@ -63,8 +63,9 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <param name="quick">Whether the default run includes it.</param>
     public static SentimentMethod Masks(string name, string displayName, double learningRate, SelectiveFactory selective, bool quick = false)
         => new(name, displayName, learningRate, quick, null, Trains.Masked) { Selective = selective };
-    /// <summary>For <see cref="Trains.Inserted"/>: the bottleneck adapters inserted in every block of the encoder.</summary>
-    public BottleneckConfig? Bottleneck { get; init; }
+    /// <summary>For <see cref="Trains.Inserted"/>: inserts the method's adapters into the encoder's blocks (run on a fresh
+    /// classifier before training, and before its saved weights are loaded).</summary>
+    public Action<TorchSharp.torch.nn.Module>? Insert { get; init; }
 
     /// <summary>A method that inserts bottleneck adapters after the encoder's sub-layers (<see cref="Trains.Inserted"/>)
     /// and trains them with the head; saved as model weights.</summary>
@@ -74,7 +75,17 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <param name="config">The adapters (<see cref="BottleneckConfig"/>).</param>
     /// <returns>The method.</returns>
     public static SentimentMethod Inserts(string name, string displayName, double learningRate, BottleneckConfig config)
-        => new(name, displayName, learningRate, false, null, Trains.Inserted) { Bottleneck = config };
+        => Inserts(name, displayName, learningRate, model => model.AddBottleneckAdapters(config));
+
+    /// <summary>A method that inserts adapters into the encoder's blocks with <paramref name="insert"/>
+    /// (<see cref="Trains.Inserted"/>) and trains them with the head; saved as model weights.</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="insert">Inserts the adapters (e.g. <c>m =&gt; m.AddPrefixTuning(...)</c>).</param>
+    /// <returns>The method.</returns>
+    public static SentimentMethod Inserts(string name, string displayName, double learningRate, Action<TorchSharp.torch.nn.Module> insert)
+        => new(name, displayName, learningRate, false, null, Trains.Inserted) { Insert = insert };
 
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>

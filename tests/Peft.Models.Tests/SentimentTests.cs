@@ -107,7 +107,7 @@ public sealed class SentimentMethodTests
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Targets is not null, m.Trains == Trains.AdapterAndHead));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Freezing is not null, m.Trains == Trains.Unfrozen));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Selective is not null, m.Trains == Trains.Masked));
-        Assert.All(SentimentMethods.All, m => Assert.Equal(m.Bottleneck is not null, m.Trains == Trains.Inserted));
+        Assert.All(SentimentMethods.All, m => Assert.Equal(m.Insert is not null, m.Trains == Trains.Inserted));
         Assert.Same(SentimentMethods.Get("lora"), SentimentMethods.Get("LoRA"));
         var unknown = Assert.Throws<ArgumentException>(() => SentimentMethods.Get("lorra")).Message;
         Assert.Contains("Unknown method 'lorra'. Methods: probe, lora", unknown);

@@ -1,0 +1,35 @@
+using Peft;
+using Peft.Serialization;
+
+namespace CausalLM;
+
+/// <summary>
+/// One way of adapting the causal LM (<c>--method</c>): how it is added to the stock model, saved in PEFT's layout and
+/// loaded into a fresh model. A new method is one entry in <see cref="CausalLmMethods.All"/>.
+/// </summary>
+/// <param name="Name">The <c>--method</c> name.</param>
+/// <param name="Apply">Adds the method to the model (the targets are the family's LoRA defaults or <c>--target-modules</c>);
+/// returns a line describing what it added.</param>
+/// <param name="Save">Writes the trained adapter to a directory (PEFT's layout), given the base checkpoint's path.</param>
+/// <param name="Load">Loads a saved adapter into a fresh stock model.</param>
+/// <param name="UsesTargets">Whether <c>--target-modules</c> applies.</param>
+internal sealed record CausalLmMethod(string Name, Func<CausalLm, TargetModules, string> Apply, Action<CausalLm, string, string> Save, Action<CausalLm, string> Load, bool UsesTargets);
+
+/// <summary>The methods the sample can train.</summary>
+internal static class CausalLmMethods
+{
+    public static IReadOnlyList<CausalLmMethod> All { get; } =
+    [
+        new("lora", (lm, targets) =>
+            {
+                var adapted = lm.Module.ApplyTargets(new PeftTargets(targets, new LoRAOptions(Rank: 8, Alpha: 16)));
+                return $"target_modules {targets}: LoRA r=8 on {adapted.Count} layers ({string.Join(", ", adapted.Take(4))}{(adapted.Count > 4 ? ", ..." : "")})";
+            },
+            (lm, dir, baseDir) => lm.SaveAdapter(dir, new AdapterSaveOptions { BaseModelNameOrPath = baseDir, TaskType = "CAUSAL_LM" }),
+            (lm, dir) => lm.LoadAdapter(dir),
+            UsesTargets: true),
+    ];
+
+    /// <summary>The method named <paramref name="name"/>, or null.</summary>
+    public static CausalLmMethod? Find(string name) => All.FirstOrDefault(m => string.Equals(m.Name, name, StringComparison.OrdinalIgnoreCase));
+}
