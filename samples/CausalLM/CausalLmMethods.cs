@@ -18,6 +18,9 @@ internal sealed record CausalLmMethod(string Name, Func<CausalLm, TargetModules,
 /// <summary>The methods the sample can train.</summary>
 internal static class CausalLmMethods
 {
+    /// <summary>Prefix positions of the prefix-tuning method.</summary>
+    public const int PrefixTokens = 20;
+
     public static IReadOnlyList<CausalLmMethod> All { get; } =
     [
         new("lora", (lm, targets) =>
@@ -28,6 +31,14 @@ internal static class CausalLmMethods
             (lm, dir, baseDir) => lm.SaveAdapter(dir, new AdapterSaveOptions { BaseModelNameOrPath = baseDir, TaskType = "CAUSAL_LM" }),
             (lm, dir) => lm.LoadAdapter(dir),
             UsesTargets: true),
+        new("prefix", (lm, _) =>
+            {
+                var prefixes = lm.Module.AddPrefixTuning(new PrefixTuningConfig(PrefixTokens, Projection: true, EncoderHiddenSize: 128));
+                return $"prefix tuning: {PrefixTokens} key/value positions in each of {prefixes.Count} layers, through PEFT's MLP (width 128)";
+            },
+            (lm, dir, baseDir) => lm.Module.SavePrefixTuning(dir, baseModelNameOrPath: baseDir, taskType: "CAUSAL_LM"),
+            (lm, dir) => lm.Module.LoadPrefixTuning(dir),
+            UsesTargets: false),
     ];
 
     /// <summary>The method named <paramref name="name"/>, or null.</summary>

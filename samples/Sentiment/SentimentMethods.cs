@@ -126,6 +126,9 @@ public static class SentimentMethods
     /// <summary>Virtual tokens of the prompt-tuning method.</summary>
     public const int PromptTokens = 8;
 
+    /// <summary>Key/value positions of the prefix-tuning method.</summary>
+    public const int PrefixTokens = 10;
+
     /// <summary>
     /// Every method, in the table's order. A new method is one line here: <c>SentimentMethod.Adapter(name, row, learning
     /// rate, UseLiteTargets.X, new XOptions(...))</c> for an adapter (saved in PEFT's layout, reloaded by
@@ -157,6 +160,8 @@ public static class SentimentMethods
         SentimentMethod.Inserts("houlsby", "Houlsby adapters (rf 16, after attention and FFN)", 1e-3, BottleneckConfig.Houlsby()),
         SentimentMethod.Inserts("pfeiffer", "Pfeiffer adapters (rf 16, after FFN)", 1e-3, BottleneckConfig.Pfeiffer()),
         SentimentMethod.Inserts("parallel", "scaled parallel adapters (rf 2, s 4, beside FFN)", 1e-3, BottleneckConfig.ScaledParallel()),
+        SentimentMethod.Inserts("prefix", $"prefix tuning ({PrefixTokens} positions, MLP 256)", 1e-3, m => m.AddPrefixTuning(new PrefixTuningConfig(PrefixTokens, Projection: true, EncoderHiddenSize: 256))),
+        SentimentMethod.Inserts("mam", "MAM (prefix 30 via MLP 800 + scaled parallel rf 2, s 4)", 1e-3, m => m.AddMamAdapter()),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
         SentimentMethod.Masks("spt", "SPT (1% of the encoder's matrix entries by sensitivity; LoRA r 8 where dense)", 1e-3, SentimentSelective.Spt),
         SentimentMethod.Masks("id3", "ID³ (1% of the encoder's matrix entries, unmasked in 10 steps)", 1e-3, SentimentSelective.Id3),

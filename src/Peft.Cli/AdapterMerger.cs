@@ -70,8 +70,13 @@ public static class AdapterMerger
     public static MergeResult Merge(string basePath, string adapterDirectory, string outputPath, string adapterName = AdapterNames.Default,
         bool allowAlreadyMerged = false)
     {
-        var (config, method) = AdapterDirectory.ReadConfig(adapterDirectory);
         string configPath = Path.Combine(adapterDirectory, AdapterFiles.ConfigFileName);
+        if (PrefixTuningFile.IsPrefixTuning(adapterDirectory))
+        {
+            throw CliException.Failure($"{configPath}: prefix tuning adds key/value positions to every attention, not a weight update; there is nothing to merge into the base weights.");
+        }
+
+        var (config, method) = AdapterDirectory.ReadConfig(adapterDirectory);
         if (method.IsPromptLearning)
         {
             throw CliException.Failure($"{configPath}: a prompt-learning adapter ({method.Name}) adds virtual tokens, not a weight update; there is nothing to merge into the base weights.");

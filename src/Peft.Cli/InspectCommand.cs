@@ -40,7 +40,7 @@ internal static class InspectCommand
             // A config or manifest file stands for its directory.
             string name = Path.GetFileName(path);
             string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-            if (name == AdapterFiles.ConfigFileName) return Adapter(dir);
+            if (name == AdapterFiles.ConfigFileName) return PrefixTuningFile.IsPrefixTuning(dir) ? Prefix(dir) : Adapter(dir);
             if (name == CheckpointStore.ManifestFileName) return Checkpoint(dir);
             return Safetensors(path);
         }
@@ -50,6 +50,7 @@ internal static class InspectCommand
             throw CliException.Usage($"{path}: no such file or directory.");
         }
 
+        if (PrefixTuningFile.IsPrefixTuning(path)) return Prefix(path);
         if (AdapterDirectory.IsAdapter(path)) return Adapter(path);
         if (File.Exists(Path.Combine(path, CheckpointStore.ManifestFileName))) return Checkpoint(path);
 
@@ -65,6 +66,38 @@ internal static class InspectCommand
 
         throw CliException.Usage($"{path}: not an adapter directory ({AdapterFiles.ConfigFileName}), a checkpoint directory ({CheckpointStore.ManifestFileName}) or a safetensors file"
             + (hints.Count > 0 ? "; inside: " + string.Join("; ", hints) : "."));
+    }
+
+    private static JsonObject Prefix(string directory)
+    {
+        PrefixTuningFile file;
+        try
+        {
+            file = PrefixTuningFile.Read(directory);
+        }
+        catch (AdapterFormatException ex)
+        {
+            throw CliException.Failure(ex.Message);
+        }
+
+        var report = new JsonObject
+        {
+            ["kind"] = "adapter",
+            ["path"] = Path.GetFullPath(directory),
+            ["peft_type"] = PrefixTuningConfig.PeftType,
+            ["method"] = "PrefixTuning",
+            ["base_model"] = file.BaseModel,
+            ["task_type"] = file.TaskType,
+            ["num_virtual_tokens"] = file.VirtualTokens,
+            ["num_layers"] = file.Layers,
+            ["num_attention_heads"] = file.Heads,
+            ["token_dim"] = file.TokenDim,
+            ["prefix_projection"] = file.Projection,
+            ["encoder_hidden_size"] = file.EncoderHiddenSize,
+        };
+        using var reader = SafetensorsFile.Open(file.WeightsPath);
+        AddTensors(report, reader.Tensors, "parameters");
+        return report;
     }
 
     private static JsonObject Adapter(string directory)

@@ -184,6 +184,15 @@ public sealed class SentimentMethodTests
                     Assert.True(MaxDifference(output, plain) == 0, $"fresh {method.Name} adapters changed the encoder");
                     if (method.Name == "houlsby") Assert.Equal(134_274 - head, inserted);
                     break;
+                case "prefix":
+                case "mam":
+                    // A prefix in each of the 2 layers' attention (MAM: and a parallel adapter beside each FFN); with the head,
+                    // that is all that trains. PEFT's prefix is not the identity at init: it reaches the output at once.
+                    long prefixed = classifier.InsertedAdapters().Sum(a => a.Adapter.parameters().Sum(p => p.numel()));
+                    Assert.Equal(prefixed + head, count);
+                    Assert.Equal(method.Name == "mam" ? 4 : 2, classifier.InsertedAdapters().Count());
+                    Assert.True(MaxDifference(output, plain) > 1e-4, $"the {method.Name} prefix does not reach the output");
+                    break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());
                     Assert.Equal(SentimentMethods.PromptTokens * UseLiteConfig.EmbeddingDim + head, count);

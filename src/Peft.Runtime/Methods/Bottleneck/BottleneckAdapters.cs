@@ -44,10 +44,10 @@ public static class BottleneckAdapters
         ArgumentNullException.ThrowIfNull(config);
         config.Validate();
         var plan = Plan(model, config, adapterName);
-        if (model.InsertedAdapters().Any(a => a.Adapter.AdapterName == adapterName))
+        if (model.InsertedAdapters().Any(a => a.Adapter.AdapterName == adapterName && a.Adapter is BottleneckAdapter))
         {
             throw new PeftConfigurationException(
-                $"The model already has an inserted adapter named '{adapterName}'; pass another adapterName.", null, adapterName);
+                $"The model already has bottleneck adapters named '{adapterName}'; pass another adapterName.", null, adapterName);
         }
 
         var created = plan.Select(p => (p, new BottleneckAdapter(adapterName, config, p.Input, p.Output, p.PointPath))).ToList();
