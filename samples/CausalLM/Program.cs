@@ -314,7 +314,7 @@ internal static class CausalLmRun
             MaxGradNorm = 1.0,
             LogEvery = Math.Max(1, options.Steps / 5),
         };
-        using var trainer = new AdapterTrainer(model.TrainableParameters(), trainingOptions, new ConsoleProgress());
+        using var trainer = new AdapterTrainer(model.TrainableParameters(), trainingOptions, new ConsoleProgress(options.Method));
         for (int step = 0; step < options.Steps; step++)
         {
             var batch = Enumerable.Range(0, options.BatchSize).Select(_ => blocks[random.Next(blocks.Count)]).ToList();
@@ -329,10 +329,10 @@ internal static class CausalLmRun
     private static string Quote(string text) => "\"" + text.Replace("\n", "\\n", StringComparison.Ordinal) + "\"";
 
     /// <summary>Prints progress on the training thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>
-    private sealed class ConsoleProgress : IProgress<TrainingProgress>
+    private sealed class ConsoleProgress(string method) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress p) =>
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  [lora] step {p.Step,4}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:E2} |g| {p.GradNorm:F3} {p.Elapsed.TotalSeconds:F1}s"));
+                $"  [{method}] step {p.Step,4}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:E2} |g| {p.GradNorm:F3} {p.Elapsed.TotalSeconds:F1}s"));
     }
 }

@@ -346,6 +346,4 @@ public sealed record AdapterConfig
                 throw new AdapterFormatException($"{source}: \"{key}\" must be an object, found {other.ToJsonString()}.");
         }
     }
-
-    internal static byte[] Utf8(string text) => new UTF8Encoding(encoderShouldEmitUTF8Identifier: false).GetBytes(text);
 }

@@ -322,21 +322,6 @@ public static class AdapterFiles
         };
     }
 
-    internal static void WriteAtomically(string path, string text)
-    {
-        string tmp = path + ".tmp-" + Guid.NewGuid().ToString("N");
-        try
-        {
-            using (var stream = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
-            {
-                stream.Write(AdapterConfig.Utf8(text));
-                stream.Flush(flushToDisk: true);
-            }
-            File.Move(tmp, path, overwrite: true);
-        }
-        finally
-        {
-            if (File.Exists(tmp)) File.Delete(tmp);
-        }
-    }
+    /// <summary>Writes a small text file through the library's one atomic writer (<see cref="Checkpoints.AtomicFile"/>).</summary>
+    internal static void WriteAtomically(string path, string text) => Checkpoints.AtomicFile.WriteAllText(path, text);
 }

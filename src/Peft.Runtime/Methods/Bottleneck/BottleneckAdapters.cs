@@ -110,7 +110,7 @@ public static class BottleneckAdapters
             ["ln_before"] = false,
             ["ln_after"] = false,
         };
-        File.WriteAllText(Path.Combine(directory, ConfigFileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        Checkpoints.AtomicFile.WriteAllText(Path.Combine(directory, ConfigFileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>
