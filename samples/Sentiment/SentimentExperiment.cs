@@ -123,6 +123,9 @@ public static class SentimentExperiment
     /// <summary>The file <see cref="Save"/> writes the whole classifier to for the methods without an adapter.</summary>
     public const string ModelWeightsFileName = "model.safetensors";
 
+    /// <summary>The sub-directory holding an inserting method's bottleneck adapter files (with what they share).</summary>
+    public const string BottleneckDirectory = "bottleneck";
+
     /// <summary>
     /// Where <c>--save DIR</c> puts a run: <c>DIR/&lt;method&gt;</c> when one seed runs, <c>DIR/&lt;method&gt;/seed-&lt;seed&gt;</c>
     /// when several do.
@@ -165,6 +168,10 @@ public static class SentimentExperiment
         {
             Directory.CreateDirectory(directory);
             ModelWeights.Save(classifier, Path.Combine(directory, ModelWeightsFileName));
+
+            // Inserted adapters are in the model's weights, but what they share (Compacter's phm_rule) is in no module:
+            // their own files hold it.
+            if (method.Bottleneck is not null) classifier.SaveBottleneckAdapters(Path.Combine(directory, BottleneckDirectory));
         }
     }
 
@@ -187,7 +194,7 @@ public static class SentimentExperiment
         }
         else
         {
-            if (method.Bottleneck is { } bottleneck) classifier.AddBottleneckAdapters(bottleneck);
+            if (method.Bottleneck is not null) classifier.LoadBottleneckAdapters(Path.Combine(directory, BottleneckDirectory));
             ModelWeights.Load(classifier, Path.Combine(directory, ModelWeightsFileName));
         }
     }
