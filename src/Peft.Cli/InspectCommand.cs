@@ -40,7 +40,7 @@ internal static class InspectCommand
             // A config or manifest file stands for its directory.
             string name = Path.GetFileName(path);
             string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-            if (name == AdapterFiles.ConfigFileName) return Adapter(dir);
+            if (name == AdapterFiles.ConfigFileName) return BottleneckAdapters.IsBottleneckDirectory(dir) ? BottleneckInspection.Report(dir) : Adapter(dir);
             if (name == CheckpointStore.ManifestFileName) return Checkpoint(dir);
             return Safetensors(path);
         }
@@ -50,6 +50,7 @@ internal static class InspectCommand
             throw CliException.Usage($"{path}: no such file or directory.");
         }
 
+        if (BottleneckAdapters.IsBottleneckDirectory(path)) return BottleneckInspection.Report(path);
         if (AdapterDirectory.IsAdapter(path)) return Adapter(path);
         if (File.Exists(Path.Combine(path, CheckpointStore.ManifestFileName))) return Checkpoint(path);
 
@@ -239,7 +240,7 @@ internal static class InspectCommand
         return report;
     }
 
-    private static void AddTensors(JsonObject report, IReadOnlyList<SafetensorsTensorInfo> infos, string countName)
+    internal static void AddTensors(JsonObject report, IReadOnlyList<SafetensorsTensorInfo> infos, string countName)
     {
         var tensors = new JsonArray();
         long count = 0;
