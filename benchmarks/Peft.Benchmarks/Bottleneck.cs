@@ -56,22 +56,29 @@ public sealed class InsertionStack : Module<Tensor, Tensor>, ITransformerStack
 }
 
 /// <summary>
-/// Bottleneck adapters (Houlsby, Pfeiffer, scaled parallel) against LoRA r=8 on every linear layer of the same transformer
-/// stack: AdamW training steps on 8 x 128 tokens, interleaved in one process (section 9, or <c>--bottleneck</c> alone).
+/// Bottleneck adapters (Houlsby, Pfeiffer, scaled parallel, Compacter, Compacter++) against LoRA r=8 on every linear layer of
+/// the same transformer stack: AdamW training steps on 8 x 128 tokens, interleaved in one process (section 9, or
+/// <c>--bottleneck</c> alone). Compacter runs twice: with its PHM layers' automatic path (the factored product at these
+/// shapes) and with H formed, the choice <see cref="PhmLayer.FactoredIsCheaper"/> makes.
 /// </summary>
 internal static class BottleneckProbe
 {
-    private static readonly (string Name, BottleneckConfig? Config)[] Variants =
+    private const string FormedH = "Compacter rf=32, H formed";
+
+    private static readonly (string Name, BottleneckConfig? Config, PhmPath Path)[] Variants =
     {
-        ("LoRA r=8 (all linear)", null),
-        ("Houlsby rf=16", BottleneckConfig.Houlsby()),
-        ("Pfeiffer rf=16", BottleneckConfig.Pfeiffer()),
-        ("scaled parallel rf=2", BottleneckConfig.ScaledParallel()),
+        ("LoRA r=8 (all linear)", null, PhmPath.Auto),
+        ("Houlsby rf=16", BottleneckConfig.Houlsby(), PhmPath.Auto),
+        ("Pfeiffer rf=16", BottleneckConfig.Pfeiffer(), PhmPath.Auto),
+        ("scaled parallel rf=2", BottleneckConfig.ScaledParallel(), PhmPath.Auto),
+        ("Compacter rf=32", BottleneckConfig.Compacter(), PhmPath.Auto),
+        (FormedH, BottleneckConfig.Compacter(), PhmPath.Dense),
+        ("Compacter++ rf=32", BottleneckConfig.CompacterPlusPlus(), PhmPath.Auto),
     };
 
     public static IEnumerable<(string Name, string Value, string Note)> Results(int rounds)
     {
-        var built = Variants.Select(v => (v.Name, Step: Build(v.Config))).ToList();
+        var built = Variants.Select(v => (v.Name, Step: Build(v.Config, v.Path))).ToList();
         var times = Timing.Interleaved(rounds, built.Select(b => (b.Name, b.Step.Run)).ToArray());
         foreach (var (name, step) in built)
         {
@@ -79,18 +86,29 @@ internal static class BottleneckProbe
             step.Dispose();
         }
 
-        foreach (var (name, _) in Variants.Skip(1))
+        foreach (var (name, _, _) in Variants.Skip(1))
         {
             yield return ($"**{name} step / LoRA r=8 step**", Timing.Ratio(times[name], times[Variants[0].Name]), "same run");
         }
+
+        yield return ("**Compacter step, automatic PHM path / H formed**", Timing.Ratio(times["Compacter rf=32"], times[FormedH]), "same run");
     }
 
-    private static Step Build(BottleneckConfig? config)
+    private static Step Build(BottleneckConfig? config, PhmPath path)
     {
         manual_seed(0);
         var model = new InsertionStack();
         if (config is null) model.ApplyTargets(new PeftTargets(TargetModules.AllLinear, new LoRAOptions(Rank: 8, Alpha: 16)));
-        else model.AddBottleneckAdapters(config);
+        else
+        {
+            foreach (var (_, adapter) in model.AddBottleneckAdapters(config))
+            {
+                if (!config.PhmLayer) continue;
+                adapter.PhmDown.Path = path;
+                adapter.PhmUp.Path = path;
+            }
+        }
+
         var trainable = model.TrainableParameters().ToList();
         var optimizer = optim.AdamW(trainable, 1e-4);
         var ids = randint(0, 4096, new long[] { 8, 128 });

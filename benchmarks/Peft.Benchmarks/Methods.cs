@@ -9,7 +9,7 @@ namespace Peft.Benchmarks;
 /// not an adapter option and needs a transformer stack (<see cref="ITransformerStack"/>), which this four-layer stack is not:
 /// it is measured in section 8 on <see cref="FreezableStack"/> (Freezing.cs). ID³ and SPT train masked entries of the base
 /// weights (SPT also LoRA where its plan says so), not one adapter option: their lines in section 6 come from
-/// <see cref="SelectiveProbe"/> (Selective.cs). Bottleneck adapters are inserted after a
+/// <see cref="SelectiveProbe"/> (Selective.cs). Bottleneck adapters (Compacter's PHM ones too) are inserted after a
 /// block's sub-layers, not on a layer: section 9 measures them against LoRA on <see cref="InsertionStack"/> (Bottleneck.cs).
 /// </summary>
 internal static class BenchmarkedMethods

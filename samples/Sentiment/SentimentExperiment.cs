@@ -123,6 +123,9 @@ public static class SentimentExperiment
     /// <summary>The file <see cref="Save"/> writes the whole classifier to for the methods without an adapter.</summary>
     public const string ModelWeightsFileName = "model.safetensors";
 
+    /// <summary>The sub-directory holding an inserting method's own files (bottleneck adapters: with the tensors they share).</summary>
+    public const string InsertedDirectory = "inserted";
+
     /// <summary>
     /// Where <c>--save DIR</c> puts a run: <c>DIR/&lt;method&gt;</c> when one seed runs, <c>DIR/&lt;method&gt;/seed-&lt;seed&gt;</c>
     /// when several do.
@@ -165,6 +168,10 @@ public static class SentimentExperiment
         {
             Directory.CreateDirectory(directory);
             ModelWeights.Save(classifier, Path.Combine(directory, ModelWeightsFileName));
+
+            // Inserted adapters are in the model's weights, but what they share (Compacter's phm_rule) is in no module:
+            // their own files hold it.
+            method.SaveInserted?.Invoke(classifier, Path.Combine(directory, InsertedDirectory));
         }
     }
 
@@ -187,7 +194,8 @@ public static class SentimentExperiment
         }
         else
         {
-            method.Insert?.Invoke(classifier);
+            if (method.LoadInserted is { } load) load(classifier, Path.Combine(directory, InsertedDirectory));
+            else method.Insert?.Invoke(classifier);
             ModelWeights.Load(classifier, Path.Combine(directory, ModelWeightsFileName));
         }
     }

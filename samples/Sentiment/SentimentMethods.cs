@@ -67,6 +67,14 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// classifier before training, and before its saved weights are loaded).</summary>
     public Action<TorchSharp.torch.nn.Module>? Insert { get; init; }
 
+    /// <summary>For <see cref="Trains.Inserted"/>: writes what the model's weights do not hold (bottleneck adapters' files,
+    /// with the tensors their layers share, such as Compacter's PHM rule) to a directory; null when the weights hold all.</summary>
+    public Action<TorchSharp.torch.nn.Module, string>? SaveInserted { get; init; }
+
+    /// <summary>For <see cref="Trains.Inserted"/>: inserts the adapters from what <see cref="SaveInserted"/> wrote, instead of
+    /// <see cref="Insert"/>, before the model's weights are loaded.</summary>
+    public Action<TorchSharp.torch.nn.Module, string>? LoadInserted { get; init; }
+
     /// <summary>A method that inserts bottleneck adapters after the encoder's sub-layers (<see cref="Trains.Inserted"/>)
     /// and trains them with the head; saved as model weights.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
@@ -75,7 +83,11 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <param name="config">The adapters (<see cref="BottleneckConfig"/>).</param>
     /// <returns>The method.</returns>
     public static SentimentMethod Inserts(string name, string displayName, double learningRate, BottleneckConfig config)
-        => Inserts(name, displayName, learningRate, model => model.AddBottleneckAdapters(config));
+        => Inserts(name, displayName, learningRate, model => model.AddBottleneckAdapters(config)) with
+        {
+            SaveInserted = (model, directory) => model.SaveBottleneckAdapters(directory),
+            LoadInserted = (model, directory) => model.LoadBottleneckAdapters(directory),
+        };
 
     /// <summary>A method that inserts adapters into the encoder's blocks with <paramref name="insert"/>
     /// (<see cref="Trains.Inserted"/>) and trains them with the head; saved as model weights.</summary>
@@ -160,6 +172,8 @@ public static class SentimentMethods
         SentimentMethod.Inserts("houlsby", "Houlsby adapters (rf 16, after attention and FFN)", 1e-3, BottleneckConfig.Houlsby()),
         SentimentMethod.Inserts("pfeiffer", "Pfeiffer adapters (rf 16, after FFN)", 1e-3, BottleneckConfig.Pfeiffer()),
         SentimentMethod.Inserts("parallel", "scaled parallel adapters (rf 2, s 4, beside FFN)", 1e-3, BottleneckConfig.ScaledParallel()),
+        SentimentMethod.Inserts("compacter", "Compacter (PHM n 4, k 1, rf 32, after attention and FFN)", 3e-3, BottleneckConfig.Compacter()),
+        SentimentMethod.Inserts("compacterpp", "Compacter++ (PHM n 4, k 1, rf 32, after FFN)", 3e-3, BottleneckConfig.CompacterPlusPlus()),
         SentimentMethod.Inserts("prefix", $"prefix tuning ({PrefixTokens} positions, MLP 256)", 1e-3, m => m.AddPrefixTuning(new PrefixTuningConfig(PrefixTokens, Projection: true, EncoderHiddenSize: 256))),
         SentimentMethod.Inserts("mam", "MAM (prefix 30 via MLP 800 + scaled parallel rf 2, s 4)", 1e-3, m => m.AddMamAdapter()),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),

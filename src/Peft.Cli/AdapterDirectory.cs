@@ -66,6 +66,13 @@ internal static class AdapterDirectory
     public static (AdapterConfig Config, PeftMethod Method) ReadConfig(string directory)
     {
         string path = Path.Combine(directory, AdapterFiles.ConfigFileName);
+        if (BottleneckAdapters.IsBottleneckDirectory(directory))
+        {
+            throw CliException.Failure(
+                $"{path}: a bottleneck adapter (peft_type {BottleneckConfig.PeftType}: Houlsby, Pfeiffer, parallel or Compacter) is a module inserted after a " +
+                "sub-layer with a non-linearity, so it cannot be merged into the base weights; `peft inspect` shows it, and LoadBottleneckAdapters loads it into a model.");
+        }
+
         var config = AdapterConfig.Read(path);
         try
         {

@@ -40,7 +40,7 @@ internal static class InspectCommand
             // A config or manifest file stands for its directory.
             string name = Path.GetFileName(path);
             string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-            if (name == AdapterFiles.ConfigFileName) return PrefixTuningFile.IsPrefixTuning(dir) ? Prefix(dir) : Adapter(dir);
+            if (name == AdapterFiles.ConfigFileName) return PrefixTuningFile.IsPrefixTuning(dir) ? Prefix(dir) : BottleneckAdapters.IsBottleneckDirectory(dir) ? BottleneckInspection.Report(dir) : Adapter(dir);
             if (name == CheckpointStore.ManifestFileName) return Checkpoint(dir);
             return Safetensors(path);
         }
@@ -51,6 +51,7 @@ internal static class InspectCommand
         }
 
         if (PrefixTuningFile.IsPrefixTuning(path)) return Prefix(path);
+        if (BottleneckAdapters.IsBottleneckDirectory(path)) return BottleneckInspection.Report(path);
         if (AdapterDirectory.IsAdapter(path)) return Adapter(path);
         if (File.Exists(Path.Combine(path, CheckpointStore.ManifestFileName))) return Checkpoint(path);
 
@@ -272,7 +273,7 @@ internal static class InspectCommand
         return report;
     }
 
-    private static void AddTensors(JsonObject report, IReadOnlyList<SafetensorsTensorInfo> infos, string countName)
+    internal static void AddTensors(JsonObject report, IReadOnlyList<SafetensorsTensorInfo> infos, string countName)
     {
         var tensors = new JsonArray();
         long count = 0;

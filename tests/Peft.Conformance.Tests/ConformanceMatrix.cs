@@ -29,4 +29,16 @@ public static class ConformanceMatrix
 
     /// <summary>The row named <paramref name="name"/>.</summary>
     public static ConformanceCase Get(string name) => Cases.Single(c => c.Name == name);
+
+    /// <summary>The inserted-adapter rows (<see cref="InsertedConformanceCase"/>): one line per method.</summary>
+    public static readonly IReadOnlyList<InsertedConformanceCase> Inserted = new[]
+    {
+        BottleneckRows.Cases,
+    }.SelectMany(c => c).ToList();
+
+    /// <summary>The inserted-adapter rows as xunit theory data (by name).</summary>
+    public static IEnumerable<object[]> InsertedNames => Inserted.Select(c => new object[] { c.Name });
+
+    /// <summary>The inserted-adapter row named <paramref name="name"/>.</summary>
+    public static InsertedConformanceCase GetInserted(string name) => Inserted.Single(c => c.Name == name);
 }

@@ -174,6 +174,18 @@ public sealed class SentimentMethodTests
                     }
 
                     break;
+                case "compacter":
+                case "compacterpp":
+                    // PHM adapters: each adapter's factors and biases, the rule once (4³ = 64), the head; not the identity at
+                    // init, but within the rule's 1e-4 scale. Per adapter on 512 wide (bottleneck 16): 512 + 16 + 16 down,
+                    // 16 + 512 + 512 up = 1584.
+                    long phm = classifier.InsertedAdapters().Sum(a => a.Adapter.parameters().Sum(p => p.numel()));
+                    Assert.Equal(method.Name == "compacter" ? 4 : 2, classifier.InsertedAdapters().Count());
+                    Assert.Equal(classifier.InsertedAdapters().Count() * 1584, phm);
+                    Assert.Equal(64, classifier.SharedParameters().Single().Parameter.numel());
+                    Assert.Equal(phm + 64 + head, count);
+                    Assert.True(MaxDifference(output, plain) < 1e-3, $"fresh {method.Name} adapters moved the encoder too far");
+                    break;
                 case "houlsby":
                 case "pfeiffer":
                 case "parallel":

@@ -220,10 +220,40 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         description: DescriptionWithoutPath);
 
-    /// <summary>Every descriptor: the shared ones in ID order, then the methods' own (<see cref="MethodSpec.Diagnostics"/>) in ID
-    /// order (a method's new ID need not follow the catalogue's order).</summary>
+    /// <summary>PEFT0035: a constant BottleneckConfig argument out of its range (BottleneckConfigAnalyzer).</summary>
+    public static readonly DiagnosticDescriptor BottleneckArgumentOutOfRange = new(
+        PeftDiagnosticIds.BottleneckArgumentOutOfRange,
+        "Bottleneck adapter argument out of range",
+        "BottleneckConfig {0} = {1}: {2}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        description: DescriptionWithoutPath);
+
+    /// <summary>PEFT0036: a constant BottleneckConfig non_linearity or init_weights this library does not know.</summary>
+    public static readonly DiagnosticDescriptor BottleneckUnknownName = new(
+        PeftDiagnosticIds.BottleneckUnknownName,
+        "Unknown bottleneck adapter activation or initialisation",
+        "BottleneckConfig {0} = \"{1}\" is not one of {2}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        description: DescriptionWithoutPath);
+
+    /// <summary>PEFT0037: constant BottleneckConfig arguments that do not go together.</summary>
+    public static readonly DiagnosticDescriptor BottleneckArgumentsConflict = new(
+        PeftDiagnosticIds.BottleneckArgumentsConflict,
+        "Bottleneck adapter arguments that do not go together",
+        "BottleneckConfig: {0}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        description: DescriptionWithoutPath);
+
+    /// <summary>Every descriptor in ID order: the shared ones and the methods' own (<see cref="MethodSpec.Diagnostics"/>) (a
+    /// method's new ID need not follow the catalogue's order).</summary>
     public static readonly ImmutableArray<DiagnosticDescriptor> All = Shared().AddRange(
-        MethodCatalogue.All.SelectMany(m => m.Diagnostics).OrderBy(d => d.Id, System.StringComparer.Ordinal).Select(WithPackageDescription));
+        MethodCatalogue.All.SelectMany(m => m.Diagnostics).Select(WithPackageDescription)).Sort((a, b) => string.CompareOrdinal(a.Id, b.Id));
 
     private static ImmutableArray<DiagnosticDescriptor> Shared() => ImmutableArray.Create(
         RankNotPositive,
@@ -243,7 +273,10 @@ internal static class DiagnosticDescriptors
         NotAModule,
         AdapterNameMethodConflict,
         UntargetableMember,
-        UnknownTargetName);
+        UnknownTargetName,
+        BottleneckArgumentOutOfRange,
+        BottleneckUnknownName,
+        BottleneckArgumentsConflict);
 
     /// <summary>The description of a descriptor when the pages' folder is not known (no <see cref="DocsProperty"/>).</summary>
     public const string DescriptionWithoutPath =

@@ -39,7 +39,9 @@ public static partial class PeftModel
     /// <summary>
     /// The trainable shared tensors of the tree's adapters (<see cref="SharedAdapterTensors.Parameters"/>, e.g. VB-LoRA's
     /// vector bank), each once, named as PEFT's in-memory state dict names them: <c>base_model.{name}.{adapter}</c>. They are
-    /// bound to the layers (<see cref="BindSharedTensors"/>) and registered in no module.
+    /// bound to the layers (<see cref="BindSharedTensors"/>) or to inserted adapters that implement
+    /// <see cref="ISharedTensorAdapter"/> (Compacter's <c>phm_rule</c>, bound when the adapters are inserted), and registered
+    /// in no module. Layers' sets come first, then inserted adapters' sets, in registration order.
     /// </summary>
     /// <param name="root">The model.</param>
     /// <returns>(name, parameter) pairs, by adapter name in first-layer order.</returns>
@@ -57,6 +59,15 @@ public static partial class PeftModel
                 {
                     result.Add(($"{SharedAdapterTensors.KeyPrefix}{name}.{adapter.AdapterName}", p));
                 }
+            }
+        }
+
+        foreach (var (_, inserted) in root.InsertedAdapters())
+        {
+            if (inserted is not ISharedTensorAdapter { SharedTensors: { } set } || !seen.Add(set)) continue;
+            foreach (var (name, p) in set.Parameters)
+            {
+                result.Add(($"{SharedAdapterTensors.KeyPrefix}{name}.{inserted.AdapterName}", p));
             }
         }
 

@@ -23,7 +23,8 @@ public static partial class PeftModel
     /// <item>when the tree holds no adapter, only the <see cref="FreezeAttribute"/> rule (freeze) and the
     /// <see cref="TrainableAttribute"/> rule (unfreeze) apply; other parameters keep their current setting;</item>
     /// <item>a trainable shared tensor of an adapter (<see cref="SharedAdapterTensors.Parameters"/>, e.g. VB-LoRA's vector
-    /// bank) trains while the adapter is live on at least one of its layers outside a frozen subtree.</item>
+    /// bank, or Compacter's <c>phm_rule</c> shared by its inserted adapters) trains while the adapter is live on at least one
+    /// of its layers (or an inserted adapter that holds it is active) outside a frozen subtree.</item>
     /// </list>
     /// Members are matched by registered name against each <see cref="IPeftModule.PeftDescriptor"/>. The operation
     /// is idempotent.
@@ -42,6 +43,11 @@ public static partial class PeftModel
                 foreach (var parameter in inserted.parameters())
                 {
                     Set(parameter, !node.Frozen && inserted.Active);
+                }
+
+                if (inserted is ISharedTensorAdapter { SharedTensors: { } insertedSet })
+                {
+                    sharedLive[insertedSet] = (sharedLive.TryGetValue(insertedSet, out bool anyInserted) && anyInserted) || (!node.Frozen && inserted.Active);
                 }
 
                 continue;

@@ -93,6 +93,23 @@ public sealed class BlockInsertionTests
         Assert.All(trainable, p => Assert.Contains(".adapters.", p.name, StringComparison.Ordinal));
     }
 
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void CompacterSharesOneRuleOnEveryFamily(string family)
+    {
+        using var reference = Create(family);
+        using var model = Create(family);
+        var inserted = model.AddBottleneckAdapters(BottleneckConfig.Compacter() with { ReductionFactor = 4 });
+        var rule = Assert.Single(model.SharedParameters()).Parameter;
+        Assert.All(inserted, a => Assert.Same(rule, a.Adapter.PhmUp.Rule));
+        using var y0 = Run(family, reference);
+        using var y1 = Run(family, model);
+        double diff = (y0 - y1).abs().max().item<float>();
+        Assert.True(diff < 1e-3, $"{family}: Compacter's near-identity init moved the output by {diff}");
+        var trainable = model.TrainableParameters().Where(p => !model.named_parameters().Any(n => ReferenceEquals(n.parameter, p) && IsHead(n.name))).ToList();
+        Assert.Equal(inserted.Sum(a => a.Adapter.parameters().Count()) + 1, trainable.Count);
+    }
+
     // BERT's classification head is [Trainable] (PEFT's modules_to_save): it trains beside any adapter.
     private static bool IsHead(string name) => name.StartsWith("classifier.", StringComparison.Ordinal);
 

@@ -18,7 +18,7 @@ namespace Peft;
 /// own paths: <c>&lt;block&gt;.attention_adapters.adapters.&lt;name&gt;.adapter_down.0.weight</c>, <c>….adapter_down.0.bias</c>,
 /// <c>….adapter_up.weight</c>, <c>….adapter_up.bias</c> (<c>output_adapters</c> after the feed-forward sub-layer).
 /// </remarks>
-public static class BottleneckAdapters
+public static partial class BottleneckAdapters
 {
     /// <summary>The configuration file's name.</summary>
     public const string ConfigFileName = "adapter_config.json";
@@ -51,10 +51,12 @@ public static class BottleneckAdapters
         }
 
         var created = plan.Select(p => (p, new BottleneckAdapter(adapterName, config, p.Input, p.Output, p.PointPath))).ToList();
+        var rule = config.PhmLayer ? NewRule(config) : null;
         foreach (var (p, adapter) in created)
         {
             var device = p.Device;
             if (device is not null) adapter.to(device);
+            if (rule is not null) adapter.Bind(rule);
             p.Block.Insertions.Insert(p.Sublayer, adapter);
         }
 
@@ -79,7 +81,8 @@ public static class BottleneckAdapters
                 $"The model has no bottleneck adapter named '{adapterName}' (add one with AddBottleneckAdapters).", null, adapterName);
         }
 
-        var config = ((BottleneckAdapter)adapters[0].Adapter).Config;
+        var first = (BottleneckAdapter)adapters[0].Adapter;
+        var config = first.Config;
         var tensors = new List<KeyValuePair<string, Tensor>>();
         foreach (var (path, adapter) in adapters)
         {
@@ -87,6 +90,11 @@ public static class BottleneckAdapters
             {
                 tensors.Add(new($"{path}.{name}", parameter.detach().cpu().contiguous()));
             }
+        }
+
+        if (first.SharedTensors is { } shared)
+        {
+            tensors.Add(new(RuleKey(adapterName), shared[PhmLayer.RuleName].detach().cpu().contiguous()));
         }
 
         Directory.CreateDirectory(directory);
@@ -110,6 +118,7 @@ public static class BottleneckAdapters
             ["ln_before"] = false,
             ["ln_after"] = false,
         };
+        if (config.PhmLayer) WritePhmFields(json, config);
         Checkpoints.AtomicFile.WriteAllText(Path.Combine(directory, ConfigFileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
@@ -151,11 +160,19 @@ public static class BottleneckAdapters
         {
             long r = config.Bottleneck(p.Output);
             string prefix = $"{p.PointPath}.adapters.{adapterName}.";
+            if (config.PhmLayer)
+            {
+                ExpectPhm(expected, prefix, config, p.Input, r, p.Output);
+                continue;
+            }
+
             expected[prefix + s_tensorNames[0]] = [r, p.Input];
             expected[prefix + s_tensorNames[1]] = [r];
             expected[prefix + s_tensorNames[2]] = [p.Output, r];
             expected[prefix + s_tensorNames[3]] = [p.Output];
         }
+
+        if (config.PhmLayer) expected[RuleKey(adapterName)] = [config.PhmDim, config.PhmDim, config.PhmDim];
 
         var found = reader.Tensors.ToDictionary(t => t.Name, t => t.Shape, StringComparer.Ordinal);
         var missing = expected.Keys.Where(k => !found.ContainsKey(k)).ToList();
@@ -181,9 +198,45 @@ public static class BottleneckAdapters
                     parameter.copy_(value);
                 }
             }
+
+            if (inserted.Count > 0 && inserted[0].Adapter.SharedTensors is { } shared)
+            {
+                using var value = reader.ReadTensor(RuleKey(adapterName));
+                shared[PhmLayer.RuleName].copy_(value);
+            }
         }
 
         return adapterName;
+    }
+
+    /// <summary>Whether <paramref name="directory"/> holds a bottleneck adapter (its <see cref="ConfigFileName"/> says
+    /// <c>peft_type</c> <c>BOTTLENECK</c>); false for a missing or unreadable file.</summary>
+    /// <param name="directory">A directory.</param>
+    /// <returns>True for a bottleneck adapter directory.</returns>
+    public static bool IsBottleneckDirectory(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        string path = Path.Combine(directory, ConfigFileName);
+        if (!File.Exists(path)) return false;
+        try
+        {
+            return JsonNode.Parse(File.ReadAllText(path)) is JsonObject json && json["peft_type"] is JsonValue v && v.TryGetValue(out string? type) && type == BottleneckConfig.PeftType;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Reads and checks the configuration of a directory written by <see cref="SaveBottleneckAdapters"/> without a
+    /// model (e.g. <c>peft inspect</c>).</summary>
+    /// <param name="directory">The directory.</param>
+    /// <returns>The configuration and the adapter's name.</returns>
+    /// <exception cref="AdapterFormatException">The file is missing or a field is wrong (named).</exception>
+    public static (BottleneckConfig Config, string AdapterName) ReadConfigFile(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        return ReadConfig(Path.Combine(directory, ConfigFileName));
     }
 
     private static (BottleneckConfig Config, string AdapterName) ReadConfig(string path)
@@ -211,6 +264,7 @@ public static class BottleneckAdapters
         var config = new BottleneckConfig(
             Number(json, path, "reduction_factor"), Text(json, path, "non_linearity"), Flag(json, path, "mh_adapter"), Flag(json, path, "output_adapter"),
             Flag(json, path, "is_parallel"), Number(json, path, "scaling"), Text(json, path, "init_weights"));
+        if (json["phm_layer"] is not null && Flag(json, path, "phm_layer")) config = ReadPhmFields(json, path, config);
         try
         {
             config.Validate();
@@ -262,7 +316,9 @@ public static class BottleneckAdapters
                         $"{output}-wide output; use a reduction_factor of at most {output}.", null, adapterName);
                 }
 
-                plan.Add(new Placement(block, sublayer, point, config.IsParallel ? input : output, output, device));
+                long reads = config.IsParallel ? input : output;
+                if (config.PhmLayer) CheckPhmWidths(config, adapterName, point, reads, output);
+                plan.Add(new Placement(block, sublayer, point, reads, output, device));
             }
         }
 

@@ -20,7 +20,13 @@ namespace Peft;
 /// <param name="Scaling">The factor on the adapter's output (<c>scaling</c>).</param>
 /// <param name="InitWeights">The initialisation (<c>init_weights</c>): <c>mam_adapter</c> (W_down as a Linear layer's default,
 /// W_up and both biases zero: the model equals its base at init) or <c>bert</c> (both weights N(0, 0.02²), biases zero: not the
-/// identity at init).</param>
+/// identity at init). With <paramref name="PhmLayer"/> only <c>bert</c>, which leaves the PHM layers' own initialisation, as in
+/// the adapters library.</param>
+/// <param name="PhmLayer">Compacter (<c>phm_layer</c>): both projections are <see cref="Peft.PhmLayer"/>s whose rule
+/// <c>phm_rule</c> is one trainable tensor shared by every adapter of the name (<see cref="Compacter"/>).</param>
+/// <param name="PhmDim">The number of Kronecker terms <c>n</c> (<c>phm_dim</c>); it must divide the width and the bottleneck.</param>
+/// <param name="PhmRank">The rank <c>k</c> of each <c>W_i = W_left_i W_right_i</c> (<c>phm_rank</c>).</param>
+/// <param name="PhmInitRange">The standard deviation of the rule's normal initialisation (<c>phm_init_range</c>).</param>
 public sealed record BottleneckConfig(
     double ReductionFactor = 16,
     string NonLinearity = "relu",
@@ -28,7 +34,11 @@ public sealed record BottleneckConfig(
     bool OutputAdapter = true,
     bool IsParallel = false,
     double Scaling = 1.0,
-    string InitWeights = BottleneckConfig.MamAdapterInit)
+    string InitWeights = BottleneckConfig.MamAdapterInit,
+    bool PhmLayer = false,
+    int PhmDim = 4,
+    int PhmRank = 1,
+    double PhmInitRange = 1e-4)
 {
     /// <summary>The zero-up-projection initialisation (the identity at init).</summary>
     public const string MamAdapterInit = "mam_adapter";
@@ -61,20 +71,37 @@ public sealed record BottleneckConfig(
     /// <returns>The configuration.</returns>
     public static BottleneckConfig Parallel() => new(16, "relu", MhAdapter: false, OutputAdapter: true, IsParallel: true, Scaling: 1.0);
 
+    /// <summary>Compacter (the adapters library's <c>CompacterConfig</c>): PHM projections (phm_dim 4, phm_rank 1, one shared
+    /// rule), series after attention and after the feed-forward sub-layer, reduction factor 32, gelu, <c>bert</c> init (the PHM
+    /// layers' own: xavier-normal factors, rule N(0, 1e-4²), zero biases; not the identity at init).</summary>
+    /// <returns>The configuration.</returns>
+    public static BottleneckConfig Compacter() => new(32, "gelu", MhAdapter: true, OutputAdapter: true, InitWeights: BertInit, PhmLayer: true);
+
+    /// <summary>Compacter++ (<c>CompacterPlusPlusConfig</c>): as <see cref="Compacter"/>, after the feed-forward sub-layer only.</summary>
+    /// <returns>The configuration.</returns>
+    public static BottleneckConfig CompacterPlusPlus() => new(32, "gelu", MhAdapter: false, OutputAdapter: true, InitWeights: BertInit, PhmLayer: true);
+
     /// <summary>The bottleneck width for a sub-layer whose output has <paramref name="hidden"/> features.</summary>
     /// <param name="hidden">The sub-layer's output width.</param>
     /// <returns><c>floor(hidden / reduction_factor)</c>.</returns>
     public long Bottleneck(long hidden) => (long)Math.Floor(hidden / ReductionFactor);
 
-    /// <summary>The trainable parameters of one adapter: <c>in·r + r + r·out + out</c>.</summary>
+    /// <summary>The trainable parameters of one adapter: <c>in·r + r + r·out + out</c>; with PHM layers
+    /// <c>k·(in + r) + r</c> for the down layer and <c>k·(r + out) + out</c> for the up layer (the shared rule is
+    /// <see cref="SharedParameterCount"/>, once per adapter name).</summary>
     /// <param name="input">Width the adapter reads.</param>
     /// <param name="output">Width it writes.</param>
     /// <returns>The count.</returns>
     public long CountParameters(long input, long output)
     {
         long r = Bottleneck(output);
-        return (input * r) + r + (r * output) + output;
+        return PhmLayer
+            ? (PhmRank * (input + r)) + r + (PhmRank * (r + output)) + output
+            : (input * r) + r + (r * output) + output;
     }
+
+    /// <summary>The parameters shared by every adapter of one name: the rule's <c>n³</c> with PHM layers, otherwise 0.</summary>
+    public long SharedParameterCount => PhmLayer ? (long)PhmDim * PhmDim * PhmDim : 0;
 
     /// <summary>Checks the configuration; the message names the field and the fix.</summary>
     /// <exception cref="PeftConfigurationException">A field is out of range or unknown.</exception>
@@ -104,13 +131,38 @@ public sealed record BottleneckConfig(
         {
             throw Bad($"init_weights = '{InitWeights}' is not '{MamAdapterInit}' (zero up projection, identity at init) or '{BertInit}'.");
         }
+
+        if (PhmLayer)
+        {
+            if (InitWeights != BertInit)
+            {
+                throw Bad($"init_weights = '{InitWeights}' with phm_layer = true: PHM layers initialise themselves (the adapters library's '{BertInit}' " +
+                    "leaves them so, and its mam_adapter path has no PHM weight to zero); use init_weights = 'bert', as BottleneckConfig.Compacter() does.");
+            }
+
+            if (PhmDim < 1)
+            {
+                throw Bad($"phm_dim = {PhmDim} must be at least 1 (the number of Kronecker terms, 4 in Compacter).");
+            }
+
+            if (PhmRank < 1)
+            {
+                throw Bad($"phm_rank = {PhmRank} must be at least 1 (the rank of each W_i = W_left_i W_right_i, 1 in Compacter).");
+            }
+
+            if (!(PhmInitRange > 0) || !double.IsFinite(PhmInitRange))
+            {
+                throw Bad($"phm_init_range = {Show(PhmInitRange)} must be a positive finite number (the rule's standard deviation, 1e-4 in Compacter).");
+            }
+        }
     }
 
     /// <summary>Describes the configuration in the adapters library's field names.</summary>
     /// <returns>The description.</returns>
     public string Describe() =>
         $"reduction_factor={Show(ReductionFactor)}, non_linearity={NonLinearity}, mh_adapter={MhAdapter}, output_adapter={OutputAdapter}, " +
-        $"is_parallel={IsParallel}, scaling={Show(Scaling)}, init_weights={InitWeights}";
+        $"is_parallel={IsParallel}, scaling={Show(Scaling)}, init_weights={InitWeights}" +
+        (PhmLayer ? $", phm_layer=True, phm_dim={PhmDim}, phm_rank={PhmRank}, phm_init_range={Show(PhmInitRange)}" : "");
 
     internal static string Show(double value) => value.ToString("R", CultureInfo.InvariantCulture);
 
