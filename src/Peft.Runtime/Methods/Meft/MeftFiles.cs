@@ -113,6 +113,35 @@ public static class MeftFiles
         return runner;
     }
 
+    /// <summary>Whether <paramref name="directory"/> holds a MEFT adapter: its configuration file's <c>peft_type</c> is
+    /// <c>MEFT</c> (a file that cannot be read is not one; the caller's own reader reports it).</summary>
+    /// <param name="directory">The directory.</param>
+    /// <returns>True for a MEFT directory.</returns>
+    public static bool IsMeftDirectory(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        string path = Path.Combine(directory, ConfigFileName);
+        if (!File.Exists(path)) return false;
+        try
+        {
+            return JsonFile.ReadObject(path, JsonFileKind.AdapterConfig)["peft_type"] is JsonValue v && v.TryGetValue(out string? type) && type == MeftConfig.PeftType;
+        }
+        catch (AdapterFormatException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Reads and checks a MEFT directory's configuration (every field named on error).</summary>
+    /// <param name="directory">The directory.</param>
+    /// <returns>The configuration and the adapter's name.</returns>
+    /// <exception cref="AdapterFormatException">The file is missing or a field is wrong.</exception>
+    public static (MeftConfig Config, string AdapterName) ReadMeftConfig(string directory)
+    {
+        ArgumentNullException.ThrowIfNull(directory);
+        return ReadConfig(Path.Combine(directory, ConfigFileName));
+    }
+
     /// <summary>The adapter's tensors by file key.</summary>
     private static IEnumerable<KeyValuePair<string, Tensor>> Tensors(nn.Module model, MeftRunner runner)
     {
