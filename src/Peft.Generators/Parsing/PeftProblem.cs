@@ -26,6 +26,9 @@ internal static class PeftDiagnosticIds
     public const string AdapterNameMethodConflict = "PEFT0016";
     public const string UntargetableMember = "PEFT0017";
     public const string UnknownTargetName = "PEFT0018";
+    public const string MeftVariantUnsupported = "PEFT0040";
+    public const string MeftFactorZero = "PEFT0041";
+    public const string MeftValueOutOfRange = "PEFT0042";
 }
 
 /// <summary>Where in source a <see cref="PeftProblem"/> belongs; the analyzer maps it to a real location.</summary>
