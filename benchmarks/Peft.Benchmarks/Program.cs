@@ -15,7 +15,8 @@ using static TorchSharp.torch;
 // likewise for layer freezing (Freezing.cs); --freezing runs section 8 (layer freezing) alone and prints its lines;
 // --init-only times only section 7 (PiSSA/OLoRA initialisation); --methods-only runs only section 6 (every method's step
 // against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
-// alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone.
+// alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
+// --meft runs section 10 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -29,6 +30,8 @@ bool initOnly = false;
 bool methodsOnly = false;
 bool selectiveOnly = false;
 bool bottleneckOnly = false;
+bool meftOnly = false;
+string? meftProbe = null;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -42,11 +45,20 @@ for (int i = 0; i < args.Length; i++)
         case "--methods-only": methodsOnly = true; break;
         case "--selective": selectiveOnly = true; break;
         case "--bottleneck": bottleneckOnly = true; break;
+        case "--meft": meftOnly = true; break;
+        case "--meft-probe": meftProbe = args[++i]; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
 
 if (memoryMode is not null) return MemoryProbe.Run(memoryMode);
+if (meftProbe is not null) return MeftProbe.Run(meftProbe);
+if (meftOnly)
+{
+    foreach (var (name, value, note) in MeftProbe.Results()) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
 if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
 if (selectiveOnly)
 {
@@ -360,6 +372,10 @@ if (!initOnly && !methodsOnly) results.AddRange(FreezingProbe.Results(rounds));
 // 9. Bottleneck adapters inserted after the sub-layers of a transformer stack (ITransformerBlock) against LoRA r=8 on
 //    every linear layer of the same stack.
 if (!initOnly && !methodsOnly) results.AddRange(BottleneckProbe.Results(rounds));
+
+// 10. MEFT (reversible adapters): peak activation memory of a training step against LoRA r=8 q/v on the Llama-layout
+//     decoder at 2, 4 and 8 layers (one process per configuration, RSS with a fixed mmap threshold; Meft.cs).
+if (!initOnly && !methodsOnly) results.AddRange(MeftProbe.Results());
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");
