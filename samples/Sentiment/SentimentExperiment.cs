@@ -188,6 +188,7 @@ public static class SentimentExperiment
         else
         {
             if (method.Bottleneck is { } bottleneck) classifier.AddBottleneckAdapters(bottleneck);
+            if (method.Meft is { } meft) classifier.AddMeft(meft);
             ModelWeights.Load(classifier, Path.Combine(directory, ModelWeightsFileName));
         }
     }
@@ -261,6 +262,10 @@ public static class SentimentExperiment
             case Trains.Inserted:
                 if (method.Bottleneck is null) throw new InvalidOperationException($"Method '{method.Name}' trains inserted adapters, but has none.");
                 classifier.AddBottleneckAdapters(method.Bottleneck);
+                return classifier.TrainableParameters().ToList();
+            case Trains.Reversible:
+                if (method.Meft is null) throw new InvalidOperationException($"Method '{method.Name}' makes the stack reversible, but has no MEFT configuration.");
+                classifier.AddMeft(method.Meft);
                 return classifier.TrainableParameters().ToList();
             default:
                 throw new ArgumentOutOfRangeException(nameof(method), method.Trains, null);

@@ -25,6 +25,10 @@ public enum Trains
     /// <summary>The bottleneck adapters the method's <see cref="SentimentMethod.Bottleneck"/> inserts after the encoder's
     /// sub-layers, plus the head; saved with the classifier's weights.</summary>
     Inserted,
+
+    /// <summary>MEFT's reversible stack (<see cref="SentimentMethod.Meft"/>): its adapters in every block and the head train;
+    /// saved with the classifier's weights.</summary>
+    Reversible,
 }
 
 /// <summary>
@@ -75,6 +79,19 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <returns>The method.</returns>
     public static SentimentMethod Inserts(string name, string displayName, double learningRate, BottleneckConfig config)
         => new(name, displayName, learningRate, false, null, Trains.Inserted) { Bottleneck = config };
+
+    /// <summary>For <see cref="Trains.Reversible"/>: the MEFT configuration applied to the encoder's stack.</summary>
+    public MeftConfig? Meft { get; init; }
+
+    /// <summary>A method that makes the encoder's stack reversible with MEFT (<see cref="Trains.Reversible"/>) and trains its
+    /// adapters with the head; saved as model weights.</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="config">The configuration (<see cref="MeftConfig"/>).</param>
+    /// <returns>The method.</returns>
+    public static SentimentMethod Reversible(string name, string displayName, double learningRate, MeftConfig config)
+        => new(name, displayName, learningRate, false, null, Trains.Reversible) { Meft = config };
 
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
@@ -146,6 +163,7 @@ public static class SentimentMethods
         SentimentMethod.Inserts("houlsby", "Houlsby adapters (rf 16, after attention and FFN)", 1e-3, BottleneckConfig.Houlsby()),
         SentimentMethod.Inserts("pfeiffer", "Pfeiffer adapters (rf 16, after FFN)", 1e-3, BottleneckConfig.Pfeiffer()),
         SentimentMethod.Inserts("parallel", "scaled parallel adapters (rf 2, s 4, beside FFN)", 1e-3, BottleneckConfig.ScaledParallel()),
+        SentimentMethod.Reversible("meft", "MEFT1 (reversible, bottleneck 8, lambda = beta = 0.1)", 1e-3, new MeftConfig(AdapterBottleneckDim: 8)),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
         SentimentMethod.Masks("spt", "SPT (1% of the encoder's matrix entries by sensitivity; LoRA r 8 where dense)", 1e-3, SentimentSelective.Spt),
         SentimentMethod.Masks("id3", "ID³ (1% of the encoder's matrix entries, unmasked in 10 steps)", 1e-3, SentimentSelective.Id3),

@@ -108,6 +108,7 @@ public sealed class SentimentMethodTests
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Freezing is not null, m.Trains == Trains.Unfrozen));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Selective is not null, m.Trains == Trains.Masked));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Bottleneck is not null, m.Trains == Trains.Inserted));
+        Assert.All(SentimentMethods.All, m => Assert.Equal(m.Meft is not null, m.Trains == Trains.Reversible));
         Assert.Same(SentimentMethods.Get("lora"), SentimentMethods.Get("LoRA"));
         var unknown = Assert.Throws<ArgumentException>(() => SentimentMethods.Get("lorra")).Message;
         Assert.Contains("Unknown method 'lorra'. Methods: probe, lora", unknown);
@@ -183,6 +184,12 @@ public sealed class SentimentMethodTests
                     Assert.Equal(method.Name == "houlsby" ? 4 : 2, classifier.InsertedAdapters().Count());
                     Assert.True(MaxDifference(output, plain) == 0, $"fresh {method.Name} adapters changed the encoder");
                     if (method.Name == "houlsby") Assert.Equal(134_274 - head, inserted);
+                    break;
+                case "meft":
+                    // Every block but USE-lite's widening first layer gets a reversible and a feed-forward adapter (d = 512, r = 8).
+                    var meft = classifier.MeftOf()!;
+                    Assert.Equal(1, meft.First);
+                    Assert.Equal((UseLiteConfig.Layers - 1) * method.Meft!.CountParameters(512) + head, count);
                     break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());
