@@ -11,6 +11,8 @@ namespace Peft.Benchmarks;
 /// weights (SPT also LoRA where its plan says so), not one adapter option: their lines in section 6 come from
 /// <see cref="SelectiveProbe"/> (Selective.cs). Bottleneck adapters (Compacter's PHM ones too) are inserted after a
 /// block's sub-layers, not on a layer: section 9 measures them against LoRA on <see cref="InsertionStack"/> (Bottleneck.cs).
+/// MEFT changes how a stack's blocks run together (a reversible stack, <see cref="IStackRunner"/>) and exists for its memory:
+/// section 10 measures its activation memory against LoRA's on the Llama-layout decoder (<see cref="MeftProbe"/>, Meft.cs).
 /// </summary>
 internal static class BenchmarkedMethods
 {

@@ -16,7 +16,8 @@ using static TorchSharp.torch;
 // --init-only times only section 7 (PiSSA/OLoRA initialisation); --methods-only runs only section 6 (every method's step
 // against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
 // alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
-// --prefix runs section 10 (prefix tuning and MAM inside attention) alone.
+// --prefix runs section 10 (prefix tuning and MAM inside attention) alone;
+// --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -31,6 +32,8 @@ bool methodsOnly = false;
 bool selectiveOnly = false;
 bool bottleneckOnly = false;
 bool prefixOnly = false;
+bool meftOnly = false;
+string? meftProbe = null;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -45,11 +48,20 @@ for (int i = 0; i < args.Length; i++)
         case "--selective": selectiveOnly = true; break;
         case "--bottleneck": bottleneckOnly = true; break;
         case "--prefix": prefixOnly = true; break;
+        case "--meft": meftOnly = true; break;
+        case "--meft-probe": meftProbe = args[++i]; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
 
 if (memoryMode is not null) return MemoryProbe.Run(memoryMode);
+if (meftProbe is not null) return MeftProbe.Run(meftProbe);
+if (meftOnly)
+{
+    foreach (var (name, value, note) in MeftProbe.Results()) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
 if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
 if (selectiveOnly)
 {
@@ -373,6 +385,10 @@ if (!initOnly && !methodsOnly) results.AddRange(BottleneckProbe.Results(rounds))
 // 10. Prefix tuning and the MAM adapter inside attention (AttentionInsertions) against LoRA r=8 on q_proj and v_proj of
 //     the same Llama.
 if (!initOnly && !methodsOnly) results.AddRange(PrefixProbe.Results(rounds));
+
+// 11. MEFT (reversible adapters): peak activation memory of a training step against LoRA r=8 q/v on the Llama-layout
+//     decoder at 2, 4 and 8 layers (one process per configuration, RSS with a fixed mmap threshold; Meft.cs).
+if (!initOnly && !methodsOnly) results.AddRange(MeftProbe.Results());
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");

@@ -25,6 +25,7 @@ public enum Trains
     /// <summary>The adapters the method's <see cref="SentimentMethod.Insert"/> inserts into the encoder's blocks (bottleneck
     /// adapters after sub-layers, a key/value prefix inside attention), plus the head; saved with the classifier's weights.</summary>
     Inserted,
+
 }
 
 /// <summary>
@@ -98,6 +99,20 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <returns>The method.</returns>
     public static SentimentMethod Inserts(string name, string displayName, double learningRate, Action<TorchSharp.torch.nn.Module> insert)
         => new(name, displayName, learningRate, false, null, Trains.Inserted) { Insert = insert };
+
+    /// <summary>For MEFT (<see cref="Reversible"/>, trained as <see cref="Trains.Inserted"/>): the configuration its
+    /// <see cref="Insert"/> applies to the encoder's stack.</summary>
+    public MeftConfig? Meft { get; init; }
+
+    /// <summary>A method that makes the encoder's stack reversible with MEFT (its adapters are inserted adapters,
+    /// <see cref="Trains.Inserted"/>) and trains them with the head; saved as model weights.</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="config">The configuration (<see cref="MeftConfig"/>).</param>
+    /// <returns>The method.</returns>
+    public static SentimentMethod Reversible(string name, string displayName, double learningRate, MeftConfig config)
+        => Inserts(name, displayName, learningRate, model => model.AddMeft(config)) with { Meft = config };
 
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
@@ -176,6 +191,7 @@ public static class SentimentMethods
         SentimentMethod.Inserts("compacterpp", "Compacter++ (PHM n 4, k 1, rf 32, after FFN)", 3e-3, BottleneckConfig.CompacterPlusPlus()),
         SentimentMethod.Inserts("prefix", $"prefix tuning ({PrefixTokens} positions, MLP 256)", 1e-3, m => m.AddPrefixTuning(new PrefixTuningConfig(PrefixTokens, Projection: true, EncoderHiddenSize: 256))),
         SentimentMethod.Inserts("mam", "MAM (prefix 30 via MLP 800 + scaled parallel rf 2, s 4)", 1e-3, m => m.AddMamAdapter()),
+        SentimentMethod.Reversible("meft", "MEFT1 (reversible, bottleneck 8, lambda = beta = 0.1)", 1e-3, new MeftConfig(AdapterBottleneckDim: 8)),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
         SentimentMethod.Masks("spt", "SPT (1% of the encoder's matrix entries by sensitivity; LoRA r 8 where dense)", 1e-3, SentimentSelective.Spt),
         SentimentMethod.Masks("id3", "ID³ (1% of the encoder's matrix entries, unmasked in 10 steps)", 1e-3, SentimentSelective.Id3),

@@ -52,6 +52,7 @@ internal static class MergeCommand
                 return ExitCodes.Success;
             }
 
+            if (Directory.Exists(adapterArgument) && MeftInspect.IsMeft(adapterArgument)) throw MeftInspect.MergeRefusal(adapterArgument);
             string adapter = AdapterDirectory.Resolve(adapterArgument, parse.GetValue(nameOption));
             var result = AdapterMerger.Merge(basePath, adapter, output, parse.GetValue(nameOption) ?? AdapterNames.Default, parse.GetValue(allowOption));
             var writer = parse.InvocationConfiguration.Output;

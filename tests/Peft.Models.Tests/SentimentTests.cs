@@ -205,6 +205,12 @@ public sealed class SentimentMethodTests
                     Assert.Equal(method.Name == "mam" ? 4 : 2, classifier.InsertedAdapters().Count());
                     Assert.True(MaxDifference(output, plain) > 1e-4, $"the {method.Name} prefix does not reach the output");
                     break;
+                case "meft":
+                    // Every block but USE-lite's widening first layer gets a reversible and a feed-forward adapter (d = 512, r = 8).
+                    var meft = classifier.MeftOf()!;
+                    Assert.Equal(1, meft.First);
+                    Assert.Equal((UseLiteConfig.Layers - 1) * method.Meft!.CountParameters(512) + head, count);
+                    break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());
                     Assert.Equal(SentimentMethods.PromptTokens * UseLiteConfig.EmbeddingDim + head, count);

@@ -230,11 +230,31 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         description: DescriptionWithoutPath);
 
+    /// <summary>PEFT0040: a constant <c>new MeftConfig(MeftVariant.Meft3, ...)</c> (MeftConfigAnalyzer).</summary>
+    public static readonly DiagnosticDescriptor MeftVariantUnsupported = new(
+        PeftDiagnosticIds.MeftVariantUnsupported,
+        "MEFT3 is not supported",
+        "MeftConfig Variant = Meft3 (f_arch attn) needs each block split into its attention and feed-forward halves, which the transformer-stack contract does not offer; use MeftVariant.Meft1 or MeftVariant.Meft2",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        description: DescriptionWithoutPath);
+
     /// <summary>PEFT0036: a constant BottleneckConfig non_linearity or init_weights this library does not know.</summary>
     public static readonly DiagnosticDescriptor BottleneckUnknownName = new(
         PeftDiagnosticIds.BottleneckUnknownName,
         "Unknown bottleneck adapter activation or initialisation",
         "BottleneckConfig {0} = \"{1}\" is not one of {2}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        description: DescriptionWithoutPath);
+
+    /// <summary>PEFT0041: a constant MEFT factor (x1_factor, x2_factor) that is zero or not finite (MeftConfigAnalyzer).</summary>
+    public static readonly DiagnosticDescriptor MeftFactorZero = new(
+        PeftDiagnosticIds.MeftFactorZero,
+        "MEFT factor must be finite and nonzero",
+        "MeftConfig {0} = {1}: the reversible backward divides by it; use a finite nonzero factor (the paper uses 0.1)",
         Category,
         DiagnosticSeverity.Error,
         isEnabledByDefault: true,
@@ -250,8 +270,18 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         description: DescriptionWithoutPath);
 
-    /// <summary>Every descriptor in ID order: the shared ones and the methods' own (<see cref="MethodSpec.Diagnostics"/>) (a
-    /// method's new ID need not follow the catalogue's order).</summary>
+    /// <summary>PEFT0042: a constant MEFT size, count, dropout or activation out of range (MeftConfigAnalyzer).</summary>
+    public static readonly DiagnosticDescriptor MeftValueOutOfRange = new(
+        PeftDiagnosticIds.MeftValueOutOfRange,
+        "MEFT configuration value out of range",
+        "MeftConfig {0} = {1}: {2}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        description: DescriptionWithoutPath);
+
+    /// <summary>Every descriptor, the shared ones and the methods' own (<see cref="MethodSpec.Diagnostics"/>), in ID order (a
+    /// method's new ID need not follow the catalogue's order, and shared IDs are taken in ranges).</summary>
     public static readonly ImmutableArray<DiagnosticDescriptor> All = Shared().AddRange(
         MethodCatalogue.All.SelectMany(m => m.Diagnostics).Select(WithPackageDescription)).Sort((a, b) => string.CompareOrdinal(a.Id, b.Id));
 
@@ -276,7 +306,10 @@ internal static class DiagnosticDescriptors
         UnknownTargetName,
         BottleneckArgumentOutOfRange,
         BottleneckUnknownName,
-        BottleneckArgumentsConflict);
+        BottleneckArgumentsConflict,
+        MeftVariantUnsupported,
+        MeftFactorZero,
+        MeftValueOutOfRange);
 
     /// <summary>The description of a descriptor when the pages' folder is not known (no <see cref="DocsProperty"/>).</summary>
     public const string DescriptionWithoutPath =

@@ -29,6 +29,9 @@ internal static class PeftDiagnosticIds
     public const string BottleneckArgumentOutOfRange = "PEFT0035";
     public const string BottleneckUnknownName = "PEFT0036";
     public const string BottleneckArgumentsConflict = "PEFT0037";
+    public const string MeftVariantUnsupported = "PEFT0040";
+    public const string MeftFactorZero = "PEFT0041";
+    public const string MeftValueOutOfRange = "PEFT0042";
 }
 
 /// <summary>Where in source a <see cref="PeftProblem"/> belongs; the analyzer maps it to a real location.</summary>

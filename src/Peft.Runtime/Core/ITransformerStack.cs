@@ -20,6 +20,8 @@ namespace Peft;
 /// <para>The contract grows with the methods that need more of a block, as per-block interfaces that the modules in
 /// <see cref="Blocks"/> implement, found through the same list: insertion after a block's attention or feed-forward sub-layer
 /// (<see cref="ITransformerBlock"/>, bottleneck adapters) exists, and so do the points inside its attention (<see cref="AttentionInsertions"/>: key/value prefixes, head adjustments).</para>
+/// <para>The forward runs its blocks through <see cref="StackRunners.RunBlocks"/>, so a method that changes how the blocks
+/// run together (MEFT's reversible stack, an <see cref="IStackRunner"/>) can take the loop over.</para>
 /// </remarks>
 public interface ITransformerStack
 {

@@ -246,6 +246,11 @@ public static partial class PeftModel
         ArgumentNullException.ThrowIfNull(root);
         ArgumentNullException.ThrowIfNull(adapterName);
         EnsureExists(root, adapterName);
+        foreach (var (stack, _) in root.Runners().Where(r => r.Runner.AdapterName == adapterName).ToList())
+        {
+            StackRunners.Remove(stack, adapterName);
+        }
+
         foreach (var (_, layer) in root.AdaptedLayers())
         {
             if (layer.HasAdapter(adapterName))

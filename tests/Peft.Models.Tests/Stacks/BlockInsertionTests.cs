@@ -155,30 +155,7 @@ public sealed class BlockInsertionTests
         }
     }
 
-    private static nn.Module Create(string family)
-    {
-        switch (family)
-        {
-            case "llama": return TinyLlama.Create(5);
-            case "gpt2": return TinyGpt2.Create(5, tie: false);
-            case "bert": return TinyBert.Create(5);
-            default:
-                manual_seed(5);
-                var encoder = new UseLiteEncoder();
-                encoder.eval();
-                return encoder;
-        }
-    }
+    private static nn.Module Create(string family) => StackFamilies.Create(family);
 
-    private static Tensor Run(string family, nn.Module model)
-    {
-        var ids = torch.tensor(new long[] { 1, 5, 9, 2, 7, 3, 3, 8 }, new long[] { 2, 4 });
-        return family switch
-        {
-            "llama" => ((LlamaForCausalLM)model).call(ids),
-            "gpt2" => ((Gpt2LMHeadModel)model).call(ids),
-            "bert" => ((BertForSequenceClassification)model).call(ids),
-            _ => ((UseLiteEncoder)model).call(ids, torch.ones(2, 4, dtype: ScalarType.Bool)),
-        };
-    }
+    private static Tensor Run(string family, nn.Module model) => StackFamilies.Run(family, model);
 }

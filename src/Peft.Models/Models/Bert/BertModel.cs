@@ -35,6 +35,12 @@ public sealed class BertEncoder : nn.Module
         }
         return x.MoveToOuterDisposeScope();
     }
+
+    /// <summary>Layer <paramref name="index"/> on hidden states <paramref name="x"/>.</summary>
+    /// <param name="index">The layer.</param>
+    /// <param name="x">Its input.</param>
+    /// <param name="keyMask">Key padding mask, or null.</param>
+    internal Tensor Layer(int index, Tensor x, Tensor? keyMask) => layer[index].Forward(x, keyMask);
 }
 
 /// <summary>
@@ -122,7 +128,7 @@ public sealed class BertModel : nn.Module, ITransformerStack
             if (virtualTokens > 0) mask = cat([ones(ids.shape[0], virtualTokens, dtype: ScalarType.Bool, device: mask.device), mask], 1);
             keyMask = mask.unsqueeze(1).unsqueeze(1);
         }
-        var hidden = encoder.Forward(embedded, keyMask, frozen);
+        var hidden = this.RunBlocks(embedded, frozen, (i, h) => encoder.Layer(i, h, keyMask), true, keyMask);
         var pooled = pooler.call(hidden);
         return (hidden.MoveToOuterDisposeScope(), pooled.MoveToOuterDisposeScope());
     }

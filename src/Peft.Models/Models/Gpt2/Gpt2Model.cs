@@ -74,11 +74,7 @@ public sealed partial class Gpt2Model : nn.Module, ITransformerStack
         Tensor x;
         using (TransformerStacks.NoGradPrefix(frozen)) x = Embed(ids, prefix, cached, time);
 
-        for (int i = 0; i < h.Count; i++)
-        {
-            using (TransformerStacks.NoGradPrefix(frozen - i)) x = h[i].Forward(x, cache);
-        }
-
+        x = this.RunBlocks(x, frozen, (i, hidden) => h[i].Forward(hidden, cache), cache is null);
         return ln_f.call(x).MoveToOuterDisposeScope();
     }
 

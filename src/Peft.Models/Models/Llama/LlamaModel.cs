@@ -74,10 +74,7 @@ public sealed partial class LlamaModel : nn.Module, ITransformerStack
         if (past + positions > _config.MaxPositionEmbeddings)
             throw new ArgumentException($"{past + positions} positions ({virtualTokens} virtual tokens included) exceed max_position_embeddings {_config.MaxPositionEmbeddings}.", nameof(ids));
         var (cos, sin) = LlamaRotaryEmbedding.Tables(past, positions, _config.HeadDim, _config.RopeTheta, x.dtype, x.device);
-        for (int i = 0; i < layers.Count; i++)
-        {
-            using (TransformerStacks.NoGradPrefix(frozen - i)) x = layers[i].Forward(x, cos, sin, cache);
-        }
+        x = this.RunBlocks(x, frozen, (i, h) => layers[i].Forward(h, cos, sin, cache), cache is null, cos, sin);
         return norm.call(x).MoveToOuterDisposeScope();
     }
 }

@@ -86,10 +86,7 @@ public sealed partial class UseLiteEncoder : Module<Tensor, Tensor, Tensor>, ITr
         var scaled = arange(first, first + time, dtype: ScalarType.Float32, device: ids.device).unsqueeze(1) * inv_timescales.unsqueeze(0);
         var timing = cat([sin(scaled), cos(scaled)], 1);
         var x = (embedded + (embedded + timing.unsqueeze(0))) * validColumn;
-        for (int i = 0; i < layers.Count; i++)
-        {
-            using (TransformerStacks.NoGradPrefix(frozen - i)) x = layers[i].call(x, valid);
-        }
+        x = this.RunBlocks(x, frozen, (i, h) => layers[i].call(h, valid), true, valid);
         if (virtualTokens > 0) x = x.narrow(1, virtualTokens, ids.shape[1]);
         var tokenColumn = tokens.unsqueeze(-1);
         var count = tokens.sum(1, keepdim: true).clamp_min(1.0);
