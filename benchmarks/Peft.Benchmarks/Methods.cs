@@ -11,6 +11,8 @@ namespace Peft.Benchmarks;
 /// weights (SPT also LoRA where its plan says so), not one adapter option: their lines in section 6 come from
 /// <see cref="SelectiveProbe"/> (Selective.cs). Bottleneck adapters are inserted after a
 /// block's sub-layers, not on a layer: section 9 measures them against LoRA on <see cref="InsertionStack"/> (Bottleneck.cs).
+/// The prompt methods (prompt tuning, DePT) adapt the input embedding, which this stack has not: section 10 measures them
+/// against LoRA on <see cref="PromptStack"/> (Prompts.cs, <c>--prompts</c> alone).
 /// </summary>
 internal static class BenchmarkedMethods
 {

@@ -15,7 +15,8 @@ using static TorchSharp.torch;
 // likewise for layer freezing (Freezing.cs); --freezing runs section 8 (layer freezing) alone and prints its lines;
 // --init-only times only section 7 (PiSSA/OLoRA initialisation); --methods-only runs only section 6 (every method's step
 // against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
-// alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone.
+// alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
+// --prompts runs section 10 (prompt tuning and DePT against LoRA on a transformer stack) alone.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -29,6 +30,7 @@ bool initOnly = false;
 bool methodsOnly = false;
 bool selectiveOnly = false;
 bool bottleneckOnly = false;
+bool promptsOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -42,6 +44,7 @@ for (int i = 0; i < args.Length; i++)
         case "--methods-only": methodsOnly = true; break;
         case "--selective": selectiveOnly = true; break;
         case "--bottleneck": bottleneckOnly = true; break;
+        case "--prompts": promptsOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
@@ -51,6 +54,12 @@ if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
 if (selectiveOnly)
 {
     foreach (var (name, value, note) in SelectiveProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
+if (promptsOnly)
+{
+    foreach (var (name, value, note) in PromptProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
     return 0;
 }
 
@@ -360,6 +369,10 @@ if (!initOnly && !methodsOnly) results.AddRange(FreezingProbe.Results(rounds));
 // 9. Bottleneck adapters inserted after the sub-layers of a transformer stack (ITransformerBlock) against LoRA r=8 on
 //    every linear layer of the same stack.
 if (!initOnly && !methodsOnly) results.AddRange(BottleneckProbe.Results(rounds));
+
+// 10. The prompt methods (prompt tuning, DePT) on the input embedding of a transformer stack against LoRA r=8 on every
+//     linear layer of the same stack.
+if (!initOnly && !methodsOnly) results.AddRange(PromptProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");

@@ -29,21 +29,27 @@ var data = new Option<string?>("--data") { Description = "Train and evaluate on 
 var textField = new Option<string?>("--text-field") { Description = "The JSONL field that holds each document's text (default \"text\"); only with a JSONL --data file." };
 var prompt = new Option<string?>("--prompt") { Description = "The text whose greedy continuation is shown before and after training (default: \"The state of the Union is\", or with --data the first words of the held-out text)." };
 var targetModules = new Option<string?>("--target-modules") { Description = "Choose the LoRA layers by configuration, as PEFT's target_modules: \"all-linear\" or comma-separated names (q_proj,k_proj,v_proj,o_proj; c_attn,c_proj,c_fc). Default: the family's PEFT defaults (q_proj,v_proj; c_attn)." };
+var method = new Option<string>("--method") { Description = "lora (LoRA r 8 on the family's PEFT targets or --target-modules) or dept (DePT: 8 prompt tokens plus a rank-8 table over --block-size positions on the input embedding, the table trained at --table-lr).", DefaultValueFactory = _ => "lora" };
+var tableLearningRate = new Option<double>("--table-lr") { Description = "DePT only: the position table's peak learning rate (the prompt trains at --lr).", DefaultValueFactory = _ => 1e-3 };
 var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint or on c_attn of a GPT-2 one, trained on State of the Union addresses or on your own text (--data).")
 {
-    checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, targetModules,
+    checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, targetModules, method, tableLearningRate,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
     var options = new CausalLmOptions(parse.GetValue(checkpoint), parse.GetValue(family), parse.GetValue(tokenizerName)!, parse.GetValue(steps), parse.GetValue(output)!,
         parse.GetValue(learningRate), parse.GetValue(blockSize), parse.GetValue(batchSize), parse.GetValue(seed), parse.GetValue(targetModules),
-        parse.GetValue(data), parse.GetValue(textField), parse.GetValue(prompt));
+        parse.GetValue(data), parse.GetValue(textField), parse.GetValue(prompt), parse.GetValue(method)!, parse.GetValue(tableLearningRate));
     return await CausalLmRun.RunAsync(options, cancellationToken);
 });
 return await root.Parse(args).InvokeAsync();
 
 internal sealed record CausalLmOptions(string? Checkpoint, string? Family, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed, string? TargetModules = null,
-    string? Data = null, string? TextField = null, string? Prompt = null);
+    string? Data = null, string? TextField = null, string? Prompt = null, string Method = "lora", double TableLearningRate = 1e-3)
+{
+    /// <summary>Whether the run is DePT rather than LoRA.</summary>
+    public bool IsDePT => string.Equals(Method, "dept", StringComparison.OrdinalIgnoreCase);
+}
 
 internal static class CausalLmRun
 {
@@ -158,6 +164,20 @@ internal static class CausalLmRun
             Console.Error.WriteLine($"--block-size {options.BlockSize} does not fit the model's {lm.MaxPositions} positions.");
             return 2;
         }
+        if (!options.IsDePT && !string.Equals(options.Method, "lora", StringComparison.OrdinalIgnoreCase))
+        {
+            Console.Error.WriteLine($"--method {options.Method}: use lora or dept.");
+            return 2;
+        }
+
+        if (options.IsDePT)
+        {
+            // DePT on the input embedding: every block has exactly --block-size tokens, which its table covers.
+            var dept = new DePTOptions(VirtualTokens: 8, MaxLength: options.BlockSize, Rank: 8, Alpha: 8);
+            model.ApplyTargets(new PeftTargets(lm.PromptTargets, dept));
+            Console.WriteLine($"DePT on {lm.PromptTargets}: {dept.VirtualTokens} prompt tokens, r {dept.Rank} table over {dept.MaxLength} positions (scale {dept.Scaling:F3}), table lr {options.TableLearningRate:E1}");
+        }
+        else
         {
             // PEFT's LoraConfig on a stock model, which declares no adapter: the family's default targets (PEFT's
             // constants.py: q_proj/v_proj for Llama, c_attn for GPT-2), or --target-modules. Generated code wraps the
@@ -188,16 +208,18 @@ internal static class CausalLmRun
             return 2;
         }
         double lossBefore = ValidationLoss(model, validation, device);
-        string textBefore = Continue(lm, codec, prompt, device);
+
+        // DePT's table covers exactly --block-size positions; a growing generation has every other length.
+        string textBefore = options.IsDePT ? " [continuation skipped: DePT needs inputs of exactly --block-size tokens]" : Continue(lm, codec, prompt, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"before: validation loss {lossBefore:F4}, perplexity {Math.Exp(lossBefore):F2}"));
         Console.WriteLine($"before: {Quote(promptText + textBefore)}");
 
         // 3. LoRA training: only the adapter parameters (q_proj/v_proj, or GPT-2's c_attn) train.
         sw.Restart();
         Train(model, train, options, device);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"LoRA training: {options.Steps} steps in {sw.Elapsed.TotalSeconds:F1} s"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{(options.IsDePT ? "DePT" : "LoRA")} training: {options.Steps} steps in {sw.Elapsed.TotalSeconds:F1} s"));
         double lossAfter = ValidationLoss(model, validation, device);
-        string textAfter = Continue(lm, codec, prompt, device);
+        string textAfter = options.IsDePT ? " [continuation skipped]" : Continue(lm, codec, prompt, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"after:  validation loss {lossAfter:F4}, perplexity {Math.Exp(lossAfter):F2}"));
         Console.WriteLine($"after:  {Quote(promptText + textAfter)}");
 
@@ -254,8 +276,9 @@ internal static class CausalLmRun
     {
         var x = Ids(batch, e => e.InputIds).to(device);
         var y = Ids(batch, e => e.TokenLabels!).to(device);
-        var logits = model.call(x);
-        return nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1), ignore_index: TokenizedExample.IgnoreIndex, reduction: reduction);
+        using var all = model.call(x);
+        var logits = model.StripVirtualTokens(all);   // a prompt's positions carry no label
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), y.view(-1), ignore_index: TokenizedExample.IgnoreIndex, reduction: reduction);
     }
 
     /// <summary>Mean cross-entropy per token over the validation blocks.</summary>
@@ -302,6 +325,7 @@ internal static class CausalLmRun
             MinLearningRateRatio = 0.1,
             MaxGradNorm = 1.0,
             LogEvery = Math.Max(1, options.Steps / 5),
+            ParameterLearningRate = options.IsDePT ? model.DePTLearningRates(options.TableLearningRate) : null,
         };
         using var trainer = new AdapterTrainer(model.TrainableParameters(), trainingOptions, new ConsoleProgress());
         for (int step = 0; step < options.Steps; step++)
@@ -322,6 +346,6 @@ internal static class CausalLmRun
     {
         public void Report(TrainingProgress p) =>
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  [lora] step {p.Step,4}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:E2} |g| {p.GradNorm:F3} {p.Elapsed.TotalSeconds:F1}s"));
+                $"  [train] step {p.Step,4}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:E2} |g| {p.GradNorm:F3} {p.Elapsed.TotalSeconds:F1}s"));
     }
 }
