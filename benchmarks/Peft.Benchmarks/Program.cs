@@ -17,7 +17,8 @@ using static TorchSharp.torch;
 // against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
 // alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
 // --prefix runs section 10 (prefix tuning and MAM inside attention) alone;
-// --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process.
+// --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process;
+// --prompts runs section 12 (prompt tuning and DePT against LoRA on a transformer stack) alone.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -34,6 +35,7 @@ bool bottleneckOnly = false;
 bool prefixOnly = false;
 bool meftOnly = false;
 string? meftProbe = null;
+bool promptsOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -50,6 +52,7 @@ for (int i = 0; i < args.Length; i++)
         case "--prefix": prefixOnly = true; break;
         case "--meft": meftOnly = true; break;
         case "--meft-probe": meftProbe = args[++i]; break;
+        case "--prompts": promptsOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
@@ -66,6 +69,12 @@ if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
 if (selectiveOnly)
 {
     foreach (var (name, value, note) in SelectiveProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
+if (promptsOnly)
+{
+    foreach (var (name, value, note) in PromptProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
     return 0;
 }
 
@@ -389,6 +398,10 @@ if (!initOnly && !methodsOnly) results.AddRange(PrefixProbe.Results(rounds));
 // 11. MEFT (reversible adapters): peak activation memory of a training step against LoRA r=8 q/v on the Llama-layout
 //     decoder at 2, 4 and 8 layers (one process per configuration, RSS with a fixed mmap threshold; Meft.cs).
 if (!initOnly && !methodsOnly) results.AddRange(MeftProbe.Results());
+
+// 12. The prompt methods (prompt tuning, DePT) on the input embedding of a transformer stack against LoRA r=8 on every
+//     linear layer of the same stack.
+if (!initOnly && !methodsOnly) results.AddRange(PromptProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");

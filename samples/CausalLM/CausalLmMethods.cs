@@ -13,7 +13,14 @@ namespace CausalLM;
 /// <param name="Save">Writes the trained adapter to a directory (PEFT's layout), given the base checkpoint's path.</param>
 /// <param name="Load">Loads a saved adapter into a fresh stock model.</param>
 /// <param name="UsesTargets">Whether <c>--target-modules</c> applies.</param>
-internal sealed record CausalLmMethod(string Name, Func<CausalLm, TargetModules, string> Apply, Action<CausalLm, string, string> Save, Action<CausalLm, string> Load, bool UsesTargets);
+internal sealed record CausalLmMethod(string Name, Func<CausalLm, TargetModules, CausalLmOptions, string> Apply, Action<CausalLm, string, string> Save, Action<CausalLm, string> Load, bool UsesTargets)
+{
+    /// <summary>Whether the greedy continuation can run (false when the method needs inputs of one fixed length).</summary>
+    public bool Generates { get; init; } = true;
+
+    /// <summary>Per-parameter peak learning rates (<c>TrainingOptions.ParameterLearningRate</c>), or null for one rate.</summary>
+    public Func<TorchSharp.torch.nn.Module, CausalLmOptions, Func<TorchSharp.Modules.Parameter, double?>?>? LearningRates { get; init; }
+}
 
 /// <summary>The methods the sample can train.</summary>
 internal static class CausalLmMethods
@@ -23,7 +30,7 @@ internal static class CausalLmMethods
 
     public static IReadOnlyList<CausalLmMethod> All { get; } =
     [
-        new("lora", (lm, targets) =>
+        new("lora", (lm, targets, _) =>
             {
                 var adapted = lm.Module.ApplyTargets(new PeftTargets(targets, new LoRAOptions(Rank: 8, Alpha: 16)));
                 return $"target_modules {targets}: LoRA r=8 on {adapted.Count} layers ({string.Join(", ", adapted.Take(4))}{(adapted.Count > 4 ? ", ..." : "")})";
@@ -31,7 +38,7 @@ internal static class CausalLmMethods
             (lm, dir, baseDir) => lm.SaveAdapter(dir, new AdapterSaveOptions { BaseModelNameOrPath = baseDir, TaskType = "CAUSAL_LM" }),
             (lm, dir) => lm.LoadAdapter(dir),
             UsesTargets: true),
-        new("prefix", (lm, _) =>
+        new("prefix", (lm, _, _) =>
             {
                 var prefixes = lm.Module.AddPrefixTuning(new PrefixTuningConfig(PrefixTokens, Projection: true, EncoderHiddenSize: 128));
                 return $"prefix tuning: {PrefixTokens} key/value positions in each of {prefixes.Count} layers, through PEFT's MLP (width 128)";
@@ -39,6 +46,20 @@ internal static class CausalLmMethods
             (lm, dir, baseDir) => lm.Module.SavePrefixTuning(dir, baseModelNameOrPath: baseDir, taskType: "CAUSAL_LM"),
             (lm, dir) => lm.Module.LoadPrefixTuning(dir),
             UsesTargets: false),
+        new("dept", (lm, _, options) =>
+            {
+                // DePT on the input embedding: every block has exactly --block-size tokens, which its table covers.
+                var dept = new DePTOptions(VirtualTokens: 8, MaxLength: options.BlockSize, Rank: 8, Alpha: 8);
+                lm.Module.ApplyTargets(new PeftTargets(lm.PromptTargets, dept));
+                return $"DePT on {lm.PromptTargets}: {dept.VirtualTokens} prompt tokens, r {dept.Rank} table over {dept.MaxLength} positions (scale {dept.Scaling:F3}), table lr {options.TableLearningRate:E1}";
+            },
+            (lm, dir, baseDir) => lm.SaveAdapter(dir, new AdapterSaveOptions { BaseModelNameOrPath = baseDir, TaskType = "CAUSAL_LM" }),
+            (lm, dir) => lm.LoadAdapter(dir),
+            UsesTargets: false)
+        {
+            Generates = false,
+            LearningRates = (model, options) => model.DePTLearningRates(options.TableLearningRate),
+        },
     ];
 
     /// <summary>The method named <paramref name="name"/>, or null.</summary>

@@ -26,6 +26,9 @@ internal abstract class CausalLm : IDisposable
     /// <summary>PEFT's default LoRA targets of the family (<see cref="LlamaTargets.LoRA"/>, <see cref="Gpt2Targets.LoRA"/>).</summary>
     public abstract TargetModules DefaultLoRATargets { get; }
 
+    /// <summary>The input embedding, where prompts (DePT) go.</summary>
+    public abstract TargetModules PromptTargets { get; }
+
     public abstract Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions options);
 
     public abstract void SaveAdapter(string directory, AdapterSaveOptions options);
@@ -129,6 +132,8 @@ internal abstract class CausalLm : IDisposable
 
         public override TargetModules DefaultLoRATargets => LlamaTargets.LoRA;
 
+        public override TargetModules PromptTargets => LlamaTargets.PromptEmbedding;
+
         public override Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions options) => model.Generate(ids, maxNewTokens, options);
 
         public override void SaveAdapter(string directory, AdapterSaveOptions options) => AdapterFiles.Save(model, directory, options: options);
@@ -148,6 +153,8 @@ internal abstract class CausalLm : IDisposable
             $"gpt2: vocab {model.Config.VocabSize}, n_embd {model.Config.NEmbd}, layers {model.Config.NLayer}, heads {model.Config.NHead}, {model.Config.ActivationFunction}, tied {model.Config.TieWordEmbeddings}");
 
         public override TargetModules DefaultLoRATargets => Gpt2Targets.LoRA;
+
+        public override TargetModules PromptTargets => Gpt2Targets.PromptEmbedding;
 
         public override Tensor Generate(Tensor ids, int maxNewTokens, GenerationOptions options) => model.Generate(ids, maxNewTokens, options);
 

@@ -30,21 +30,23 @@ var textField = new Option<string?>("--text-field") { Description = "The JSONL f
 var prompt = new Option<string?>("--prompt") { Description = "The text whose greedy continuation is shown before and after training (default: \"The state of the Union is\", or with --data the first words of the held-out text)." };
 var method = new Option<string>("--method") { Description = $"What to train: {string.Join(", ", CausalLmMethods.All.Select(m => m.Name))} (default lora).", DefaultValueFactory = _ => "lora" };
 var targetModules = new Option<string?>("--target-modules") { Description = "Choose the LoRA layers by configuration, as PEFT's target_modules: \"all-linear\" or comma-separated names (q_proj,k_proj,v_proj,o_proj; c_attn,c_proj,c_fc). Default: the family's PEFT defaults (q_proj,v_proj; c_attn)." };
+var tableLearningRate = new Option<double>("--table-lr") { Description = "DePT only: the position table's peak learning rate (the prompt trains at --lr).", DefaultValueFactory = _ => 1e-3 };
 var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint or on c_attn of a GPT-2 one, trained on State of the Union addresses or on your own text (--data).")
 {
-    checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, method, targetModules,
+    checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, method, targetModules, tableLearningRate,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
     var options = new CausalLmOptions(parse.GetValue(checkpoint), parse.GetValue(family), parse.GetValue(tokenizerName)!, parse.GetValue(steps), parse.GetValue(output)!,
         parse.GetValue(learningRate), parse.GetValue(blockSize), parse.GetValue(batchSize), parse.GetValue(seed), parse.GetValue(targetModules),
-        parse.GetValue(data), parse.GetValue(textField), parse.GetValue(prompt), parse.GetValue(method)!);
+        parse.GetValue(data), parse.GetValue(textField), parse.GetValue(prompt), parse.GetValue(method)!, parse.GetValue(tableLearningRate));
     return await CausalLmRun.RunAsync(options, cancellationToken);
 });
 return await root.Parse(args).InvokeAsync();
 
 internal sealed record CausalLmOptions(string? Checkpoint, string? Family, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed, string? TargetModules = null,
-    string? Data = null, string? TextField = null, string? Prompt = null, string Method = "lora");
+    string? Data = null, string? TextField = null, string? Prompt = null, string Method = "lora", double TableLearningRate = 1e-3)
+;
 
 internal static class CausalLmRun
 {
@@ -181,7 +183,7 @@ internal static class CausalLmRun
                 : lm.DefaultLoRATargets;
             try
             {
-                Console.WriteLine(method.Apply(lm, targets));
+                Console.WriteLine(method.Apply(lm, targets, options));
             }
             catch (PeftConfigurationException ex)
             {
@@ -199,7 +201,9 @@ internal static class CausalLmRun
             return 2;
         }
         double lossBefore = ValidationLoss(model, validation, device);
-        string textBefore = Continue(lm, codec, prompt, device);
+
+        // DePT's table covers exactly --block-size positions; a growing generation has every other length.
+        string textBefore = method.Generates ? Continue(lm, codec, prompt, device) : $" [continuation skipped: {method.Name} needs inputs of exactly --block-size tokens]";
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"before: validation loss {lossBefore:F4}, perplexity {Math.Exp(lossBefore):F2}"));
         Console.WriteLine($"before: {Quote(promptText + textBefore)}");
 
@@ -208,7 +212,7 @@ internal static class CausalLmRun
         Train(model, train, options, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{method.Name} training: {options.Steps} steps in {sw.Elapsed.TotalSeconds:F1} s"));
         double lossAfter = ValidationLoss(model, validation, device);
-        string textAfter = Continue(lm, codec, prompt, device);
+        string textAfter = method.Generates ? Continue(lm, codec, prompt, device) : " [continuation skipped]";
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"after:  validation loss {lossAfter:F4}, perplexity {Math.Exp(lossAfter):F2}"));
         Console.WriteLine($"after:  {Quote(promptText + textAfter)}");
 
@@ -265,8 +269,9 @@ internal static class CausalLmRun
     {
         var x = Ids(batch, e => e.InputIds).to(device);
         var y = Ids(batch, e => e.TokenLabels!).to(device);
-        var logits = model.call(x);
-        return nn.functional.cross_entropy(logits.view(-1, logits.shape[^1]), y.view(-1), ignore_index: TokenizedExample.IgnoreIndex, reduction: reduction);
+        using var all = model.call(x);
+        var logits = model.StripVirtualTokens(all);   // a prompt's positions carry no label
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), y.view(-1), ignore_index: TokenizedExample.IgnoreIndex, reduction: reduction);
     }
 
     /// <summary>Mean cross-entropy per token over the validation blocks.</summary>
@@ -313,6 +318,7 @@ internal static class CausalLmRun
             MinLearningRateRatio = 0.1,
             MaxGradNorm = 1.0,
             LogEvery = Math.Max(1, options.Steps / 5),
+            ParameterLearningRate = CausalLmMethods.Find(options.Method)!.LearningRates?.Invoke(model, options),
         };
         using var trainer = new AdapterTrainer(model.TrainableParameters(), trainingOptions, new ConsoleProgress(options.Method));
         for (int step = 0; step < options.Steps; step++)

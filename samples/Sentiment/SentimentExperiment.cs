@@ -79,6 +79,7 @@ public static class SentimentExperiment
         {
             Callbacks = callbacks,
             LearningRate = settings.LearningRate,
+            ParameterLearningRate = method.TableLearningRate is { } tableRate ? classifier.DePTLearningRates(tableRate) : null,
             TotalSteps = totalSteps,
             WarmupSteps = Math.Max(1, totalSteps / 10),
             MaxGradNorm = 1.0,
@@ -115,7 +116,7 @@ public static class SentimentExperiment
     /// <summary>The cross-entropy of the classifier on one batch of training sentences.</summary>
     private static Tensor BatchLoss(SentimentClassifier classifier, int[] batch, long[][] trainIds, IReadOnlyList<SentimentExample> train)
     {
-        var (ids, mask) = Batch(batch.Select(i => trainIds[i]).ToArray());
+        var (ids, mask) = Batch(batch.Select(i => trainIds[i]).ToArray(), classifier.RequiredInputLength());
         using var labels = tensor(batch.Select(i => (long)train[i].Label).ToArray(), dtype: ScalarType.Int64);
         return nn.functional.cross_entropy(classifier.call(ids, mask), labels);
     }
@@ -299,18 +300,22 @@ public static class SentimentExperiment
         return examples.Select(e => model.Tokenizer.Encode(e.Text).Take(UseLiteConfig.MaxTokens).Select(i => (long)i).ToArray()).ToArray();
     }
 
-    /// <summary>Ids [batch, time] and mask [batch, time] of pre-tokenised sentences, left-aligned and padded with id 0.</summary>
+    /// <summary>Ids [batch, time] and mask [batch, time] of pre-tokenised sentences, left-aligned and padded with id 0: to
+    /// the longest sentence, or to exactly <paramref name="length"/> tokens (longer sentences truncated) when the model
+    /// requires one input length (DePT's position table, <see cref="PeftModel.RequiredInputLength"/>).</summary>
     /// <param name="rows">Token ids per sentence.</param>
-    public static (Tensor Ids, Tensor Mask) Batch(IReadOnlyList<long[]> rows)
+    /// <param name="length">The required length, or null.</param>
+    public static (Tensor Ids, Tensor Mask) Batch(IReadOnlyList<long[]> rows, int? length = null)
     {
         ArgumentNullException.ThrowIfNull(rows);
-        int time = Math.Max(1, rows.Count == 0 ? 1 : rows.Max(r => r.Length));
+        int time = length ?? Math.Max(1, rows.Count == 0 ? 1 : rows.Max(r => r.Length));
         var ids = new long[rows.Count * time];
         var mask = new bool[rows.Count * time];
         for (int b = 0; b < rows.Count; b++)
         {
-            rows[b].CopyTo(ids, b * time);
-            Array.Fill(mask, true, b * time, rows[b].Length);
+            int n = Math.Min(rows[b].Length, time);
+            Array.Copy(rows[b], 0, ids, b * time, n);
+            Array.Fill(mask, true, b * time, n);
         }
         return (tensor(ids, new long[] { rows.Count, time }, dtype: ScalarType.Int64), tensor(mask, new long[] { rows.Count, time }));
     }
@@ -331,7 +336,7 @@ public static class SentimentExperiment
         {
             using var scope = NewDisposeScope();
             var batch = byLength.Skip(start).Take(64).ToArray();
-            var (batchIds, mask) = Batch(batch.Select(i => ids[i]).ToArray());
+            var (batchIds, mask) = Batch(batch.Select(i => ids[i]).ToArray(), classifier.RequiredInputLength());
             var predicted = classifier.call(batchIds, mask).argmax(1).data<long>().ToArray();
             for (int i = 0; i < batch.Length; i++) if (predicted[i] == examples[batch[i]].Label) correct++;
         }

@@ -56,6 +56,10 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <summary>For <see cref="Trains.Masked"/>: builds the masks and their callback when the run starts.</summary>
     public SelectiveFactory? Selective { get; init; }
 
+    /// <summary>DePT's second learning rate: the peak rate of its position tables (<c>lora_embedding_A/B</c>), while the
+    /// prompt and the head train with <see cref="LearningRate"/>; null for one rate.</summary>
+    public double? TableLearningRate { get; init; }
+
     /// <summary>A method without adapter that trains chosen entries of the encoder's weights with the head (<see cref="Trains.Masked"/>).</summary>
     /// <param name="name">The <c>--method</c> name.</param>
     /// <param name="displayName">The table's row name.</param>
@@ -156,6 +160,9 @@ public static class SentimentMethods
     /// <summary>Key/value positions of the prefix-tuning method.</summary>
     public const int PrefixTokens = 10;
 
+    /// <summary>DePT's input length: every sentence is padded or truncated to it (its position table covers it).</summary>
+    public const int DePTLength = 64;
+
     /// <summary>
     /// Every method, in the table's order. A new method is one line here: <c>SentimentMethod.Adapter(name, row, learning
     /// rate, UseLiteTargets.X, new XOptions(...))</c> for an adapter (saved in PEFT's layout, reloaded by
@@ -184,6 +191,8 @@ public static class SentimentMethods
         SentimentMethod.Adapter("ssf", "SSF (12 projections, 4 norms)", 1e-2, UseLiteTargets.SSF, new SSFOptions()),
         SentimentMethod.Adapter("lntuning", "LayerNorm tuning (4 norms)", 1e-2, UseLiteTargets.LayerNormTuning, new LNTuningOptions()),
         SentimentMethod.Adapter("prompt", $"prompt tuning ({PromptTokens} virtual tokens)", 1e-2, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(PromptTokens, PromptInitText), quick: true),
+        SentimentMethod.Adapter("dept", $"DePT ({PromptTokens / 2} virtual tokens, r 4 table over {DePTLength} positions)", 1e-2, UseLiteTargets.PromptEmbedding,
+            new DePTOptions(PromptTokens / 2, DePTLength, Rank: 4, Alpha: 4, InitText: PromptInitText)) with { TableLearningRate = 1e-3 },
         SentimentMethod.Inserts("houlsby", "Houlsby adapters (rf 16, after attention and FFN)", 1e-3, BottleneckConfig.Houlsby()),
         SentimentMethod.Inserts("pfeiffer", "Pfeiffer adapters (rf 16, after FFN)", 1e-3, BottleneckConfig.Pfeiffer()),
         SentimentMethod.Inserts("parallel", "scaled parallel adapters (rf 2, s 4, beside FFN)", 1e-3, BottleneckConfig.ScaledParallel()),

@@ -83,6 +83,14 @@ public sealed class SentimentMethodTests
     private static float[] Run(UseLiteModel model)
     {
         var (ids, mask) = model.Batch(Texts);
+        if (model.Encoder.RequiredInputLength() is int length)
+        {
+            // DePT's table covers exactly this many positions: pad (or truncate) as the sample does.
+            ids.Dispose();
+            mask.Dispose();
+            (ids, mask) = SentimentExperiment.Batch(Texts.Select(t => model.Tokenizer.Encode(t).Select(i => (long)i).ToArray()).ToArray(), length);
+        }
+
         using (ids)
         using (mask)
         using (no_grad())
@@ -214,6 +222,13 @@ public sealed class SentimentMethodTests
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());
                     Assert.Equal(SentimentMethods.PromptTokens * UseLiteConfig.EmbeddingDim + head, count);
+                    Assert.True(MaxDifference(output, plain) > 1e-3, "the prompt does not reach the output");
+                    break;
+                case "dept":
+                    // A short prompt plus the r 4 table over 64 positions; B starts at zero, the prompt reaches the output.
+                    Assert.Equal(SentimentMethods.PromptTokens / 2, classifier.VirtualTokenCount());
+                    Assert.Equal(SentimentMethods.DePTLength, classifier.RequiredInputLength());
+                    Assert.Equal(((SentimentMethods.PromptTokens / 2) + 4) * UseLiteConfig.EmbeddingDim + (SentimentMethods.DePTLength * 4) + head, count);
                     Assert.True(MaxDifference(output, plain) > 1e-3, "the prompt does not reach the output");
                     break;
                 default:

@@ -12,6 +12,9 @@ namespace Peft;
 /// <para>With a live prefix adapter (<see cref="IPrefixAdapter"/>, prompt tuning), token ids <c>[B, T]</c> map to
 /// <c>[B, V + T, dim]</c>: the prefix is prepended. Disabled, or with no live prefix, the output is the base embedding
 /// <c>[B, T, dim]</c>. One prefix is active at a time (the first one added, as in PEFT).</para>
+/// <para>A live position-offset adapter (<see cref="IPositionOffsetAdapter"/>, DePT) adds its table <c>[S, dim]</c> to the
+/// token embeddings before the prefix is prepended; the input must then hold exactly S tokens. One offset is active at a
+/// time; an adapter may be both (DePT's prompt and table).</para>
 /// <para>Prefixes are not merged: <see cref="AdaptedLayer.Merge"/> leaves them acting.</para>
 /// </remarks>
 public sealed class AdaptedEmbedding : AdaptedLayer
@@ -19,6 +22,7 @@ public sealed class AdaptedEmbedding : AdaptedLayer
     private readonly Embedding _embedding;
     private Parameter _weight;
     private IPrefixAdapter? _prefix;
+    private IPositionOffsetAdapter? _offset;
 
     private AdaptedEmbedding(Embedding embedding, Parameter weight, string memberName)
         : base(nameof(AdaptedEmbedding), memberName)
@@ -99,6 +103,10 @@ public sealed class AdaptedEmbedding : AdaptedLayer
     /// <summary>The number of positions the forward currently prepends (0 when disabled or no prefix is live).</summary>
     public int VirtualTokenCount => _prefix?.Length ?? 0;
 
+    /// <summary>The number of token positions the live offset adapter requires (<see cref="IPositionOffsetAdapter.Positions"/>),
+    /// or null when none is live: inputs must then hold exactly that many tokens.</summary>
+    public int? RequiredInputLength => _offset?.Positions;
+
     /// <summary>Makes the named adapter the active one, or none when <paramref name="adapterName"/> is null.</summary>
     /// <param name="adapterName">An adapter name on this layer, or null.</param>
     /// <exception cref="PeftConfigurationException">The layer has no adapter with that name.</exception>
@@ -124,6 +132,11 @@ public sealed class AdaptedEmbedding : AdaptedLayer
     {
         EnsureUnmergedWhenDisabled();
         var embedded = _embedding.forward(input);
+        if (_offset is { } offset)
+        {
+            embedded = AddOffset(embedded, offset);
+        }
+
         var prefix = _prefix;
         if (prefix is null)
         {
@@ -154,9 +167,39 @@ public sealed class AdaptedEmbedding : AdaptedLayer
         }
     }
 
+    private Tensor AddOffset(Tensor embedded, IPositionOffsetAdapter offset)
+    {
+        long length = embedded.Dimensions >= 2 ? embedded.shape[^2] : 1;
+        if (length != offset.Positions)
+        {
+            var adapter = (PeftAdapter)offset;
+            embedded.Dispose();
+            throw new PeftConfigurationException(
+                $"Adapter '{adapter.AdapterName}' ({adapter.Method.Name}) on member '{MemberName}' adds a table over exactly {offset.Positions} token positions, " +
+                $"but the input has {length} positions. " +
+                $"Pad or truncate every input to {offset.Positions} tokens (and its attention mask with it), or create the adapter with that input length.",
+                MemberName, adapter.AdapterName);
+        }
+
+        using (embedded)
+        {
+            using var table = offset.ComputeOffset();
+            using var cast = table.dtype == embedded.dtype ? null : table.to(embedded.dtype);
+            return embedded + (cast ?? table);
+        }
+    }
+
     /// <inheritdoc />
     private protected override void ValidateActiveSet(IReadOnlyList<PeftAdapter> active)
     {
+        var offsets = active.Where(a => a is IPositionOffsetAdapter).ToList();
+        if (offsets.Count > 1)
+        {
+            throw new PeftConfigurationException(
+                $"Member '{MemberName}' can add only one position table, but adapters {string.Join(", ", offsets.Select(p => $"'{p.AdapterName}'"))} were all requested. Activate one of them.",
+                MemberName, offsets[1].AdapterName);
+        }
+
         var prefixes = active.Where(a => a is IPrefixAdapter).ToList();
         if (prefixes.Count > 1)
         {
@@ -171,7 +214,8 @@ public sealed class AdaptedEmbedding : AdaptedLayer
     {
         var live = LiveAdapters;
         _prefix = live.OfType<IPrefixAdapter>().FirstOrDefault();
-        var other = live.FirstOrDefault(a => a is not IPrefixAdapter);
+        _offset = live.OfType<IPositionOffsetAdapter>().FirstOrDefault();
+        var other = live.FirstOrDefault(a => a is not IPrefixAdapter && a is not IPositionOffsetAdapter);
         if (other is not null)
         {
             throw new PeftConfigurationException(

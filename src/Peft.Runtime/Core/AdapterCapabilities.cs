@@ -251,3 +251,21 @@ public interface IPrefixAdapter
     /// <summary>The number of prepended positions V.</summary>
     int Length { get; }
 }
+
+/// <summary>
+/// Adds a learned table to the token embeddings, position by position, before any prefix is prepended (DePT's low-rank
+/// update of the input embeddings: <c>E' = E(ids) + ΔE</c> with <c>ΔE</c> <c>[Positions, dim]</c> broadcast over the
+/// batch). The table belongs to positions, not to tokens, so it cannot be folded into the vocabulary embedding (not
+/// mergeable), and the input must hold exactly <see cref="Positions"/> tokens: <see cref="AdaptedEmbedding"/> refuses any
+/// other length naming the member and the fix (pad or truncate to that length).
+/// </summary>
+public interface IPositionOffsetAdapter
+{
+    /// <summary>The number of token positions the table covers (DePT's <c>max_length</c>).</summary>
+    int Positions { get; }
+
+    /// <summary>Computes the table <c>[Positions, dim]</c> from the adapter's parameters (a new tensor, part of the autograd
+    /// graph; the caller disposes it).</summary>
+    /// <returns>The table.</returns>
+    Tensor ComputeOffset();
+}

@@ -17,7 +17,7 @@ public sealed class AdamWOptimizer : PeftOptimizer
     private static readonly string[] s_stateNames = ["exp_avg", "exp_avg_sq"];
     private static readonly string[] s_scalarNames = ["step"];
 
-    private readonly AdamW _optimizer;
+    private readonly List<(AdamW Optimizer, double Scale)> _groups = new();
     private readonly AdamW.State[] _states;
 
     /// <summary>Creates the optimizer and allocates its state (zeros).</summary>
@@ -27,32 +27,63 @@ public sealed class AdamWOptimizer : PeftOptimizer
     /// <param name="beta2">Decay rate of the second moment, in [0, 1).</param>
     /// <param name="epsilon">Term added to the denominator, &gt; 0.</param>
     /// <param name="weightDecay">Decoupled weight decay: each step multiplies each parameter by <c>1 - lr * weightDecay</c>.</param>
-    public AdamWOptimizer(IEnumerable<Parameter> parameters, double learningRate, double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8, double weightDecay = 0)
+    /// <param name="learningRateScales">Each parameter's learning rate as a multiple of the step's
+    /// (<see cref="TrainingOptions.LearningRateScales"/>), in the order of <paramref name="parameters"/>; null for 1 everywhere.
+    /// Parameters of one scale form one TorchSharp AdamW; the state is the same per parameter either way.</param>
+    /// <exception cref="ArgumentException"><paramref name="learningRateScales"/> has another length than the parameters, or a
+    /// value that is not finite and &gt; 0.</exception>
+    public AdamWOptimizer(IEnumerable<Parameter> parameters, double learningRate, double beta1 = 0.9, double beta2 = 0.999, double epsilon = 1e-8, double weightDecay = 0,
+        IReadOnlyList<double>? learningRateScales = null)
         : base(parameters)
     {
-        // AdamW allocates its state (exp_avg, exp_avg_sq) here, outside any caller dispose scope (TorchSharp keeps
-        // optimizer state unregistered; a test guards this), so it lives exactly as long as the optimizer.
-        _optimizer = torch.optim.AdamW(Parameters, learningRate, beta1, beta2, epsilon, weightDecay);
-        var states = _optimizer.state_dict().State;
-        if (states.Count != Parameters.Count)
+        if (learningRateScales is not null
+            && (learningRateScales.Count != Parameters.Count || learningRateScales.Any(s => !double.IsFinite(s) || s <= 0)))
         {
-            _optimizer.Dispose();
-            throw new InvalidOperationException($"TorchSharp's AdamW holds {states.Count} parameter states for {Parameters.Count} parameters.");
+            throw new ArgumentException(
+                $"Expected one finite learning-rate scale > 0 per parameter ({Parameters.Count}), got {learningRateScales.Count}: {string.Join(", ", learningRateScales.Take(8))}.",
+                nameof(learningRateScales));
         }
 
-        _states = new AdamW.State[states.Count];
-        for (int i = 0; i < states.Count; i++)
+        _states = new AdamW.State[Parameters.Count];
+        var order = Enumerable.Range(0, Parameters.Count).GroupBy(i => learningRateScales?[i] ?? 1.0).ToList();
+        try
         {
-            if (states[i] is not AdamW.State adam || adam.exp_avg is null || adam.exp_avg_sq is null
-                || !adam.exp_avg.shape.SequenceEqual(Parameters[i].shape))
+            foreach (var group in order)
             {
-                _optimizer.Dispose();
-                throw new InvalidOperationException($"TorchSharp's AdamW state of parameter {i} is not an allocated state matching the parameter.");
-            }
+                var indices = group.ToArray();
 
-            _states[i] = adam;
+                // AdamW allocates its state (exp_avg, exp_avg_sq) here, outside any caller dispose scope (TorchSharp keeps
+                // optimizer state unregistered; a test guards this), so it lives exactly as long as the optimizer.
+                var optimizer = torch.optim.AdamW(indices.Select(i => Parameters[i]), learningRate * group.Key, beta1, beta2, epsilon, weightDecay);
+                _groups.Add((optimizer, group.Key));
+                var states = optimizer.state_dict().State;
+                if (states.Count != indices.Length)
+                {
+                    throw new InvalidOperationException($"TorchSharp's AdamW holds {states.Count} parameter states for {indices.Length} parameters.");
+                }
+
+                for (int k = 0; k < indices.Length; k++)
+                {
+                    int i = indices[k];
+                    if (states[k] is not AdamW.State adam || adam.exp_avg is null || adam.exp_avg_sq is null
+                        || !adam.exp_avg.shape.SequenceEqual(Parameters[i].shape))
+                    {
+                        throw new InvalidOperationException($"TorchSharp's AdamW state of parameter {i} is not an allocated state matching the parameter.");
+                    }
+
+                    _states[i] = adam;
+                }
+            }
+        }
+        catch
+        {
+            foreach (var (optimizer, _) in _groups) optimizer.Dispose();
+            throw;
         }
     }
+
+    /// <inheritdoc />
+    public override bool SupportsLearningRateScales => true;
 
     /// <inheritdoc />
     public override string Kind => KindName;
@@ -68,12 +99,15 @@ public sealed class AdamWOptimizer : PeftOptimizer
     {
         ArgumentNullException.ThrowIfNull(context);
         ThrowIfDisposed();
-        foreach (var group in _optimizer.ParamGroups)
+        foreach (var (optimizer, scale) in _groups)
         {
-            group.LearningRate = context.LearningRate;
-        }
+            foreach (var group in optimizer.ParamGroups)
+            {
+                group.LearningRate = context.LearningRate * scale;
+            }
 
-        _optimizer.step();
+            optimizer.step();
+        }
     }
 
     /// <inheritdoc />
@@ -116,7 +150,7 @@ public sealed class AdamWOptimizer : PeftOptimizer
     {
         if (disposing)
         {
-            _optimizer.Dispose();
+            foreach (var (optimizer, _) in _groups) optimizer.Dispose();
         }
     }
 }

@@ -143,6 +143,15 @@ public sealed class AdapterTrainer : IDisposable
                 $"TrainingOptions.Optimizer created a {kind} optimizer over other parameters than the {_parameters.Length} it was given; "
                 + "create it over exactly the given list, in its order (checkpoints match optimizer state to parameters by position).");
         }
+
+        if (!_optimizer.SupportsLearningRateScales && options.LearningRateScales(Parameters) is not null)
+        {
+            string kind = _optimizer.Kind;
+            _optimizer.Dispose();
+            throw new InvalidOperationException(
+                $"TrainingOptions.ParameterLearningRate gives some parameters their own learning rate, but the {kind} optimizer applies one rate to all; "
+                + "use Optimizers.AdamW, or leave ParameterLearningRate null.");
+        }
     }
 
     /// <summary>The options the trainer was created with.</summary>

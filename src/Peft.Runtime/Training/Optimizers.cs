@@ -14,7 +14,7 @@ public static class Optimizers
     /// <see cref="TrainingOptions.Epsilon"/> and <see cref="TrainingOptions.WeightDecay"/> (decoupled). The default.
     /// </summary>
     public static OptimizerFactory AdamW { get; } = static (parameters, options) =>
-        new AdamWOptimizer(parameters, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay);
+        new AdamWOptimizer(parameters, options.LearningRate, options.Beta1, options.Beta2, options.Epsilon, options.WeightDecay, options.LearningRateScales(parameters));
 
     /// <summary>
     /// <see cref="SgdOptimizer"/> with <see cref="TrainingOptions.Momentum"/> and <see cref="TrainingOptions.WeightDecay"/>

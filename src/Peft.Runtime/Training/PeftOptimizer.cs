@@ -67,6 +67,13 @@ public abstract class PeftOptimizer : IDisposable
     /// </summary>
     public virtual bool RequiresGradients => true;
 
+    /// <summary>
+    /// Whether the optimizer applies per-parameter learning rates (<see cref="TrainingOptions.ParameterLearningRate"/>, read
+    /// through <see cref="TrainingOptions.LearningRateScales"/> by its factory). The trainer refuses options that give some
+    /// parameter its own rate when this is false. Default false.
+    /// </summary>
+    public virtual bool SupportsLearningRateScales => false;
+
     /// <summary>Names of the state tensors each parameter has (for example <c>exp_avg</c>); empty when there are none.</summary>
     public virtual IReadOnlyList<string> StateNames => Array.Empty<string>();
 

@@ -1,4 +1,5 @@
 using System.Globalization;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Peft.Training;
@@ -39,6 +40,16 @@ public sealed record TrainingOptions
     /// <see cref="Optimizers.MeZO"/> or your own <see cref="PeftOptimizer"/>. Must not be null.
     /// </summary>
     public OptimizerFactory Optimizer { get; init; } = Optimizers.AdamW;
+
+    /// <summary>
+    /// Per-parameter peak learning rates: a parameter for which it returns a value trains with that peak learning rate
+    /// instead of <see cref="LearningRate"/>, on the same warmup and decay schedule (its rate at every step is the schedule's
+    /// times <c>value / LearningRate</c>); null for the others. Null (the default): every parameter uses
+    /// <see cref="LearningRate"/>. For methods with two learning rates, such as DePT's prompt and position table
+    /// (<c>model.DePTLearningRates(tableRate)</c>). The optimizer must support it (<see cref="PeftOptimizer.SupportsLearningRateScales"/>:
+    /// AdamW does); values must be finite and &gt; 0, which <see cref="LearningRateScales"/> checks.
+    /// </summary>
+    public Func<Parameter, double?>? ParameterLearningRate { get; init; }
 
     /// <summary>
     /// Weight decay (must be finite and &gt;= 0). Default 0. AdamW (and MeZO): decoupled, each step multiplies every
@@ -111,6 +122,37 @@ public sealed record TrainingOptions
     /// the sum of the terms. Default none; the list and its items must not be null.
     /// </summary>
     public IReadOnlyList<Func<Tensor>> Regularizers { get; init; } = Array.Empty<Func<Tensor>>();
+
+    /// <summary>
+    /// Each parameter's learning rate as a multiple of the schedule's (<see cref="ParameterLearningRate"/> divided by
+    /// <see cref="LearningRate"/>), in the order given; null when <see cref="ParameterLearningRate"/> is null or gives every
+    /// parameter the common rate. Optimizers that support per-parameter rates read it in their factory.
+    /// </summary>
+    /// <param name="parameters">The trained parameters, in the trainer's order.</param>
+    /// <returns>The scales, or null.</returns>
+    /// <exception cref="ArgumentException"><see cref="ParameterLearningRate"/> returned a value that is not finite and &gt; 0
+    /// (the message names the parameter's shape and the value).</exception>
+    public IReadOnlyList<double>? LearningRateScales(IReadOnlyList<Parameter> parameters)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        if (ParameterLearningRate is not { } rateOf) return null;
+        var scales = new double[parameters.Count];
+        bool any = false;
+        for (int i = 0; i < scales.Length; i++)
+        {
+            double rate = rateOf(parameters[i]) ?? LearningRate;
+            if (!double.IsFinite(rate) || rate <= 0)
+            {
+                throw Bad(nameof(ParameterLearningRate), Format(rate),
+                    $"must give finite learning rates > 0, but gave this for parameter {i} of shape [{string.Join(", ", parameters[i].shape)}]");
+            }
+
+            scales[i] = rate / LearningRate;
+            any |= scales[i] != 1;
+        }
+
+        return any ? scales : null;
+    }
 
     /// <summary>Checks every option and throws on the first bad one.</summary>
     /// <exception cref="ArgumentException">An option is out of range; <see cref="ArgumentException.ParamName"/> names it

@@ -1,4 +1,5 @@
 using TorchSharp;
+using TorchSharp.Modules;
 using static TorchSharp.torch;
 
 namespace Peft;
@@ -37,6 +38,35 @@ public static partial class PeftModel
         }
 
         return count ?? 0;
+    }
+
+    /// <summary>
+    /// The one input length the model's live position-offset adapters require (DePT's <c>max_length</c>,
+    /// <see cref="IPositionOffsetAdapter.Positions"/>), or null when none is live: pad or truncate every input to it.
+    /// </summary>
+    /// <param name="root">The model.</param>
+    /// <returns>The length, or null.</returns>
+    /// <exception cref="PeftConfigurationException">Two embedding layers require different lengths.</exception>
+    public static int? RequiredInputLength(this nn.Module root)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        int? length = null;
+        string? first = null;
+        foreach (var (path, layer) in root.PromptEmbeddings())
+        {
+            if (layer.RequiredInputLength is not int s) continue;
+            if (length is int l && l != s)
+            {
+                throw new PeftConfigurationException(
+                    $"Embedding layers '{first}' and '{path}' require inputs of {l} and {s} tokens; no input can have both lengths. Use one DePT layer or equal MaxLength.",
+                    layer.MemberName, layer.ActiveAdapter);
+            }
+
+            length = s;
+            first = path;
+        }
+
+        return length;
     }
 
     /// <summary>
@@ -88,7 +118,8 @@ public static partial class PeftModel
     }
 
     /// <summary>
-    /// Initialises every prompt adapter that has <see cref="PromptTuningOptions.InitText"/> from the embeddings of that
+    /// Initialises every prompt adapter (prompt tuning, DePT) that has an init text (<see cref="PromptTuningOptions.InitText"/>,
+    /// <see cref="DePTOptions.InitText"/>) from the embeddings of that
     /// text's tokens (PEFT's TEXT init), via <see cref="InitializeFromTokenIds"/>.
     /// </summary>
     /// <param name="root">The model.</param>
@@ -101,9 +132,9 @@ public static partial class PeftModel
         int count = 0;
         foreach (var (_, layer) in root.PromptEmbeddings())
         {
-            foreach (var adapter in layer.Adapters.OfType<PromptTuningAdapter>())
+            foreach (var adapter in layer.Adapters.OfType<IPromptTable>().Cast<PeftAdapter>())
             {
-                if (adapter.Options.InitText is string text)
+                if (((IPromptTable)adapter).InitText is string text)
                 {
                     layer.InitializeFromTokenIds(adapter.AdapterName, tokenize(text));
                     count++;
@@ -126,7 +157,7 @@ public static partial class PeftModel
     {
         ArgumentNullException.ThrowIfNull(layer);
         ArgumentNullException.ThrowIfNull(tokenIds);
-        var adapter = layer.GetAdapter(adapterName) as PromptTuningAdapter
+        var adapter = layer.GetAdapter(adapterName) as IPromptTable
             ?? throw new PeftConfigurationException($"Adapter '{adapterName}' on member '{layer.MemberName}' is not a prompt.", layer.MemberName, adapterName);
         if (tokenIds.Count == 0)
         {
@@ -154,6 +185,27 @@ public static partial class PeftModel
         using var index = torch.tensor(ids, dtype: ScalarType.Int64, device: layer.Weight.device);
         using var rows = layer.Weight.index_select(0, index);
         adapter.PromptEmbeddings.copy_(rows);
+    }
+
+    /// <summary>
+    /// DePT's two learning rates as a <see cref="Training.TrainingOptions.ParameterLearningRate"/> value: the position tables
+    /// (<c>lora_embedding_A/B</c>) of every DePT adapter of the model train with <paramref name="tableLearningRate"/>, every
+    /// other parameter with the options' <see cref="Training.TrainingOptions.LearningRate"/> (the prompt's; the DePT paper uses
+    /// about 3e-1 for the prompt and 1e-4 to 5e-3 for the table). Both follow the same schedule.
+    /// </summary>
+    /// <param name="root">The model, its DePT adapters created.</param>
+    /// <param name="tableLearningRate">The tables' peak learning rate (finite, &gt; 0).</param>
+    /// <returns>The per-parameter learning rate.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="tableLearningRate"/> is not a finite number &gt; 0.</exception>
+    public static Func<Parameter, double?> DePTLearningRates(this nn.Module root, double tableLearningRate)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        if (!double.IsFinite(tableLearningRate) || tableLearningRate <= 0)
+            throw new ArgumentOutOfRangeException(nameof(tableLearningRate), tableLearningRate, "The table's learning rate must be a finite number > 0 (DePT uses 1e-4 to 5e-3).");
+        var tables = new HashSet<Parameter>(
+            root.PromptEmbeddings().SelectMany(e => e.Layer.Adapters.OfType<DePTAdapter>()).SelectMany(a => a.TableParameters),
+            ReferenceEqualityComparer.Instance);
+        return p => tables.Contains(p) ? tableLearningRate : null;
     }
 
     private static Tensor Prepend(nn.Module root, Tensor tensor, bool ones, long value)

@@ -8,7 +8,7 @@ namespace Peft;
 /// One prompt-tuning adapter (Lester et al., 2021): <c>V</c> learned virtual-token embeddings, held in the parameter
 /// <c>prompt_embeddings</c> <c>[V, dim]</c> (the tensor name PEFT saves), prepended by <see cref="AdaptedEmbedding"/>.
 /// </summary>
-public sealed class PromptTuningAdapter : PeftAdapter, IPrefixAdapter
+public sealed class PromptTuningAdapter : PeftAdapter, IPrefixAdapter, IPromptTable
 {
     /// <summary>The parameter name (and PEFT's saved tensor name).</summary>
     internal const string PromptEmbeddingsName = "prompt_embeddings";
@@ -51,6 +51,9 @@ public sealed class PromptTuningAdapter : PeftAdapter, IPrefixAdapter
 
     /// <inheritdoc />
     int IPrefixAdapter.Length => Options.VirtualTokens;
+
+    /// <inheritdoc />
+    string? IPromptTable.InitText => Options.InitText;
 
     /// <summary>The adapter's tensors under PEFT's names: <c>prompt_embeddings</c>.</summary>
     /// <returns>(PEFT name, parameter) pairs.</returns>

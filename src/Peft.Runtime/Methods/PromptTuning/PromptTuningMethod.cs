@@ -106,6 +106,24 @@ public sealed class PromptTuningMethod : PeftMethod
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(fileShapes);
         var options = (PromptTuningOptions)ReadOptions(config, null);
+        CreateOnInputEmbedding(model, adapterName, config, options, dim => new[] { (PromptTuningAdapter.PromptEmbeddingsName, new long[] { options.VirtualTokens, dim }) }, fileShapes);
+    }
+
+    /// <summary>
+    /// Creates a prompt-learning adapter on the model's one input embedding (its one wrapped embedding, or the one embedding
+    /// member configuration targeting can reach, then wrapped), after checking each tensor the file holds against the shape the
+    /// options and the embedding size call for. Shared by the prompt-learning methods (prompt tuning, DePT).
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="adapterName">The adapter to create.</param>
+    /// <param name="config">The config (for messages).</param>
+    /// <param name="options">The options read from it.</param>
+    /// <param name="expectedShapes">The tensors (PEFT names) and shapes the adapter has for a given embedding size.</param>
+    /// <param name="fileShapes">The weights file's tensor shapes.</param>
+    /// <exception cref="AdapterFormatException">The model has not exactly one prompt-capable embedding, or a size disagrees.</exception>
+    internal static void CreateOnInputEmbedding(nn.Module model, string adapterName, AdapterConfig config, PeftAdapterOptions options,
+        Func<long, IEnumerable<(string Name, long[] Shape)>> expectedShapes, IReadOnlyDictionary<string, long[]> fileShapes)
+    {
         var embeddings = model.PromptEmbeddings().Select(e => (e.Path, Module: (nn.Module)e.Layer)).ToList();
         if (embeddings.Count == 0)
         {
@@ -115,18 +133,20 @@ public sealed class PromptTuningMethod : PeftMethod
         if (embeddings.Count != 1)
         {
             throw new AdapterFormatException(
-                $"{config.Source}: loading a new prompt adapter '{adapterName}' needs exactly one input embedding in the model (a [PromptTune] embedding, " +
+                $"{config.Source}: loading a new prompt adapter '{adapterName}' needs exactly one input embedding in the model (a prompt-learning embedding such as [PromptTune], " +
                 $"or an embedding member of an [Adaptable] class); found {embeddings.Count}{(embeddings.Count > 1 ? ": " + string.Join(", ", embeddings.Select(e => e.Path)) : string.Empty)}.");
         }
 
         var (path, module) = embeddings[0];
         long dim = PeftLayers.InfoOf(module, path).OutFeatures;
-        if (fileShapes.TryGetValue(PromptTuningAdapter.PromptEmbeddingsName, out var shape)
-            && !(shape.Length == 2 && shape[0] == options.VirtualTokens && shape[1] == dim))
+        foreach (var (name, expected) in expectedShapes(dim))
         {
-            throw new AdapterFormatException(
-                $"{config.Source}: num_virtual_tokens {options.VirtualTokens} and the model's embedding size {dim} call for prompt_embeddings " +
-                $"[{options.VirtualTokens}, {dim}], but the weights file holds [{string.Join(", ", shape)}]; nothing was loaded.");
+            if (fileShapes.TryGetValue(name, out var shape) && !shape.SequenceEqual(expected))
+            {
+                throw new AdapterFormatException(
+                    $"{config.Source}: the config and the model's embedding size {dim} call for {name} [{string.Join(", ", expected)}], " +
+                    $"but the weights file holds [{string.Join(", ", shape)}]; nothing was loaded.");
+            }
         }
 
         if (module is AdaptedLayer layer)
