@@ -44,7 +44,7 @@ public sealed class AdaptionPromptTests
     }
 
     [Fact]
-    public void AZeroGateLeavesTheHeadsBitForBit()
+    public void AZeroGateOrAZeroPromptLeavesTheHeadsBitForBit()
     {
         using var _ = no_grad();
         using var adapter = Hand(heads: 1, kvHeads: 1, gate: 0f);
@@ -53,6 +53,12 @@ public sealed class AdaptionPromptTests
         using var y = adapter.AdjustHeads(Context(adapter, queries), heads);
         Assert.True(y.eq(heads).all().item<bool>());
         Assert.True(adapter.AdjustsHeads);
+
+        // A zero prompt through bias-free projections gives K_p = V_p = 0: nothing is added whatever the gate.
+        adapter.Prompt.zero_();
+        adapter.Gate.fill_(0.7f);
+        using var zeroPrompt = adapter.AdjustHeads(Context(adapter, queries), heads);
+        Assert.True(zeroPrompt.eq(heads).all().item<bool>());
     }
 
     [Fact]
