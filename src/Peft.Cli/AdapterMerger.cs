@@ -70,8 +70,14 @@ public static class AdapterMerger
     public static MergeResult Merge(string basePath, string adapterDirectory, string outputPath, string adapterName = AdapterNames.Default,
         bool allowAlreadyMerged = false)
     {
-        var (config, method) = AdapterDirectory.ReadConfig(adapterDirectory);
         string configPath = Path.Combine(adapterDirectory, AdapterFiles.ConfigFileName);
+        if (AdaptionPrompts.IsAdaptionPrompt(adapterDirectory))
+        {
+            throw CliException.Failure($"{configPath}: an adaption prompt ({AdaptionPromptConfig.PeftType}) adds gated attention to its own tokens inside each attention " +
+                "(a softmax that depends on every query), not a weight update; there is nothing to merge into the base weights. Load it with LoadAdaptionPrompt.");
+        }
+
+        var (config, method) = AdapterDirectory.ReadConfig(adapterDirectory);
         if (method.IsPromptLearning)
         {
             throw CliException.Failure($"{configPath}: a prompt-learning adapter ({method.Name}) adds virtual tokens, not a weight update; there is nothing to merge into the base weights.");
