@@ -11,7 +11,7 @@ using Peft.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-// Causal-LM sample: LoRA-adapt a Llama-layout or GPT-2 checkpoint (a local Hugging Face directory, its family read from
+// Causal-LM sample: LoRA-adapt (or, with --method adaption, give every attention an adaption prompt) a Llama-layout or GPT-2 checkpoint (a local Hugging Face directory, its family read from
 // config.json's model_type, or a tiny random one made here) to State of the Union addresses or to the user's own text
 // (--data FILE: plain text or JSONL), then show perplexity and a greedy continuation before/after, save the adapter in
 // PEFT's layout and check that base + adapter reloaded into a fresh model give the same logits bit for bit.
@@ -29,21 +29,26 @@ var data = new Option<string?>("--data") { Description = "Train and evaluate on 
 var textField = new Option<string?>("--text-field") { Description = "The JSONL field that holds each document's text (default \"text\"); only with a JSONL --data file." };
 var prompt = new Option<string?>("--prompt") { Description = "The text whose greedy continuation is shown before and after training (default: \"The state of the Union is\", or with --data the first words of the held-out text)." };
 var targetModules = new Option<string?>("--target-modules") { Description = "Choose the LoRA layers by configuration, as PEFT's target_modules: \"all-linear\" or comma-separated names (q_proj,k_proj,v_proj,o_proj; c_attn,c_proj,c_fc). Default: the family's PEFT defaults (q_proj,v_proj; c_attn)." };
+var method = new Option<string>("--method") { Description = "lora (default: LoRA r=8 on --target-modules) or adaption (LLaMA-Adapter's adaption prompt: 10 tokens in every layer's attention, zero-init gates; saved as PEFT's ADAPTION_PROMPT).", DefaultValueFactory = _ => "lora" };
 var root = new RootCommand("Peft for .NET causal-LM sample: LoRA on q_proj/v_proj of a Llama-layout checkpoint or on c_attn of a GPT-2 one, trained on State of the Union addresses or on your own text (--data).")
 {
-    checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, targetModules,
+    checkpoint, family, tokenizerName, data, textField, prompt, steps, output, learningRate, blockSize, batchSize, seed, targetModules, method,
 };
 root.SetAction(async (parse, cancellationToken) =>
 {
     var options = new CausalLmOptions(parse.GetValue(checkpoint), parse.GetValue(family), parse.GetValue(tokenizerName)!, parse.GetValue(steps), parse.GetValue(output)!,
         parse.GetValue(learningRate), parse.GetValue(blockSize), parse.GetValue(batchSize), parse.GetValue(seed), parse.GetValue(targetModules),
-        parse.GetValue(data), parse.GetValue(textField), parse.GetValue(prompt));
+        parse.GetValue(data), parse.GetValue(textField), parse.GetValue(prompt), parse.GetValue(method)!);
     return await CausalLmRun.RunAsync(options, cancellationToken);
 });
 return await root.Parse(args).InvokeAsync();
 
 internal sealed record CausalLmOptions(string? Checkpoint, string? Family, string Tokenizer, int Steps, string Output, double LearningRate, int BlockSize, int BatchSize, int Seed, string? TargetModules = null,
-    string? Data = null, string? TextField = null, string? Prompt = null);
+    string? Data = null, string? TextField = null, string? Prompt = null, string Method = "lora")
+{
+    /// <summary>Whether the run trains an adaption prompt rather than LoRA.</summary>
+    public bool Adaption => Method == "adaption";
+}
 
 internal static class CausalLmRun
 {
@@ -59,6 +64,16 @@ internal static class CausalLmRun
         var device = PeftDevice.Default;
         Console.WriteLine($"device: {device.type}, threads: {get_num_threads()}");
 
+        if (options.Method is not "lora" and not "adaption")
+        {
+            Console.Error.WriteLine($"--method must be lora or adaption, not {options.Method}.");
+            return 2;
+        }
+        if (options.Adaption && options.TargetModules is not null)
+        {
+            Console.Error.WriteLine("--target-modules chooses LoRA's layers; the adaption prompt goes into every layer's attention: leave --target-modules out with --method adaption.");
+            return 2;
+        }
         if (options.Family is not null and not "gpt2" and not "llama")
         {
             Console.Error.WriteLine($"--family must be gpt2 or llama, not {options.Family}.");
@@ -158,6 +173,14 @@ internal static class CausalLmRun
             Console.Error.WriteLine($"--block-size {options.BlockSize} does not fit the model's {lm.MaxPositions} positions.");
             return 2;
         }
+        if (options.Adaption)
+        {
+            // PEFT's AdaptionPromptConfig(adapter_len=10, adapter_layers=all): a prompt and a zero gate in each attention.
+            int layers = TransformerBlocks.Find(model).Blocks.Count;
+            var inserted = model.AddAdaptionPrompt(new AdaptionPromptConfig(AdapterLen: 10, AdapterLayers: layers));
+            Console.WriteLine($"adaption prompt: 10 tokens in {inserted.Count} attentions ({string.Join(", ", inserted.Take(2).Select(i => i.AttentionPath))}{(inserted.Count > 2 ? ", ..." : "")})");
+        }
+        else
         {
             // PEFT's LoraConfig on a stock model, which declares no adapter: the family's default targets (PEFT's
             // constants.py: q_proj/v_proj for Llama, c_attn for GPT-2), or --target-modules. Generated code wraps the
@@ -192,10 +215,10 @@ internal static class CausalLmRun
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"before: validation loss {lossBefore:F4}, perplexity {Math.Exp(lossBefore):F2}"));
         Console.WriteLine($"before: {Quote(promptText + textBefore)}");
 
-        // 3. LoRA training: only the adapter parameters (q_proj/v_proj, or GPT-2's c_attn) train.
+        // 3. Training: only the adapter parameters (LoRA on q_proj/v_proj or GPT-2's c_attn; or the prompts and gates) train.
         sw.Restart();
         Train(model, train, options, device);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"LoRA training: {options.Steps} steps in {sw.Elapsed.TotalSeconds:F1} s"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{options.Method} training: {options.Steps} steps in {sw.Elapsed.TotalSeconds:F1} s"));
         double lossAfter = ValidationLoss(model, validation, device);
         string textAfter = Continue(lm, codec, prompt, device);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"after:  validation loss {lossAfter:F4}, perplexity {Math.Exp(lossAfter):F2}"));
@@ -203,7 +226,9 @@ internal static class CausalLmRun
 
         // 4. Save the adapter (PEFT layout), reload base + adapter into a fresh model, compare logits exactly.
         string adapterDir = Path.Combine(options.Output, "adapter");
-        lm.SaveAdapter(adapterDir, new AdapterSaveOptions { BaseModelNameOrPath = Path.GetFullPath(baseDir), TaskType = "CAUSAL_LM" });
+        var saveOptions = new AdapterSaveOptions { BaseModelNameOrPath = Path.GetFullPath(baseDir), TaskType = "CAUSAL_LM" };
+        if (options.Adaption) model.SaveAdaptionPrompt(adapterDir, options: saveOptions);
+        else lm.SaveAdapter(adapterDir, saveOptions);
         Console.WriteLine($"saved {adapterDir}/{{{AdapterFiles.ConfigFileName}, {AdapterFiles.WeightsFileName}}}");
 
         using var probe = Ids(validation.Take(4).ToList(), e => e.InputIds).to(device);
@@ -214,7 +239,8 @@ internal static class CausalLmRun
         fresh.Module.to(device);
         // The fresh stock model has no adapter: AdapterFiles.Load creates it from the file's target_modules, as PEFT's
         // PeftModel.from_pretrained does.
-        fresh.LoadAdapter(adapterDir);
+        if (options.Adaption) fresh.Module.LoadAdaptionPrompt(adapterDir);
+        else fresh.LoadAdapter(adapterDir);
         fresh.Module.eval();
         using var reloadedLogits = Logits(fresh.Module, probe);
         double reloadDiff = (reloadedLogits - trainedLogits).abs().max().item<float>();
@@ -303,7 +329,7 @@ internal static class CausalLmRun
             MaxGradNorm = 1.0,
             LogEvery = Math.Max(1, options.Steps / 5),
         };
-        using var trainer = new AdapterTrainer(model.TrainableParameters(), trainingOptions, new ConsoleProgress());
+        using var trainer = new AdapterTrainer(model.TrainableParameters(), trainingOptions, new ConsoleProgress(options.Method));
         for (int step = 0; step < options.Steps; step++)
         {
             var batch = Enumerable.Range(0, options.BatchSize).Select(_ => blocks[random.Next(blocks.Count)]).ToList();
@@ -318,10 +344,10 @@ internal static class CausalLmRun
     private static string Quote(string text) => "\"" + text.Replace("\n", "\\n", StringComparison.Ordinal) + "\"";
 
     /// <summary>Prints progress on the training thread (Progress&lt;T&gt; would post to the thread pool and reorder lines).</summary>
-    private sealed class ConsoleProgress : IProgress<TrainingProgress>
+    private sealed class ConsoleProgress(string method) : IProgress<TrainingProgress>
     {
         public void Report(TrainingProgress p) =>
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  [lora] step {p.Step,4}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:E2} |g| {p.GradNorm:F3} {p.Elapsed.TotalSeconds:F1}s"));
+                $"  [{method}] step {p.Step,4}/{p.TotalSteps} loss {p.Loss:F4} lr {p.LearningRate:E2} |g| {p.GradNorm:F3} {p.Elapsed.TotalSeconds:F1}s"));
     }
 }

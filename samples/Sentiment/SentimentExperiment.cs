@@ -187,7 +187,7 @@ public static class SentimentExperiment
         }
         else
         {
-            if (method.Bottleneck is { } bottleneck) classifier.AddBottleneckAdapters(bottleneck);
+            method.Insert(classifier);
             ModelWeights.Load(classifier, Path.Combine(directory, ModelWeightsFileName));
         }
     }
@@ -259,8 +259,7 @@ public static class SentimentExperiment
                 classifier.FreezeLayers(method.Freezing);
                 return classifier.parameters().Where(p => p.requires_grad).ToList();
             case Trains.Inserted:
-                if (method.Bottleneck is null) throw new InvalidOperationException($"Method '{method.Name}' trains inserted adapters, but has none.");
-                classifier.AddBottleneckAdapters(method.Bottleneck);
+                if (!method.Insert(classifier)) throw new InvalidOperationException($"Method '{method.Name}' trains inserted adapters, but has none.");
                 return classifier.TrainableParameters().ToList();
             default:
                 throw new ArgumentOutOfRangeException(nameof(method), method.Trains, null);

@@ -22,8 +22,9 @@ public enum Trains
     /// <summary>Chosen entries of the encoder's own weights (<see cref="SentimentMethod.Selective"/>: ID³, SPT) and the head;
     /// the weights are masked when the run starts, since the choice needs the run's length or data. Saved as model weights.</summary>
     Masked,
-    /// <summary>The bottleneck adapters the method's <see cref="SentimentMethod.Bottleneck"/> inserts after the encoder's
-    /// sub-layers, plus the head; saved with the classifier's weights.</summary>
+    /// <summary>The bottleneck adapters (<see cref="SentimentMethod.Bottleneck"/>) or the adaption prompt
+    /// (<see cref="SentimentMethod.AdaptionPrompt"/>) the method inserts into the encoder's blocks, plus the head; saved with the
+    /// classifier's weights.</summary>
     Inserted,
 }
 
@@ -75,6 +76,31 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <returns>The method.</returns>
     public static SentimentMethod Inserts(string name, string displayName, double learningRate, BottleneckConfig config)
         => new(name, displayName, learningRate, false, null, Trains.Inserted) { Bottleneck = config };
+
+    /// <summary>For <see cref="Trains.Inserted"/>: the adaption prompt inserted in the encoder's attentions.</summary>
+    public AdaptionPromptConfig? AdaptionPrompt { get; init; }
+
+    /// <summary>A method that inserts an adaption prompt into the encoder's attentions (<see cref="Trains.Inserted"/>) and
+    /// trains it with the head; saved as model weights.</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="config">The prompt (<see cref="AdaptionPromptConfig"/>).</param>
+    /// <returns>The method.</returns>
+    public static SentimentMethod Inserts(string name, string displayName, double learningRate, AdaptionPromptConfig config)
+        => new(name, displayName, learningRate, false, null, Trains.Inserted) { AdaptionPrompt = config };
+
+    /// <summary>Inserts the method's inserted adapters (<see cref="Bottleneck"/> or <see cref="AdaptionPrompt"/>) into the classifier.</summary>
+    /// <param name="classifier">The classifier.</param>
+    /// <returns>Whether the method inserts anything.</returns>
+    public bool Insert(SentimentClassifier classifier)
+    {
+        ArgumentNullException.ThrowIfNull(classifier);
+        if (Bottleneck is { } bottleneck) classifier.AddBottleneckAdapters(bottleneck);
+        else if (AdaptionPrompt is { } prompt) classifier.AddAdaptionPrompt(prompt);
+        else return false;
+        return true;
+    }
 
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
@@ -146,6 +172,7 @@ public static class SentimentMethods
         SentimentMethod.Inserts("houlsby", "Houlsby adapters (rf 16, after attention and FFN)", 1e-3, BottleneckConfig.Houlsby()),
         SentimentMethod.Inserts("pfeiffer", "Pfeiffer adapters (rf 16, after FFN)", 1e-3, BottleneckConfig.Pfeiffer()),
         SentimentMethod.Inserts("parallel", "scaled parallel adapters (rf 2, s 4, beside FFN)", 1e-3, BottleneckConfig.ScaledParallel()),
+        SentimentMethod.Inserts("adaption", "adaption prompt (10 tokens, both layers, zero-init gate)", 1e-2, new AdaptionPromptConfig(AdapterLen: 10, AdapterLayers: 2)),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
         SentimentMethod.Masks("spt", "SPT (1% of the encoder's matrix entries by sensitivity; LoRA r 8 where dense)", 1e-3, SentimentSelective.Spt),
         SentimentMethod.Masks("id3", "ID³ (1% of the encoder's matrix entries, unmasked in 10 steps)", 1e-3, SentimentSelective.Id3),

@@ -107,7 +107,7 @@ public sealed class SentimentMethodTests
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Targets is not null, m.Trains == Trains.AdapterAndHead));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Freezing is not null, m.Trains == Trains.Unfrozen));
         Assert.All(SentimentMethods.All, m => Assert.Equal(m.Selective is not null, m.Trains == Trains.Masked));
-        Assert.All(SentimentMethods.All, m => Assert.Equal(m.Bottleneck is not null, m.Trains == Trains.Inserted));
+        Assert.All(SentimentMethods.All, m => Assert.Equal((m.Bottleneck is not null ? 1 : 0) + (m.AdaptionPrompt is not null ? 1 : 0), m.Trains == Trains.Inserted ? 1 : 0));
         Assert.Same(SentimentMethods.Get("lora"), SentimentMethods.Get("LoRA"));
         var unknown = Assert.Throws<ArgumentException>(() => SentimentMethods.Get("lorra")).Message;
         Assert.Contains("Unknown method 'lorra'. Methods: probe, lora", unknown);
@@ -183,6 +183,12 @@ public sealed class SentimentMethodTests
                     Assert.Equal(method.Name == "houlsby" ? 4 : 2, classifier.InsertedAdapters().Count());
                     Assert.True(MaxDifference(output, plain) == 0, $"fresh {method.Name} adapters changed the encoder");
                     if (method.Name == "houlsby") Assert.Equal(134_274 - head, inserted);
+                    break;
+                case "adaption":
+                    // A prompt of 10 tokens and a zero gate in each of the two attentions (the 256- and 512-wide layers).
+                    Assert.Equal(2, classifier.InsertedAdapters().Count());
+                    Assert.Equal(10 * 256 + 1 + 10 * 512 + 1 + head, count);
+                    Assert.True(MaxDifference(output, plain) == 0, "zero gates changed the encoder");
                     break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());
