@@ -15,7 +15,8 @@ using static TorchSharp.torch;
 // likewise for layer freezing (Freezing.cs); --freezing runs section 8 (layer freezing) alone and prints its lines;
 // --init-only times only section 7 (PiSSA/OLoRA initialisation); --methods-only runs only section 6 (every method's step
 // against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
-// alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone.
+// alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
+// --attention runs section 10 (methods inside attention: the adaption prompt) alone.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -29,6 +30,7 @@ bool initOnly = false;
 bool methodsOnly = false;
 bool selectiveOnly = false;
 bool bottleneckOnly = false;
+bool attentionOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -42,6 +44,7 @@ for (int i = 0; i < args.Length; i++)
         case "--methods-only": methodsOnly = true; break;
         case "--selective": selectiveOnly = true; break;
         case "--bottleneck": bottleneckOnly = true; break;
+        case "--attention": attentionOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
@@ -57,6 +60,12 @@ if (selectiveOnly)
 if (bottleneckOnly)
 {
     foreach (var (name, value, note) in BottleneckProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
+if (attentionOnly)
+{
+    foreach (var (name, value, note) in AttentionProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
     return 0;
 }
 
@@ -360,6 +369,10 @@ if (!initOnly && !methodsOnly) results.AddRange(FreezingProbe.Results(rounds));
 // 9. Bottleneck adapters inserted after the sub-layers of a transformer stack (ITransformerBlock) against LoRA r=8 on
 //    every linear layer of the same stack.
 if (!initOnly && !methodsOnly) results.AddRange(BottleneckProbe.Results(rounds));
+
+// 10. Methods inside attention (AttentionInsertions): the adaption prompt against LoRA r=8 on q_proj/v_proj of the same
+//     4-block stack with real attention.
+if (!initOnly && !methodsOnly) results.AddRange(AttentionProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");
