@@ -74,7 +74,9 @@ public sealed class AdaptionPromptModelTests
     [Theory]
     [InlineData("llama", "model.layers.1.self_attn", "self_attn")]
     [InlineData("gpt2", "transformer.h.1.attn", "attn")]
-    public void PeftFilesRoundTripWithPeftsKeysAndFields(string family, string topAttention, string targetModules)
+    [InlineData("bert", "bert.encoder.layer.1.attention.self", "self")]
+    [InlineData("uselite", "layers.1", null)]
+    public void PeftFilesRoundTripWithPeftsKeysAndFields(string family, string topAttention, string? targetModules)
     {
         string dir = TinyLlama.TempDir("adaption");
         try

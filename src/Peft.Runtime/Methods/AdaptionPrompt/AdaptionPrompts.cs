@@ -84,7 +84,8 @@ public static class AdaptionPrompts
             ["peft_type"] = AdaptionPromptConfig.PeftType,
             ["adapter_len"] = config.AdapterLen,
             ["adapter_layers"] = config.AdapterLayers,
-            ["target_modules"] = names.Count == 1 ? names[0] : null,
+            // The attention's module name (PEFT's "self_attn"); none where blocks are their own attention (an index, USE-lite).
+            ["target_modules"] = names.Count == 1 && !names[0].All(char.IsAsciiDigit) ? names[0] : null,
             ["base_model_name_or_path"] = options.BaseModelNameOrPath,
             ["task_type"] = options.TaskType,
             ["revision"] = options.Revision,
@@ -257,8 +258,9 @@ public static class AdaptionPrompts
         return attentions.Skip(attentions.Count - config.AdapterLayers).ToList();
     }
 
-    /// <summary>The module path of each attention: the module the point registers on (found by its point once inserted, else
-    /// by the walker's module holding an <see cref="AttentionInsertions"/> of that identity).</summary>
+    /// <summary>The module path of each attention: the deepest module exposing that <see cref="AttentionInsertions"/> as a
+    /// property (the attention module itself, on which the point registers; a parent may forward it, as BERT's
+    /// <c>attention</c> does for <c>attention.self</c>).</summary>
     private static List<string> AttentionPaths(nn.Module model, IReadOnlyList<AttentionInsertions> attentions)
     {
         var owners = new Dictionary<object, string>(ReferenceEqualityComparer.Instance);
@@ -267,7 +269,8 @@ public static class AdaptionPrompts
             foreach (var property in node.Module.GetType().GetProperties())
             {
                 if (property.PropertyType == typeof(AttentionInsertions) && property.GetIndexParameters().Length == 0
-                    && property.GetValue(node.Module) is AttentionInsertions insertions && !owners.ContainsKey(insertions))
+                    && property.GetValue(node.Module) is AttentionInsertions insertions
+                    && (!owners.TryGetValue(insertions, out var known) || known.Length < node.Path.Length))
                 {
                     owners[insertions] = node.Path;
                 }
