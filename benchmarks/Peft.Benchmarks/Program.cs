@@ -18,7 +18,8 @@ using static TorchSharp.torch;
 // alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
 // --prefix runs section 10 (prefix tuning and MAM inside attention) alone;
 // --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process;
-// --prompts runs section 12 (prompt tuning and DePT against LoRA on a transformer stack) alone.
+// --prompts runs section 12 (prompt tuning and DePT against LoRA on a transformer stack) alone;
+// --attention runs section 13 (methods inside attention: the adaption prompt) alone.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -36,6 +37,7 @@ bool prefixOnly = false;
 bool meftOnly = false;
 string? meftProbe = null;
 bool promptsOnly = false;
+bool attentionOnly = false;
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -53,6 +55,7 @@ for (int i = 0; i < args.Length; i++)
         case "--meft": meftOnly = true; break;
         case "--meft-probe": meftProbe = args[++i]; break;
         case "--prompts": promptsOnly = true; break;
+        case "--attention": attentionOnly = true; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
@@ -81,6 +84,12 @@ if (promptsOnly)
 if (bottleneckOnly)
 {
     foreach (var (name, value, note) in BottleneckProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    return 0;
+}
+
+if (attentionOnly)
+{
+    foreach (var (name, value, note) in AttentionProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
     return 0;
 }
 
@@ -402,6 +411,10 @@ if (!initOnly && !methodsOnly) results.AddRange(MeftProbe.Results());
 // 12. The prompt methods (prompt tuning, DePT) on the input embedding of a transformer stack against LoRA r=8 on every
 //     linear layer of the same stack.
 if (!initOnly && !methodsOnly) results.AddRange(PromptProbe.Results(rounds));
+
+// 13. Methods inside attention (AttentionInsertions): the adaption prompt against LoRA r=8 on q_proj/v_proj of the same
+//     4-block stack with real attention.
+if (!initOnly && !methodsOnly) results.AddRange(AttentionProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");

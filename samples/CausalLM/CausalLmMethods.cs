@@ -46,6 +46,16 @@ internal static class CausalLmMethods
             (lm, dir, baseDir) => lm.Module.SavePrefixTuning(dir, baseModelNameOrPath: baseDir, taskType: "CAUSAL_LM"),
             (lm, dir) => lm.Module.LoadPrefixTuning(dir),
             UsesTargets: false),
+        new("adaption", (lm, _, _) =>
+            {
+                // PEFT's AdaptionPromptConfig(adapter_len=10, adapter_layers=all): a prompt and a zero gate in each attention.
+                int layers = TransformerBlocks.Find(lm.Module).Blocks.Count;
+                var inserted = lm.Module.AddAdaptionPrompt(new AdaptionPromptConfig(AdapterLen: 10, AdapterLayers: layers));
+                return $"adaption prompt: 10 tokens in {inserted.Count} attentions ({string.Join(", ", inserted.Take(2).Select(i => i.AttentionPath))}{(inserted.Count > 2 ? ", ..." : "")})";
+            },
+            (lm, dir, baseDir) => lm.Module.SaveAdaptionPrompt(dir, options: new AdapterSaveOptions { BaseModelNameOrPath = baseDir, TaskType = "CAUSAL_LM" }),
+            (lm, dir) => lm.Module.LoadAdaptionPrompt(dir),
+            UsesTargets: false),
         new("dept", (lm, _, options) =>
             {
                 // DePT on the input embedding: every block has exactly --block-size tokens, which its table covers.

@@ -118,6 +118,16 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     public static SentimentMethod Reversible(string name, string displayName, double learningRate, MeftConfig config)
         => Inserts(name, displayName, learningRate, model => model.AddMeft(config)) with { Meft = config };
 
+    /// <summary>A method that inserts an adaption prompt into the encoder's attentions (<see cref="Trains.Inserted"/>) and
+    /// trains it with the head; saved as model weights.</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="config">The prompt (<see cref="AdaptionPromptConfig"/>).</param>
+    /// <returns>The method.</returns>
+    public static SentimentMethod Inserts(string name, string displayName, double learningRate, AdaptionPromptConfig config)
+        => Inserts(name, displayName, learningRate, model => model.AddAdaptionPrompt(config));
+
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
     /// <param name="displayName">The table's row name.</param>
@@ -201,6 +211,7 @@ public static class SentimentMethods
         SentimentMethod.Inserts("prefix", $"prefix tuning ({PrefixTokens} positions, MLP 256)", 1e-3, m => m.AddPrefixTuning(new PrefixTuningConfig(PrefixTokens, Projection: true, EncoderHiddenSize: 256))),
         SentimentMethod.Inserts("mam", "MAM (prefix 30 via MLP 800 + scaled parallel rf 2, s 4)", 1e-3, m => m.AddMamAdapter()),
         SentimentMethod.Reversible("meft", "MEFT1 (reversible, bottleneck 8, lambda = beta = 0.1)", 1e-3, new MeftConfig(AdapterBottleneckDim: 8)),
+        SentimentMethod.Inserts("adaption", "adaption prompt (10 tokens, both layers, zero-init gate)", 1e-2, new AdaptionPromptConfig(AdapterLen: 10, AdapterLayers: 2)),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
         SentimentMethod.Masks("spt", "SPT (1% of the encoder's matrix entries by sensitivity; LoRA r 8 where dense)", 1e-3, SentimentSelective.Spt),
         SentimentMethod.Masks("id3", "ID³ (1% of the encoder's matrix entries, unmasked in 10 steps)", 1e-3, SentimentSelective.Id3),

@@ -76,6 +76,12 @@ public static class AdapterMerger
             throw CliException.Failure($"{configPath}: prefix tuning adds key/value positions to every attention, not a weight update; there is nothing to merge into the base weights.");
         }
 
+        if (AdaptionPrompts.IsAdaptionPrompt(adapterDirectory))
+        {
+            throw CliException.Failure($"{configPath}: an adaption prompt ({AdaptionPromptConfig.PeftType}) adds gated attention to its own tokens inside each attention " +
+                "(a softmax that depends on every query), not a weight update; there is nothing to merge into the base weights. Load it with LoadAdaptionPrompt.");
+        }
+
         var (config, method) = AdapterDirectory.ReadConfig(adapterDirectory);
         if (method.IsPromptLearning)
         {

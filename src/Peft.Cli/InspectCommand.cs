@@ -104,6 +104,7 @@ internal static class InspectCommand
 
     private static JsonObject Adapter(string directory)
     {
+        if (AdaptionPrompts.IsAdaptionPrompt(directory)) return AdaptionPromptReport.Create(directory);
         var (config, method) = AdapterDirectory.ReadConfig(directory);
         string weights = AdapterDirectory.WeightsPath(directory);
         using var reader = SafetensorsFile.Open(weights);

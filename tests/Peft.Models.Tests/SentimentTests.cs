@@ -219,6 +219,12 @@ public sealed class SentimentMethodTests
                     Assert.Equal(1, meft.First);
                     Assert.Equal((UseLiteConfig.Layers - 1) * method.Meft!.CountParameters(512) + head, count);
                     break;
+                case "adaption":
+                    // A prompt of 10 tokens and a zero gate in each of the two attentions (the 256- and 512-wide layers).
+                    Assert.Equal(2, classifier.InsertedAdapters().Count());
+                    Assert.Equal(10 * 256 + 1 + 10 * 512 + 1 + head, count);
+                    Assert.True(MaxDifference(output, plain) == 0, "zero gates changed the encoder");
+                    break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());
                     Assert.Equal(SentimentMethods.PromptTokens * UseLiteConfig.EmbeddingDim + head, count);

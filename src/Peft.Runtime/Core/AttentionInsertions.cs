@@ -117,6 +117,10 @@ public sealed class AttentionInsertions
     /// <summary>The attention's shape.</summary>
     public AttentionGeometry Geometry { get; }
 
+    /// <summary>The attention module the points belong to (where <c>insertions</c> registers; its path is the attention's
+    /// path in files, e.g. PEFT's <c>…self_attn.adaption_prompt</c>).</summary>
+    public nn.Module Module => _attention;
+
     /// <summary>The point, once anything was inserted; else null.</summary>
     public AttentionInsertionPoint? Point => _point;
 
