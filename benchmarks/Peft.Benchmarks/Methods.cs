@@ -48,6 +48,11 @@ internal static class BenchmarkedMethods
         ("PiSSA full SVD", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA)),
         ("PiSSA niter=4", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.PiSSA, PissaIterations: 4)),
         ("OLoRA QR", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.OLoRA)),
+        // LoftQ: each iteration quantizes (NF4 or int8) and takes a full SVD of the quantization error; it trains as LoRA
+        // (on a quantized base, QLoRA's step).
+        ("LoftQ NF4 iter=1", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.LoftQ)),
+        ("LoftQ NF4 iter=5", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.LoftQ, LoftQIterations: 5)),
+        ("LoftQ int8 iter=1", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.LoftQ, LoftQBits: 8)),
     };
 
     /// <summary>QLoRA: the first line's LoRA over a base whose four frozen weights are stored quantized (dequantized in each

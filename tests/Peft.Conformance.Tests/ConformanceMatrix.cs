@@ -18,6 +18,7 @@ public static class ConformanceMatrix
         BitFitRows.Cases,
         SSFRows.Cases,
         PiSSARows.Cases,
+        LoftQRows.Cases,
         RandLoRARows.Cases,
         VBLoRARows.Cases,
         SVFitRows.Cases,

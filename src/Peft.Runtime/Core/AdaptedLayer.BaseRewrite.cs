@@ -36,7 +36,7 @@ public abstract partial class AdaptedLayer
                 MemberName, null);
         }
 
-        if (_residual is { } residual && residual.Matches(Weight))
+        if (_residual is { } residual && residual.Matches(CurrentBaseFingerprint()))
         {
             var rewriter = _adapters.First(RewritesBase);
             throw new PeftConfigurationException(
@@ -68,7 +68,7 @@ public abstract partial class AdaptedLayer
     /// was created): the adapter's part of the weight would count twice.</exception>
     public void EnsureResidualBase()
     {
-        if (_residual is not { } residual || IsMerged || residual.Matches(Weight))
+        if (_residual is not { } residual || IsMerged || residual.Matches(CurrentBaseFingerprint()))
         {
             return;
         }
@@ -132,9 +132,14 @@ public abstract partial class AdaptedLayer
     {
         if (_residual is not null && dtype is not null)
         {
-            _residual = BaseFingerprint.Of(Weight);
+            _residual = CurrentBaseFingerprint();
         }
     }
+
+    /// <summary>The fingerprint of the base weight as the forward uses it: the dense weight, or for a quantized base (a LoftQ
+    /// residual stored by <see cref="AdaptedLinear.QuantizeBase"/>) its dequantized value.</summary>
+    /// <returns>The fingerprint.</returns>
+    private protected virtual BaseFingerprint CurrentBaseFingerprint() => BaseFingerprint.Of(Weight);
 
     private static bool RewritesBase(PeftAdapter adapter) => adapter is IBaseRewritingAdapter { RewritesBase: true };
 

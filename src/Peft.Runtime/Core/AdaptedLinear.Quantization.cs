@@ -21,8 +21,12 @@ public sealed partial class AdaptedLinear
     /// </summary>
     /// <param name="format">The storage format.</param>
     /// <returns>The bytes the quantized weight occupies.</returns>
+    /// <remarks>A base holding a LoftQ residual (<see cref="IQuantizedResidualAdapter"/>) is stored from the codes the adapter's
+    /// initialisation computed, in the format it was fitted for, so the stored weight is exactly the residual the adapter
+    /// complements.</remarks>
     /// <exception cref="PeftConfigurationException">The weight is already quantized or trainable, an adapter is merged into it,
-    /// it holds a PiSSA/OLoRA residual, or a live adapter needs the dense weight (DoRA, HiRA).</exception>
+    /// it holds a PiSSA/OLoRA residual (or a LoftQ residual fitted for another format), or a live adapter needs the dense
+    /// weight (DoRA, HiRA).</exception>
     public long QuantizeBase(QuantizationFormat format)
     {
         if (_quantized is not null)
@@ -38,14 +42,6 @@ public sealed partial class AdaptedLinear
                 MemberName, null);
         }
 
-        if (HoldsResidualBase)
-        {
-            throw new PeftConfigurationException(
-                $"Member '{MemberName}' holds the residual of a base-rewriting initialisation (PiSSA, OLoRA); quantizing it is not supported here " +
-                "(the residual is checked against its dense values). Quantize a base whose adapters do not rewrite it, or keep this one dense.",
-                MemberName, null);
-        }
-
         if (_weight.requires_grad)
         {
             throw new PeftConfigurationException(
@@ -54,7 +50,7 @@ public sealed partial class AdaptedLinear
         }
 
         EnsureDenseBaseFor(LiveAdapters.Where(a => a is IRowRescalingAdapter or IWeightRewritingAdapter), format);
-        var quantized = QuantizedWeight.Quantize(_weight, format);
+        var quantized = HoldsResidualBase ? QuantizedResidualFor(format) : QuantizedWeight.Quantize(_weight, format);
         var dense = _weight;
         _internal_params.Remove(WeightName);
         foreach (var (name, buffer) in quantized.Buffers)
@@ -98,6 +94,65 @@ public sealed partial class AdaptedLinear
         _weight = weight;
         register_parameter(WeightName, weight);
         return true;
+    }
+
+    /// <inheritdoc />
+    private protected override BaseFingerprint CurrentBaseFingerprint()
+    {
+        if (_quantized is null)
+        {
+            return BaseFingerprint.Of(_weight);
+        }
+
+        using var dense = _quantized.Dequantize();
+        return BaseFingerprint.Of(dense);
+    }
+
+    /// <summary>The quantized residual a LoftQ adapter computed for this base (checked against the residual the layer
+    /// recorded), or an error naming the member and the fix for any other residual.</summary>
+    private QuantizedWeight QuantizedResidualFor(QuantizationFormat format)
+    {
+        var rewriters = Adapters.Where(a => a is IBaseRewritingAdapter { RewritesBase: true }).ToList();
+        if (rewriters.Count != 1 || rewriters[0] is not IQuantizedResidualAdapter { ResidualFormat: { } fitted } source)
+        {
+            throw new PeftConfigurationException(
+                $"Member '{MemberName}' holds the residual of a base-rewriting initialisation ({string.Join(", ", rewriters.Select(a => ((IBaseRewritingAdapter)a).BaseRewriteName))}); " +
+                "quantizing it is not supported here (the residual is checked against its dense values). Quantize a base whose adapters do not rewrite it, " +
+                "use LoRAInit.LoftQ (whose residual is the quantized weight), or keep this one dense.",
+                MemberName, null);
+        }
+
+        var adapter = rewriters[0];
+        if (fitted != format)
+        {
+            throw new PeftConfigurationException(
+                $"Member '{MemberName}': adapter '{adapter.AdapterName}' ({source.BaseRewriteName}) fitted its residual to {fitted} quantization, so the base " +
+                $"cannot be stored as {format} (the adapter would complement another weight). Call QuantizeBase({nameof(QuantizationFormat)}.{fitted}), or change the adapter's LoftQBits.",
+                MemberName, adapter.AdapterName);
+        }
+
+        var quantized = source.TakeQuantizedResidual() ?? throw new PeftConfigurationException(
+            $"Member '{MemberName}': adapter '{adapter.AdapterName}' ({source.BaseRewriteName}) handed its quantized residual to the base already (quantized, then " +
+            "dequantized); storing it again from the dense values would not reproduce it. Keep the base quantized, or load the original base and call ReinitializeFromBase().",
+            MemberName, adapter.AdapterName);
+        if (quantized.Device.type != _weight.device.type || quantized.Device.index != _weight.device.index)
+        {
+            var moved = quantized.Rebind(name => quantized.Buffers[name].to(_weight.device));
+            foreach (var buffer in quantized.Buffers.Values) buffer.Dispose();
+            quantized = moved;
+        }
+
+        using var dense = quantized.Dequantize();
+        if (!BaseFingerprint.Of(dense).Matches(CurrentBaseFingerprint()))
+        {
+            foreach (var buffer in quantized.Buffers.Values) buffer.Dispose();
+            throw new PeftConfigurationException(
+                $"Member '{MemberName}': the base weight is no longer the residual adapter '{adapter.AdapterName}' ({source.BaseRewriteName}) quantized " +
+                "(a base checkpoint loaded since?). Load the original base weights and call ReinitializeFromBase() before QuantizeBase().",
+                MemberName, adapter.AdapterName);
+        }
+
+        return quantized;
     }
 
     /// <inheritdoc />

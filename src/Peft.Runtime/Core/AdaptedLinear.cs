@@ -112,11 +112,16 @@ public sealed partial class AdaptedLinear : AdaptedLayer
     /// <inheritdoc />
     public override long OutFeatures => _out;
 
+    /// <summary>Sees each forward's input before anything else runs (<see cref="LayerInputCapture"/> sets it while it
+    /// captures); null otherwise.</summary>
+    internal Action<Tensor>? InputObserver { get; set; }
+
     /// <summary>Computes the base product plus the live adapters (see the class remarks).</summary>
     /// <param name="input">The input <c>[..., in]</c>.</param>
     /// <returns>The output <c>[..., out]</c>.</returns>
     public override Tensor forward(Tensor input)
     {
+        InputObserver?.Invoke(input);
         EnsureUnmergedWhenDisabled();
         var plan = _plan;
         if (plan is null && _quantized is null)

@@ -224,7 +224,7 @@ public interface IBaseInitializedAdapter
 }
 
 /// <summary>
-/// An adapter whose initialisation rewrites the base weight (PiSSA, OLoRA, and later KaSA, CorDA, LoftQ): it takes a part
+/// An adapter whose initialisation rewrites the base weight (PiSSA, OLoRA, LoftQ, and later KaSA, CorDA): it takes a part
 /// <c>P</c> of the weight into its own factors and leaves the residual <c>W_res = W − P</c> in the base, in place, so the
 /// adapted layer still computes <c>W</c> at the start. What the layer does with such an adapter (docs/ARCHITECTURE.md,
 /// "Adapters that rewrite the base"): it refuses to add one while anything is merged (the residual would hold the merged
@@ -240,6 +240,25 @@ public interface IBaseRewritingAdapter : IBaseInitializedAdapter
 
     /// <summary>The initialisation's name for messages, e.g. <c>PiSSA (init_lora_weights "pissa")</c>.</summary>
     string BaseRewriteName { get; }
+}
+
+/// <summary>
+/// A base-rewriting adapter whose residual is a quantized weight (LoftQ: the base becomes <c>Q = dequant(quant(·))</c> and the
+/// adapter holds the low-rank rest of <c>W − Q</c>). Its initialisation computes the quantized codes itself, so
+/// <see cref="AdaptedLinear.QuantizeBase"/> with <see cref="ResidualFormat"/> stores exactly those codes (re-quantizing the
+/// dequantized <c>Q</c> would not reproduce it: NF4's absmaxes are quantized again around their mean), and the layer's
+/// residual fingerprint then reads the dequantized weight (docs/ARCHITECTURE.md, "Adapters that rewrite the base").
+/// </summary>
+public interface IQuantizedResidualAdapter : IBaseRewritingAdapter
+{
+    /// <summary>The format the residual was quantized with, or null when this adapter's residual is not quantized (a LoRA
+    /// adapter's is only with LoftQ).</summary>
+    QuantizationFormat? ResidualFormat { get; }
+
+    /// <summary>Hands over the quantized residual from the last initialisation (its buffers become the layer's); null when
+    /// there is none or it was handed over already.</summary>
+    /// <returns>The quantized residual, or null.</returns>
+    QuantizedWeight? TakeQuantizedResidual();
 }
 
 /// <summary>Prepends learned vectors to a sequence of embeddings (prompt tuning); not mergeable.</summary>

@@ -111,6 +111,8 @@ public static class LoRAConversion
         if (config.PeftType != "LORA" || config.GetBool("use_dora", false))
             throw new AdapterFormatException($"{config.Source}: the {role} adapter is {config.PeftType}{(config.GetBool("use_dora", false) ? " with use_dora" : string.Empty)}; only plain LoRA adapters initialised by PiSSA or OLoRA convert.");
         var options = LoRAConfigFields.Read(config, null);
+        if (options.Init == LoRAInit.LoftQ)
+            throw new AdapterFormatException($"{config.Source}: the {role} adapter is LoftQ (init_lora_weights \"loftq\"), whose base is the quantized Q, not W − s·B₀A₀, so [A; A₀], [B, −B₀] would not give its model on the original base; PEFT converts PiSSA, OLoRA and CorDA only. Use it with the LoftQ base (the original base quantized by the adapter's load), or merge it with peft merge.");
         if (!options.RewritesBase && options.Init != LoRAInit.KaimingUniform)
             throw new AdapterFormatException($"{config.Source}: init_lora_weights of the {role} adapter is {options.Init}; the conversion is for adapters initialised by PiSSA or OLoRA (\"pissa\", \"pissa_niter_K\", \"olora\", or true once marked for the residual base).");
         return config;

@@ -4,13 +4,20 @@ using Peft.Generators.Parsing;
 
 namespace Peft.Generators.Methods.LoRA;
 
-/// <summary><c>[LoRA(rank, alpha, dropout, UseRsLora, Init, PissaIterations)]</c> → <c>Peft.LoRAOptions</c>; r·(in + out)
-/// parameters. PEFT0021 reports initialisation arguments that do not go together (PissaIterations below 0, or set without
-/// Init = PiSSA).</summary>
+/// <summary><c>[LoRA(rank, alpha, dropout, UseRsLora, Init, PissaIterations, LoftQBits, LoftQIterations)]</c> →
+/// <c>Peft.LoRAOptions</c>; r·(in + out) parameters. PEFT0021 reports initialisation arguments that do not go together
+/// (PissaIterations below 0, or set without Init = PiSSA); PEFT0050 LoftQ's (LoftQBits not 4 or 8, LoftQIterations below 1,
+/// either changed without Init = LoftQ).</summary>
 internal sealed class LoRASpec : MethodSpec
 {
     /// <summary>PEFT0021: the initialisation arguments do not go together (LoRA's PissaIterations; PiSSA/OLoRA on DoRA).</summary>
     public const string InitArgumentsId = "PEFT0021";
+
+    /// <summary>PEFT0050: LoftQ's arguments are out of range or set without Init = LoftQ.</summary>
+    public const string LoftQArgumentsId = "PEFT0050";
+
+    /// <summary><c>LoRAInit.LoftQ</c>'s value.</summary>
+    public const int LoftQ = 5;
 
 #if PEFT_ANALYZERS
     /// <summary>PEFT0021's descriptor (docs/diagnostics/PEFT0021.md).</summary>
@@ -23,7 +30,17 @@ internal sealed class LoRASpec : MethodSpec
         isEnabledByDefault: true,
         helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0021"));
 
-    public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(InitArguments);
+    /// <summary>PEFT0050's descriptor (docs/diagnostics/PEFT0050.md).</summary>
+    public static readonly Microsoft.CodeAnalysis.DiagnosticDescriptor LoftQArguments = new(
+        "PEFT0050",
+        "Invalid LoftQ arguments",
+        "[{0}] on '{1}': {2}",
+        global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.Category,
+        Microsoft.CodeAnalysis.DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0050"));
+
+    public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(InitArguments, LoftQArguments);
 #endif
 
     public override string Name => "LoRA";
@@ -32,7 +49,12 @@ internal sealed class LoRASpec : MethodSpec
 
     public override LayerKind LayerKinds => LayerKind.Linear;
 
-    public override ImmutableArray<ArgumentSpec> Arguments { get; } = LowRankSpec.Arguments.Add(ArgumentSpec.Int("PissaIterations", "PissaIterations", 0));
+    public override ImmutableArray<ArgumentSpec> Arguments { get; } = LowRankSpec.Arguments.AddRange(new[]
+    {
+        ArgumentSpec.Int("PissaIterations", "PissaIterations", 0),
+        ArgumentSpec.Int("LoftQBits", "LoftQBits", 4),
+        ArgumentSpec.Int("LoftQIterations", "LoftQIterations", 1),
+    });
 
     public override void Validate(ValidationContext context)
     {
@@ -47,6 +69,42 @@ internal sealed class LoRASpec : MethodSpec
         {
             context.Report(InitArgumentsId, "PissaIterations", Name, context.Member.Name,
                 "PissaIterations applies to Init = LoRAInit.PiSSA only; set Init = LoRAInit.PiSSA or remove PissaIterations");
+        }
+
+        ValidateLoftQ(context);
+    }
+
+    private void ValidateLoftQ(ValidationContext context)
+    {
+        int bits = context.Adapter.Int("LoftQBits");
+        int iterations = context.Adapter.Int("LoftQIterations");
+        if (context.Adapter.Int("Init") != LoftQ)
+        {
+            if (bits != 4)
+            {
+                context.Report(LoftQArgumentsId, "LoftQBits", Name, context.Member.Name,
+                    "LoftQBits applies to Init = LoRAInit.LoftQ only; set Init = LoRAInit.LoftQ or remove LoftQBits");
+            }
+
+            if (iterations != 1)
+            {
+                context.Report(LoftQArgumentsId, "LoftQIterations", Name, context.Member.Name,
+                    "LoftQIterations applies to Init = LoRAInit.LoftQ only; set Init = LoRAInit.LoftQ or remove LoftQIterations");
+            }
+
+            return;
+        }
+
+        if (bits != 4 && bits != 8)
+        {
+            context.Report(LoftQArgumentsId, "LoftQBits", Name, context.Member.Name,
+                "LoftQBits is " + ValidationContext.Format(bits) + "; use 4 (NF4, loftq_bits 4) or 8 (int8, loftq_bits 8)");
+        }
+
+        if (iterations < 1)
+        {
+            context.Report(LoftQArgumentsId, "LoftQIterations", Name, context.Member.Name,
+                "LoftQIterations is " + ValidationContext.Format(iterations) + "; use at least 1 quantize/SVD alternation (loftq_iter)");
         }
     }
 
@@ -65,7 +123,7 @@ internal static class LowRankSpec
         ArgumentSpec.Double("alpha", "Alpha", 8.0),
         ArgumentSpec.Double("dropout", "Dropout", 0.0),
         ArgumentSpec.Bool("UseRsLora", "UseRsLora", false),
-        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random", "PiSSA", "OLoRA"));
+        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random", "PiSSA", "OLoRA", "LoftQ"));
 
     /// <summary><c>LoRAInit.PiSSA</c>'s value.</summary>
     public const int PiSSA = 3;

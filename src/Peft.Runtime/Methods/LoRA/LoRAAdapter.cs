@@ -11,10 +11,13 @@ namespace Peft;
 /// <c>s · (x Aᵀ) Bᵀ</c> into the layer's output in place and merges as <c>W += s · B A</c>.
 /// </summary>
 /// <remarks>With <see cref="LoRAInit.PiSSA"/> or <see cref="LoRAInit.OLoRA"/> the adapter is an <see cref="IBaseRewritingAdapter"/>:
-/// when it joins its layer, A and B are set from the base weight and the base keeps the residual <c>W − s·B A</c>.</remarks>
-public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IBaseRewritingAdapter
+/// when it joins its layer, A and B are set from the base weight and the base keeps the residual <c>W − s·B A</c>. With
+/// <see cref="LoRAInit.LoftQ"/> the base becomes the quantized <c>Q</c> and the adapter keeps its codes until
+/// <see cref="AdaptedLinear.QuantizeBase"/> takes them (<see cref="IQuantizedResidualAdapter"/>).</remarks>
+public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IQuantizedResidualAdapter
 {
     private readonly LowRankPair _pair;
+    private QuantizedWeight? _loftq;
 
     /// <summary>Creates a LoRA adapter initialised as PEFT does (A per <see cref="LoRAOptions.Init"/>, B zeros).</summary>
     /// <param name="adapterName">The adapter name.</param>
@@ -66,18 +69,33 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IBaseRewritingAd
     {
         LoRAInit.PiSSA => $"PiSSA, init_lora_weights \"{LoRABaseInitialization.PeftName(Options.Init, Options.PissaIterations)}\"",
         LoRAInit.OLoRA => "OLoRA, init_lora_weights \"olora\"",
+        LoRAInit.LoftQ => $"LoftQ, init_lora_weights \"loftq\" with loftq_bits {Options.LoftQBits}, loftq_iter {Options.LoftQIterations}",
         _ => "LoRA",
     };
 
-    /// <summary>With PiSSA or OLoRA: sets A and B from the base weight and leaves the residual <c>W − s·B A</c> in it
-    /// (<see cref="LoRABaseInitialization.Apply"/>); the layer calls it under no_grad. Other initialisations do not read the base.</summary>
+    /// <inheritdoc />
+    public QuantizationFormat? ResidualFormat => Options.Init == LoRAInit.LoftQ ? Options.LoftQFormat : null;
+
+    /// <inheritdoc />
+    public QuantizedWeight? TakeQuantizedResidual()
+    {
+        var codes = _loftq;
+        _loftq = null;
+        return codes;
+    }
+
+    /// <summary>With PiSSA or OLoRA: sets A and B from the base weight and leaves the residual <c>W − s·B A</c> in it; with
+    /// LoftQ, leaves its quantized <c>Q</c> and keeps the codes (<see cref="LoRABaseInitialization.Apply"/>); the layer calls it
+    /// under no_grad. Other initialisations do not read the base.</summary>
     /// <param name="layer">The base parameters.</param>
     public void InitializeFromBase(LayerParameters layer)
     {
         ArgumentNullException.ThrowIfNull(layer);
         if (RewritesBase)
         {
-            LoRABaseInitialization.Apply(Options, layer.Weight, _pair.A, _pair.B);
+            var codes = LoRABaseInitialization.Apply(Options, layer.Weight, _pair.A, _pair.B);
+            DisposeCodes();
+            _loftq = codes;
         }
     }
 
@@ -117,6 +135,26 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IBaseRewritingAd
     {
         yield return ("lora_A.weight", _pair.A);
         yield return ("lora_B.weight", _pair.B);
+    }
+
+    /// <inheritdoc />
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            DisposeCodes();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    private void DisposeCodes()
+    {
+        if (_loftq is { } codes)
+        {
+            foreach (var buffer in codes.Buffers.Values) buffer.Dispose();
+            _loftq = null;
+        }
     }
 }
 

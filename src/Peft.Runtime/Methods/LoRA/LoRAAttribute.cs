@@ -44,6 +44,14 @@ public sealed class LoRAAttribute : Attribute
     /// any other initialisation.</summary>
     public int PissaIterations { get; set; }
 
+    /// <summary>With <see cref="LoRAInit.LoftQ"/>: the bits of the quantized base, 4 (NF4, the default) or 8 (int8); PEFT's
+    /// <c>loftq_config.loftq_bits</c>. Must stay 4 with any other initialisation.</summary>
+    public int LoftQBits { get; set; } = 4;
+
+    /// <summary>With <see cref="LoRAInit.LoftQ"/>: the number of quantize/SVD alternations, at least 1 (the default); PEFT's
+    /// <c>loftq_config.loftq_iter</c>. Must stay 1 with any other initialisation.</summary>
+    public int LoftQIterations { get; set; } = 1;
+
     /// <summary>The adapter name (PEFT's adapter_name). Defaults to <c>"default"</c>.</summary>
     public string Name { get; set; } = AdapterNames.Default;
 }
@@ -70,6 +78,12 @@ public enum LoRAInit
     /// <summary>OLoRA (Büyükakyüz, 2024), PEFT's <c>init_lora_weights="olora"</c>: from the QR decomposition <c>W = Q R</c>,
     /// <c>B = Q[:, :r]</c> and <c>A = R[:r]</c>, and the base weight becomes <c>W − s·B A</c>.</summary>
     OLoRA = 4,
+
+    /// <summary>LoftQ (Li et al., 2023), PEFT's <c>init_lora_weights="loftq"</c> with <c>loftq_config</c>
+    /// (<see cref="LoRAAttribute.LoftQBits"/>, <see cref="LoRAAttribute.LoftQIterations"/>): alternately <c>Q = quant(W − s·B A)</c>
+    /// and A, B from the top-r SVD of <c>W − Q</c>; the base weight becomes <c>Q</c> (dequantized; <c>model.QuantizeBase</c> in the
+    /// same format then stores exactly those codes), so the layer starts at <c>Q + s·B A ≈ W</c> on a quantized base.</summary>
+    LoftQ = 5,
 }
 
 /// <summary>Well-known adapter names.</summary>

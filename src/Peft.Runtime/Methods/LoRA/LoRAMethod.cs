@@ -75,7 +75,8 @@ public static class LoRAConfigFields
         double alpha = config.Alpha(modulePath, "lora_alpha", 8);
         double dropout = config.Probability("lora_dropout");
         var (init, iterations) = ReadInit(config);
-        return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), init, iterations);
+        var (bits, loftqIterations) = init == LoRAInit.LoftQ ? ReadLoftQ(config) : (4, 1);
+        return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), init, iterations, bits, loftqIterations);
     }
 
     /// <summary>Writes the LoraConfig fields of <paramref name="writer"/>'s adapter.</summary>
@@ -93,6 +94,7 @@ public static class LoRAConfigFields
         };
         bool rs = writer.Same("use_rslora", o => Of(o).UseRsLora);
         var init = writer.Same("init_lora_weights", o => (Of(o).Init, Of(o).PissaIterations));
+        var loftq = writer.Same("loftq_config", o => (Of(o).LoftQBits, Of(o).LoftQIterations));
         double dropout = writer.Same("lora_dropout", o => Of(o).Dropout);
         writer.WithPattern("r", "rank_pattern", o => Of(o).Rank, v => v);
         writer.WithPattern("lora_alpha", "alpha_pattern", o => Of(o).Alpha, v => v);
@@ -106,7 +108,7 @@ public static class LoRAConfigFields
         {
             LoRAInit.Gaussian => "gaussian",
             LoRAInit.Random => false,
-            LoRAInit.PiSSA or LoRAInit.OLoRA => LoRABaseInitialization.PeftName(init.Item1, init.Item2),
+            LoRAInit.PiSSA or LoRAInit.OLoRA or LoRAInit.LoftQ => LoRABaseInitialization.PeftName(init.Item1, init.Item2),
             _ => true,
         };
         writer.Fields["layers_to_transform"] = null;
@@ -117,7 +119,10 @@ public static class LoRAConfigFields
         writer.Fields["megatron_config"] = null;
         writer.Fields["megatron_core"] = "megatron.core";
         writer.Fields["trainable_token_indices"] = null;
-        writer.Fields["loftq_config"] = new JsonObject();
+        // PEFT's LoftQConfig: {} unless init_lora_weights is "loftq", which requires it.
+        writer.Fields["loftq_config"] = init.Item1 == LoRAInit.LoftQ
+            ? new JsonObject { ["loftq_bits"] = loftq.Item1, ["loftq_iter"] = loftq.Item2 }
+            : new JsonObject();
         writer.Fields["eva_config"] = null;
         writer.Fields["corda_config"] = null;
         writer.Fields["lora_ga_config"] = null;
@@ -151,14 +156,17 @@ public static class LoRAConfigFields
         if (file.Rank != model.Rank) yield return $"{path}: r is {file.Rank} in the config, {model.Rank} in the model";
         if (file.Alpha != model.Alpha) yield return $"{path}: lora_alpha is {file.Alpha} in the config, {model.Alpha} in the model";
         if (file.UseRsLora != model.UseRsLora) yield return $"{path}: use_rslora is {Json(file.UseRsLora)} in the config, {Json(model.UseRsLora)} in the model";
-        if ((file.RewritesBase || model.RewritesBase) && (file.Init != model.Init || file.PissaIterations != model.PissaIterations))
+        if ((file.RewritesBase || model.RewritesBase)
+            && (file.Init != model.Init || file.PissaIterations != model.PissaIterations || file.LoftQBits != model.LoftQBits || file.LoftQIterations != model.LoftQIterations))
         {
             yield return $"{path}: init_lora_weights is {InitText(file)} in the config, {InitText(model)} in the model; an initialisation that rewrites the base " +
                 "weight leaves another residual, so the file's A and B belong to another base (PiSSA/OLoRA files: LoRAConversion makes a plain LoRA for the original base)";
         }
 
         static string Json(bool value) => value ? "true" : "false";
-        static string InitText(LoRAOptions o) => LoRABaseInitialization.PeftName(o.Init, o.PissaIterations) is { } n ? $"\"{n}\"" : o.Init.ToString();
+        static string InitText(LoRAOptions o) => LoRABaseInitialization.PeftName(o.Init, o.PissaIterations) is { } n
+            ? (o.Init == LoRAInit.LoftQ ? $"\"{n}\" (loftq_bits {o.LoftQBits}, loftq_iter {o.LoftQIterations})" : $"\"{n}\"")
+            : o.Init.ToString();
     }
 
     private static (LoRAInit Init, int PissaIterations) ReadInit(AdapterConfig config)
@@ -182,10 +190,35 @@ public static class LoRAConfigFields
             JsonValueKind.String when text == "gaussian" => (LoRAInit.Gaussian, 0),
             JsonValueKind.String when text == "pissa" => (LoRAInit.PiSSA, 0),
             JsonValueKind.String when text == "olora" => (LoRAInit.OLoRA, 0),
+            JsonValueKind.String when text == "loftq" => (LoRAInit.LoftQ, 0),
             _ => throw config.Unsupported("init_lora_weights",
-                "true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\" and \"olora\" are. Adapters initialised from data or by quantisation " +
-                "(LoftQ, CorDA, EVA) were trained on a changed base model and are not implemented."),
+                "true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\", \"olora\" and \"loftq\" are. Adapters initialised from data " +
+                "(CorDA, EVA) are not implemented."),
         };
+    }
+
+    /// <summary>PEFT's <c>loftq_config</c> for <c>init_lora_weights="loftq"</c> (required then, as PEFT's LoraConfig requires it):
+    /// <c>loftq_bits</c> 4 or 8 (default 4), <c>loftq_iter</c> at least 1 (default 1).</summary>
+    private static (int Bits, int Iterations) ReadLoftQ(AdapterConfig config)
+    {
+        var node = config.Raw["loftq_config"];
+        if (node is not JsonObject loftq || loftq.Count == 0)
+            throw config.Unsupported("loftq_config", "init_lora_weights \"loftq\" needs a loftq_config object with loftq_bits and loftq_iter, as PEFT's LoraConfig requires (e.g. {\"loftq_bits\": 4, \"loftq_iter\": 1}).");
+        int bits = Integer(loftq, "loftq_bits", 4);
+        int iterations = Integer(loftq, "loftq_iter", 1);
+        if (bits is not (4 or 8))
+            throw config.Unsupported("loftq_config", $"loftq_bits is {bits}; 4 (NF4) and 8 (int8) are (PEFT's 2-bit normal-float map has no storage format here).");
+        if (iterations < 1)
+            throw config.Unsupported("loftq_config", $"loftq_iter is {iterations}; it must be at least 1.");
+        return (bits, iterations);
+
+        int Integer(JsonObject o, string name, int fallback)
+        {
+            var value = o[name];
+            if (value is null) return fallback;
+            if (value.GetValueKind() == JsonValueKind.Number && value.AsValue().TryGetValue(out int n)) return n;
+            throw config.Unsupported("loftq_config", $"{name} must be an integer, got {value.ToJsonString()}.");
+        }
     }
 }
 

@@ -11,19 +11,28 @@ namespace Peft;
 /// <see cref="LoRAInit.OLoRA"/> also rewrite the base weight (docs/ARCHITECTURE.md, "Adapters that rewrite the base").</param>
 /// <param name="PissaIterations">With <see cref="LoRAInit.PiSSA"/>: 0 for the full SVD (<c>"pissa"</c>), K ≥ 1 for a
 /// randomized SVD with K power iterations (<c>"pissa_niter_K"</c>); 0 with any other initialisation.</param>
+/// <param name="LoftQBits">With <see cref="LoRAInit.LoftQ"/>: 4 (NF4) or 8 (int8) bits for the quantized base; PEFT's
+/// <c>loftq_config.loftq_bits</c>. 4 with any other initialisation.</param>
+/// <param name="LoftQIterations">With <see cref="LoRAInit.LoftQ"/>: the quantize/SVD alternations, at least 1; PEFT's
+/// <c>loftq_config.loftq_iter</c>. 1 with any other initialisation.</param>
 public sealed record LoRAOptions(
     int Rank = 8,
     double Alpha = 8.0,
     double Dropout = 0.0,
     bool UseRsLora = false,
     LoRAInit Init = LoRAInit.KaimingUniform,
-    int PissaIterations = 0) : PeftAdapterOptions
+    int PissaIterations = 0,
+    int LoftQBits = 4,
+    int LoftQIterations = 1) : PeftAdapterOptions
 {
     /// <inheritdoc />
     public override PeftMethod Method => LoRAMethod.Instance;
 
     /// <summary>The factor s applied to <c>B A x</c>: alpha / r, or alpha / √r with <see cref="UseRsLora"/>.</summary>
     public double Scaling => LoRARules.Scaling(Alpha, Rank, UseRsLora);
+
+    /// <summary>LoftQ's storage format for <see cref="LoftQBits"/> (<see cref="LoftQInitialization.FormatFor"/>).</summary>
+    public QuantizationFormat LoftQFormat => LoftQInitialization.FormatFor(LoftQBits);
 
     /// <summary>Checks the options for a layer of the given sizes.</summary>
     /// <param name="adapterName">The adapter name, for messages.</param>
@@ -47,9 +56,12 @@ public sealed record LoRAOptions(
                 $"{where}: PissaIterations = {PissaIterations} applies to Init = LoRAInit.PiSSA only, but Init is {Init}. Set Init = LoRAInit.PiSSA or remove PissaIterations.",
                 memberName, adapterName);
         }
+
+        ValidateLoftQ(where, memberName, adapterName);
     }
 
-    /// <summary>True when the initialisation rewrites the base weight (<see cref="LoRAInit.PiSSA"/>, <see cref="LoRAInit.OLoRA"/>).</summary>
+    /// <summary>True when the initialisation rewrites the base weight (<see cref="LoRAInit.PiSSA"/>, <see cref="LoRAInit.OLoRA"/>,
+    /// <see cref="LoRAInit.LoftQ"/>).</summary>
     public override bool RewritesBase => LoRABaseInitialization.RewritesBase(Init);
 
     /// <inheritdoc />
@@ -85,6 +97,39 @@ public sealed record LoRAOptions(
         if (LoRABaseInitialization.PeftName(Init, PissaIterations) is { } init)
         {
             yield return ("init_lora_weights", init);
+        }
+
+        if (Init == LoRAInit.LoftQ)
+        {
+            yield return ("loftq_bits", LoftQBits);
+            yield return ("loftq_iter", LoftQIterations);
+        }
+    }
+
+    private void ValidateLoftQ(string where, string? memberName, string adapterName)
+    {
+        if (Init != LoRAInit.LoftQ)
+        {
+            if (LoftQBits != 4 || LoftQIterations != 1)
+            {
+                throw new PeftConfigurationException(
+                    $"{where}: LoftQBits = {LoftQBits} and LoftQIterations = {LoftQIterations} apply to Init = LoRAInit.LoftQ only, but Init is {Init}. Set Init = LoRAInit.LoftQ or remove them.",
+                    memberName, adapterName);
+            }
+
+            return;
+        }
+
+        if (LoftQBits is not (4 or 8))
+        {
+            throw new PeftConfigurationException(
+                $"{where}: LoftQBits must be 4 (NF4) or 8 (int8), got {LoftQBits} (PEFT's 2-bit normal-float map has no storage format here).", memberName, adapterName);
+        }
+
+        if (LoftQIterations < 1)
+        {
+            throw new PeftConfigurationException(
+                $"{where}: LoftQIterations must be at least 1 (PEFT's loftq_iter), got {LoftQIterations}.", memberName, adapterName);
         }
     }
 }
