@@ -22,6 +22,7 @@ public static class ConformanceMatrix
         VBLoRARows.Cases,
         SVFitRows.Cases,
         LoLDURows.Cases,
+        KaSARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -177,7 +177,8 @@ internal static class MethodCatalogue
         new RandLoRA.RandLoRASpec(),
         new VBLoRA.VBLoRASpec(),
         new SVFit.SVFitSpec(),
-        new LoLDU.LoLDUSpec());
+        new LoLDU.LoLDUSpec(),
+        new KaSA.KaSASpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

@@ -26,6 +26,7 @@ public static class PeftMethods
         VBLoRAMethod.Instance,
         SVFitMethod.Instance,
         LoLDUMethod.Instance,
+        KaSAMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
