@@ -23,6 +23,7 @@ public static class ConformanceMatrix
         SVFitRows.Cases,
         LoLDURows.Cases,
         KaSARows.Cases,
+        SoKARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

@@ -27,6 +27,7 @@ public static class PeftMethods
         SVFitMethod.Instance,
         LoLDUMethod.Instance,
         KaSAMethod.Instance,
+        SoKAMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>
