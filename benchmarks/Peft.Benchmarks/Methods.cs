@@ -40,6 +40,10 @@ internal static class BenchmarkedMethods
         // SVFit and LoLDU train r (+1) values per layer through two r-wide products over frozen factors of the weight.
         ("SVFit r=8", new SVFitOptions(Rank: 8), TargetModules.AllLinear),
         ("LoLDU r=8", new LoLDUOptions(Rank: 8), TargetModules.AllLinear),
+        // KaSA: LoRA's two products with the r-sized diagonal between them (its one-time SVD truncation is not in the step).
+        ("KaSA r=8", new KaSAOptions(Rank: 8), TargetModules.AllLinear),
+        // SoKA: 8 Kronecker terms applied by the vec trick (two batched products), on the residual of its Kronecker SVD.
+        ("SoKA r=8", new SoKAOptions(Rank: 8), TargetModules.AllLinear),
     };
 
     /// <summary>The initialisations that rewrite the base, timed on one 1024 x 1024 weight (section 7).</summary>

@@ -78,6 +78,10 @@ public static class SentimentExperiment
         using var trainer = new AdapterTrainer(trainable, new TrainingOptions
         {
             Callbacks = callbacks,
+            // Adapters with a loss term of their own (KaSA's regulariser) get it added to the objective, as their papers train.
+            Regularizers = classifier.AdaptedLayers().Any(l => l.Layer.Adapters.Any(a => a is ILossTermAdapter))
+                ? new[] { classifier.AdapterLossTerms() }
+                : Array.Empty<Func<torch.Tensor>>(),
             LearningRate = settings.LearningRate,
             ParameterLearningRate = method.TableLearningRate is { } tableRate ? classifier.DePTLearningRates(tableRate) : null,
             TotalSteps = totalSteps,

@@ -197,6 +197,8 @@ public static class SentimentMethods
         SentimentMethod.Adapter("vblora", "VB-LoRA (r 4, bank 256 x 256, 12 projections)", 1e-2, UseLiteTargets.LoRA, new VBLoRAOptions(Rank: 4)),
         SentimentMethod.Adapter("svfit", "SVFit (rank by 99% energy, 12 projections)", 1e-2, UseLiteTargets.LoRA, new SVFitOptions()),
         SentimentMethod.Adapter("loldu", "LoLDU (r 4, 12 projections)", 1e-2, UseLiteTargets.LoRA, new LoLDUOptions(Rank: 4)),
+        SentimentMethod.Adapter("kasa", "KaSA (r 4, base truncated by 4 directions, with its regulariser, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KaSAOptions(Rank: 4)),
+        SentimentMethod.Adapter("soka", "SoKA (4 Kronecker terms from the Kronecker SVD, 12 projections)", 3e-3, UseLiteTargets.LoRA, new SoKAOptions(Rank: 4)),
         SentimentMethod.Adapter("ia3", "IA3 (k, v, fc2)", 1e-2, UseLiteTargets.IA3, new IA3Options(FeedForwardModules: UseLiteTargets.IA3FeedForward)),
         SentimentMethod.Adapter("bitfit", "BitFit (every bias)", 1e-2, UseLiteTargets.BitFit, new BitFitOptions()),
         SentimentMethod.Adapter("ssf", "SSF (12 projections, 4 norms)", 1e-2, UseLiteTargets.SSF, new SSFOptions()),

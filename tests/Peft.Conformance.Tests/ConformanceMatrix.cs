@@ -24,6 +24,8 @@ public static class ConformanceMatrix
         SVFitRows.Cases,
         LoLDURows.Cases,
         DePTRows.Cases,
+        KaSARows.Cases,
+        SoKARows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The rows as xunit theory data (by name).</summary>

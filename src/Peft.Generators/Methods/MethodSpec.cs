@@ -178,7 +178,9 @@ internal static class MethodCatalogue
         new VBLoRA.VBLoRASpec(),
         new SVFit.SVFitSpec(),
         new LoLDU.LoLDUSpec(),
-        new DePT.DePTSpec());
+        new DePT.DePTSpec(),
+        new KaSA.KaSASpec(),
+        new SoKA.SoKASpec());
 
     private static readonly Dictionary<string, MethodSpec> s_byName = Index(s => s.Name);
     private static readonly Dictionary<string, MethodSpec> s_byAttribute = Index(s => s.AttributeMetadataName);

@@ -288,3 +288,15 @@ public interface IPositionOffsetAdapter
     /// <returns>The table.</returns>
     Tensor ComputeOffset();
 }
+
+/// <summary>
+/// An adapter that supplies a term of the training objective (KaSA's regulariser on its singular values and the orthogonality
+/// of its factors): the trainer adds it to the loss when <see cref="PeftModel.AdapterLossTerms"/> is among
+/// <see cref="Peft.Training.TrainingOptions.Regularizers"/>. The forward does not change; without that regulariser the term is not used.
+/// </summary>
+public interface ILossTermAdapter
+{
+    /// <summary>The adapter's term: a new one-element tensor, differentiable in the adapter's parameters (the caller disposes it).</summary>
+    /// <returns>A scalar tensor.</returns>
+    Tensor LossTerm();
+}

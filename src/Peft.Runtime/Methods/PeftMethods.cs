@@ -27,6 +27,8 @@ public static class PeftMethods
         SVFitMethod.Instance,
         LoLDUMethod.Instance,
         DePTMethod.Instance,
+        KaSAMethod.Instance,
+        SoKAMethod.Instance,
     };
 
     /// <summary>Every registered method, in registration order.</summary>

@@ -45,6 +45,8 @@ public sealed class LoRAMethod : PeftMethod
         ArgumentNullException.ThrowIfNull(config);
         if (config.GetBool("use_dora", false))
             throw config.Unsupported("use_dora", "DoRA adapters are read by the DoRA method; this one is LoRA only.");
+        if (config.Raw[KaSAMethod.ConfigField] is not null)
+            throw config.Unsupported(KaSAMethod.ConfigField, "KaSA adapters are read by the KaSA method; this one is LoRA only.");
         return LoRAConfigFields.Read(config, modulePath);
     }
 
