@@ -90,7 +90,7 @@ public class SoKATests
     }
 
     [Fact]
-    public void TheVecTrickForwardAndGradientsEqualTheDenseUpdate()
+    public void TheBaseProductPathAndTheVecTrickGiveTheDenseUpdatesOutputAndGradients()
     {
         using var w = torch.randn(new long[] { 12, 8 }, dtype: ScalarType.Float64, generator: new Generator(11));
         using var layer = Layer(w);
@@ -121,6 +121,17 @@ public class SoKATests
         TensorAssert.Close(dense.detach(), y.detach(), 1e-10);
         using var denseLoss = (dense * g).sum();
         denseLoss.backward();
+        TensorAssert.Close(a.W1.grad!, gw1, 1e-10);
+        TensorAssert.Close(a.W2.grad!, gw2, 1e-10);
+
+        // The vec trick (AddSeparately, for a forward that cannot share the base product) gives the same output and gradients.
+        a.W1.grad!.zero_();
+        a.W2.grad!.zero_();
+        using var viaVec = x.matmul(layer.Weight.t()).detach().clone();
+        a.AddTo(x, viaVec);
+        TensorAssert.Close(dense.detach(), viaVec.detach(), 1e-10);
+        using var vecLoss = (viaVec * g).sum();
+        vecLoss.backward();
         TensorAssert.Close(a.W1.grad!, gw1, 1e-10);
         TensorAssert.Close(a.W2.grad!, gw2, 1e-10);
         Assert.Equal(SoKARules.ParameterCount(8, 12, 3, -1), a.TrainableParameterCount);
