@@ -71,28 +71,29 @@ public sealed class PrefixTuningFile
         string configPath = Path.Combine(directory, AdapterFiles.ConfigFileName);
         string weightsPath = Path.Combine(directory, AdapterFiles.WeightsFileName);
         if (!File.Exists(configPath)) throw new AdapterFormatException(configPath, null, "the configuration file is missing; a prefix-tuning directory holds adapter_config.json and adapter_model.safetensors.");
-        var json = JsonFile.ReadObject(configPath, JsonFileKind.AdapterConfig);
-        string type = Text(json, configPath, "peft_type") ?? throw new AdapterFormatException(configPath, "peft_type", "\"peft_type\" is missing.");
+        var json = new JsonFields(JsonFile.ReadObject(configPath, JsonFileKind.AdapterConfig), (field, problem) => new AdapterFormatException(configPath, field, problem));
+        string type = json.RequiredString("peft_type");
         if (type != PrefixTuningConfig.PeftType)
         {
             throw new AdapterFormatException(configPath, "peft_type", $"\"peft_type\" is '{type}', not '{PrefixTuningConfig.PeftType}': load other PEFT adapters with AdapterFiles.Load.");
         }
 
-        if (Int(json, configPath, "num_transformer_submodules", 1, 1) is var submodules && submodules != 1)
+        if (json.Int("num_transformer_submodules", 1) is int submodules && submodules != 1)
         {
             throw new AdapterFormatException(configPath, "num_transformer_submodules", $"\"num_transformer_submodules\" is {submodules}; only 1 is supported (encoder-decoder models take a prefix per stack).");
         }
 
+        const int maxWidth = 1 << 20, maxCount = 1 << 12;
         var file = new PrefixTuningFile(configPath, weightsPath)
         {
-            VirtualTokens = (int)Int(json, configPath, "num_virtual_tokens", null, PrefixTuningConfig.MaxVirtualTokens),
-            TokenDim = Int(json, configPath, "token_dim", null, 1 << 20),
-            Heads = (int)Int(json, configPath, "num_attention_heads", null, 1 << 12),
-            Layers = (int)Int(json, configPath, "num_layers", null, 1 << 12),
-            Projection = json["prefix_projection"] is JsonValue p && p.TryGetValue(out bool b) && b,
-            EncoderHiddenSize = json["encoder_hidden_size"] is JsonValue ? Int(json, configPath, "encoder_hidden_size", null, 1 << 20) : null,
-            TaskType = Text(json, configPath, "task_type"),
-            BaseModel = Text(json, configPath, "base_model_name_or_path"),
+            VirtualTokens = json.Required("num_virtual_tokens", (f, k) => f.Int(k, 1, PrefixTuningConfig.MaxVirtualTokens), $"an integer from 1 to {PrefixTuningConfig.MaxVirtualTokens}"),
+            TokenDim = json.Required("token_dim", (f, k) => f.Int(k, 1, maxWidth), $"an integer from 1 to {maxWidth}"),
+            Heads = json.Required("num_attention_heads", (f, k) => f.Int(k, 1, maxCount), $"an integer from 1 to {maxCount}"),
+            Layers = json.Required("num_layers", (f, k) => f.Int(k, 1, maxCount), $"an integer from 1 to {maxCount}"),
+            Projection = json.Bool("prefix_projection") ?? false,
+            EncoderHiddenSize = json.Int("encoder_hidden_size", 1, maxWidth),
+            TaskType = json.String("task_type"),
+            BaseModel = json.String("base_model_name_or_path"),
         };
         if (file.TokenDim % file.Heads != 0)
         {
@@ -135,20 +136,5 @@ public sealed class PrefixTuningFile
                     $"{a.Geometry.HeadDim}: token_dim {a.Geometry.KeyValueWidth}). Load the prefix into the model it was trained on.");
             }
         }
-    }
-
-    private static string? Text(JsonObject json, string path, string field) => json[field] switch
-    {
-        null => null,
-        JsonValue v when v.TryGetValue(out string? s) => s,
-        _ => throw new AdapterFormatException(path, field, $"\"{field}\" must be a string or null."),
-    };
-
-    private static long Int(JsonObject json, string path, string field, long? fallback, long max)
-    {
-        var node = json[field];
-        if (node is null && fallback is long f) return f;
-        if (node is JsonValue v && v.TryGetValue(out long value) && value >= 1 && value <= max) return value;
-        throw new AdapterFormatException(path, field, $"\"{field}\" must be an integer from 1 to {max}; found {node?.ToJsonString() ?? "nothing"}.");
     }
 }
