@@ -123,6 +123,16 @@ public sealed class BottleneckTests
             File.WriteAllText(configPath, File.ReadAllText(configPath).Replace("\"ln_before\": false", "\"ln_before\": true", StringComparison.Ordinal));
             var bad = Assert.Throws<AdapterFormatException>(() => new UserStack(4).LoadBottleneckAdapters(dir));
             Assert.Contains("ln_before", bad.Message, StringComparison.Ordinal);
+
+            // A missing or mistyped field is named in the message, with what it must be.
+            string valid = File.ReadAllText(configPath).Replace("\"ln_before\": true", "\"ln_before\": false", StringComparison.Ordinal);
+            File.WriteAllText(configPath, valid.Replace("\"scaling\"", "\"scaling_typo\"", StringComparison.Ordinal));
+            bad = Assert.Throws<AdapterFormatException>(() => new UserStack(4).LoadBottleneckAdapters(dir));
+            Assert.Contains("\"scaling\" is missing; it must be a finite number", bad.Message, StringComparison.Ordinal);
+            File.WriteAllText(configPath, valid.Replace("\"mh_adapter\": true", "\"mh_adapter\": \"yes\"", StringComparison.Ordinal));
+            bad = Assert.Throws<AdapterFormatException>(() => new UserStack(4).LoadBottleneckAdapters(dir));
+            Assert.Contains("\"mh_adapter\" must be true or false", bad.Message, StringComparison.Ordinal);
+            Assert.Equal("mh_adapter", bad.Field);
         }
         finally
         {

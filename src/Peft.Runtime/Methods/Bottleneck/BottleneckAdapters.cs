@@ -250,14 +250,14 @@ public static partial class BottleneckAdapters
         string type = Text(json, path, "peft_type");
         if (type != BottleneckConfig.PeftType)
         {
-            throw new AdapterFormatException(path, "peft_type", $"is '{type}', not '{BottleneckConfig.PeftType}': load PEFT adapters with LoadAdapter, bottleneck adapters with LoadBottleneckAdapters.");
+            throw new AdapterFormatException(path, "peft_type", $"\"peft_type\" is '{type}', not '{BottleneckConfig.PeftType}': load PEFT adapters with LoadAdapter, bottleneck adapters with LoadBottleneckAdapters.");
         }
 
         foreach (var (field, wanted) in new[] { ("original_ln_before", true), ("original_ln_after", true), ("residual_before_ln", true), ("ln_before", false), ("ln_after", false) })
         {
             if (json[field] is not null && Flag(json, path, field) != wanted)
             {
-                throw new AdapterFormatException(path, field, $"is {!wanted}; this library inserts adapters only with the adapters library's default {field} = {wanted.ToString().ToLowerInvariant()}.");
+                throw new AdapterFormatException(path, field, $"\"{field}\" is {(!wanted).ToString().ToLowerInvariant()}; this library inserts adapters only with the adapters library's default {field} = {wanted.ToString().ToLowerInvariant()}.");
             }
         }
 
@@ -277,19 +277,15 @@ public static partial class BottleneckAdapters
         return (config, Text(json, path, "adapter_name"));
     }
 
-    private static JsonNode Field(JsonObject json, string path, string field) =>
-        json[field] ?? throw new AdapterFormatException(path, field, "is missing.");
+    // The library's one set of JSON field rules (JsonFields): every message names the field and the expected value.
+    private static JsonFields Fields(JsonObject json, string path) => new(json, (field, problem) => new AdapterFormatException(path, field, problem));
 
-    private static string Text(JsonObject json, string path, string field) =>
-        Field(json, path, field) is JsonValue v && v.TryGetValue(out string? s) ? s : throw new AdapterFormatException(path, field, "must be a string.");
+    private static string Text(JsonObject json, string path, string field) => Fields(json, path).RequiredString(field);
 
-    private static bool Flag(JsonObject json, string path, string field) =>
-        Field(json, path, field) is JsonValue v && v.TryGetValue(out bool b) ? b : throw new AdapterFormatException(path, field, "must be true or false.");
+    private static bool Flag(JsonObject json, string path, string field) => Fields(json, path).Required(field, (f, k) => f.Bool(k), "true or false");
 
     private static double Number(JsonObject json, string path, string field) =>
-        Field(json, path, field) is JsonValue v && v.GetValueKind() == JsonValueKind.Number
-            ? double.Parse(v.ToJsonString(), CultureInfo.InvariantCulture)
-            : throw new AdapterFormatException(path, field, "must be a number.");
+        Fields(json, path).Required(field, (f, k) => f.Number(k, double.MinValue, minInclusive: true), "a finite number");
 
     private sealed record Placement(ITransformerBlock Block, Sublayer Sublayer, string PointPath, long Input, long Output, Device? Device);
 
