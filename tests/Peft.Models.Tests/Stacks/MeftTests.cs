@@ -150,6 +150,15 @@ public sealed class MeftTests(ITestOutputHelper output)
             var bad = Assert.ThrowsAny<Exception>(() => StackFamilies.Create("llama").LoadMeft(dir));
             Assert.Contains("MEFT3", bad.Message, StringComparison.Ordinal);
             Assert.Contains(MeftFiles.ConfigFileName, bad.Message, StringComparison.Ordinal);
+
+            // A missing or mistyped field is named in the message, with what it must be.
+            File.WriteAllText(Path.Combine(dir, MeftFiles.ConfigFileName), json.Replace("\"x1_factor\"", "\"x1\"", StringComparison.Ordinal));
+            var missing = Assert.Throws<Peft.Serialization.AdapterFormatException>(() => StackFamilies.Create("llama").LoadMeft(dir));
+            Assert.Contains("\"x1_factor\" is missing; it must be a finite number", missing.Message, StringComparison.Ordinal);
+            File.WriteAllText(Path.Combine(dir, MeftFiles.ConfigFileName), json.Replace("\"num_rev_layers\": 1", "\"num_rev_layers\": \"one\"", StringComparison.Ordinal));
+            var mistyped = Assert.Throws<Peft.Serialization.AdapterFormatException>(() => StackFamilies.Create("llama").LoadMeft(dir));
+            Assert.Equal("num_rev_layers", mistyped.Field);
+            Assert.Contains("\"num_rev_layers\" must be an integer", mistyped.Message, StringComparison.Ordinal);
         }
         finally
         {

@@ -191,11 +191,11 @@ public static class MeftFiles
         string type = Text(json, path, "peft_type");
         if (type != MeftConfig.PeftType)
         {
-            throw new AdapterFormatException(path, "peft_type", $"is '{type}', not '{MeftConfig.PeftType}': load PEFT adapters with LoadAdapter, MEFT with LoadMeft.");
+            throw new AdapterFormatException(path, "peft_type", $"\"peft_type\" is '{type}', not '{MeftConfig.PeftType}': load PEFT adapters with LoadAdapter, MEFT with LoadMeft.");
         }
 
         string fArch = Text(json, path, "f_arch");
-        var variant = MeftConfig.FromFArch(fArch) ?? throw new AdapterFormatException(path, "f_arch", $"is '{fArch}', not 'layer' (MEFT1), 'adapter' (MEFT2) or 'attn' (MEFT3).");
+        var variant = MeftConfig.FromFArch(fArch) ?? throw new AdapterFormatException(path, "f_arch", $"\"f_arch\" is '{fArch}', not 'layer' (MEFT1), 'adapter' (MEFT2) or 'attn' (MEFT3).");
         int? numRev = json["num_rev_layers"] is null ? null : Integer(json, path, "num_rev_layers");
         var config = new MeftConfig(variant, Number(json, path, "x1_factor"), Number(json, path, "x2_factor"), Integer(json, path, "adapter_bottleneck_dim"),
             numRev, Text(json, path, "hidden_act"), Number(json, path, "adapter_dropout"), Flag(json, path, "layernorm_in_adapter"));
@@ -211,20 +211,16 @@ public static class MeftFiles
         return (config, Text(json, path, "adapter_name"));
     }
 
-    private static JsonNode Field(JsonObject json, string path, string field) =>
-        json[field] ?? throw new AdapterFormatException(path, field, "is missing.");
+    // The library's one set of JSON field rules (JsonFields): every message names the field and the expected value.
+    private static JsonFields Fields(JsonObject json, string path) => new(json, (field, problem) => new AdapterFormatException(path, field, problem));
 
-    private static string Text(JsonObject json, string path, string field) =>
-        Field(json, path, field) is JsonValue v && v.TryGetValue(out string? s) ? s : throw new AdapterFormatException(path, field, "must be a string.");
+    private static string Text(JsonObject json, string path, string field) => Fields(json, path).RequiredString(field);
 
-    private static bool Flag(JsonObject json, string path, string field) =>
-        Field(json, path, field) is JsonValue v && v.TryGetValue(out bool b) ? b : throw new AdapterFormatException(path, field, "must be true or false.");
+    private static bool Flag(JsonObject json, string path, string field) => Fields(json, path).Required(field, (f, k) => f.Bool(k), "true or false");
 
     private static double Number(JsonObject json, string path, string field) =>
-        Field(json, path, field) is JsonValue v && v.GetValueKind() == JsonValueKind.Number
-            ? double.Parse(v.ToJsonString(), CultureInfo.InvariantCulture)
-            : throw new AdapterFormatException(path, field, "must be a number.");
+        Fields(json, path).Required(field, (f, k) => f.Number(k, double.MinValue, minInclusive: true), "a finite number");
 
     private static int Integer(JsonObject json, string path, string field) =>
-        Field(json, path, field) is JsonValue v && v.TryGetValue(out int i) ? i : throw new AdapterFormatException(path, field, "must be an integer.");
+        Fields(json, path).Required(field, (f, k) => f.Int(k, int.MinValue), "an integer");
 }
