@@ -38,6 +38,8 @@ public static class ConformanceMatrix
     public static readonly IReadOnlyList<InsertedConformanceCase> Inserted = new[]
     {
         BottleneckRows.Cases,
+        AttentionRows.Cases,
+        MeftRows.Cases,
     }.SelectMany(c => c).ToList();
 
     /// <summary>The inserted-adapter rows as xunit theory data (by name).</summary>

@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Peft.Serialization;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -44,6 +45,13 @@ public sealed record InsertedConformanceCase(
     /// <summary>Config values the file must hold.</summary>
     public IReadOnlyDictionary<string, JsonNode?> ExpectedConfig { get; init; } = new Dictionary<string, JsonNode?>();
 
+    /// <summary>
+    /// For a method whose file holds tensors computed from its parameters rather than the parameters (prefix tuning through
+    /// its MLP: PEFT saves the MLP's output table, and a reload trains that table), what the file holds, computed from a
+    /// model; the round trip then compares these bitwise instead of the parameters. Null: the file holds the parameters.
+    /// </summary>
+    public Func<nn.Module, Tensor>? SavedTensors { get; init; }
+
     /// <summary>A row for a bottleneck configuration (<see cref="BottleneckAdapters"/>).</summary>
     /// <param name="name">The row's name.</param>
     /// <param name="config">The configuration.</param>
@@ -55,6 +63,22 @@ public sealed record InsertedConformanceCase(
         (m, dir) => m.LoadBottleneckAdapters(dir),
         BottleneckAdapters.WeightsFileName,
         BottleneckAdapters.ConfigFileName);
+
+    /// <summary>A row for a prefix-tuning configuration (<see cref="PrefixTuning"/>, PEFT's PREFIX_TUNING files).</summary>
+    /// <param name="name">The row's name.</param>
+    /// <param name="config">The configuration.</param>
+    /// <returns>The row (its expectations still to set).</returns>
+    public static InsertedConformanceCase Prefix(string name, PrefixTuningConfig config) => new(
+        name,
+        m => m.AddPrefixTuning(config),
+        (m, dir) => m.SavePrefixTuning(dir),
+        (m, dir) => m.LoadPrefixTuning(dir),
+        AdapterFiles.WeightsFileName,
+        AdapterFiles.ConfigFileName)
+    {
+        IdentityAtInit = false,
+        SavedTensors = m => m.PrefixTable(),
+    };
 
     /// <inheritdoc />
     public override string ToString() => Name;
