@@ -1,3 +1,4 @@
+using Peft.Checkpoints;
 using System.Globalization;
 using System.Security;
 using System.Text;
@@ -122,9 +123,7 @@ public static class LossPlot
     /// <param name="title">The title above the plot.</param>
     public static void WriteSvg(string path, IReadOnlyList<(int Step, double Loss)> points, string title)
     {
-        string tmp = path + ".tmp";
-        File.WriteAllText(tmp, RenderSvg(points, title), new UTF8Encoding(false));
-        File.Move(tmp, path, overwrite: true);
+        AtomicFile.WriteAllText(path, RenderSvg(points, title));
     }
 
     /// <summary>About <paramref name="count"/> (at most 1.5 times as many) round tick values (1, 2, 2.5 or 5 times a power

@@ -1,3 +1,4 @@
+using Peft.Checkpoints;
 using System.Buffers.Binary;
 
 namespace Peft.Hosting;
@@ -34,9 +35,7 @@ internal static class TensorBoardPurge
             bool truncated = pos != bytes.Length;
             if (removed == 0 && !truncated) continue;
             dropped += removed;
-            string tmp = path + ".tmp";
-            File.WriteAllBytes(tmp, kept.ToArray());
-            File.Move(tmp, path, overwrite: true);
+            AtomicFile.WriteAllBytes(path, kept.ToArray());
         }
         return dropped;
     }

@@ -1,3 +1,4 @@
+using Peft.Checkpoints;
 using System.Globalization;
 using System.Text;
 using Peft.Training;
@@ -34,9 +35,7 @@ internal sealed class TrainingCurves : IDisposable
     {
         _historyPath = Path.Combine(outputDirectory, HistoryFileName);
         var kept = resumedStep is { } step ? ReadHistory(_historyPath).Where(r => r.Step <= step).ToList() : new List<Row>();
-        string tmp = _historyPath + ".tmp";
-        File.WriteAllLines(tmp, kept.Select(r => r.Line).Prepend(Header), new UTF8Encoding(false));
-        File.Move(tmp, _historyPath, overwrite: true);
+        AtomicFile.WriteAllText(_historyPath, string.Concat(kept.Select(r => r.Line).Prepend(Header).Select(l => l + Environment.NewLine)));
         _history = new StreamWriter(new FileStream(_historyPath, FileMode.Append, FileAccess.Write, FileShare.Read), new UTF8Encoding(false));
         if (tensorBoard)
         {

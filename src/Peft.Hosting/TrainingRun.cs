@@ -1,3 +1,4 @@
+using Peft.Checkpoints;
 using System.Diagnostics;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
@@ -196,14 +197,7 @@ internal sealed class TrainingRun
     {
         Directory.CreateDirectory(output);
         string path = Path.Combine(output, TrainingRunStatus.FileName);
-        string tmp = path + ".tmp";
-        using (var stream = new FileStream(tmp, FileMode.Create, FileAccess.Write))
-        {
-            JsonSerializer.Serialize(stream, status, s_statusJson);
-            stream.Flush(flushToDisk: true);
-        }
-
-        File.Move(tmp, path, overwrite: true);
+        AtomicFile.Write(path, stream => JsonSerializer.Serialize(stream, status, s_statusJson));
     }
 
     private void SetProgress(int step, double? lastLoss)

@@ -80,8 +80,7 @@ public sealed record Gpt2TokenizerFiles(string VocabPath, string MergesPath)
     public void WriteTiktokenRanks(string path)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
-        using var file = File.Create(path);
-        WriteTiktokenRanks(file);
+        Peft.Checkpoints.AtomicFile.Write(path, WriteTiktokenRanks);
     }
 
     /// <summary>

@@ -110,7 +110,7 @@ public static class AdaptionPrompts
             foreach (var t in tensors) t.Value.Dispose();
         }
 
-        File.WriteAllText(Path.Combine(directory, AdapterFiles.ConfigFileName), AdapterConfig.ToJson(fields));
+        Checkpoints.AtomicFile.WriteAllText(Path.Combine(directory, AdapterFiles.ConfigFileName), AdapterConfig.ToJson(fields));
     }
 
     /// <summary>

@@ -50,7 +50,7 @@ public static class MeftFiles
             ["adapter_dropout"] = c.AdapterDropout,
             ["layernorm_in_adapter"] = c.LayernormInAdapter,
         };
-        File.WriteAllText(Path.Combine(directory, ConfigFileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        Checkpoints.AtomicFile.WriteAllText(Path.Combine(directory, ConfigFileName), json.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
     }
 
     /// <summary>

@@ -126,56 +126,25 @@ public static class SafetensorsFile
         byte[] header = SafetensorsHeader.Build(infos, metadata);
         long totalLength = checked(header.Length + offset);
 
-        var fullPath = System.IO.Path.GetFullPath(path);
-        var directory = System.IO.Path.GetDirectoryName(fullPath)
-            ?? throw new ArgumentException($"'{path}' names no file inside a directory.", nameof(path));
-        var tempPath = System.IO.Path.Combine(directory, $".{System.IO.Path.GetFileName(fullPath)}.{Guid.NewGuid():N}.tmp");
-        try
+        Checkpoints.AtomicFile.Write(path, stream =>
         {
-            using (var stream = new FileStream(tempPath, new FileStreamOptions
+            stream.Write(header);
+            for (int i = 0; i < items.Count; i++)
             {
-                Mode = FileMode.CreateNew,
-                Access = FileAccess.Write,
-                Share = FileShare.None,
-                BufferSize = 1 << 16,
-                PreallocationSize = totalLength,
-            }))
-            {
-                stream.Write(header);
-                for (int i = 0; i < items.Count; i++)
+                var (name, tensor) = items[i];
+                beforeTensorData?.Invoke(name);
+                long written = TensorChunks.ForEachReadOnly(tensor, chunkBytes, (chunk, _) => stream.Write(chunk));
+                if (written != infos[i].ByteLength)
                 {
-                    var (name, tensor) = items[i];
-                    beforeTensorData?.Invoke(name);
-                    long written = TensorChunks.ForEachReadOnly(tensor, chunkBytes, (chunk, _) => stream.Write(chunk));
-                    if (written != infos[i].ByteLength)
-                    {
-                        throw new InvalidOperationException(
-                            $"Tensor '{name}' produced {written} bytes but its header entry promised {infos[i].ByteLength} (was it resized while being written?).");
-                    }
+                    throw new InvalidOperationException(
+                        $"Tensor '{name}' produced {written} bytes but its header entry promised {infos[i].ByteLength} (was it resized while being written?).");
                 }
-                if (stream.Position != totalLength)
-                {
-                    throw new InvalidOperationException($"Wrote {stream.Position} bytes to '{tempPath}' but expected {totalLength}.");
-                }
-                stream.Flush(flushToDisk: true);
             }
-            File.Move(tempPath, fullPath, overwrite: true);
-        }
-        catch
-        {
-            try
+
+            if (stream.Position != totalLength)
             {
-                File.Delete(tempPath);
+                throw new InvalidOperationException($"Wrote {stream.Position} bytes to '{path}' but expected {totalLength}.");
             }
-            catch (IOException)
-            {
-                // The original error matters more than a leftover temporary file.
-            }
-            catch (UnauthorizedAccessException)
-            {
-                // Same as above.
-            }
-            throw;
-        }
+        }, totalLength);
     }
 }
