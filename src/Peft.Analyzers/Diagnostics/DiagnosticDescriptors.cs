@@ -230,6 +230,16 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         description: DescriptionWithoutPath);
 
+    /// <summary>PEFT0049: a constant prefix-tuning or adaption-prompt field out of range (PromptConfigAnalyzer).</summary>
+    public static readonly DiagnosticDescriptor PromptConfigOutOfRange = new(
+        PeftDiagnosticIds.PromptConfigOutOfRange,
+        "Prefix or adaption-prompt configuration value out of range",
+        "{0} {1} = {2}: {3}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        description: DescriptionWithoutPath);
+
     /// <summary>PEFT0040: a constant <c>new MeftConfig(MeftVariant.Meft3, ...)</c> (MeftConfigAnalyzer).</summary>
     public static readonly DiagnosticDescriptor MeftVariantUnsupported = new(
         PeftDiagnosticIds.MeftVariantUnsupported,
@@ -309,7 +319,8 @@ internal static class DiagnosticDescriptors
         BottleneckArgumentsConflict,
         MeftVariantUnsupported,
         MeftFactorZero,
-        MeftValueOutOfRange);
+        MeftValueOutOfRange,
+        PromptConfigOutOfRange);
 
     /// <summary>The description of a descriptor when the pages' folder is not known (no <see cref="DocsProperty"/>).</summary>
     public const string DescriptionWithoutPath =

@@ -32,6 +32,7 @@ internal static class PeftDiagnosticIds
     public const string MeftVariantUnsupported = "PEFT0040";
     public const string MeftFactorZero = "PEFT0041";
     public const string MeftValueOutOfRange = "PEFT0042";
+    public const string PromptConfigOutOfRange = "PEFT0049";
 }
 
 /// <summary>Where in source a <see cref="PeftProblem"/> belongs; the analyzer maps it to a real location.</summary>
