@@ -118,6 +118,23 @@ internal readonly struct JsonFields
     internal string RequiredString(string key)
         => String(key) ?? throw _error(key, $"\"{key}\" is missing; it must be a string");
 
+    /// <summary>Like <see cref="Bool"/>, but the key must be present.</summary>
+    internal bool RequiredBool(string key) => Required(key, (f, k) => f.Bool(k), "true or false");
+
+    /// <summary>Like <see cref="Number"/> with no range but finiteness, but the key must be present.</summary>
+    internal double RequiredNumber(string key) => Required(key, (f, k) => f.Number(k, double.MinValue, minInclusive: true), "a finite number");
+
+    /// <summary>Like <see cref="Int"/>, but the key must be present.</summary>
+    internal int RequiredInt(string key, int min = int.MinValue, int max = int.MaxValue) =>
+        Required(key, (f, k) => f.Int(k, min, max), min == int.MinValue && max == int.MaxValue ? "an integer" : $"an integer from {min} to {max}");
+
+    /// <summary>The fields of an adapter directory's <c>adapter_config.json</c> at <paramref name="path"/>: read as a JSON
+    /// object (a malformed file is refused naming it), every problem reported as an <see cref="AdapterFormatException"/>
+    /// naming the file and the field.</summary>
+    /// <param name="path">The configuration file.</param>
+    internal static JsonFields ReadAdapterConfig(string path) =>
+        new(JsonFile.ReadObject(path, JsonFileKind.AdapterConfig), (field, problem) => new AdapterFormatException(path, field, problem));
+
     /// <summary>A short rendering of a JSON value for messages (long values are cut).</summary>
     internal static string Show(JsonNode? node)
     {

@@ -246,8 +246,8 @@ public static partial class BottleneckAdapters
             throw new AdapterFormatException(path, null, "the configuration file is missing; a bottleneck adapter directory holds adapter_config.json and adapter_model.safetensors.");
         }
 
-        var json = JsonFile.ReadObject(path, JsonFileKind.AdapterConfig);
-        string type = Text(json, path, "peft_type");
+        var fields = JsonFields.ReadAdapterConfig(path);
+        string type = fields.RequiredString("peft_type");
         if (type != BottleneckConfig.PeftType)
         {
             throw new AdapterFormatException(path, "peft_type", $"\"peft_type\" is '{type}', not '{BottleneckConfig.PeftType}': load PEFT adapters with LoadAdapter, bottleneck adapters with LoadBottleneckAdapters.");
@@ -255,16 +255,16 @@ public static partial class BottleneckAdapters
 
         foreach (var (field, wanted) in new[] { ("original_ln_before", true), ("original_ln_after", true), ("residual_before_ln", true), ("ln_before", false), ("ln_after", false) })
         {
-            if (json[field] is not null && Flag(json, path, field) != wanted)
+            if (fields.Has(field) && fields.RequiredBool(field) != wanted)
             {
                 throw new AdapterFormatException(path, field, $"\"{field}\" is {(!wanted).ToString().ToLowerInvariant()}; this library inserts adapters only with the adapters library's default {field} = {wanted.ToString().ToLowerInvariant()}.");
             }
         }
 
         var config = new BottleneckConfig(
-            Number(json, path, "reduction_factor"), Text(json, path, "non_linearity"), Flag(json, path, "mh_adapter"), Flag(json, path, "output_adapter"),
-            Flag(json, path, "is_parallel"), Number(json, path, "scaling"), Text(json, path, "init_weights"));
-        if (json["phm_layer"] is not null && Flag(json, path, "phm_layer")) config = ReadPhmFields(json, path, config);
+            fields.RequiredNumber("reduction_factor"), fields.RequiredString("non_linearity"), fields.RequiredBool("mh_adapter"), fields.RequiredBool("output_adapter"),
+            fields.RequiredBool("is_parallel"), fields.RequiredNumber("scaling"), fields.RequiredString("init_weights"));
+        if (fields.Has("phm_layer") && fields.RequiredBool("phm_layer")) config = ReadPhmFields(fields, path, config);
         try
         {
             config.Validate();
@@ -274,18 +274,8 @@ public static partial class BottleneckAdapters
             throw new AdapterFormatException(path, null, e.Message, e);
         }
 
-        return (config, Text(json, path, "adapter_name"));
+        return (config, fields.RequiredString("adapter_name"));
     }
-
-    // The library's one set of JSON field rules (JsonFields): every message names the field and the expected value.
-    private static JsonFields Fields(JsonObject json, string path) => new(json, (field, problem) => new AdapterFormatException(path, field, problem));
-
-    private static string Text(JsonObject json, string path, string field) => Fields(json, path).RequiredString(field);
-
-    private static bool Flag(JsonObject json, string path, string field) => Fields(json, path).Required(field, (f, k) => f.Bool(k), "true or false");
-
-    private static double Number(JsonObject json, string path, string field) =>
-        Fields(json, path).Required(field, (f, k) => f.Number(k, double.MinValue, minInclusive: true), "a finite number");
 
     private sealed record Placement(ITransformerBlock Block, Sublayer Sublayer, string PointPath, long Input, long Output, Device? Device);
 

@@ -78,16 +78,16 @@ public static partial class BottleneckAdapters
         }
     }
 
-    private static BottleneckConfig ReadPhmFields(JsonObject json, string path, BottleneckConfig config)
+    private static BottleneckConfig ReadPhmFields(JsonFields fields, string path, BottleneckConfig config)
     {
         foreach (var (field, wanted) in s_fixedPhmFields)
         {
-            if (json[field] is null) continue;
-            bool same = wanted is bool b ? Flag(json, path, field) == b : Text(json, path, field) == (string)wanted;
+            if (!fields.Has(field)) continue;
+            bool same = wanted is bool b ? fields.RequiredBool(field) == b : fields.RequiredString(field) == (string)wanted;
             if (!same)
             {
                 throw new AdapterFormatException(path, field,
-                    $"is {json[field]!.ToJsonString()}; this library's Compacter has only the adapters library's default {field} = " +
+                    $"is {fields.Node(field)!.ToJsonString()}; this library's Compacter has only the adapters library's default {field} = " +
                     $"{(wanted is bool w ? w.ToString().ToLowerInvariant() : $"\"{wanted}\"")}.");
             }
         }
@@ -95,17 +95,10 @@ public static partial class BottleneckAdapters
         return config with
         {
             PhmLayer = true,
-            PhmDim = Integer(json, path, "phm_dim"),
-            PhmRank = Integer(json, path, "phm_rank"),
-            PhmInitRange = Number(json, path, "phm_init_range"),
+            PhmDim = fields.RequiredInt("phm_dim"),
+            PhmRank = fields.RequiredInt("phm_rank"),
+            PhmInitRange = fields.RequiredNumber("phm_init_range"),
         };
     }
 
-    private static int Integer(JsonObject json, string path, string field)
-    {
-        double value = Number(json, path, field);
-        return value == Math.Floor(value) && value is >= int.MinValue and <= int.MaxValue
-            ? (int)value
-            : throw new AdapterFormatException(path, field, $"is {value.ToString(CultureInfo.InvariantCulture)}, not a whole number.");
-    }
 }

@@ -187,18 +187,18 @@ public static class MeftFiles
             throw new AdapterFormatException(path, null, "the configuration file is missing; a MEFT directory holds adapter_config.json and adapter_model.safetensors.");
         }
 
-        var json = JsonFile.ReadObject(path, JsonFileKind.AdapterConfig);
-        string type = Text(json, path, "peft_type");
+        var fields = JsonFields.ReadAdapterConfig(path);
+        string type = fields.RequiredString("peft_type");
         if (type != MeftConfig.PeftType)
         {
             throw new AdapterFormatException(path, "peft_type", $"\"peft_type\" is '{type}', not '{MeftConfig.PeftType}': load PEFT adapters with LoadAdapter, MEFT with LoadMeft.");
         }
 
-        string fArch = Text(json, path, "f_arch");
+        string fArch = fields.RequiredString("f_arch");
         var variant = MeftConfig.FromFArch(fArch) ?? throw new AdapterFormatException(path, "f_arch", $"\"f_arch\" is '{fArch}', not 'layer' (MEFT1), 'adapter' (MEFT2) or 'attn' (MEFT3).");
-        int? numRev = json["num_rev_layers"] is null ? null : Integer(json, path, "num_rev_layers");
-        var config = new MeftConfig(variant, Number(json, path, "x1_factor"), Number(json, path, "x2_factor"), Integer(json, path, "adapter_bottleneck_dim"),
-            numRev, Text(json, path, "hidden_act"), Number(json, path, "adapter_dropout"), Flag(json, path, "layernorm_in_adapter"));
+        int? numRev = !fields.Has("num_rev_layers") ? null : fields.RequiredInt("num_rev_layers");
+        var config = new MeftConfig(variant, fields.RequiredNumber("x1_factor"), fields.RequiredNumber("x2_factor"), fields.RequiredInt("adapter_bottleneck_dim"),
+            numRev, fields.RequiredString("hidden_act"), fields.RequiredNumber("adapter_dropout"), fields.RequiredBool("layernorm_in_adapter"));
         try
         {
             config.Validate();
@@ -208,19 +208,7 @@ public static class MeftFiles
             throw new AdapterFormatException(path, null, e.Message, e);
         }
 
-        return (config, Text(json, path, "adapter_name"));
+        return (config, fields.RequiredString("adapter_name"));
     }
 
-    // The library's one set of JSON field rules (JsonFields): every message names the field and the expected value.
-    private static JsonFields Fields(JsonObject json, string path) => new(json, (field, problem) => new AdapterFormatException(path, field, problem));
-
-    private static string Text(JsonObject json, string path, string field) => Fields(json, path).RequiredString(field);
-
-    private static bool Flag(JsonObject json, string path, string field) => Fields(json, path).Required(field, (f, k) => f.Bool(k), "true or false");
-
-    private static double Number(JsonObject json, string path, string field) =>
-        Fields(json, path).Required(field, (f, k) => f.Number(k, double.MinValue, minInclusive: true), "a finite number");
-
-    private static int Integer(JsonObject json, string path, string field) =>
-        Fields(json, path).Required(field, (f, k) => f.Int(k, int.MinValue), "an integer");
 }

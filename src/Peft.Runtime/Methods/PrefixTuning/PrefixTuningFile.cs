@@ -71,7 +71,7 @@ public sealed class PrefixTuningFile
         string configPath = Path.Combine(directory, AdapterFiles.ConfigFileName);
         string weightsPath = Path.Combine(directory, AdapterFiles.WeightsFileName);
         if (!File.Exists(configPath)) throw new AdapterFormatException(configPath, null, "the configuration file is missing; a prefix-tuning directory holds adapter_config.json and adapter_model.safetensors.");
-        var json = new JsonFields(JsonFile.ReadObject(configPath, JsonFileKind.AdapterConfig), (field, problem) => new AdapterFormatException(configPath, field, problem));
+        var json = JsonFields.ReadAdapterConfig(configPath);
         string type = json.RequiredString("peft_type");
         if (type != PrefixTuningConfig.PeftType)
         {
@@ -86,10 +86,10 @@ public sealed class PrefixTuningFile
         const int maxWidth = 1 << 20, maxCount = 1 << 12;
         var file = new PrefixTuningFile(configPath, weightsPath)
         {
-            VirtualTokens = json.Required("num_virtual_tokens", (f, k) => f.Int(k, 1, PrefixTuningConfig.MaxVirtualTokens), $"an integer from 1 to {PrefixTuningConfig.MaxVirtualTokens}"),
-            TokenDim = json.Required("token_dim", (f, k) => f.Int(k, 1, maxWidth), $"an integer from 1 to {maxWidth}"),
-            Heads = json.Required("num_attention_heads", (f, k) => f.Int(k, 1, maxCount), $"an integer from 1 to {maxCount}"),
-            Layers = json.Required("num_layers", (f, k) => f.Int(k, 1, maxCount), $"an integer from 1 to {maxCount}"),
+            VirtualTokens = json.RequiredInt("num_virtual_tokens", 1, PrefixTuningConfig.MaxVirtualTokens),
+            TokenDim = json.RequiredInt("token_dim", 1, maxWidth),
+            Heads = json.RequiredInt("num_attention_heads", 1, maxCount),
+            Layers = json.RequiredInt("num_layers", 1, maxCount),
             Projection = json.Bool("prefix_projection") ?? false,
             EncoderHiddenSize = json.Int("encoder_hidden_size", 1, maxWidth),
             TaskType = json.String("task_type"),
