@@ -30,17 +30,24 @@ namespace Peft.Training;
 /// adapters were never created (a constructor without the generated <c>InitializePeft()</c>, PEFT0013), which a list of
 /// parameters cannot reveal: such a model's parameters all require gradients, so they would all be trained.
 /// </remarks>
-public sealed class AdapterTrainer : IDisposable
+public sealed partial class AdapterTrainer : IDisposable
 {
     private const double ClipEpsilon = 1e-6;
 
     private readonly TrainingOptions _options;
+
     private readonly IProgress<TrainingProgress>? _progress;
+
     private readonly Parameter[] _parameters;
+
     private readonly PeftOptimizer _optimizer;
+
     private readonly ITrainingCallback[] _callbacks;
+
     private readonly Func<Tensor>[] _regularizers;
+
     private readonly Stopwatch _stopwatch = new();
+
     private bool _disposed;
 
     /// <summary>
@@ -296,54 +303,6 @@ public sealed class AdapterTrainer : IDisposable
         return Completed(stepNumber, objective.Loss, objective.Regularizer, gradNorm, lr);
     }
 
-    private TrainingProgress GradientFreeStep(LossEvaluator evaluator, int stepNumber, double lr)
-    {
-        using (torch.no_grad())
-        {
-            RunCallbacks(static (c, x) => c.BeforeStep(x), Context(stepNumber, lr, double.NaN, double.NaN, double.NaN));
-        }
-
-        try
-        {
-            _optimizer.Step(new OptimizerStepContext(stepNumber, lr, evaluator.Evaluate));
-        }
-        catch (NonFiniteLossException ex) when (ReferenceEquals(ex, evaluator.Raised))
-        {
-            if (_options.OnNonFiniteLoss == NonFiniteLossPolicy.Throw)
-            {
-                throw;
-            }
-
-            return Skip(stepNumber, evaluator.LastLoss, evaluator.LastRegularizer, double.NaN, lr);
-        }
-
-        if (evaluator.Count == 0)
-        {
-            throw new InvalidOperationException(
-                $"The {_optimizer.Kind} optimizer does not use gradients, but its step {stepNumber} evaluated no loss "
-                + "(OptimizerStepContext.EvaluateLoss): such an optimizer must evaluate the loss to know where to go.");
-        }
-
-        return Completed(stepNumber, evaluator.FirstLoss, evaluator.FirstRegularizer, double.NaN, lr);
-    }
-
-    private TrainingProgress Completed(int stepNumber, double loss, double regularizer, double gradNorm, double lr)
-    {
-        Step = stepNumber;
-        using (torch.no_grad())
-        {
-            RunCallbacks(static (c, x) => c.AfterStep(x), Context(stepNumber, lr, loss, regularizer, gradNorm));
-        }
-
-        var progress = new TrainingProgress(stepNumber, _options.TotalSteps, loss, lr, gradNorm, _stopwatch.Elapsed, Skipped: false) { RegularizerLoss = regularizer };
-        if (stepNumber % _options.LogEvery == 0 || stepNumber == _options.TotalSteps)
-        {
-            _progress?.Report(progress);
-        }
-
-        return progress;
-    }
-
     /// <summary>
     /// Sets the step counters as they were when a checkpoint was written, so the learning-rate schedule and
     /// progress continue from there. Used by <see cref="Checkpoints.CheckpointStore"/> after it restored the
@@ -373,163 +332,4 @@ public sealed class AdapterTrainer : IDisposable
 
     private double LearningRateAt(int step) =>
         LearningRateSchedule.WarmupCosine(step, _options.WarmupSteps, _options.TotalSteps, _options.LearningRate, _options.MinLearningRateRatio);
-
-    private TrainingProgress NonFinite(int stepNumber, Objective objective, double gradNorm, double lr)
-    {
-        if (_options.OnNonFiniteLoss == NonFiniteLossPolicy.Throw)
-        {
-            throw new NonFiniteLossException(stepNumber, _options.TotalSteps, objective.TotalValue, gradNorm, lr);
-        }
-
-        return Skip(stepNumber, objective.Loss, objective.Regularizer, gradNorm, lr);
-    }
-
-    private TrainingProgress Skip(int stepNumber, double loss, double regularizer, double gradNorm, double lr)
-    {
-        Step = stepNumber;
-        SkippedSteps++;
-        var progress = new TrainingProgress(stepNumber, _options.TotalSteps, loss, lr, gradNorm, _stopwatch.Elapsed, Skipped: true) { RegularizerLoss = regularizer };
-        _progress?.Report(progress);
-        return progress;
-    }
-
-    private TrainingCallbackContext Context(int stepNumber, double lr, double loss, double regularizer, double gradNorm) =>
-        new(stepNumber, _options.TotalSteps, lr, loss, regularizer, gradNorm, Parameters, _optimizer);
-
-    private void RunCallbacks(Action<ITrainingCallback, TrainingCallbackContext> hook, TrainingCallbackContext context)
-    {
-        foreach (var callback in _callbacks)
-        {
-            hook(callback, context);
-        }
-    }
-
-    /// <summary>The loss function's value, the regularizer terms and their sum (the tensor that is back-propagated).</summary>
-    private readonly record struct Objective(Tensor Total, double Loss, double Regularizer, double TotalValue);
-
-    /// <summary>Runs the loss function and the regularizers; checks that each returns one element.</summary>
-    private Objective ComputeObjective(Func<Tensor> computeLoss)
-    {
-        var loss = computeLoss() ?? throw new InvalidOperationException("computeLoss returned null; it must return the scalar loss tensor.");
-        if (loss.numel() != 1)
-        {
-            throw new InvalidOperationException(string.Format(
-                CultureInfo.InvariantCulture,
-                "computeLoss must return a scalar (one-element) loss; got a tensor of shape [{0}]. Reduce it with .mean() or .sum().",
-                string.Join(", ", loss.shape)));
-        }
-
-        double lossValue = loss.ToDouble();
-        if (_regularizers.Length == 0)
-        {
-            return new Objective(loss, lossValue, 0.0, lossValue);
-        }
-
-        var total = loss;
-        double regularizer = 0;
-        for (int i = 0; i < _regularizers.Length; i++)
-        {
-            var term = _regularizers[i]() ?? throw new InvalidOperationException(
-                string.Format(CultureInfo.InvariantCulture, "TrainingOptions.Regularizers[{0}] returned null; it must return a one-element tensor.", i));
-            if (term.numel() != 1)
-            {
-                throw new InvalidOperationException(string.Format(
-                    CultureInfo.InvariantCulture,
-                    "TrainingOptions.Regularizers[{0}] must return a scalar (one-element) term; got a tensor of shape [{1}].",
-                    i,
-                    string.Join(", ", term.shape)));
-            }
-
-            regularizer += term.ToDouble();
-            total = total + term;
-        }
-
-        return new Objective(total, lossValue, regularizer, total.ToDouble());
-    }
-
-    /// <summary>
-    /// <see cref="OptimizerStepContext.EvaluateLoss"/> for one step: the objective without gradients, each evaluation in
-    /// its own dispose scope; a non-finite total throws a <see cref="NonFiniteLossException"/> the trainer recognises.
-    /// </summary>
-    private sealed class LossEvaluator(AdapterTrainer trainer, Func<Tensor> computeLoss, int stepNumber, double lr)
-    {
-        public int Count { get; private set; }
-
-        public double FirstLoss { get; private set; } = double.NaN;
-
-        public double FirstRegularizer { get; private set; } = double.NaN;
-
-        public double LastLoss { get; private set; } = double.NaN;
-
-        public double LastRegularizer { get; private set; } = double.NaN;
-
-        public NonFiniteLossException? Raised { get; private set; }
-
-        public double Evaluate()
-        {
-            Objective objective;
-            using (torch.NewDisposeScope())
-            using (torch.no_grad())
-            {
-                objective = trainer.ComputeObjective(computeLoss);
-            }
-
-            Count++;
-            if (Count == 1)
-            {
-                (FirstLoss, FirstRegularizer) = (objective.Loss, objective.Regularizer);
-            }
-
-            (LastLoss, LastRegularizer) = (objective.Loss, objective.Regularizer);
-            if (!double.IsFinite(objective.TotalValue))
-            {
-                Raised = new NonFiniteLossException(stepNumber, trainer._options.TotalSteps, objective.TotalValue, double.NaN, lr);
-                throw Raised;
-            }
-
-            return objective.TotalValue;
-        }
-    }
-
-    private void ClearGradients()
-    {
-        foreach (var parameter in _parameters)
-        {
-            parameter.grad = null;
-        }
-    }
-
-    private List<Tensor> CollectGradients()
-    {
-        var grads = new List<Tensor>(_parameters.Length);
-        foreach (var parameter in _parameters)
-        {
-            var grad = parameter.grad;
-            if (grad is not null)
-            {
-                grads.Add(grad);
-            }
-        }
-
-        return grads;
-    }
-
-    /// <summary>L2 norm of all gradients viewed as one vector, accumulated in at least float32.</summary>
-    private static double GlobalNorm(List<Tensor> grads)
-    {
-        if (grads.Count == 0)
-        {
-            return 0.0;
-        }
-
-        var device = grads[0].device;
-        var norms = new List<Tensor>(grads.Count);
-        foreach (var grad in grads)
-        {
-            var g = grad.dtype is ScalarType.Float32 or ScalarType.Float64 ? grad : grad.to_type(ScalarType.Float32);
-            norms.Add(g.norm().to_type(ScalarType.Float64).to(device));
-        }
-
-        return torch.stack(norms).norm().ToDouble();
-    }
 }
