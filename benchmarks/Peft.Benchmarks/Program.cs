@@ -13,7 +13,7 @@ using static TorchSharp.torch;
 //   dotnet run -c Release --project benchmarks/Peft.Benchmarks -- [--rounds N] [--output docs/benchmarks.md]
 // Internal: --memory lora|full runs one training configuration and prints its peak resident memory; --freezing-probe MODE
 // likewise for layer freezing (Freezing.cs); --freezing runs section 8 (layer freezing) alone and prints its lines;
-// --init-only times only section 7 (PiSSA/OLoRA/LoftQ initialisation); --methods-only runs only section 6 (every method's step
+// --init-only times only section 7 (PiSSA/OLoRA/LoftQ initialisation, EVA's data step); --methods-only runs only section 6 (every method's step
 // against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
 // alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
 // --prefix runs section 10 (prefix tuning and MAM inside attention) alone;
@@ -280,7 +280,7 @@ if (!initOnly)
 
 // 7. The initialisations that rewrite the base (PiSSA, OLoRA, LoftQ) on one 1024 x 1024 float32 weight: the one-time cost
 //    of creating the adapter (factors and residual), full SVD vs randomized SVD (niter 4) vs QR vs LoftQ's quantize + SVD
-//    alternations, r = 8.
+//    alternations, r = 8; and EVA's data step (incremental PCA of four layers' inputs, Eva.cs).
 if (!methodsOnly)
 {
     using var weight = randn(1024, 1024);
@@ -299,6 +299,12 @@ if (!methodsOnly)
     }
     results.Add(("**PiSSA full SVD / niter=4 initialisation**", Timing.Ratio(times["PiSSA full SVD"], times["PiSSA niter=4"]), "same run"));
     results.Add(("**LoftQ NF4 iter=1 / PiSSA full SVD initialisation**", Timing.Ratio(times["LoftQ NF4 iter=1"], times["PiSSA full SVD"]), "same run"));
+
+    // EVA: the data step on the four-layer stack (Eva.cs), against creating the same stack with plain LoRA.
+    var eva = Timing.Interleaved(Math.Max(3, rounds / 3), EvaProbe.Variants());
+    results.Add(($"{EvaProbe.Name} initialisation, incl. creating the stack; {EvaProbe.LastPasses} forward passes", Timing.Ms(eva[EvaProbe.Name]), "median"));
+    results.Add(($"{EvaProbe.Baseline}", Timing.Ms(eva[EvaProbe.Baseline]), "median"));
+    results.Add(("**EVA r=8 initialisation / creating the LoRA stack**", Timing.Ratio(eva[EvaProbe.Name], eva[EvaProbe.Baseline]), "same run"));
 }
 
 // 5. A Llama-layout decoder (hidden 512, 4 layers, SwiGLU 1376, 8 heads / 4 kv heads, vocabulary 4096, untied head),

@@ -65,6 +65,21 @@ public static class SentimentExperiment
         int stepsPerEpoch = (train.Count + settings.BatchSize - 1) / settings.BatchSize;
         int totalSteps = stepsPerEpoch * settings.Epochs;
         var firstBatches = Batches(trainIds, settings.BatchSize, new Random(settings.Seed));   // the first epoch's batches
+        if (method.Calibrate is { } calibrate)
+        {
+            var calibration = firstBatches.Select(b => Batch(b.Select(i => trainIds[i]).ToArray(), classifier.RequiredInputLength())).ToList();
+            try
+            {
+                calibrate(classifier, calibration);
+            }
+            finally
+            {
+                foreach (var (ids, mask) in calibration) { ids.Dispose(); mask.Dispose(); }
+            }
+
+            trainable = classifier.TrainableParameters().ToList();
+            trainableCount = trainable.Sum(p => p.numel());
+        }
         var selective = method.Selective?.Invoke(classifier, totalSteps, i => BatchLoss(classifier, firstBatches[i % firstBatches.Count], trainIds, train));
         using var selectiveOwner = selective?.Owner;
         var callbacks = new List<ITrainingCallback>();

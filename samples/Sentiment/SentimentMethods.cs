@@ -50,6 +50,11 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// after a saved adapter is loaded), so the adapter trains over a quantized base. Null keeps the base dense.</summary>
     public QuantizationFormat? BaseQuantization { get; init; }
 
+    /// <summary>A data-driven initialisation run on the training batches (token ids and padding mask) after the adapter is applied
+    /// and before training starts (EVA's incremental PCA of the adapted layers' inputs); null for none. It may replace the
+    /// adapters, so the trainable parameters are read again after it.</summary>
+    public Action<SentimentClassifier, IReadOnlyList<(TorchSharp.torch.Tensor Ids, TorchSharp.torch.Tensor Mask)>>? Calibrate { get; init; }
+
     /// <summary>For <see cref="Trains.Unfrozen"/>: what the method freezes in the encoder's stack (<see cref="LayerFreezing"/>).</summary>
     public LayerFreezing? Freezing { get; init; }
 
@@ -161,6 +166,21 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
 /// <summary>The methods the sample compares: one registration line each.</summary>
 public static class SentimentMethods
 {
+    /// <summary>EVA's data step on the training batches: the padding positions are left out of each layer's PCA (PEFT's
+    /// attention-mask handling), with PEFT's default <see cref="EvaConfig"/>.</summary>
+    /// <param name="classifier">The classifier, its EVA adapter applied.</param>
+    /// <param name="batches">Token ids and padding masks.</param>
+    public static void Eva(SentimentClassifier classifier, IReadOnlyList<(TorchSharp.torch.Tensor Ids, TorchSharp.torch.Tensor Mask)> batches)
+    {
+        ArgumentNullException.ThrowIfNull(classifier);
+        var result = classifier.InitializeEva(batches, (batch, capture) =>
+        {
+            capture.RowMask = batch.Mask;
+            classifier.call(batch.Ids, batch.Mask).Dispose();
+        });
+        Console.Error.WriteLine($"  eva: {result.ForwardPasses} forward passes; ranks {string.Join(", ", result.Layers.Select(l => $"{l.Path} {l.Rank}"))}");
+    }
+
     /// <summary>Text the prompt is initialised from (PEFT's TEXT init).</summary>
     public const string PromptInitText = "is this review positive or negative";
 
@@ -187,6 +207,7 @@ public static class SentimentMethods
         SentimentMethod.Adapter("pissa", "PiSSA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.PiSSA)),
         SentimentMethod.Adapter("olora", "OLoRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.OLoRA)),
         SentimentMethod.Adapter("loftq", "LoftQ (NF4 base, LoRA r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.LoftQ)) with { BaseQuantization = QuantizationFormat.NF4 },
+        SentimentMethod.Adapter("eva", "EVA (LoRA r 4 redistributed by explained variance, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.EVA)) with { Calibrate = Eva },
         SentimentMethod.Adapter("lokr", "LoKr (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4)),
         SentimentMethod.Adapter("diffusekrona", "DiffuseKronA (full A ⊗ B, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4, FullFactors: true)),
         SentimentMethod.Adapter("dora", "DoRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new DoRAOptions(Rank: 4)),

@@ -42,6 +42,9 @@ public sealed record ConformanceCase(string Name, PeftAdapterOptions Options, pa
     /// <summary>Attributes the analyzers must reject: (attribute, layer, expected diagnostic IDs).</summary>
     public IReadOnlyList<(string Attribute, string Layer, string[] Ids)> BadAttributes { get; init; } = Array.Empty<(string, string, string[])>();
 
+    /// <summary>Runs after the targets are applied (a data-driven initialisation such as EVA's calibration); null for none.</summary>
+    public Action<TinyModel>? Prepare { get; init; }
+
     /// <inheritdoc />
     public override string ToString() => Name;
 }

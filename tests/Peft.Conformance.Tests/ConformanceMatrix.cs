@@ -19,6 +19,7 @@ public static class ConformanceMatrix
         SSFRows.Cases,
         PiSSARows.Cases,
         LoftQRows.Cases,
+        EvaRows.Cases,
         RandLoRARows.Cases,
         VBLoRARows.Cases,
         SVFitRows.Cases,

@@ -240,7 +240,10 @@ public sealed class ConformanceTests : IDisposable
     private static Tensor Ids() => torch.tensor(new long[] { 1, 4, 7, 19, 0, 3, 3, 12, 5, 8 }, new long[] { 2, 5 });
 
     private static void Apply(TinyModel model, ConformanceCase row)
-        => model.ApplyTargets(new PeftTargets(TargetModules.Names(row.Targets), row.Options));
+    {
+        model.ApplyTargets(new PeftTargets(TargetModules.Names(row.Targets), row.Options));
+        row.Prepare?.Invoke(model);
+    }
 
     /// <summary>Moves every adapter parameter away from its init (deterministically), so updates are non-trivial.</summary>
     private static void Randomize(TinyModel model)

@@ -69,13 +69,20 @@ public sealed class AdapterConfigWriter
     /// <param name="patternField">The pattern field (e.g. <c>rank_pattern</c>).</param>
     /// <param name="value">Reads the setting from a layer's options.</param>
     /// <param name="toJson">Converts a value to JSON.</param>
-    public void WithPattern<T>(string field, string patternField, Func<PeftAdapterOptions, T> value, Func<T, JsonNode?> toJson)
-        where T : notnull
+    /// <param name="common">The value to write under <paramref name="field"/> (the layers that differ from it go to the pattern);
+    /// null for the most common value (EVA writes the declared rank, as PEFT does).</param>
+    public void WithPattern<T>(string field, string patternField, Func<PeftAdapterOptions, T> value, Func<T, JsonNode?> toJson, T? common = null)
+        where T : struct
     {
         ArgumentNullException.ThrowIfNull(value);
         ArgumentNullException.ThrowIfNull(toJson);
         var values = Layers.Select(l => (l.Path, Value: value(l.Adapter.Config))).ToList();
-        T common = values.GroupBy(v => v.Value).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+        T chosen = common ?? values.GroupBy(v => v.Value).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).First().Key;
+        WritePattern(field, patternField, values, chosen, toJson);
+    }
+
+    private void WritePattern<T>(string field, string patternField, List<(string Path, T Value)> values, T common, Func<T, JsonNode?> toJson)
+    {
         Fields[field] = toJson(common);
         var pattern = new JsonObject();
         foreach (var (path, v) in values.Where(v => !EqualityComparer<T>.Default.Equals(v.Value, common)).OrderBy(v => v.Path, StringComparer.Ordinal))

@@ -5,7 +5,7 @@ using Peft.Generators.Model;
 namespace Peft.Generators.Methods.DoRA;
 
 /// <summary><c>[DoRA(rank, alpha, dropout, UseRsLora, Init)]</c> → <c>Peft.DoRAOptions</c>; LoRA's arguments and rules
-/// (PEFT0001-0004; PEFT0021 for Init = PiSSA, OLoRA or LoftQ, which DoRA does not support), r·(in + out) + out parameters (the magnitude is one per output row).</summary>
+/// (PEFT0001-0004; PEFT0021 for Init = PiSSA, OLoRA, LoftQ or EVA, which DoRA does not support), r·(in + out) + out parameters (the magnitude is one per output row).</summary>
 internal sealed class DoRASpec : MethodSpec
 {
     public override string Name => "DoRA";
@@ -24,6 +24,11 @@ internal sealed class DoRASpec : MethodSpec
         {
             context.Report(LoRASpec.InitArgumentsId, "Init", Name, context.Member.Name,
                 "Init = LoRAInit." + (init == LowRankSpec.PiSSA ? "PiSSA" : init == LowRankSpec.OLoRA ? "OLoRA" : "LoftQ") + " rewrites the base weight, which is supported for [LoRA] only; use [LoRA(..., Init = ...)] or another Init");
+        }
+        else if (init == LoRASpec.Eva)
+        {
+            context.Report(LoRASpec.InitArgumentsId, "Init", Name, context.Member.Name,
+                "Init = LoRAInit.EVA (InitializeEva sets A from the layer inputs' principal components and may change the rank) is supported for [LoRA] only; use [LoRA(..., Init = LoRAInit.EVA)] or another Init");
         }
     }
 

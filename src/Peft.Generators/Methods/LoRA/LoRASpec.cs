@@ -7,7 +7,8 @@ namespace Peft.Generators.Methods.LoRA;
 /// <summary><c>[LoRA(rank, alpha, dropout, UseRsLora, Init, PissaIterations, LoftQBits, LoftQIterations)]</c> →
 /// <c>Peft.LoRAOptions</c>; r·(in + out) parameters. PEFT0021 reports initialisation arguments that do not go together
 /// (PissaIterations below 0, or set without Init = PiSSA); PEFT0050 LoftQ's (LoftQBits not 4 or 8, LoftQIterations below 1,
-/// either changed without Init = LoftQ).</summary>
+/// either changed without Init = LoftQ); PEFT0043 an EVA rank whose default largest rank round(2r) exceeds a constant-size layer's
+/// input width.</summary>
 internal sealed class LoRASpec : MethodSpec
 {
     /// <summary>PEFT0021: the initialisation arguments do not go together (LoRA's PissaIterations; PiSSA/OLoRA on DoRA).</summary>
@@ -16,8 +17,14 @@ internal sealed class LoRASpec : MethodSpec
     /// <summary>PEFT0050: LoftQ's arguments are out of range or set without Init = LoftQ.</summary>
     public const string LoftQArgumentsId = "PEFT0050";
 
+    /// <summary>PEFT0043: with Init = EVA, EVA's default largest rank round(r · 2) exceeds the layer's input width.</summary>
+    public const string EvaRankId = "PEFT0043";
+
     /// <summary><c>LoRAInit.LoftQ</c>'s value.</summary>
     public const int LoftQ = 5;
+
+    /// <summary><c>LoRAInit.EVA</c>'s value.</summary>
+    public const int Eva = 6;
 
 #if PEFT_ANALYZERS
     /// <summary>PEFT0021's descriptor (docs/diagnostics/PEFT0021.md).</summary>
@@ -40,7 +47,17 @@ internal sealed class LoRASpec : MethodSpec
         isEnabledByDefault: true,
         helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0050"));
 
-    public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(InitArguments, LoftQArguments);
+    /// <summary>PEFT0043's descriptor (docs/diagnostics/PEFT0043.md).</summary>
+    public static readonly Microsoft.CodeAnalysis.DiagnosticDescriptor EvaRank = new(
+        "PEFT0043",
+        "EVA rank too large for the layer's input",
+        "[{0}] on '{1}': {2}",
+        global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.Category,
+        Microsoft.CodeAnalysis.DiagnosticSeverity.Warning,
+        isEnabledByDefault: true,
+        helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0043"));
+
+    public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(InitArguments, LoftQArguments, EvaRank);
 #endif
 
     public override string Name => "LoRA";
@@ -72,6 +89,15 @@ internal sealed class LoRASpec : MethodSpec
         }
 
         ValidateLoftQ(context);
+        int rank = context.Adapter.Int("rank");
+        if (context.Adapter.Int("Init") == Eva && rank > 0 && context.Layer is { InFeatures: long inFeatures }
+            && global::Peft.Generators.Rules.EvaRules.DefaultMaxComponents(rank) > inFeatures)
+        {
+            context.Report(EvaRankId, "rank", Name, context.Member.Name,
+                "EVA's PCA keeps round(r * rho) = " + ValidationContext.Format(global::Peft.Generators.Rules.EvaRules.DefaultMaxComponents(rank)) +
+                " components with the default rho 2, more than the layer's " + ValidationContext.Format(inFeatures) +
+                " input features; lower the rank, or pass new EvaConfig(Rho: ...) with round(r * rho) <= in_features to InitializeEva and suppress this warning");
+        }
     }
 
     private void ValidateLoftQ(ValidationContext context)
@@ -123,7 +149,7 @@ internal static class LowRankSpec
         ArgumentSpec.Double("alpha", "Alpha", 8.0),
         ArgumentSpec.Double("dropout", "Dropout", 0.0),
         ArgumentSpec.Bool("UseRsLora", "UseRsLora", false),
-        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random", "PiSSA", "OLoRA", "LoftQ"));
+        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random", "PiSSA", "OLoRA", "LoftQ", "EVA"));
 
     /// <summary><c>LoRAInit.PiSSA</c>'s value.</summary>
     public const int PiSSA = 3;

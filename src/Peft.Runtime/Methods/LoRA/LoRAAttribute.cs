@@ -84,6 +84,13 @@ public enum LoRAInit
     /// and A, B from the top-r SVD of <c>W − Q</c>; the base weight becomes <c>Q</c> (dequantized; <c>model.QuantizeBase</c> in the
     /// same format then stores exactly those codes), so the layer starts at <c>Q + s·B A ≈ W</c> on a quantized base.</summary>
     LoftQ = 5,
+
+    /// <summary>EVA (Paischer et al., 2024, "Explained Variance Adaptation"), PEFT's <c>init_lora_weights="eva"</c>: a data-driven
+    /// initialisation. Until <c>model.InitializeEva(batches, forward, config)</c> (<see cref="EvaInitialization"/>) runs, the adapter is
+    /// PEFT's placeholder (A kaiming-uniform, B zero); that step computes an incremental PCA of each adapted layer's inputs over
+    /// calibration batches, redistributes the ranks across layers by explained variance, sets <c>A</c> to each layer's top principal
+    /// components and <c>B = 0</c>. The base weight is not changed.</summary>
+    EVA = 6,
 }
 
 /// <summary>Well-known adapter names.</summary>

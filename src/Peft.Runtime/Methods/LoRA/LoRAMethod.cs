@@ -78,7 +78,11 @@ public static class LoRAConfigFields
         double dropout = config.Probability("lora_dropout");
         var (init, iterations) = ReadInit(config);
         var (bits, loftqIterations) = init == LoRAInit.LoftQ ? ReadLoftQ(config) : (4, 1);
-        return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), init, iterations, bits, loftqIterations);
+        return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), init, iterations, bits, loftqIterations)
+        {
+            // PEFT keeps the declared r and lora_alpha and writes EVA's per-layer ranks and alphas as patterns.
+            Eva = init == LoRAInit.EVA ? new EvaSettings(EvaConfig.Read(config), config.Rank(null, 8), config.Alpha(null, "lora_alpha", 8)) : null,
+        };
     }
 
     /// <summary>Writes the LoraConfig fields of <paramref name="writer"/>'s adapter.</summary>
@@ -98,8 +102,11 @@ public static class LoRAConfigFields
         var init = writer.Same("init_lora_weights", o => (Of(o).Init, Of(o).PissaIterations));
         var loftq = writer.Same("loftq_config", o => (Of(o).LoftQBits, Of(o).LoftQIterations));
         double dropout = writer.Same("lora_dropout", o => Of(o).Dropout);
-        writer.WithPattern("r", "rank_pattern", o => Of(o).Rank, v => v);
-        writer.WithPattern("lora_alpha", "alpha_pattern", o => Of(o).Alpha, v => v);
+        var eva = init.Item1 == LoRAInit.EVA ? writer.Same(EvaConfig.ConfigField, o => Of(o).Eva) : null;
+        // After EVA, r and lora_alpha stay the declared values and the layers whose rank (alpha) EVA changed are the patterns, as
+        // PEFT writes them; otherwise the most common value is the default.
+        writer.WithPattern("r", "rank_pattern", o => Of(o).Rank, v => v, eva?.DeclaredRank);
+        writer.WithPattern("lora_alpha", "alpha_pattern", o => Of(o).Alpha, v => v, eva?.DeclaredAlpha);
         writer.Fields["lora_dropout"] = dropout;
         writer.Fields["use_rslora"] = rs;
         writer.Fields["use_dora"] = useDora;
@@ -111,6 +118,7 @@ public static class LoRAConfigFields
             LoRAInit.Gaussian => "gaussian",
             LoRAInit.Random => false,
             LoRAInit.PiSSA or LoRAInit.OLoRA or LoRAInit.LoftQ => LoRABaseInitialization.PeftName(init.Item1, init.Item2),
+            LoRAInit.EVA => "eva",
             _ => true,
         };
         writer.Fields["layers_to_transform"] = null;
@@ -125,7 +133,8 @@ public static class LoRAConfigFields
         writer.Fields["loftq_config"] = init.Item1 == LoRAInit.LoftQ
             ? new JsonObject { ["loftq_bits"] = loftq.Item1, ["loftq_iter"] = loftq.Item2 }
             : new JsonObject();
-        writer.Fields["eva_config"] = null;
+        // PEFT's EvaConfig: null unless init_lora_weights is "eva" (its LoraConfig then fills in the defaults).
+        writer.Fields[EvaConfig.ConfigField] = init.Item1 == LoRAInit.EVA ? (eva?.Config ?? new EvaConfig()).ToJson() : null;
         writer.Fields["corda_config"] = null;
         writer.Fields["lora_ga_config"] = null;
         writer.Fields["velora_config"] = null;
@@ -193,9 +202,10 @@ public static class LoRAConfigFields
             JsonValueKind.String when text == "pissa" => (LoRAInit.PiSSA, 0),
             JsonValueKind.String when text == "olora" => (LoRAInit.OLoRA, 0),
             JsonValueKind.String when text == "loftq" => (LoRAInit.LoftQ, 0),
+            JsonValueKind.String when text == "eva" => (LoRAInit.EVA, 0),
             _ => throw config.Unsupported("init_lora_weights",
-                "true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\", \"olora\" and \"loftq\" are. Adapters initialised from data " +
-                "(CorDA, EVA) are not implemented."),
+                "true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\", \"olora\", \"loftq\" and \"eva\" are. CorDA (initialised from data " +
+                "and rewriting the base) is not implemented."),
         };
     }
 

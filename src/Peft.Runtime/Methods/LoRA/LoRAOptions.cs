@@ -31,6 +31,11 @@ public sealed record LoRAOptions(
     /// <summary>The factor s applied to <c>B A x</c>: alpha / r, or alpha / √r with <see cref="UseRsLora"/>.</summary>
     public double Scaling => LoRARules.Scaling(Alpha, Rank, UseRsLora);
 
+    /// <summary>With <see cref="LoRAInit.EVA"/>, after <see cref="EvaInitialization.InitializeEva{TBatch}"/> (or from a file): the
+    /// settings it ran with and the declared rank and alpha (for <c>eva_config</c>, <c>r</c> and <c>lora_alpha</c> in the file).
+    /// Null before the initialisation and with any other <see cref="Init"/>.</summary>
+    public EvaSettings? Eva { get; init; }
+
     /// <summary>LoftQ's storage format for <see cref="LoftQBits"/> (<see cref="LoftQInitialization.FormatFor"/>).</summary>
     public QuantizationFormat LoftQFormat => LoftQInitialization.FormatFor(LoftQBits);
 
@@ -58,6 +63,13 @@ public sealed record LoRAOptions(
         }
 
         ValidateLoftQ(where, memberName, adapterName);
+        if (Eva is not null && Init != LoRAInit.EVA)
+        {
+            throw new PeftConfigurationException(
+                $"{where}: EVA settings apply to Init = LoRAInit.EVA only, but Init is {Init}. Set Init = LoRAInit.EVA or remove Eva.", memberName, adapterName);
+        }
+
+        Eva?.Config.Validate();
     }
 
     /// <summary>True when the initialisation rewrites the base weight (<see cref="LoRAInit.PiSSA"/>, <see cref="LoRAInit.OLoRA"/>,
@@ -97,6 +109,18 @@ public sealed record LoRAOptions(
         if (LoRABaseInitialization.PeftName(Init, PissaIterations) is { } init)
         {
             yield return ("init_lora_weights", init);
+        }
+
+        if (Init == LoRAInit.EVA)
+        {
+            yield return ("init_lora_weights", "eva");
+            if (Eva is { } eva)
+            {
+                yield return ("eva_rho", eva.Config.Rho);
+                yield return ("eva_tau", eva.Config.Tau);
+                yield return ("eva_whiten", eva.Config.Whiten);
+                yield return ("eva_declared_r", eva.DeclaredRank);
+            }
         }
 
         if (Init == LoRAInit.LoftQ)
@@ -159,6 +183,13 @@ internal static class LowRank
         if (!Enum.IsDefined(init))
         {
             throw new PeftConfigurationException($"{where}: unknown initialisation {init}.", memberName, adapterName);
+        }
+
+        if (method != "LoRA" && init == LoRAInit.EVA)
+        {
+            throw new PeftConfigurationException(
+                $"{where}: Init = LoRAInit.EVA is supported for [LoRA] only (InitializeEva sets LoRA's A from the layer inputs' principal components and may change the rank). Use [LoRA(..., Init = LoRAInit.EVA)] or another Init.",
+                memberName, adapterName);
         }
 
         if (method != "LoRA" && LoRABaseInitialization.RewritesBase(init))
