@@ -25,7 +25,7 @@ public sealed partial class AttentionBlock : Module<Tensor, Tensor>, ITransforme
     public AttentionBlock(int layer) : base(nameof(AttentionBlock))
     {
         InitializePeft();
-        Attention = new AttentionInsertions(this, new AttentionGeometry(layer, Heads, Heads, HeadDim, InsertionBlock.Hidden));
+        Attention = new AttentionInsertions(this, new AttentionGeometry(layer, Heads, Heads, HeadDim, InsertionBlock.Hidden)) { OutputProjection = () => o_proj };
         Insertions = new BlockInsertions(this, InsertionBlock.Hidden, InsertionBlock.Hidden, InsertionBlock.Hidden, InsertionBlock.Hidden) { Attention = Attention };
     }
 
