@@ -27,6 +27,18 @@ public sealed record InsertedConformanceCase(
     string WeightsFile,
     string ConfigFile)
 {
+    /// <summary>The base model the row runs on (<see cref="TinyStack"/> unless the method acts inside attention, which
+    /// <see cref="TinyStack"/> lacks: then <see cref="TinyAttentionStack"/>).</summary>
+    public Func<nn.Module<Tensor, Tensor>> Model { get; init; } = () => new TinyStack();
+
+    /// <summary>For a method whose inserted adapters fold into the base weights through its own call (LoFiT's
+    /// <c>MergeLoFiT</c>; the generic <c>Merge</c> still refuses every inserted adapter): merges the adapter named "default".
+    /// Null: not mergeable.</summary>
+    public Action<nn.Module>? OwnMerge { get; init; }
+
+    /// <summary>Undoes <see cref="OwnMerge"/> (set with it).</summary>
+    public Action<nn.Module>? OwnUnmerge { get; init; }
+
     /// <summary>A new adapter leaves the outputs bit-equal (false where the method's documented init says otherwise).</summary>
     public bool IdentityAtInit { get; init; } = true;
 

@@ -24,7 +24,7 @@ public sealed class InsertedConformanceTests : IDisposable
     public void ANewAdapterLeavesTheOutputsAsItsInitSaysAndDisablingGivesTheBase(string name)
     {
         var row = ConformanceMatrix.GetInserted(name);
-        using var model = new TinyStack();
+        using var model = row.Model();
         using var before = model.call(Ids());
         row.Insert(model);
         Assert.NotEmpty(model.InsertedAdapters());
@@ -50,7 +50,7 @@ public sealed class InsertedConformanceTests : IDisposable
     public void OnlyInsertedParametersTrainAndAllOfThemGetGradients(string name)
     {
         var row = ConformanceMatrix.GetInserted(name);
-        using var model = new TinyStack();
+        using var model = row.Model();
         row.Insert(model);
         var trainable = model.TrainableParameters().ToList();
         var expected = new HashSet<Tensor>(model.InsertedAdapters().SelectMany(a => a.Adapter.parameters()), ReferenceEqualityComparer.Instance);
@@ -73,7 +73,7 @@ public sealed class InsertedConformanceTests : IDisposable
     public void MergeIsRefusedAndLeavesTheModelUnchanged(string name)
     {
         var row = ConformanceMatrix.GetInserted(name);
-        using var model = new TinyStack();
+        using var model = row.Model();
         row.Insert(model);
         Randomize(model);
         using var before = model.call(Ids());
@@ -88,7 +88,7 @@ public sealed class InsertedConformanceTests : IDisposable
     public void SaveAndLoadIsBitwiseWithExactlyTheDocumentedKeysAndFields(string name)
     {
         var row = ConformanceMatrix.GetInserted(name);
-        using var model = new TinyStack();
+        using var model = row.Model();
         row.Insert(model);
         Randomize(model);
         row.Save(model, _dir);
@@ -105,7 +105,7 @@ public sealed class InsertedConformanceTests : IDisposable
             Assert.True(JsonNode.DeepEquals(value, config[key]), $"{name}: {key} is {config[key]?.ToJsonString()}, expected {value?.ToJsonString()}");
         }
 
-        using var fresh = new TinyStack();
+        using var fresh = row.Model();
         row.Load(fresh, _dir);
         var expected = model.InsertedAdapters().SelectMany(a => a.Adapter.parameters()).Concat(model.SharedParameters().Select(s => s.Parameter)).ToList();
         var actual = fresh.InsertedAdapters().SelectMany(a => a.Adapter.parameters()).Concat(fresh.SharedParameters().Select(s => s.Parameter)).ToList();
@@ -116,10 +116,37 @@ public sealed class InsertedConformanceTests : IDisposable
         Assert.True(y0.eq(y1).all().item<bool>(), $"{name}: outputs differ after the round trip ({MaxDiff(y0, y1)})");
     }
 
+    [Theory]
+    [MemberData(nameof(ConformanceMatrix.InsertedMergeableNames), MemberType = typeof(ConformanceMatrix))]
+    public void OwnMergeEqualsTheUnmergedModelAndUnmergeRestoresTheBaseBitwise(string name)
+    {
+        var row = ConformanceMatrix.GetInserted(name);
+        using var model = row.Model();
+        var baseWeights = model.state_dict().ToDictionary(p => p.Key, p => p.Value.clone());
+        row.Insert(model);
+        Randomize(model);
+        using var unmerged = model.call(Ids());
+        row.OwnMerge!(model);
+        Assert.Contains(baseWeights, p => !p.Value.eq(model.state_dict()[p.Key]).all().item<bool>());
+        using (var merged = model.call(Ids()))
+        {
+            Assert.True(MaxDiff(unmerged, merged) < 1e-5, $"{name}: merged outputs differ by {MaxDiff(unmerged, merged)}");
+        }
+
+        row.OwnUnmerge!(model);
+        foreach (var (key, value) in baseWeights)
+        {
+            Assert.True(value.eq(model.state_dict()[key]).all().item<bool>(), $"{name}: {key} not restored by unmerge");
+        }
+
+        using var again = model.call(Ids());
+        Assert.True(unmerged.eq(again).all().item<bool>(), $"{name}: outputs after unmerge differ by {MaxDiff(unmerged, again)}");
+    }
+
     private static Tensor Ids() => torch.tensor(new long[] { 1, 4, 7, 19, 0, 3, 3, 12, 5, 8 }, new long[] { 2, 5 });
 
     /// <summary>Moves every inserted and shared parameter away from its init (a zero up projection would hide the rest).</summary>
-    private static void Randomize(TinyStack model)
+    private static void Randomize(nn.Module model)
     {
         torch.manual_seed(99);
         using var _ = no_grad();
