@@ -87,8 +87,10 @@ public sealed class LoFiTTests
     [Fact]
     public void BadConfigurationsAndSelectionsAreRefusedByName()
     {
-        Assert.Equal("L1Lambda", Assert.Throws<PeftConfigurationException>(() => new LoFiTConfig(L1Lambda: -1).Validate()).MemberName);
-        Assert.Equal("InitStd", Assert.Throws<PeftConfigurationException>(() => new LoFiTConfig(InitStd: double.NaN).Validate()).MemberName);
+        // Values the analyzer cannot see (PEFT0033 refuses them as constants), as a configuration file or a computation gives them.
+        double negative = -1, notANumber = double.NaN;
+        Assert.Equal("L1Lambda", Assert.Throws<PeftConfigurationException>(() => new LoFiTConfig(L1Lambda: negative).Validate()).MemberName);
+        Assert.Equal("InitStd", Assert.Throws<PeftConfigurationException>(() => new LoFiTConfig(InitStd: notANumber).Validate()).MemberName);
         var geometry = new AttentionGeometry(2, 4, 4, 2, 8);
         Assert.Contains("0 to 3", Assert.Throws<PeftConfigurationException>(() => new LoFiTAdapter("x", new LoFiTConfig(), geometry, [4])).Message, StringComparison.Ordinal);
         Assert.Contains("twice", Assert.Throws<PeftConfigurationException>(() => new LoFiTHeadSelection([new(0, 1), new(0, 1)])).Message, StringComparison.Ordinal);
