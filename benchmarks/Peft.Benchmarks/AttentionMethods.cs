@@ -25,7 +25,7 @@ public sealed partial class AttentionBlock : Module<Tensor, Tensor>, ITransforme
     public AttentionBlock(int layer) : base(nameof(AttentionBlock))
     {
         InitializePeft();
-        Attention = new AttentionInsertions(this, new AttentionGeometry(layer, Heads, Heads, HeadDim, InsertionBlock.Hidden));
+        Attention = new AttentionInsertions(this, new AttentionGeometry(layer, Heads, Heads, HeadDim, InsertionBlock.Hidden)) { OutputProjection = () => o_proj };
         Insertions = new BlockInsertions(this, InsertionBlock.Hidden, InsertionBlock.Hidden, InsertionBlock.Hidden, InsertionBlock.Hidden) { Attention = Attention };
     }
 
@@ -69,7 +69,7 @@ public sealed class AttentionStack : Module<Tensor, Tensor>, ITransformerStack
 }
 
 /// <summary>
-/// Methods inside attention (the adaption prompt) against LoRA r=8 on q_proj/v_proj of the same 4-block stack: AdamW training
+/// Methods inside attention (the adaption prompt, LoFiT's two stages) against LoRA r=8 on q_proj/v_proj of the same 4-block stack: AdamW training
 /// steps on 8 x 128 tokens, interleaved in one process (section 10, or <c>--attention</c> alone).
 /// </summary>
 internal static class AttentionProbe
@@ -78,6 +78,14 @@ internal static class AttentionProbe
     {
         ("LoRA r=8 (q_proj, v_proj)", m => m.ApplyTargets(new PeftTargets(TargetModules.FromPeft(null, ["q_proj", "v_proj"]), new LoRAOptions(Rank: 8, Alpha: 16)))),
         ("adaption prompt len 10 (4 layers)", m => m.AddAdaptionPrompt(new AdaptionPromptConfig(AdapterLen: 10, AdapterLayers: 4))),
+        ("LoFiT stage 1: scales on all 32 heads + L1", m => m.AddLoFiT(new LoFiTConfig(LoFiTComponents.Scale, L1Lambda: 5e-3))),
+        ("LoFiT stage 2: offsets on the top 10% (3 heads)", m =>
+        {
+            m.AddLoFiT(new LoFiTConfig(LoFiTComponents.Scale), adapterName: "scales");
+            var heads = m.SelectHeads(LoFiTConfig.DefaultHeadFraction, "scales");
+            m.DeleteAdapter("scales");
+            m.AddLoFiT(new LoFiTConfig(LoFiTComponents.Bias), heads);
+        }),
     };
 
     public static IEnumerable<(string Name, string Value, string Note)> Results(int rounds)
@@ -105,17 +113,20 @@ internal static class AttentionProbe
         {
             // A trained gate: at zero the prompt's gradient vanishes and the step would understate the method's work.
             using var _ = no_grad();
-            foreach (var (_, adapter) in model.InsertedAdapters()) ((AdaptionPromptAdapter)adapter).Gate.fill_(0.1);
+            foreach (var adapter in model.InsertedAdapters().Select(a => a.Adapter).OfType<AdaptionPromptAdapter>()) adapter.Gate.fill_(0.1);
         }
 
         var trainable = model.TrainableParameters().ToList();
         var optimizer = optim.AdamW(trainable, 1e-4);
+        bool lossTerms = model.InsertedAdapters().Any(a => a.Adapter is ILossTermAdapter);   // LoFiT stage 1's L1, as its training adds it
         var ids = randint(0, 4096, new long[] { 8, 128 });
         return new Step(model, optimizer, ids, trainable.Sum(p => p.numel()), () =>
         {
             using var scope = NewDisposeScope();
             optimizer.zero_grad();
-            model.call(ids).square().mean().backward();
+            var loss = model.call(ids).square().mean();
+            if (lossTerms) loss = loss + model.AdapterLossTerm();
+            loss.backward();
             optimizer.step();
         });
     }

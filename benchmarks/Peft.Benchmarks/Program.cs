@@ -19,7 +19,7 @@ using static TorchSharp.torch;
 // --prefix runs section 10 (prefix tuning and MAM inside attention) alone;
 // --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process;
 // --prompts runs section 12 (prompt tuning and DePT against LoRA on a transformer stack) alone;
-// --attention runs section 13 (methods inside attention: the adaption prompt) alone.
+// --attention runs section 13 (methods inside attention: the adaption prompt, LoFiT) alone.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -420,8 +420,8 @@ if (!initOnly && !methodsOnly) results.AddRange(MeftProbe.Results());
 //     linear layer of the same stack.
 if (!initOnly && !methodsOnly) results.AddRange(PromptProbe.Results(rounds));
 
-// 13. Methods inside attention (AttentionInsertions): the adaption prompt against LoRA r=8 on q_proj/v_proj of the same
-//     4-block stack with real attention.
+// 13. Methods inside attention (AttentionInsertions): the adaption prompt and LoFiT's two stages against LoRA r=8 on
+//     q_proj/v_proj of the same 4-block stack with real attention.
 if (!initOnly && !methodsOnly) results.AddRange(AttentionProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");

@@ -90,38 +90,61 @@ public static class SentimentExperiment
             trainableCount += selective.TrainedEntries;
         }
 
-        using var trainer = new AdapterTrainer(trainable, new TrainingOptions
+        AdapterTrainer Trainer(int steps) => new(trainable, new TrainingOptions
         {
             Callbacks = callbacks,
-            // Adapters with a loss term of their own (KaSA's regulariser) get it added to the objective, as their papers train.
-            Regularizers = classifier.AdaptedLayers().Any(l => l.Layer.Adapters.Any(a => a is ILossTermAdapter))
+            // Adapters with a loss term of their own (KaSA's regulariser, LoFiT's L1) get it added to the objective, as their papers train.
+            Regularizers = classifier.AdaptedLayers().Any(l => l.Layer.Adapters.Any(a => a is ILossTermAdapter)) || classifier.InsertedAdapters().Any(a => a.Adapter is ILossTermAdapter)
                 ? new[] { classifier.AdapterLossTerms() }
                 : Array.Empty<Func<torch.Tensor>>(),
             LearningRate = settings.LearningRate,
             ParameterLearningRate = method.TableLearningRate is { } tableRate ? classifier.DePTLearningRates(tableRate) : null,
-            TotalSteps = totalSteps,
-            WarmupSteps = Math.Max(1, totalSteps / 10),
+            TotalSteps = steps,
+            WarmupSteps = Math.Max(1, steps / 10),
             MaxGradNorm = 1.0,
             Seed = settings.Seed,
             LogEvery = int.MaxValue,
         });
+
+        // A two-stage method (LoFiT) switches to its second stage's adapters after its first share of the steps, with a fresh optimizer.
+        int switchAt = method.SecondStage is null ? -1 : Math.Clamp((int)Math.Round(totalSteps * (1 - method.SecondStageShare)), 1, totalSteps - 1);
+        var trainer = Trainer(switchAt > 0 ? switchAt : totalSteps);
         var random = new Random(settings.Seed);
         double firstLoss = double.NaN, lastLoss = double.NaN, seconds = 0;
+        int step = 0;
         classifier.train();
-        for (int epoch = 0; epoch < settings.Epochs; epoch++)
+        try
         {
-            var clock = Stopwatch.StartNew();
-            double lossSum = 0;
-            foreach (var batch in Batches(trainIds, settings.BatchSize, random))
+            for (int epoch = 0; epoch < settings.Epochs; epoch++)
             {
-                var step = trainer.TrainStep(() => BatchLoss(classifier, batch, trainIds, train));
-                lossSum += step.Loss;
+                var clock = Stopwatch.StartNew();
+                double lossSum = 0;
+                foreach (var batch in Batches(trainIds, settings.BatchSize, random))
+                {
+                    if (step++ == switchAt)
+                    {
+                        trainer.Dispose();
+                        method.SecondStage!(classifier);
+                        trainable = classifier.TrainableParameters().ToList();
+                        trainableCount = trainable.Sum(p => p.numel());
+                        log?.WriteLine($"  {method.Name} seed {settings.Seed}: second stage after {switchAt} steps, {trainableCount} trainable parameters");
+                        trainer = Trainer(totalSteps - switchAt);
+                    }
+
+                    var result = trainer.TrainStep(() => BatchLoss(classifier, batch, trainIds, train));
+                    lossSum += result.Loss;
+                }
+                seconds += clock.Elapsed.TotalSeconds;
+                lastLoss = lossSum / stepsPerEpoch;
+                if (epoch == 0) firstLoss = lastLoss;
+                log?.WriteLine($"  {method.Name} seed {settings.Seed} epoch {epoch + 1}/{settings.Epochs}: mean loss {lastLoss:F4}, {clock.Elapsed.TotalSeconds:F1} s");
             }
-            seconds += clock.Elapsed.TotalSeconds;
-            lastLoss = lossSum / stepsPerEpoch;
-            if (epoch == 0) firstLoss = lastLoss;
-            log?.WriteLine($"  {method.Name} seed {settings.Seed} epoch {epoch + 1}/{settings.Epochs}: mean loss {lastLoss:F4}, {clock.Elapsed.TotalSeconds:F1} s");
         }
+        finally
+        {
+            trainer.Dispose();
+        }
+
         classifier.eval();
         double accuracy = Evaluate(classifier, testIds, test);
         if (saveDirectory is not null)

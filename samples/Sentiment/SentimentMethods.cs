@@ -77,6 +77,15 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// classifier before training, and before its saved weights are loaded).</summary>
     public Action<TorchSharp.torch.nn.Module>? Insert { get; init; }
 
+    /// <summary>For a <see cref="Trains.Inserted"/> method that trains in two stages (LoFiT): <see cref="Insert"/> inserts the
+    /// first stage's adapters; after <see cref="SecondStageShare"/>'s complement of the run's steps, this replaces them with the
+    /// second stage's (e.g. from a selection the first stage's adapters give), and a fresh optimizer trains those and the head for
+    /// the remaining steps: both stages inside the row's budget. Null: one stage.</summary>
+    public Action<TorchSharp.torch.nn.Module>? SecondStage { get; init; }
+
+    /// <summary>The share of the run's steps the second stage gets (with <see cref="SecondStage"/>).</summary>
+    public double SecondStageShare { get; init; } = 0.5;
+
     /// <summary>For <see cref="Trains.Inserted"/>: writes what the model's weights do not hold (bottleneck adapters' files,
     /// with the tensors their layers share, such as Compacter's PHM rule) to a directory; null when the weights hold all.</summary>
     public Action<TorchSharp.torch.nn.Module, string>? SaveInserted { get; init; }
@@ -132,6 +141,28 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// <returns>The method.</returns>
     public static SentimentMethod Inserts(string name, string displayName, double learningRate, AdaptionPromptConfig config)
         => Inserts(name, displayName, learningRate, model => model.AddAdaptionPrompt(config));
+
+    /// <summary>LoFiT's two stages in one run (<see cref="SecondStage"/>): scales on every head of the encoder's attentions with
+    /// the L1 term, then offsets on the <paramref name="headFraction"/> of heads with the largest scales; saved as model weights
+    /// with the LoFiT directory (which says which heads hold offsets).</summary>
+    /// <param name="name">The <c>--method</c> name.</param>
+    /// <param name="displayName">The table's row name.</param>
+    /// <param name="learningRate">The default learning rate.</param>
+    /// <param name="l1Lambda">Stage 1's L1 weight.</param>
+    /// <param name="headFraction">The share of heads stage 2 trains.</param>
+    /// <returns>The method.</returns>
+    public static SentimentMethod LoFiT(string name, string displayName, double learningRate, double l1Lambda, double headFraction)
+        => Inserts(name, displayName, learningRate, m => m.AddLoFiT(new LoFiTConfig(LoFiTComponents.Scale, l1Lambda), adapterName: "lofit-scales")) with
+        {
+            SecondStage = m =>
+            {
+                var heads = m.SelectHeads(headFraction, "lofit-scales");
+                m.DeleteAdapter("lofit-scales");
+                m.AddLoFiT(new LoFiTConfig(LoFiTComponents.Bias), heads);
+            },
+            SaveInserted = (m, directory) => m.SaveLoFiT(directory),
+            LoadInserted = (m, directory) => m.LoadLoFiT(directory),
+        };
 
     /// <summary>A method that adds an adapter on <paramref name="targets"/> and trains it with the head.</summary>
     /// <param name="name">The <c>--method</c> name.</param>
@@ -236,6 +267,7 @@ public static class SentimentMethods
         SentimentMethod.Inserts("mam", "MAM (prefix 30 via MLP 800 + scaled parallel rf 2, s 4)", 1e-3, m => m.AddMamAdapter()),
         SentimentMethod.Reversible("meft", "MEFT1 (reversible, bottleneck 8, lambda = beta = 0.1)", 1e-3, new MeftConfig(AdapterBottleneckDim: 8)),
         SentimentMethod.Inserts("adaption", "adaption prompt (10 tokens, both layers, zero-init gate)", 1e-2, new AdaptionPromptConfig(AdapterLen: 10, AdapterLayers: 2)),
+        SentimentMethod.LoFiT("lofit", "LoFiT (scales on all 8 heads with L1 5e-3, then offsets on the top 10%)", 1e-2, l1Lambda: 5e-3, headFraction: LoFiTConfig.DefaultHeadFraction),
         SentimentMethod.Freezes("freeze-bottom", "Telly-1 (embeddings + bottom layer frozen)", 1e-4, new LayerFreezing(bottom: 1)),
         SentimentMethod.Masks("spt", "SPT (1% of the encoder's matrix entries by sensitivity; LoRA r 8 where dense)", 1e-3, SentimentSelective.Spt),
         SentimentMethod.Masks("id3", "ID³ (1% of the encoder's matrix entries, unmasked in 10 steps)", 1e-3, SentimentSelective.Id3),

@@ -40,7 +40,7 @@ internal static class InspectCommand
             // A config or manifest file stands for its directory.
             string name = Path.GetFileName(path);
             string dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
-            if (name == AdapterFiles.ConfigFileName) return PrefixTuningFile.IsPrefixTuning(dir) ? Prefix(dir) : BottleneckAdapters.IsBottleneckDirectory(dir) ? BottleneckInspection.Report(dir) : MeftInspect.IsMeft(dir) ? Meft(dir) : Adapter(dir);
+            if (name == AdapterFiles.ConfigFileName) return PrefixTuningFile.IsPrefixTuning(dir) ? Prefix(dir) : BottleneckAdapters.IsBottleneckDirectory(dir) ? BottleneckInspection.Report(dir) : LoFiTCli.IsLoFiT(dir) ? LoFiTCli.Report(dir) : MeftInspect.IsMeft(dir) ? Meft(dir) : Adapter(dir);
             if (name == CheckpointStore.ManifestFileName) return Checkpoint(dir);
             return Safetensors(path);
         }
@@ -52,6 +52,7 @@ internal static class InspectCommand
 
         if (PrefixTuningFile.IsPrefixTuning(path)) return Prefix(path);
         if (BottleneckAdapters.IsBottleneckDirectory(path)) return BottleneckInspection.Report(path);
+        if (LoFiTCli.IsLoFiT(path)) return LoFiTCli.Report(path);
         if (MeftInspect.IsMeft(path)) return Meft(path);
         if (AdapterDirectory.IsAdapter(path)) return Adapter(path);
         if (File.Exists(Path.Combine(path, CheckpointStore.ManifestFileName))) return Checkpoint(path);

@@ -52,6 +52,18 @@ internal static class MergeCommand
                 return ExitCodes.Success;
             }
 
+            if (LoFiTCli.IsLoFiT(adapterArgument))
+            {
+                var changed = LoFiTCli.Merge(basePath, adapterArgument, output);
+                foreach (var name in changed)
+                {
+                    parse.InvocationConfiguration.Output.WriteLine($"merged {name} (LoFiT)");
+                }
+
+                parse.InvocationConfiguration.Output.WriteLine(LoFiTCli.Summary(output, adapterArgument, changed.Count));
+                return ExitCodes.Success;
+            }
+
             if (Directory.Exists(adapterArgument) && MeftInspect.IsMeft(adapterArgument)) throw MeftInspect.MergeRefusal(adapterArgument);
             string adapter = AdapterDirectory.Resolve(adapterArgument, parse.GetValue(nameOption));
             var result = AdapterMerger.Merge(basePath, adapter, output, parse.GetValue(nameOption) ?? AdapterNames.Default, parse.GetValue(allowOption));

@@ -41,7 +41,11 @@ public static class ConformanceMatrix
         BottleneckRows.Cases,
         AttentionRows.Cases,
         MeftRows.Cases,
+        LoFiTRows.Cases,
     }.SelectMany(c => c).ToList();
+
+    /// <summary>The inserted rows whose method merges through its own call (<see cref="InsertedConformanceCase.OwnMerge"/>).</summary>
+    public static IEnumerable<object[]> InsertedMergeableNames => Inserted.Where(c => c.OwnMerge is not null).Select(c => new object[] { c.Name });
 
     /// <summary>The inserted-adapter rows as xunit theory data (by name).</summary>
     public static IEnumerable<object[]> InsertedNames => Inserted.Select(c => new object[] { c.Name });

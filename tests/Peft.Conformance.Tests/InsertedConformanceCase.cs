@@ -28,6 +28,14 @@ public sealed record InsertedConformanceCase(
     string WeightsFile,
     string ConfigFile)
 {
+    /// <summary>For a method whose inserted adapters fold into the base weights through its own call (LoFiT's
+    /// <c>MergeLoFiT</c>; the generic <c>Merge</c> still refuses every inserted adapter): merges the adapter named "default".
+    /// Null: not mergeable.</summary>
+    public Action<nn.Module>? OwnMerge { get; init; }
+
+    /// <summary>Undoes <see cref="OwnMerge"/> (set with it).</summary>
+    public Action<nn.Module>? OwnUnmerge { get; init; }
+
     /// <summary>A new adapter leaves the outputs bit-equal (false where the method's documented init says otherwise).</summary>
     public bool IdentityAtInit { get; init; } = true;
 

@@ -117,8 +117,35 @@ public sealed class InsertedConformanceTests : IDisposable
         Assert.True(y0.eq(y1).all().item<bool>(), $"{name}: outputs differ after the round trip ({MaxDiff(y0, y1)})");
     }
 
+    [Theory]
+    [MemberData(nameof(ConformanceMatrix.InsertedMergeableNames), MemberType = typeof(ConformanceMatrix))]
+    public void OwnMergeEqualsTheUnmergedModelAndUnmergeRestoresTheBaseBitwise(string name)
+    {
+        var row = ConformanceMatrix.GetInserted(name);
+        using var model = new TinyStack();
+        var baseWeights = model.state_dict().ToDictionary(p => p.Key, p => p.Value.clone());
+        row.Insert(model);
+        Randomize(model);
+        using var unmerged = model.call(Ids());
+        row.OwnMerge!(model);
+        Assert.Contains(baseWeights, p => !p.Value.eq(model.state_dict()[p.Key]).all().item<bool>());
+        using (var merged = model.call(Ids()))
+        {
+            Assert.True(MaxDiff(unmerged, merged) < 1e-5, $"{name}: merged outputs differ by {MaxDiff(unmerged, merged)}");
+        }
+
+        row.OwnUnmerge!(model);
+        foreach (var (key, value) in baseWeights)
+        {
+            Assert.True(value.eq(model.state_dict()[key]).all().item<bool>(), $"{name}: {key} not restored by unmerge");
+        }
+
+        using var again = model.call(Ids());
+        Assert.True(unmerged.eq(again).all().item<bool>(), $"{name}: outputs after unmerge differ by {MaxDiff(unmerged, again)}");
+    }
+
     /// <summary>What the row's file holds: its computed tensors, or the inserted and shared parameters.</summary>
-    private static List<Tensor> Saved(InsertedConformanceCase row, TinyStack model)
+    private static List<Tensor> Saved(InsertedConformanceCase row, nn.Module model)
     {
         if (row.SavedTensors is { } saved)
         {
@@ -132,7 +159,7 @@ public sealed class InsertedConformanceTests : IDisposable
     private static Tensor Ids() => torch.tensor(new long[] { 1, 4, 7, 19, 0, 3, 3, 12, 5, 8 }, new long[] { 2, 5 });
 
     /// <summary>Moves every inserted and shared parameter away from its init (a zero up projection would hide the rest).</summary>
-    private static void Randomize(TinyStack model)
+    private static void Randomize(nn.Module model)
     {
         torch.manual_seed(99);
         using var _ = no_grad();

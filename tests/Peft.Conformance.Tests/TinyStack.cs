@@ -81,7 +81,7 @@ public sealed class TinyBlock : nn.Module<Tensor, Tensor>, ITransformerBlock
 
 /// <summary>Bidirectional multi-head attention of <see cref="TinyStack"/> with its insertion points: keys and values pass
 /// through <see cref="AttentionInsertions.PrependPrefix"/> (every query sees the prefix), the attended heads through
-/// <see cref="AttentionInsertions.AdjustHeads"/> before <c>o</c>.</summary>
+/// <see cref="AttentionInsertions.AdjustHeads"/> before <c>o</c>, its output projection (<see cref="AttentionInsertions.OutputProjection"/>).</summary>
 public sealed class TinyAttention : nn.Module<Tensor, Tensor>
 {
     private const int HeadDim = TinyStack.Width / TinyStack.Heads;
@@ -96,7 +96,7 @@ public sealed class TinyAttention : nn.Module<Tensor, Tensor>
     public TinyAttention(int layer) : base(nameof(TinyAttention))
     {
         RegisterComponents();
-        Insertions = new AttentionInsertions(this, new AttentionGeometry(layer, TinyStack.Heads, TinyStack.Heads, HeadDim, TinyStack.Width));
+        Insertions = new AttentionInsertions(this, new AttentionGeometry(layer, TinyStack.Heads, TinyStack.Heads, HeadDim, TinyStack.Width)) { OutputProjection = () => o };
     }
 
     /// <summary>The points inside this attention.</summary>

@@ -225,6 +225,17 @@ public sealed class SentimentMethodTests
                     Assert.Equal(10 * 256 + 1 + 10 * 512 + 1 + head, count);
                     Assert.True(MaxDifference(output, plain) == 0, "zero gates changed the encoder");
                     break;
+                case "lofit":
+                    // Stage 1: scales on every head of both attentions (4 heads of 64, then of 128), N(0, 1e-3): close to the base.
+                    Assert.Equal(2, classifier.InsertedAdapters().Count());
+                    Assert.Equal(256 + 512 + head, count);
+                    Assert.True(MaxDifference(output, plain) < 1e-2, "fresh LoFiT scales moved the encoder too far");
+                    // Stage 2: offsets on 10% of the 8 heads (one head, the one with the largest scales), and the head.
+                    method.SecondStage!(classifier);
+                    var offsets = Assert.Single(classifier.InsertedAdapters().Select(a => a.Adapter).OfType<LoFiTAdapter>());
+                    Assert.Single(offsets.Heads);
+                    Assert.Equal(offsets.Geometry.HeadDim + head, classifier.TrainableParameters().Sum(p => p.numel()));
+                    break;
                 case "prompt":
                     Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());
                     Assert.Equal(SentimentMethods.PromptTokens * UseLiteConfig.EmbeddingDim + head, count);

@@ -230,6 +230,26 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         description: DescriptionWithoutPath);
 
+    /// <summary>PEFT0033: a constant LoFiT L1 weight or initialisation scale that is negative or not finite (LoFiTAnalyzer).</summary>
+    public static readonly DiagnosticDescriptor LoFiTValueOutOfRange = new(
+        PeftDiagnosticIds.LoFiTValueOutOfRange,
+        "LoFiT configuration value out of range",
+        "LoFiTConfig {0} = {1}: {2}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        description: DescriptionWithoutPath);
+
+    /// <summary>PEFT0034: a constant LoFiT head fraction outside (0, 1] or head count below 1 (LoFiTAnalyzer).</summary>
+    public static readonly DiagnosticDescriptor LoFiTHeadCountOutOfRange = new(
+        PeftDiagnosticIds.LoFiTHeadCountOutOfRange,
+        "LoFiT head selection size out of range",
+        "SelectHeads {0} = {1}: {2}",
+        Category,
+        DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        description: DescriptionWithoutPath);
+
     /// <summary>PEFT0049: a constant prefix-tuning or adaption-prompt field out of range (PromptConfigAnalyzer).</summary>
     public static readonly DiagnosticDescriptor PromptConfigOutOfRange = new(
         PeftDiagnosticIds.PromptConfigOutOfRange,
@@ -314,6 +334,8 @@ internal static class DiagnosticDescriptors
         AdapterNameMethodConflict,
         UntargetableMember,
         UnknownTargetName,
+        LoFiTValueOutOfRange,
+        LoFiTHeadCountOutOfRange,
         BottleneckArgumentOutOfRange,
         BottleneckUnknownName,
         BottleneckArgumentsConflict,

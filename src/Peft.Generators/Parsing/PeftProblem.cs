@@ -26,6 +26,8 @@ internal static class PeftDiagnosticIds
     public const string AdapterNameMethodConflict = "PEFT0016";
     public const string UntargetableMember = "PEFT0017";
     public const string UnknownTargetName = "PEFT0018";
+    public const string LoFiTValueOutOfRange = "PEFT0033";
+    public const string LoFiTHeadCountOutOfRange = "PEFT0034";
     public const string BottleneckArgumentOutOfRange = "PEFT0035";
     public const string BottleneckUnknownName = "PEFT0036";
     public const string BottleneckArgumentsConflict = "PEFT0037";

@@ -121,6 +121,45 @@ public sealed class AttentionInsertions
     /// path in files, e.g. PEFT's <c>…self_attn.adaption_prompt</c>).</summary>
     public nn.Module Module => _attention;
 
+    /// <summary>
+    /// The attention's output projection, for methods whose head adjustments fold into it (LoFiT's merge): a function
+    /// returning the module that maps the merged heads <c>[batch, time, heads · headDim]</c> (head <c>h</c> in columns
+    /// <c>h · headDim</c> to <c>(h + 1) · headDim − 1</c>) to the attention's output, with nothing in between. A function,
+    /// not the module, because configuration may wrap the member later (<see cref="PeftTargeting.ApplyTargets"/> replaces
+    /// <c>o_proj</c> by its <see cref="AdaptedLinear"/>). The family sets it (Llama <c>o_proj</c>, GPT-2 <c>c_proj</c>, BERT
+    /// <c>attention.output.dense</c>, USE-lite <c>out_proj</c>); null where the attention has none such.
+    /// </summary>
+    public Func<nn.Module>? OutputProjection { get; set; }
+
+    /// <summary>The output projection's weight <c>[out, heads · headDim]</c> and bias (null when it has none), read through
+    /// <see cref="OutputProjection"/> (the base weight of an adapted layer).</summary>
+    /// <returns>The module, its weight and its bias.</returns>
+    /// <exception cref="PeftConfigurationException">No output projection is set, it is not a linear layer, or its input width
+    /// is not <c>heads · headDim</c> (the messages name the layer and the fix).</exception>
+    public (nn.Module Module, Tensor Weight, Tensor? Bias) OutputProjectionWeights()
+    {
+        var module = OutputProjection?.Invoke() ?? throw new PeftConfigurationException(
+            $"The attention of layer {Geometry.Layer} ({_attention.GetType().Name}) does not say which module projects its heads; set its " +
+            "AttentionInsertions.OutputProjection to a function returning that Linear (docs/ARCHITECTURE.md, \"Transformer stacks\").", null, null);
+        var (weight, bias) = module switch
+        {
+            AdaptedLinear adapted => ((Tensor)adapted.Weight, (Tensor?)adapted.Bias),
+            TorchSharp.Modules.Linear linear => (linear.weight!, linear.bias),
+            _ => throw new PeftConfigurationException(
+                $"The output projection of the attention of layer {Geometry.Layer} is a {module.GetType().Name}, not a Linear layer; " +
+                "only a linear projection can take a head adjustment's merge.", null, null),
+        };
+        long width = (long)Geometry.Heads * Geometry.HeadDim;
+        if (weight.dim() != 2 || weight.shape[1] != width)
+        {
+            throw new PeftConfigurationException(
+                $"The output projection of the attention of layer {Geometry.Layer} has weight [{string.Join(", ", weight.shape)}]; it must read the " +
+                $"merged heads, [out, {width}] (heads · headDim). Point OutputProjection at the layer right after the heads are merged.", null, null);
+        }
+
+        return (module, weight, bias);
+    }
+
     /// <summary>The point, once anything was inserted; else null.</summary>
     public AttentionInsertionPoint? Point => _point;
 

@@ -7,7 +7,8 @@ public static partial class PeftModel
 {
     /// <summary>
     /// The sum of the loss terms of the tree's live adapters that supply one (<see cref="ILossTermAdapter"/>: active on their
-    /// layer, adapters not disabled), on every adapted layer; a zero scalar when there are none. What a method's paper adds to
+    /// layer, adapters not disabled), on every adapted layer, then those of the active inserted adapters (<see cref="InsertedAdapter"/>);
+    /// a zero scalar when there are none. What a method's paper adds to
     /// the task loss (KaSA's β·Σd² + γ(‖BᵀB − I‖_F + ‖AAᵀ − I‖_F)).
     /// </summary>
     /// <param name="root">The model.</param>
@@ -33,6 +34,24 @@ public static partial class PeftModel
                     value.Dispose();
                     total = sum;
                 }
+            }
+        }
+
+        // Inserted adapters (inside attention or at a sub-layer) supply terms the same way while active (LoFiT's L1 on its scales).
+        foreach (var (_, inserted) in root.InsertedAdapters())
+        {
+            if (inserted is not ILossTermAdapter term || !inserted.Active) continue;
+            var value = term.LossTerm();
+            if (total is null)
+            {
+                total = value;
+            }
+            else
+            {
+                var sum = total.add(value);
+                total.Dispose();
+                value.Dispose();
+                total = sum;
             }
         }
 

@@ -28,6 +28,9 @@ public sealed partial class BertResidualOutput : nn.Module
         InitializePeft();
     }
 
+    /// <summary>The projection <c>dense</c> as it is now (its adapted wrapper once configuration wrapped it).</summary>
+    internal nn.Module Dense => dense;
+
     /// <summary><c>LayerNorm(insert(dropout(dense(h))) + residual)</c>, with <c>insert</c> the layer's insertion point for
     /// this sub-layer (the adapters library's place: after dropout, before the residual add and the norm).</summary>
     /// <param name="h">The block's output before projection.</param>
@@ -59,6 +62,8 @@ public sealed class BertAttention : nn.Module
         output = new BertResidualOutput(config, config.HiddenSize);
         register_module(nameof(self), self);
         register_module(nameof(output), output);
+        // The heads merged by attention.self are projected by attention.output.dense (dropout follows, in training only).
+        self.Insertions.OutputProjection = () => output.Dense;
     }
 
     /// <summary>The points inside the self-attention (<see cref="BertSelfAttention.Insertions"/>).</summary>

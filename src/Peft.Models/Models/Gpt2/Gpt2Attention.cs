@@ -42,7 +42,7 @@ public sealed partial class Gpt2Attention : nn.Module
         c_attn = Linear(config.NEmbd, 3 * config.NEmbd);
         c_proj = Linear(config.NEmbd, config.NEmbd);
         InitializePeft();
-        Insertions = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _heads, _headDim, config.NEmbd));
+        Insertions = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _heads, _headDim, config.NEmbd)) { OutputProjection = () => c_proj };
     }
 
     /// <summary>The points inside this attention: a key/value prefix after the cache, and the heads before <c>c_proj</c>.</summary>

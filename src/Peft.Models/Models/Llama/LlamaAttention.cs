@@ -40,7 +40,7 @@ public sealed partial class LlamaAttention : nn.Module
         v_proj = Linear(config.HiddenSize, _kvHeads * _headDim, hasBias: config.QkvBias);
         o_proj = Linear(_heads * _headDim, config.HiddenSize, hasBias: config.OutputBias);
         InitializePeft();
-        Insertions = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _kvHeads, _headDim, config.HiddenSize));
+        Insertions = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _kvHeads, _headDim, config.HiddenSize)) { OutputProjection = () => o_proj };
     }
 
     /// <summary>The points inside this attention: a key/value prefix after the cache, before grouped-query repetition (not

@@ -44,7 +44,7 @@ public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Ten
         fc1 = Linear(hidden, UseLiteConfig.FeedForwardDim);
         fc2 = Linear(UseLiteConfig.FeedForwardDim, hidden);
         InitializePeft();
-        Attention = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _heads, input / _heads, input));
+        Attention = new AttentionInsertions(this, new AttentionGeometry(layer, _heads, _heads, input / _heads, input)) { OutputProjection = () => out_proj };
         Insertions = new BlockInsertions(this, input, hidden, hidden, hidden) { Attention = Attention };
     }
 
