@@ -13,7 +13,7 @@ namespace Peft.Benchmarks;
 /// block's sub-layers, not on a layer: section 9 measures them against LoRA on <see cref="InsertionStack"/> (Bottleneck.cs).
 /// MEFT changes how a stack's blocks run together (a reversible stack, <see cref="IStackRunner"/>) and exists for its memory:
 /// section 11 measures its activation memory against LoRA's on the Llama-layout decoder (<see cref="MeftProbe"/>, Meft.cs).
-/// The prompt methods (prompt tuning, DePT) adapt the input embedding, which this stack has not: section 12 measures them
+/// The prompt methods (prompt tuning, DePT, P-tuning) adapt the input embedding, which this stack has not: section 12 measures them
 /// against LoRA on <see cref="PromptStack"/> (Prompts.cs, <c>--prompts</c> alone).
 /// </summary>
 internal static class BenchmarkedMethods

@@ -18,7 +18,7 @@ using static TorchSharp.torch;
 // alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
 // --prefix runs section 10 (prefix tuning and MAM inside attention) alone;
 // --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process;
-// --prompts runs section 12 (prompt tuning and DePT against LoRA on a transformer stack) alone;
+// --prompts runs section 12 (prompt tuning, DePT and P-tuning against LoRA on a transformer stack) alone;
 // --attention runs section 13 (methods inside attention: the adaption prompt, LoFiT) alone.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
@@ -416,7 +416,7 @@ if (!initOnly && !methodsOnly) results.AddRange(PrefixProbe.Results(rounds));
 //     decoder at 2, 4 and 8 layers (one process per configuration, RSS with a fixed mmap threshold; Meft.cs).
 if (!initOnly && !methodsOnly) results.AddRange(MeftProbe.Results());
 
-// 12. The prompt methods (prompt tuning, DePT) on the input embedding of a transformer stack against LoRA r=8 on every
+// 12. The prompt methods (prompt tuning, DePT, P-tuning) on the input embedding of a transformer stack against LoRA r=8 on every
 //     linear layer of the same stack.
 if (!initOnly && !methodsOnly) results.AddRange(PromptProbe.Results(rounds));
 

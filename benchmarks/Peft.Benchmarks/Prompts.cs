@@ -6,7 +6,7 @@ using static TorchSharp.torch.nn;
 namespace Peft.Benchmarks;
 
 /// <summary>The stack of <see cref="InsertionStack"/> with its 4096 x 512 embedding as an adaptable member, so prompt methods
-/// (prompt tuning, DePT) can be put on it by configuration.</summary>
+/// (prompt tuning, DePT, P-tuning) can be put on it by configuration.</summary>
 [Adaptable]
 public sealed partial class PromptStack : Module<Tensor, Tensor>
 {
@@ -30,7 +30,7 @@ public sealed partial class PromptStack : Module<Tensor, Tensor>
 /// <summary>
 /// The prompt methods against LoRA r=8 on every linear layer of the same transformer stack (<see cref="PromptStack"/>): AdamW
 /// training steps on 8 x 128 tokens, interleaved in one process (section 10, or <c>--prompts</c> alone). DePT's table covers
-/// the 128 positions; both prompts lengthen the sequence the blocks see.
+/// the 128 positions; every prompt lengthens the sequence the blocks see, and P-tuning's encoder runs once per step.
 /// </summary>
 internal static class PromptProbe
 {
@@ -39,6 +39,7 @@ internal static class PromptProbe
         ("LoRA r=8 (all linear)", new LoRAOptions(Rank: 8, Alpha: 16), TargetModules.AllLinear),
         ("prompt tuning V=20", new PromptTuningOptions(VirtualTokens: 20), PromptStack.Embedding),
         ("DePT V=10, r=8 table over 128 positions", new DePTOptions(VirtualTokens: 10, MaxLength: 128, Rank: 8, Alpha: 8), PromptStack.Embedding),
+        ("P-tuning V=20, MLP encoder h=512", new PTuningOptions(VirtualTokens: 20), PromptStack.Embedding),
     };
 
     public static IEnumerable<(string Name, string Value, string Note)> Results(int rounds)
@@ -57,6 +58,7 @@ internal static class PromptProbe
         }
 
         yield return ($"**{Variants[2].Name} step / {Variants[1].Name} step**", Timing.Ratio(times[Variants[2].Name], times[Variants[1].Name]), "same run");
+        yield return ($"**{Variants[3].Name} step / {Variants[1].Name} step**", Timing.Ratio(times[Variants[3].Name], times[Variants[1].Name]), "same run");
     }
 
     private static Step Build(PeftAdapterOptions options, TargetModules targets)

@@ -70,6 +70,17 @@ internal static class CausalLmMethods
             Generates = false,
             LearningRates = (model, options) => model.DePTLearningRates(options.TableLearningRate),
         },
+        new("ptuning", (lm, _, _) =>
+            {
+                // P-tuning on the input embedding: PEFT's MLP prompt encoder (h = the embedding size, PEFT's default) makes
+                // 8 virtual tokens; the saved file holds its output, which the fresh model loads as PEFT does (inference mode).
+                var ptuning = new PTuningOptions(VirtualTokens: 8);
+                lm.Module.ApplyTargets(new PeftTargets(lm.PromptTargets, ptuning));
+                return $"P-tuning on {lm.PromptTargets}: {ptuning.VirtualTokens} virtual tokens from an MLP prompt encoder";
+            },
+            (lm, dir, baseDir) => lm.SaveAdapter(dir, new AdapterSaveOptions { BaseModelNameOrPath = baseDir, TaskType = "CAUSAL_LM" }),
+            (lm, dir) => lm.LoadAdapter(dir),
+            UsesTargets: false),
     ];
 
     /// <summary>The method named <paramref name="name"/>, or null.</summary>

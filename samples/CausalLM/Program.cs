@@ -11,7 +11,7 @@ using Peft.Training;
 using TorchSharp;
 using static TorchSharp.torch;
 
-// Causal-LM sample: adapt (--method: LoRA by default, or prefix tuning, an adaption prompt, DePT; CausalLmMethods.cs) a Llama-layout or GPT-2 checkpoint (a local Hugging Face directory, its family read from
+// Causal-LM sample: adapt (--method: LoRA by default, or prefix tuning, an adaption prompt, DePT, P-tuning; CausalLmMethods.cs) a Llama-layout or GPT-2 checkpoint (a local Hugging Face directory, its family read from
 // config.json's model_type, or a tiny random one made here) to State of the Union addresses or to the user's own text
 // (--data FILE: plain text or JSONL), then show perplexity and a greedy continuation before/after, save the adapter in
 // PEFT's layout and check that base + adapter reloaded into a fresh model give the same logits bit for bit.

@@ -221,6 +221,9 @@ public static class SentimentMethods
     /// <summary>Key/value positions of the prefix-tuning method.</summary>
     public const int PrefixTokens = 10;
 
+    /// <summary>The hidden size of P-tuning's MLP prompt encoder.</summary>
+    public const int PTuningHidden = 64;
+
     /// <summary>DePT's input length: every sentence is padded or truncated to it (its position table covers it).</summary>
     public const int DePTLength = 64;
 
@@ -258,6 +261,8 @@ public static class SentimentMethods
         SentimentMethod.Adapter("prompt", $"prompt tuning ({PromptTokens} virtual tokens)", 1e-2, UseLiteTargets.PromptEmbedding, new PromptTuningOptions(PromptTokens, PromptInitText), quick: true),
         SentimentMethod.Adapter("dept", $"DePT ({PromptTokens / 2} virtual tokens, r 4 table over {DePTLength} positions)", 1e-2, UseLiteTargets.PromptEmbedding,
             new DePTOptions(PromptTokens / 2, DePTLength, Rank: 4, Alpha: 4, InitText: PromptInitText)) with { TableLearningRate = 1e-3 },
+        SentimentMethod.Adapter("ptuning", $"P-tuning ({PromptTokens} virtual tokens, MLP encoder h {PTuningHidden})", 3e-3, UseLiteTargets.PromptEmbedding,
+            new PTuningOptions(PromptTokens, PTuningHidden)),
         SentimentMethod.Inserts("houlsby", "Houlsby adapters (rf 16, after attention and FFN)", 1e-3, BottleneckConfig.Houlsby()),
         SentimentMethod.Inserts("pfeiffer", "Pfeiffer adapters (rf 16, after FFN)", 1e-3, BottleneckConfig.Pfeiffer()),
         SentimentMethod.Inserts("parallel", "scaled parallel adapters (rf 2, s 4, beside FFN)", 1e-3, BottleneckConfig.ScaledParallel()),

@@ -74,7 +74,15 @@ public class ValueDiagnosticsTests
             Module("""
                 [PromptTune({|#0:virtualTokens: 0|})] private Module<Tensor, Tensor> embed = Embedding(1000, 64);
                 """),
-            PeftAnalyzerTest.Diagnostic("PEFT0014").WithLocation(0).WithArguments("0"));
+            PeftAnalyzerTest.Diagnostic("PEFT0014").WithLocation(0).WithArguments("PromptTune", "0"));
+
+    [Fact]
+    public Task ZeroVirtualTokensOfPTuning_ReportsPEFT0014NamingPTuning()
+        => PeftAnalyzerTest.VerifyAsync(
+            Module("""
+                [PTuning({|#0:virtualTokens: 0|})] private Module<Tensor, Tensor> embed = Embedding(1000, 64);
+                """),
+            PeftAnalyzerTest.Diagnostic("PEFT0014").WithLocation(0).WithArguments("PTuning", "0"));
 
     [Fact]
     public Task OneVirtualTokenAndTheDefault_AreAccepted()

@@ -18,6 +18,11 @@ public sealed record ConformanceCase(string Name, PeftAdapterOptions Options, pa
     /// <summary>The method merges into the base weights.</summary>
     public bool Mergeable { get; init; } = true;
 
+    /// <summary>The adapter's file holds tensors computed from its parameters (<see cref="IComputedFileTensorsAdapter"/>,
+    /// P-tuning's encoded prompt), which load into an adapter of another form: the round trip then checks bitwise equal outputs
+    /// and that the loaded adapter saves the same file, instead of equal parameters.</summary>
+    public bool FileHoldsComputedTensors { get; init; }
+
     /// <summary>Merged forward vs unmerged forward (max abs difference).</summary>
     public double MergeTolerance { get; init; } = 1e-5;
 

@@ -25,6 +25,7 @@ public static class ConformanceMatrix
         SVFitRows.Cases,
         LoLDURows.Cases,
         DePTRows.Cases,
+        PTuningRows.Cases,
         KaSARows.Cases,
         SoKARows.Cases,
     }.SelectMany(c => c).ToList();

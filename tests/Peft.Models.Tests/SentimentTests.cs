@@ -248,6 +248,13 @@ public sealed class SentimentMethodTests
                     Assert.Equal(((SentimentMethods.PromptTokens / 2) + 4) * UseLiteConfig.EmbeddingDim + (SentimentMethods.DePTLength * 4) + head, count);
                     Assert.True(MaxDifference(output, plain) > 1e-3, "the prompt does not reach the output");
                     break;
+                case "ptuning":
+                    // The encoder trains (table V x d, Linear(d, h), Linear(h, h), Linear(h, d)); its output is the prompt.
+                    const long ptDim = UseLiteConfig.EmbeddingDim, ptHidden = SentimentMethods.PTuningHidden;
+                    Assert.Equal(SentimentMethods.PromptTokens, classifier.VirtualTokenCount());
+                    Assert.Equal((SentimentMethods.PromptTokens * ptDim) + (ptDim * ptHidden) + ptHidden + (ptHidden * ptHidden) + ptHidden + (ptHidden * ptDim) + ptDim + head, count);
+                    Assert.True(MaxDifference(output, plain) > 1e-3, "the prompt does not reach the output");
+                    break;
                 default:
                     // A newly registered adapter method: it trains its adapter (all but the tensors the adapter keeps frozen,
                     // such as SVFit's singular vectors, plus the trainable tensors its layers share, such as VB-LoRA's

@@ -170,11 +170,11 @@ internal static class DiagnosticDescriptors
         isEnabledByDefault: true,
         description: DescriptionWithoutPath);
 
-    /// <summary>PEFT0014: PromptTune virtualTokens is not positive.</summary>
+    /// <summary>PEFT0014: a prompt method's (PromptTune, PTuning) virtualTokens is not positive.</summary>
     public static readonly DiagnosticDescriptor VirtualTokensNotPositive = new(
         PeftDiagnosticIds.VirtualTokensNotPositive,
         "Prompt tuning virtual tokens must be positive",
-        "[PromptTune] virtualTokens must be positive, but is {0}",
+        "[{0}] virtualTokens must be positive, but is {1}",
         Category,
         DiagnosticSeverity.Error,
         isEnabledByDefault: true,

@@ -179,6 +179,7 @@ internal static class MethodCatalogue
         new SVFit.SVFitSpec(),
         new LoLDU.LoLDUSpec(),
         new DePT.DePTSpec(),
+        new PTuning.PTuningSpec(),
         new KaSA.KaSASpec(),
         new SoKA.SoKASpec());
 

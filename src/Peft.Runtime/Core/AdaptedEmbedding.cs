@@ -145,7 +145,7 @@ public sealed class AdaptedEmbedding : AdaptedLayer
 
         using (embedded)
         {
-            var prompt = prefix.Prefix;
+            using var prompt = prefix.ComputePrefix();
             using var cast = prompt.dtype == embedded.dtype ? null : prompt.to(embedded.dtype);
             var source = cast ?? prompt;
             if (embedded.Dimensions == 2)

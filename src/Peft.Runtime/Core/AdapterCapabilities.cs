@@ -261,11 +261,14 @@ public interface IQuantizedResidualAdapter : IBaseRewritingAdapter
     QuantizedWeight? TakeQuantizedResidual();
 }
 
-/// <summary>Prepends learned vectors to a sequence of embeddings (prompt tuning); not mergeable.</summary>
+/// <summary>Prepends learned vectors to a sequence of embeddings (prompt tuning, DePT's prompt, P-tuning's encoded prompt); not
+/// mergeable. The prefix may be a parameter (a table) or computed from parameters on every forward (P-tuning's prompt encoder).</summary>
 public interface IPrefixAdapter
 {
-    /// <summary>The prefix <c>[V, dim]</c>.</summary>
-    Tensor Prefix { get; }
+    /// <summary>The prefix <c>[V, dim]</c>, in the autograd graph: a view of the table for a table prompt, the encoder's output
+    /// for an encoded one. A new tensor handle each call; the caller disposes it.</summary>
+    /// <returns>The prefix.</returns>
+    Tensor ComputePrefix();
 
     /// <summary>The number of prepended positions V.</summary>
     int Length { get; }
@@ -299,4 +302,26 @@ public interface ILossTermAdapter
     /// <summary>The adapter's term: a new one-element tensor, differentiable in the adapter's parameters (the caller disposes it).</summary>
     /// <returns>A scalar tensor.</returns>
     Tensor LossTerm();
+}
+
+/// <summary>
+/// An adapter whose PEFT file holds tensors computed from its parameters instead of the parameters themselves (P-tuning in
+/// training mode: the file's <c>prompt_embeddings</c> is the prompt encoder's output, and PEFT saves no encoder).
+/// <see cref="Serialization.AdapterFiles.Save"/> writes <see cref="ComputeFileTensors"/> in place of
+/// <see cref="PeftAdapter.PeftTensors"/>, and the merged-adapter fingerprint hashes them, so the model's fingerprint is its
+/// file's. Such a file cannot be loaded back into such an adapter (its parameters cannot be recovered from their output):
+/// <see cref="Serialization.AdapterFiles.Load"/> refuses it naming the adapter and the fixes (load under a new adapter name,
+/// which creates the adapter the file's config describes; resume training from a trainer checkpoint, which keeps every
+/// parameter under its registered name).
+/// </summary>
+public interface IComputedFileTensorsAdapter
+{
+    /// <summary>Whether this adapter's file holds computed tensors now; false when its file tensors are its parameters
+    /// (a P-tuning adapter in inference mode holds the prompt table itself), and it is then saved and loaded as any adapter.</summary>
+    bool ComputesFileTensors { get; }
+
+    /// <summary>The tensors the adapter's file holds, under PEFT's names relative to the layer, computed from the current
+    /// parameters deterministically (dropout off) and detached from the graph; new tensors the caller disposes.</summary>
+    /// <returns>(PEFT name, value) pairs.</returns>
+    IReadOnlyList<(string PeftName, Tensor Value)> ComputeFileTensors();
 }

@@ -27,6 +27,7 @@ public static class PeftMethods
         SVFitMethod.Instance,
         LoLDUMethod.Instance,
         DePTMethod.Instance,
+        PTuningMethod.Instance,
         KaSAMethod.Instance,
         SoKAMethod.Instance,
     };

@@ -114,6 +114,7 @@ public static class AdapterFiles
         try
         {
             foreach (var (key, parameter) in layout.Tensors) tensors.Add(new(key, parameter.detach()));
+            foreach (var (key, compute, _, _) in layout.Computed) tensors.Add(new(key, compute()));
             foreach (var (key, shared) in layout.Shared) tensors.Add(new(key, shared.detach()));
             foreach (var (key, target) in modules.SelectMany(m => m.Tensors)) tensors.Add(new(key, target.detach()));
             var metadata = new Dictionary<string, string> { ["format"] = "pt" };
@@ -241,6 +242,14 @@ public static class AdapterFiles
         if (layout.Method != method)
             throw new AdapterFormatException($"{configPath} holds a {method.Name} adapter ({config.PeftType}) but the model's adapter '{adapterName}' is {layout.Method.Name} ({layout.Method.PeftType}).");
         layout.CheckFanInFanOut(model, config, configPath);
+        if (layout.Computed.Count > 0)
+        {
+            var (key, _, path, adapter) = layout.Computed[0];
+            throw new AdapterFormatException(
+                $"{configPath}: the model's adapter '{adapterName}' on '{path}' ({adapter.Method.Name}) saves {key} computed from its parameters, not the parameters, " +
+                "so a file cannot be loaded back into it; nothing was loaded. Load the file under a new adapter name (it is created as the file's config describes), " +
+                "or resume training from a trainer checkpoint (CheckpointStore keeps every parameter).");
+        }
 
         var merged = model.AdaptedLayers()
             .Where(l => l.Layer.HasAdapter(adapterName) && l.Layer.GetAdapter(adapterName).Merged)

@@ -28,6 +28,17 @@ internal sealed class AdapterLayout
     /// (<c>base_model.vera_A</c>, ...); empty for methods without them, or when they are not persistent.</summary>
     public List<(string Key, Tensor Value)> Shared { get; } = new();
 
+    /// <summary>Tensors the file holds that the adapter computes from its parameters (<see cref="IComputedFileTensorsAdapter"/>,
+    /// P-tuning's encoded prompt) under PEFT's keys, each with a function that computes it (a new tensor the caller disposes)
+    /// and the layer's path and adapter. They are written and fingerprinted, never loaded into.</summary>
+    public List<(string Key, Func<Tensor> Compute, string Path, PeftAdapter Adapter)> Computed { get; } = new();
+
+    /// <summary>Every tensor the adapter's file holds (parameters, shared tensors, computed tensors) with a function giving a
+    /// detached copy (the caller disposes it): what the merged-adapter fingerprint hashes.</summary>
+    public IEnumerable<(string Key, Func<Tensor> Value)> FileTensors()
+        => Tensors.Select(t => (t.Key, (Tensor)t.Value)).Concat(Shared).Select(t => (t.Key, (Func<Tensor>)(() => t.Item2.detach())))
+            .Concat(Computed.Select(c => (c.Key, c.Compute)));
+
     /// <summary>The layers that carry the adapter: module path and the adapter.</summary>
     public List<(string Path, PeftAdapter Adapter)> Layers { get; } = new();
 
@@ -64,8 +75,12 @@ internal sealed class AdapterLayout
         foreach (var (path, adapter) in layers)
         {
             layout.Layers.Add((path, adapter));
-            foreach (var (peftName, parameter) in adapter.PeftTensors())
+            var computed = adapter as IComputedFileTensorsAdapter is { ComputesFileTensors: true } c ? c : null;
+            var names = computed is not null ? ComputedNames(computed) : adapter.PeftTensors().Select(t => t.PeftName).ToList();
+            var parameters = computed is not null ? null : adapter.PeftTensors().ToList();
+            for (int i = 0; i < names.Count; i++)
             {
+                string peftName = names[i];
                 string key = method.IsPromptLearning ? peftName : AdapterFiles.KeyPrefix + path + "." + peftName;
                 if (!keys.Add(key))
                 {
@@ -73,7 +88,11 @@ internal sealed class AdapterLayout
                         $"Adapter '{adapterName}' is on {layers.Count} layers ({string.Join(", ", layers.Select(l => l.Path))}) whose tensors share the key {key}; " +
                         $"PEFT's {method.PeftType} format holds it once per adapter. Give the others another Name.", path, adapterName);
                 }
-                layout.Tensors.Add((key, parameter));
+
+                if (parameters is null)
+                    layout.Computed.Add((key, () => ComputeOne(computed!, peftName), path, adapter));
+                else
+                    layout.Tensors.Add((key, parameters[i].Parameter));
             }
         }
 
@@ -89,6 +108,31 @@ internal sealed class AdapterLayout
             foreach (var (name, tensor) in set.Tensors) layout.Shared.Add((SharedAdapterTensors.KeyPrefix + name, tensor));
         }
         return layout;
+    }
+
+    private static List<string> ComputedNames(IComputedFileTensorsAdapter adapter)
+    {
+        var tensors = adapter.ComputeFileTensors();
+        try
+        {
+            return tensors.Select(t => t.PeftName).ToList();
+        }
+        finally
+        {
+            foreach (var (_, value) in tensors) value.Dispose();
+        }
+    }
+
+    private static Tensor ComputeOne(IComputedFileTensorsAdapter adapter, string peftName)
+    {
+        Tensor? result = null;
+        foreach (var (name, value) in adapter.ComputeFileTensors())
+        {
+            if (result is null && name == peftName) result = value;
+            else value.Dispose();
+        }
+
+        return result ?? throw new InvalidOperationException($"Adapter '{((PeftAdapter)adapter).AdapterName}' no longer computes its file tensor {peftName}.");
     }
 
     /// <summary>

@@ -80,7 +80,7 @@ public static class MergedAdapterMetadata
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(adapterName);
         var layout = AdapterLayout.Collect(model, adapterName);
-        return Hash(layout.Tensors.Select(t => (t.Key, (Tensor)t.Value)).Concat(layout.Shared).Select(t => (t.Key, (Func<Tensor>)(() => t.Item2.detach()))));
+        return Hash(layout.FileTensors());
     }
 
     /// <summary>
@@ -278,7 +278,7 @@ public static class MergedAdapterMetadata
                 continue;   // an adapter that mixes methods has no PEFT file that could be loaded again
             }
 
-            string sha = Hash(layout.Tensors.Select(t => (t.Key, (Tensor)t.Value)).Concat(layout.Shared).Select(t => (t.Key, (Func<Tensor>)(() => t.Item2.detach()))));
+            string sha = Hash(layout.FileTensors());
             yield return (new MergedAdapterRecord(name, layout.Method.PeftType, sha), name);
         }
     }

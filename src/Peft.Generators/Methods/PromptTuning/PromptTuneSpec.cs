@@ -21,7 +21,7 @@ internal sealed class PromptTuneSpec : MethodSpec
     public override void Validate(ValidationContext c)
     {
         int tokens = c.Adapter.Int("virtualTokens");
-        if (tokens <= 0) c.Report(PeftDiagnosticIds.VirtualTokensNotPositive, "virtualTokens", ValidationContext.Format(tokens));
+        if (tokens <= 0) c.Report(PeftDiagnosticIds.VirtualTokensNotPositive, "virtualTokens", Name, ValidationContext.Format(tokens));
     }
 
     public override bool IsCountable(AdapterModel adapter) => adapter.Int("virtualTokens") > 0;

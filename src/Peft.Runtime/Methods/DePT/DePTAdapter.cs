@@ -60,7 +60,7 @@ public sealed class DePTAdapter : PeftAdapter, IPrefixAdapter, IPositionOffsetAd
     public IEnumerable<Parameter> TableParameters => new[] { _a, _b };
 
     /// <inheritdoc />
-    Tensor IPrefixAdapter.Prefix => _prompt;
+    Tensor IPrefixAdapter.ComputePrefix() => _prompt.alias();
 
     /// <inheritdoc />
     int IPrefixAdapter.Length => Options.VirtualTokens;

@@ -47,7 +47,7 @@ public sealed class PromptTuningAdapter : PeftAdapter, IPrefixAdapter, IPromptTa
     public Parameter PromptEmbeddings => _prompt;
 
     /// <inheritdoc />
-    Tensor IPrefixAdapter.Prefix => _prompt;
+    Tensor IPrefixAdapter.ComputePrefix() => _prompt.alias();
 
     /// <inheritdoc />
     int IPrefixAdapter.Length => Options.VirtualTokens;
