@@ -39,6 +39,11 @@ public sealed record ConformanceCase(string Name, PeftAdapterOptions Options, pa
     /// <summary>The layer the snapshot's member is built with.</summary>
     public string AttributeLayer { get; init; } = "Linear(8, 12)";
 
+    /// <summary>Runs after the adapter is applied, before any check: a calibration step (CorDA's <c>PreprocessCorDA</c>) for
+    /// methods whose adapters wait for data. Such rows load their files into a model prepared the same way and merge files onto
+    /// the residual base (a load or <c>peft merge</c> cannot repeat a calibration).</summary>
+    public Action<TinyModel>? Calibrate { get; init; }
+
     /// <summary>Attributes the analyzers must reject: (attribute, layer, expected diagnostic IDs).</summary>
     public IReadOnlyList<(string Attribute, string Layer, string[] Ids)> BadAttributes { get; init; } = Array.Empty<(string, string, string[])>();
 

@@ -19,6 +19,7 @@ public static class ConformanceMatrix
         SSFRows.Cases,
         PiSSARows.Cases,
         LoftQRows.Cases,
+        CorDARows.Cases,
         RandLoRARows.Cases,
         VBLoRARows.Cases,
         SVFitRows.Cases,

@@ -4,10 +4,10 @@ using Peft.Generators.Parsing;
 
 namespace Peft.Generators.Methods.LoRA;
 
-/// <summary><c>[LoRA(rank, alpha, dropout, UseRsLora, Init, PissaIterations, LoftQBits, LoftQIterations)]</c> →
+/// <summary><c>[LoRA(rank, alpha, dropout, UseRsLora, Init, PissaIterations, LoftQBits, LoftQIterations, CorDAMethod)]</c> →
 /// <c>Peft.LoRAOptions</c>; r·(in + out) parameters. PEFT0021 reports initialisation arguments that do not go together
 /// (PissaIterations below 0, or set without Init = PiSSA); PEFT0050 LoftQ's (LoftQBits not 4 or 8, LoftQIterations below 1,
-/// either changed without Init = LoftQ).</summary>
+/// either changed without Init = LoftQ); PEFT0038 CorDAMethod changed without Init = CorDA.</summary>
 internal sealed class LoRASpec : MethodSpec
 {
     /// <summary>PEFT0021: the initialisation arguments do not go together (LoRA's PissaIterations; PiSSA/OLoRA on DoRA).</summary>
@@ -16,8 +16,14 @@ internal sealed class LoRASpec : MethodSpec
     /// <summary>PEFT0050: LoftQ's arguments are out of range or set without Init = LoftQ.</summary>
     public const string LoftQArgumentsId = "PEFT0050";
 
+    /// <summary>PEFT0038: CorDA's arguments are set without Init = CorDA.</summary>
+    public const string CorDAArgumentsId = "PEFT0038";
+
     /// <summary><c>LoRAInit.LoftQ</c>'s value.</summary>
     public const int LoftQ = 5;
+
+    /// <summary><c>LoRAInit.CorDA</c>'s value.</summary>
+    public const int CorDA = 6;
 
 #if PEFT_ANALYZERS
     /// <summary>PEFT0021's descriptor (docs/diagnostics/PEFT0021.md).</summary>
@@ -40,7 +46,17 @@ internal sealed class LoRASpec : MethodSpec
         isEnabledByDefault: true,
         helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0050"));
 
-    public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(InitArguments, LoftQArguments);
+    /// <summary>PEFT0038's descriptor (docs/diagnostics/PEFT0038.md).</summary>
+    public static readonly Microsoft.CodeAnalysis.DiagnosticDescriptor CorDAArguments = new(
+        "PEFT0038",
+        "Invalid CorDA arguments",
+        "[{0}] on '{1}': {2}",
+        global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.Category,
+        Microsoft.CodeAnalysis.DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0038"));
+
+    public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(InitArguments, LoftQArguments, CorDAArguments);
 #endif
 
     public override string Name => "LoRA";
@@ -54,6 +70,7 @@ internal sealed class LoRASpec : MethodSpec
         ArgumentSpec.Int("PissaIterations", "PissaIterations", 0),
         ArgumentSpec.Int("LoftQBits", "LoftQBits", 4),
         ArgumentSpec.Int("LoftQIterations", "LoftQIterations", 1),
+        ArgumentSpec.Enum("CorDAMethod", "CorDAMethod", "global::Peft.CorDAMethod", "Ipm", "Kpm"),
     });
 
     public override void Validate(ValidationContext context)
@@ -72,6 +89,11 @@ internal sealed class LoRASpec : MethodSpec
         }
 
         ValidateLoftQ(context);
+        if (context.Adapter.Int("CorDAMethod") != 0 && context.Adapter.Int("Init") != CorDA)
+        {
+            context.Report(CorDAArgumentsId, "CorDAMethod", Name, context.Member.Name,
+                "CorDAMethod applies to Init = LoRAInit.CorDA only (PEFT's corda_config.corda_method); set Init = LoRAInit.CorDA or remove CorDAMethod");
+        }
     }
 
     private void ValidateLoftQ(ValidationContext context)
@@ -123,7 +145,7 @@ internal static class LowRankSpec
         ArgumentSpec.Double("alpha", "Alpha", 8.0),
         ArgumentSpec.Double("dropout", "Dropout", 0.0),
         ArgumentSpec.Bool("UseRsLora", "UseRsLora", false),
-        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random", "PiSSA", "OLoRA", "LoftQ"));
+        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random", "PiSSA", "OLoRA", "LoftQ", "CorDA"));
 
     /// <summary><c>LoRAInit.PiSSA</c>'s value.</summary>
     public const int PiSSA = 3;
