@@ -60,6 +60,7 @@ public static class SentimentExperiment
 
         var trainIds = Encode(model, train);
         var testIds = Encode(model, test);
+        if (method.CalibrationBatches > 0) Calibrate(classifier, method, trainIds, settings, log);
         double before = Evaluate(classifier, testIds, test);
 
         int stepsPerEpoch = (train.Count + settings.BatchSize - 1) / settings.BatchSize;
@@ -115,6 +116,28 @@ public static class SentimentExperiment
             log?.WriteLine($"  {method.Name} seed {settings.Seed}: saved to {saveDirectory}");
         }
         return new SentimentResult(method.Name, settings.Seed, trainableCount, before, accuracy, seconds / settings.Epochs, firstLoss, lastLoss);
+    }
+
+    /// <summary>CorDA's calibration: the method's first training batches (their own seeded shuffle, so the training order is
+    /// unchanged) run through the classifier with the adapters disabled, padding positions left out of the covariance.</summary>
+    private static void Calibrate(SentimentClassifier classifier, SentimentMethod method, long[][] trainIds, SentimentSettings settings, TextWriter? log)
+    {
+        var clock = Stopwatch.StartNew();
+        var batches = Batches(trainIds, settings.BatchSize, new Random(settings.Seed + 7919)).Take(method.CalibrationBatches).ToList();
+        classifier.PreprocessCorDA(capture =>
+        {
+            foreach (var batch in batches)
+            {
+                var (ids, mask) = Batch(batch.Select(i => trainIds[i]).ToArray(), classifier.RequiredInputLength());
+                using (ids)
+                using (mask)
+                {
+                    capture.RowMask = mask;
+                    using var logits = classifier.call(ids, mask);
+                }
+            }
+        });
+        log?.WriteLine($"  {method.Name} seed {settings.Seed}: CorDA calibration on {batches.Count} batches, {clock.Elapsed.TotalSeconds:F1} s");
     }
 
     /// <summary>The cross-entropy of the classifier on one batch of training sentences.</summary>

@@ -50,6 +50,10 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// after a saved adapter is loaded), so the adapter trains over a quantized base. Null keeps the base dense.</summary>
     public QuantizationFormat? BaseQuantization { get; init; }
 
+    /// <summary>CorDA: how many training batches (the first of a seeded shuffle) calibrate the adapter
+    /// (<c>model.PreprocessCorDA</c>, padding left out through the capture's row mask) before the run; 0 for none.</summary>
+    public int CalibrationBatches { get; init; }
+
     /// <summary>For <see cref="Trains.Unfrozen"/>: what the method freezes in the encoder's stack (<see cref="LayerFreezing"/>).</summary>
     public LayerFreezing? Freezing { get; init; }
 
@@ -186,6 +190,7 @@ public static class SentimentMethods
         SentimentMethod.Adapter("qlora", "QLoRA (NF4 base, LoRA r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4)) with { BaseQuantization = QuantizationFormat.NF4 },
         SentimentMethod.Adapter("pissa", "PiSSA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.PiSSA)),
         SentimentMethod.Adapter("olora", "OLoRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.OLoRA)),
+        SentimentMethod.Adapter("corda", "CorDA IPM (LoRA r 4, 12 projections, 16 calibration batches)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.CorDA)) with { CalibrationBatches = 16 },
         SentimentMethod.Adapter("loftq", "LoftQ (NF4 base, LoRA r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.LoftQ)) with { BaseQuantization = QuantizationFormat.NF4 },
         SentimentMethod.Adapter("lokr", "LoKr (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4)),
         SentimentMethod.Adapter("diffusekrona", "DiffuseKronA (full A ⊗ B, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4, FullFactors: true)),
