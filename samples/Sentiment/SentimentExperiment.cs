@@ -60,7 +60,7 @@ public static class SentimentExperiment
 
         var trainIds = Encode(model, train);
         var testIds = Encode(model, test);
-        if (method.CalibrationBatches > 0) Calibrate(classifier, method, trainIds, settings, log);
+        if (method.CalibrationBatches > 0) Calibrate(classifier, method, trainIds, settings.BatchSize, settings.Seed, log);
         double before = Evaluate(classifier, testIds, test);
 
         int stepsPerEpoch = (train.Count + settings.BatchSize - 1) / settings.BatchSize;
@@ -118,12 +118,22 @@ public static class SentimentExperiment
         return new SentimentResult(method.Name, settings.Seed, trainableCount, before, accuracy, seconds / settings.Epochs, firstLoss, lastLoss);
     }
 
-    /// <summary>CorDA's calibration: the method's first training batches (their own seeded shuffle, so the training order is
-    /// unchanged) run through the classifier with the adapters disabled, padding positions left out of the covariance.</summary>
-    private static void Calibrate(SentimentClassifier classifier, SentimentMethod method, long[][] trainIds, SentimentSettings settings, TextWriter? log)
+    /// <summary>CorDA's calibration (<see cref="SentimentMethod.CalibrationBatches"/>): the first batches of the sentences' own
+    /// seeded shuffle (so the training order is unchanged) run through the classifier with the adapters disabled, padding positions
+    /// left out of the covariance. Run it after <see cref="Configure"/>, before the classifier's first forward.</summary>
+    /// <param name="classifier">The configured classifier.</param>
+    /// <param name="method">The method (its number of calibration batches).</param>
+    /// <param name="trainIds">Token ids of the training sentences.</param>
+    /// <param name="batchSize">Sentences per batch.</param>
+    /// <param name="seed">The shuffle's seed.</param>
+    /// <param name="log">Receives a line with the time taken, when given.</param>
+    public static void Calibrate(SentimentClassifier classifier, SentimentMethod method, IReadOnlyList<long[]> trainIds, int batchSize, int seed, TextWriter? log = null)
     {
+        ArgumentNullException.ThrowIfNull(classifier);
+        ArgumentNullException.ThrowIfNull(method);
+        ArgumentNullException.ThrowIfNull(trainIds);
         var clock = Stopwatch.StartNew();
-        var batches = Batches(trainIds, settings.BatchSize, new Random(settings.Seed + 7919)).Take(method.CalibrationBatches).ToList();
+        var batches = Batches(trainIds, batchSize, new Random(seed + 7919)).Take(method.CalibrationBatches).ToList();
         classifier.PreprocessCorDA(capture =>
         {
             foreach (var batch in batches)
@@ -137,7 +147,7 @@ public static class SentimentExperiment
                 }
             }
         });
-        log?.WriteLine($"  {method.Name} seed {settings.Seed}: CorDA calibration on {batches.Count} batches, {clock.Elapsed.TotalSeconds:F1} s");
+        log?.WriteLine($"  {method.Name} seed {seed}: CorDA calibration on {batches.Count} batches, {clock.Elapsed.TotalSeconds:F1} s");
     }
 
     /// <summary>The cross-entropy of the classifier on one batch of training sentences.</summary>
