@@ -191,6 +191,7 @@ public static class SentimentMethods
         SentimentMethod.Adapter("pissa", "PiSSA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.PiSSA)),
         SentimentMethod.Adapter("olora", "OLoRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.OLoRA)),
         SentimentMethod.Adapter("corda", "CorDA IPM (LoRA r 4, 12 projections, 16 calibration batches)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.CorDA)) with { CalibrationBatches = 16 },
+        SentimentMethod.Adapter("corda-kpm", "CorDA KPM (LoRA r 4, 12 projections, 16 calibration batches)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.CorDA, CorDAMethod: CorDAMethod.Kpm)) with { CalibrationBatches = 16 },
         SentimentMethod.Adapter("loftq", "LoftQ (NF4 base, LoRA r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.LoftQ)) with { BaseQuantization = QuantizationFormat.NF4 },
         SentimentMethod.Adapter("lokr", "LoKr (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4)),
         SentimentMethod.Adapter("diffusekrona", "DiffuseKronA (full A ⊗ B, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4, FullFactors: true)),

@@ -165,6 +165,7 @@ public sealed class SentimentMethodTests
                     if (method.Name == "lora") Assert.Equal(58_368 + head, count);
                     break;
                 case "corda":
+                case "corda-kpm":
                     // 12 projections; the calibrated adapter and the residual base compute the pretrained output (W_res + s·BA = W).
                     Assert.Equal(12, classifier.AdaptedLayers().Count(l => l.Layer.HasAdapter(AdapterNames.Default)));
                     Assert.True(MaxDifference(output, plain) < 1e-4, $"a fresh {method.Name} adapter changes the output by {MaxDifference(output, plain)}");
