@@ -59,6 +59,15 @@ internal static class BenchmarkedMethods
         ("LoftQ int8 iter=1", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.LoftQ, LoftQBits: 8)),
     };
 
+    /// <summary>CorDA (section 7): the decomposition of one 1024 x 1024 weight against a given input covariance (damped inverse,
+    /// W C̃, full SVD, V = (Vᴴ C̃⁻¹)ᵀ, factors and residual), IPM and KPM; its covariance from 16 calibration calls is timed
+    /// on its own line. It trains as LoRA.</summary>
+    public static readonly (string Name, LoRAOptions Options)[] CorDAInitializations =
+    {
+        ("CorDA IPM", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.CorDA)),
+        ("CorDA KPM", new LoRAOptions(Rank: 8, Alpha: 16, Init: LoRAInit.CorDA, CorDAMethod: CorDAMethod.Kpm)),
+    };
+
     /// <summary>QLoRA: the first line's LoRA over a base whose four frozen weights are stored quantized (dequantized in each
     /// forward and again in the backward).</summary>
     public static readonly (string Name, QuantizationFormat Format)[] QuantizedBases =

@@ -13,7 +13,7 @@ using static TorchSharp.torch;
 //   dotnet run -c Release --project benchmarks/Peft.Benchmarks -- [--rounds N] [--output docs/benchmarks.md]
 // Internal: --memory lora|full runs one training configuration and prints its peak resident memory; --freezing-probe MODE
 // likewise for layer freezing (Freezing.cs); --freezing runs section 8 (layer freezing) alone and prints its lines;
-// --init-only times only section 7 (PiSSA/OLoRA/LoftQ initialisation, EVA's data step); --methods-only runs only section 6 (every method's step
+// --init-only times only section 7 (PiSSA/OLoRA/LoftQ/CorDA initialisation, EVA's data step); --methods-only runs only section 6 (every method's step
 // against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
 // alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
 // --prefix runs section 10 (prefix tuning and MAM inside attention) alone;
@@ -278,9 +278,10 @@ if (!initOnly)
     foreach (var d in owned) d.Dispose();
 }
 
-// 7. The initialisations that rewrite the base (PiSSA, OLoRA, LoftQ) on one 1024 x 1024 float32 weight: the one-time cost
-//    of creating the adapter (factors and residual), full SVD vs randomized SVD (niter 4) vs QR vs LoftQ's quantize + SVD
-//    alternations, r = 8; and EVA's data step (incremental PCA of four layers' inputs, Eva.cs).
+// 7. The initialisations that rewrite the base (PiSSA, OLoRA, LoftQ, CorDA) on one 1024 x 1024 float32 weight: the one-time
+//    cost of creating the adapter (factors and residual), full SVD vs randomized SVD (niter 4) vs QR vs LoftQ's quantize + SVD
+//    alternations vs CorDA's decomposition against an input covariance (and that covariance's own cost), r = 8; and EVA's
+//    data step (incremental PCA of four layers' inputs, Eva.cs).
 if (!methodsOnly)
 {
     using var weight = randn(1024, 1024);
@@ -299,6 +300,44 @@ if (!methodsOnly)
     }
     results.Add(("**PiSSA full SVD / niter=4 initialisation**", Timing.Ratio(times["PiSSA full SVD"], times["PiSSA niter=4"]), "same run"));
     results.Add(("**LoftQ NF4 iter=1 / PiSSA full SVD initialisation**", Timing.Ratio(times["LoftQ NF4 iter=1"], times["PiSSA full SVD"]), "same run"));
+
+    // CorDA: the covariance of 16 calibration calls of 256 rows (PEFT's per-call XᵀX over |max X|), then the decomposition
+    // against it; PiSSA's full SVD again in the same interleaving for the ratio.
+    var calls = Enumerable.Range(0, 16).Select(i => randn(256, 1024)).ToArray();
+    Tensor Covariance()
+    {
+        var sum = zeros(1024, 1024);
+        foreach (var x in calls)
+        {
+            using var product = CorDAInitialization.CallCovariance(x, useFloat16: false, "bench");
+            sum.add_(product);
+        }
+
+        return sum.div_(calls.Length);
+    }
+
+    using var covariance = Covariance();
+    var corda = BenchmarkedMethods.CorDAInitializations.Select(v => (v.Name, (Action)(() =>
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var eigens = CorDAInitialization.Eigens(weight, covariance, v.Options.Rank, v.Options.CorDAMethod, "bench");
+        var (ca, cb) = CorDAInitialization.Factors(eigens, v.Options.Scaling);
+        var residual = weight - cb.matmul(ca).mul_(v.Options.Scaling);
+    }))).Append(("CorDA covariance, 16 calls x 256 rows", (Action)(() =>
+    {
+        using var noGrad = no_grad();
+        using var c = Covariance();
+    }))).Append((BenchmarkedMethods.BaseInitializations[0].Name, variants[0].Item2)).ToArray();
+    var cordaTimes = Timing.Interleaved(Math.Max(3, rounds / 3), corda);
+    foreach (var (name, _) in BenchmarkedMethods.CorDAInitializations)
+    {
+        results.Add(($"{name} initialisation (decomposition), r=8, one 1024x1024 weight", Timing.Ms(cordaTimes[name]), "median"));
+    }
+
+    results.Add(("CorDA covariance, 16 calls x 256 rows, in 1024", Timing.Ms(cordaTimes["CorDA covariance, 16 calls x 256 rows"]), "median"));
+    results.Add(("**CorDA IPM / PiSSA full SVD initialisation**", Timing.Ratio(cordaTimes["CorDA IPM"], cordaTimes["PiSSA full SVD"]), "same run"));
+    foreach (var x in calls) x.Dispose();
 
     // EVA: the data step on the four-layer stack (Eva.cs), against creating the same stack with plain LoRA.
     var eva = Timing.Interleaved(Math.Max(3, rounds / 3), EvaProbe.Variants());

@@ -60,26 +60,17 @@ public static class SentimentExperiment
 
         var trainIds = Encode(model, train);
         var testIds = Encode(model, test);
-        double before = Evaluate(classifier, testIds, test);
-
         int stepsPerEpoch = (train.Count + settings.BatchSize - 1) / settings.BatchSize;
         int totalSteps = stepsPerEpoch * settings.Epochs;
         var firstBatches = Batches(trainIds, settings.BatchSize, new Random(settings.Seed));   // the first epoch's batches
-        if (method.Calibrate is { } calibrate)
+        if (method.Calibrate is not null)
         {
-            var calibration = firstBatches.Select(b => Batch(b.Select(i => trainIds[i]).ToArray(), classifier.RequiredInputLength())).ToList();
-            try
-            {
-                calibrate(classifier, calibration);
-            }
-            finally
-            {
-                foreach (var (ids, mask) in calibration) { ids.Dispose(); mask.Dispose(); }
-            }
-
+            Calibrate(classifier, method, trainIds, firstBatches, log);
             trainable = classifier.TrainableParameters().ToList();
             trainableCount = trainable.Sum(p => p.numel());
         }
+
+        double before = Evaluate(classifier, testIds, test);
         var selective = method.Selective?.Invoke(classifier, totalSteps, i => BatchLoss(classifier, firstBatches[i % firstBatches.Count], trainIds, train));
         using var selectiveOwner = selective?.Owner;
         var callbacks = new List<ITrainingCallback>();
@@ -153,6 +144,35 @@ public static class SentimentExperiment
             log?.WriteLine($"  {method.Name} seed {settings.Seed}: saved to {saveDirectory}");
         }
         return new SentimentResult(method.Name, settings.Seed, trainableCount, before, accuracy, seconds / settings.Epochs, firstLoss, lastLoss);
+    }
+
+    /// <summary>Runs the method's data-driven initialisation (<see cref="SentimentMethod.Calibrate"/>: EVA, CorDA) on
+    /// <paramref name="batches"/> of the training sentences (Run gives it the first epoch's). Run it after
+    /// <see cref="Configure"/>, before the classifier's first forward.</summary>
+    /// <param name="classifier">The configured classifier.</param>
+    /// <param name="method">The method.</param>
+    /// <param name="trainIds">Token ids of the training sentences.</param>
+    /// <param name="batches">Sentence indices per batch.</param>
+    /// <param name="log">Receives a line with the time taken, when given.</param>
+    public static void Calibrate(SentimentClassifier classifier, SentimentMethod method, IReadOnlyList<long[]> trainIds, IReadOnlyList<int[]> batches, TextWriter? log = null)
+    {
+        ArgumentNullException.ThrowIfNull(classifier);
+        ArgumentNullException.ThrowIfNull(method);
+        ArgumentNullException.ThrowIfNull(trainIds);
+        ArgumentNullException.ThrowIfNull(batches);
+        if (method.Calibrate is not { } calibrate) return;
+        var clock = Stopwatch.StartNew();
+        var calibration = batches.Select(b => Batch(b.Select(i => trainIds[i]).ToArray(), classifier.RequiredInputLength())).ToList();
+        try
+        {
+            calibrate(classifier, calibration);
+        }
+        finally
+        {
+            foreach (var (ids, mask) in calibration) { ids.Dispose(); mask.Dispose(); }
+        }
+
+        log?.WriteLine($"  {method.Name}: calibration on up to {calibration.Count} batches, {clock.Elapsed.TotalSeconds:F1} s");
     }
 
     /// <summary>The cross-entropy of the classifier on one batch of training sentences.</summary>

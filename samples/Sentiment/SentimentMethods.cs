@@ -50,9 +50,10 @@ public sealed record SentimentMethod(string Name, string DisplayName, double Lea
     /// after a saved adapter is loaded), so the adapter trains over a quantized base. Null keeps the base dense.</summary>
     public QuantizationFormat? BaseQuantization { get; init; }
 
-    /// <summary>A data-driven initialisation run on the training batches (token ids and padding mask) after the adapter is applied
-    /// and before training starts (EVA's incremental PCA of the adapted layers' inputs); null for none. It may replace the
-    /// adapters, so the trainable parameters are read again after it.</summary>
+    /// <summary>A data-driven initialisation run on the first epoch's training batches (token ids and padding mask) after the
+    /// adapter is applied and before the accuracy before training is measured (EVA's incremental PCA of the adapted layers'
+    /// inputs, CorDA's input covariance); null for none. It may replace the adapters, so the trainable parameters are read
+    /// again after it.</summary>
     public Action<SentimentClassifier, IReadOnlyList<(TorchSharp.torch.Tensor Ids, TorchSharp.torch.Tensor Mask)>>? Calibrate { get; init; }
 
     /// <summary>For <see cref="Trains.Unfrozen"/>: what the method freezes in the encoder's stack (<see cref="LayerFreezing"/>).</summary>
@@ -212,6 +213,27 @@ public static class SentimentMethods
         Console.Error.WriteLine($"  eva: {result.ForwardPasses} forward passes; ranks {string.Join(", ", result.Layers.Select(l => $"{l.Path} {l.Rank}"))}");
     }
 
+    /// <summary>Calibration batches CorDA's covariance is taken from (the first of the first epoch's).</summary>
+    public const int CorDABatches = 16;
+
+    /// <summary>CorDA's calibration: the first <see cref="CorDABatches"/> batches run through the classifier with the adapters
+    /// waiting, padding positions left out of the covariance (<c>model.PreprocessCorDA</c>).</summary>
+    /// <param name="classifier">The configured classifier.</param>
+    /// <param name="batches">The first epoch's batches.</param>
+    public static void CorDA(SentimentClassifier classifier, IReadOnlyList<(TorchSharp.torch.Tensor Ids, TorchSharp.torch.Tensor Mask)> batches)
+    {
+        ArgumentNullException.ThrowIfNull(classifier);
+        ArgumentNullException.ThrowIfNull(batches);
+        classifier.PreprocessCorDA(capture =>
+        {
+            foreach (var (ids, mask) in batches.Take(CorDABatches))
+            {
+                capture.RowMask = mask;
+                classifier.call(ids, mask).Dispose();
+            }
+        });
+    }
+
     /// <summary>Text the prompt is initialised from (PEFT's TEXT init).</summary>
     public const string PromptInitText = "is this review positive or negative";
 
@@ -240,6 +262,8 @@ public static class SentimentMethods
         SentimentMethod.Adapter("qlora", "QLoRA (NF4 base, LoRA r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4)) with { BaseQuantization = QuantizationFormat.NF4 },
         SentimentMethod.Adapter("pissa", "PiSSA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.PiSSA)),
         SentimentMethod.Adapter("olora", "OLoRA (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.OLoRA)),
+        SentimentMethod.Adapter("corda", "CorDA IPM (LoRA r 4, 12 projections, 16 calibration batches)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.CorDA)) with { Calibrate = CorDA },
+        SentimentMethod.Adapter("corda-kpm", "CorDA KPM (LoRA r 4, 12 projections, 16 calibration batches)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.CorDA, CorDAMethod: CorDAMethod.Kpm)) with { Calibrate = CorDA },
         SentimentMethod.Adapter("loftq", "LoftQ (NF4 base, LoRA r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.LoftQ)) with { BaseQuantization = QuantizationFormat.NF4 },
         SentimentMethod.Adapter("eva", "EVA (LoRA r 4 redistributed by explained variance, 12 projections)", 3e-3, UseLiteTargets.LoRA, new LoRAOptions(Rank: 4, Init: LoRAInit.EVA)) with { Calibrate = Eva },
         SentimentMethod.Adapter("lokr", "LoKr (r 4, 12 projections)", 3e-3, UseLiteTargets.LoRA, new KroneckerOptions(Rank: 4)),

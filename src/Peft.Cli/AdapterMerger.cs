@@ -164,7 +164,9 @@ public static class AdapterMerger
             try
             {
                 // PiSSA/OLoRA: the base must be the original one; the adapter derives the residual from it, as a model's load does.
-                BaseRewriteMetadata.EnsureOriginal(rewrite, module.ModulePath, view, adapter.Path);
+                // CorDA: the residual came from calibration data, so the base must be the residual itself (plain LoRA's merge on it).
+                if (method.ReadOptions(config, module.ModulePath).NeedsCalibration) BaseRewriteMetadata.EnsureResidual(rewrite, module.ModulePath, view, adapter.Path);
+                else BaseRewriteMetadata.EnsureOriginal(rewrite, module.ModulePath, view, adapter.Path);
                 built = StandaloneAdapter.FromTensors(method, config, module.ModulePath, layer, moduleTensors, adapter.Path, shared, new LayerParameters(view, b));
             }
             catch (AdapterFormatException ex)

@@ -44,11 +44,17 @@ public sealed record ConformanceCase(string Name, PeftAdapterOptions Options, pa
     /// <summary>The layer the snapshot's member is built with.</summary>
     public string AttributeLayer { get; init; } = "Linear(8, 12)";
 
+    /// <summary>Runs after the adapter is applied, before any check: a data-driven initialisation (EVA's <c>InitializeEva</c>,
+    /// CorDA's <c>PreprocessCorDA</c>); null for none.</summary>
+    public Action<TinyModel>? Calibrate { get; init; }
+
+    /// <summary>The calibration rewrites the base weights (CorDA's residual): such rows load their files into a model
+    /// calibrated the same way and merge files onto the residual base (a load or <c>peft merge</c> cannot repeat a
+    /// calibration). False where the base is untouched (EVA: its files load into a fresh model).</summary>
+    public bool CalibrationRewritesBase { get; init; }
+
     /// <summary>Attributes the analyzers must reject: (attribute, layer, expected diagnostic IDs).</summary>
     public IReadOnlyList<(string Attribute, string Layer, string[] Ids)> BadAttributes { get; init; } = Array.Empty<(string, string, string[])>();
-
-    /// <summary>Runs after the targets are applied (a data-driven initialisation such as EVA's calibration); null for none.</summary>
-    public Action<TinyModel>? Prepare { get; init; }
 
     /// <inheritdoc />
     public override string ToString() => Name;

@@ -20,6 +20,7 @@ public static class ConformanceMatrix
         PiSSARows.Cases,
         LoftQRows.Cases,
         EvaRows.Cases,
+        CorDARows.Cases,
         RandLoRARows.Cases,
         VBLoRARows.Cases,
         SVFitRows.Cases,

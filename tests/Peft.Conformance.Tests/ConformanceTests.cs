@@ -113,6 +113,7 @@ public sealed class ConformanceTests : IDisposable
 
         using var fresh = new TinyModel();
         fresh.eval();
+        if (row.CalibrationRewritesBase) Apply(fresh, row);   // a calibrated adapter is loaded into, never created by the load
         AdapterFiles.Load(fresh, _dir);   // creates the adapter from the config, then loads the tensors
         if (row.FileHoldsComputedTensors)
         {
@@ -171,6 +172,7 @@ public sealed class ConformanceTests : IDisposable
         string basePath = Path.Combine(_dir, "base.safetensors");
         ModelWeights.Save(model, basePath);
         Apply(model, row);
+        if (row.CalibrationRewritesBase) ModelWeights.Save(model, basePath);   // the residual base: peft merge cannot calibrate
         Randomize(model);
         model.eval();
         string adapterDir = Path.Combine(_dir, "adapter");
@@ -203,6 +205,7 @@ public sealed class ConformanceTests : IDisposable
         string basePath = Path.Combine(_dir, "base.safetensors");
         ModelWeights.Save(model, basePath);
         Apply(model, row);
+        if (row.CalibrationRewritesBase) ModelWeights.Save(model, basePath);
         Randomize(model);
         string adapterDir = Path.Combine(_dir, "adapter");
         AdapterFiles.Save(model, adapterDir);
@@ -257,12 +260,12 @@ public sealed class ConformanceTests : IDisposable
         }
     }
 
-    private static Tensor Ids() => torch.tensor(new long[] { 1, 4, 7, 19, 0, 3, 3, 12, 5, 8 }, new long[] { 2, 5 });
+    internal static Tensor Ids() => torch.tensor(new long[] { 1, 4, 7, 19, 0, 3, 3, 12, 5, 8 }, new long[] { 2, 5 });
 
     private static void Apply(TinyModel model, ConformanceCase row)
     {
         model.ApplyTargets(new PeftTargets(TargetModules.Names(row.Targets), row.Options));
-        row.Prepare?.Invoke(model);
+        row.Calibrate?.Invoke(model);
     }
 
     /// <summary>Moves every adapter parameter away from its init (deterministically), so updates are non-trivial.</summary>

@@ -135,6 +135,14 @@ public sealed class SentimentMethodTests
             using var model = await UseLiteModel.LoadAsync(cache);
             using var classifier = new SentimentClassifier(model.Encoder);
             var trainable = SentimentExperiment.Configure(classifier, model, method);
+            if (method.Calibrate is not null)
+            {
+                // EVA and CorDA initialise from data (CorDA's adapters wait for it): the test sentences stand in for the training batches.
+                var ids = SentimentExperiment.Encode(model, Texts.Select(t => new SentimentExample(t, 0, "test")).ToArray());
+                SentimentExperiment.Calibrate(classifier, method, ids, SentimentExperiment.Batches(ids, 2, new Random(7)));
+                trainable = classifier.TrainableParameters().ToList();
+            }
+
             long count = trainable.Sum(p => p.numel());
             float[] output = Run(model);
             var trainableSet = new HashSet<object>(trainable, ReferenceEqualityComparer.Instance);
@@ -157,6 +165,13 @@ public sealed class SentimentMethodTests
                     Assert.True(MaxDifference(output, plain) < 1e-6, $"a fresh {method.Name} adapter changes the output");
                     Assert.Equal(classifier.AdapterParameters().Sum(p => p.numel()) + head, count);
                     if (method.Name == "lora") Assert.Equal(58_368 + head, count);
+                    break;
+                case "corda":
+                case "corda-kpm":
+                    // 12 projections; the calibrated adapter and the residual base compute the pretrained output (W_res + s·BA = W).
+                    Assert.Equal(12, classifier.AdaptedLayers().Count(l => l.Layer.HasAdapter(AdapterNames.Default)));
+                    Assert.True(MaxDifference(output, plain) < 1e-4, $"a fresh {method.Name} adapter changes the output by {MaxDifference(output, plain)}");
+                    Assert.Equal(58_368 + head, count);
                     break;
                 case "freeze-bottom":
                     // Telly-1: the embeddings and layer 0 are frozen; layer 1, the pooler and the head train; nothing else changes.

@@ -61,6 +61,25 @@ public abstract partial class AdaptedLayer
     }
 
     /// <summary>
+    /// Runs the base-dependent initialisation of one adapter already on this layer, as when it was added: for an initialisation
+    /// that needs data the weight alone does not give (CorDA's calibration, <see cref="PeftAdapterOptions.NeedsCalibration"/>),
+    /// the calibration step hands the adapter its statistics, then calls this. An adapter that now rewrites the base takes its
+    /// part out of the current weight (the original weight is remembered if no other adapter rewrote it) and its residual is
+    /// recorded, exactly as for PiSSA at <see cref="WithAdapter"/>.
+    /// </summary>
+    /// <param name="adapterName">The adapter.</param>
+    /// <exception cref="KeyNotFoundException">No adapter of that name is on this layer.</exception>
+    /// <exception cref="PeftConfigurationException">Something is merged, or the base is not the residual the layer's other
+    /// base-rewriting adapters left.</exception>
+    public void InitializeAdapterFromBase(string adapterName)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(adapterName);
+        var adapter = _adapters.FirstOrDefault(a => a.AdapterName == adapterName)
+            ?? throw new KeyNotFoundException($"Member '{MemberName}' has no adapter '{adapterName}'.");
+        InitializeAdded(adapter);
+    }
+
+    /// <summary>
     /// Checks that the base weight is still the residual that this layer's base-rewriting adapters left (when nothing is
     /// merged); every model-level operation calls it. Free for layers without such an adapter.
     /// </summary>
@@ -103,6 +122,7 @@ public abstract partial class AdaptedLayer
 
             EnsureResidualBase();
             _original ??= BaseFingerprint.Of(Weight);
+            if (_residual is null) _original = BaseFingerprint.Of(Weight);
         }
 
         using (torch.no_grad())

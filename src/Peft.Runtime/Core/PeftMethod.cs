@@ -178,6 +178,12 @@ public abstract record PeftAdapterOptions
     /// (<see cref="IBaseRewritingAdapter"/>: PiSSA, OLoRA); a load that creates such adapters restores the base weights if it fails.</summary>
     public virtual bool RewritesBase => false;
 
+    /// <summary>Whether an adapter created with these options rewrites the base from calibration data rather than from the weight
+    /// alone (CorDA): it is created waiting (<see cref="IBaseRewritingAdapter.RewritesBase"/> false, refusing to run) and a
+    /// calibration step initialises it later through <see cref="AdaptedLayer.InitializeAdapterFromBase"/>. A load cannot derive
+    /// such a residual from the weight, so it loads into calibrated adapters only, and <c>peft merge</c> takes the residual base.</summary>
+    public virtual bool NeedsCalibration => false;
+
     /// <summary>Whether two options make an adapter compute the same update from the same tensors (ignoring, e.g., dropout
     /// and initialisation). By default: equal.</summary>
     /// <param name="other">The other options.</param>

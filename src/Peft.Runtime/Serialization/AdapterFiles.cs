@@ -182,6 +182,7 @@ public static class AdapterFiles
         // so a failed load leaves the model as it was.
         bool creates = !model.AdapterNames().Contains(adapterName, StringComparer.Ordinal);
         if (creates) AdapterCreationCheck.EnsureFits(reader, config, configPath);
+        if (method.ReadOptions(config, null).NeedsCalibration) EnsureCalibrated(model, adapterName, creates, configPath);
         var rewrite = BaseRewriteMetadata.Read(reader.Metadata, weightsPath);
         if (rewrite.Count > 0)
         {
@@ -227,6 +228,32 @@ public static class AdapterFiles
         finally
         {
             foreach (var (_, copy) in bases ?? new()) copy.Dispose();
+        }
+    }
+
+    /// <summary>An adapter whose initialisation rewrote its base from calibration data (CorDA) loads only into a calibrated
+    /// adapter of the model: a load cannot derive that residual from the weights, as PEFT's cannot without preprocess_corda.</summary>
+    private static void EnsureCalibrated(nn.Module model, string adapterName, bool creates, string configPath)
+    {
+        const string Fix = "Create the adapter in the model (its attribute, or ApplyTargets with the same options), calibrate it with model.PreprocessCorDA(...) on " +
+            "the original base weights (the same calibration data, or the cache file it wrote), then load the file into it; or convert the file to a plain LoRA for the " +
+            "original base (peft convert). Nothing was loaded.";
+        if (creates)
+        {
+            throw new AdapterFormatException(
+                $"{configPath}: the adapter was initialised from calibration data (CorDA, init_lora_weights \"corda\"), and its base is the residual W − s·B₀A₀ of that " +
+                $"calibration, which a load cannot derive from the weights alone. {Fix}");
+        }
+
+        var waiting = model.AdaptedLayers()
+            .Where(l => l.Layer.HasAdapter(adapterName) && l.Layer.GetAdapter(adapterName) is { Config.NeedsCalibration: true } a && a is IBaseRewritingAdapter { RewritesBase: false })
+            .Select(l => l.Path)
+            .ToList();
+        if (waiting.Count > 0)
+        {
+            throw new AdapterFormatException(
+                $"{configPath}: the model's adapter '{adapterName}' on {string.Join(", ", waiting)} has not been calibrated yet (CorDA), so the base does not hold the residual the " +
+                $"file's tensors were trained with. {Fix}");
         }
     }
 

@@ -83,6 +83,33 @@ public static class BaseRewriteMetadata
             $"__metadata__.{MetadataKey}); its residual would differ. Use the base model the adapter was trained from; nothing was changed.");
     }
 
+    /// <summary>
+    /// Checks that <paramref name="weight"/> is the residual the file's adapter was trained with, for an adapter whose residual
+    /// came from calibration data (CorDA): <c>peft merge</c> cannot repeat that calibration, so it adds the update to the
+    /// residual base; the original base is refused with the fix. Files without a record (from PEFT) are trusted.
+    /// </summary>
+    /// <param name="record">The file's record.</param>
+    /// <param name="modulePath">The module.</param>
+    /// <param name="weight">The base weight the update will be added to.</param>
+    /// <param name="source">The adapter file, for messages.</param>
+    /// <exception cref="AdapterFormatException">The weight is the original, or neither.</exception>
+    public static void EnsureResidual(IReadOnlyDictionary<string, (BaseFingerprint Original, BaseFingerprint Residual)> record, string modulePath,
+        Tensor weight, string source)
+    {
+        ArgumentNullException.ThrowIfNull(record);
+        if (!record.TryGetValue(modulePath, out var prints)) return;
+        var current = BaseFingerprint.Of(weight);
+        if (prints.Residual.Matches(current)) return;
+        if (prints.Original.Matches(current))
+            throw new AdapterFormatException(
+                $"{source}: the base weight of '{modulePath}' is the original weight, but this adapter's residual W − s·B₀A₀ came from calibration data (CorDA, " +
+                "init_lora_weights \"corda\"), which a merge cannot repeat. Merge onto the residual base (the model's base weights after PreprocessCorDA, saved with " +
+                "ModelWeights.Save), or convert the adapter to a plain LoRA for the original base (peft convert) and merge that; nothing was written.");
+        throw new AdapterFormatException(
+            $"{source}: the base weight of '{modulePath}' is neither the residual this adapter was trained with nor its original weight (recorded in " +
+            $"__metadata__.{MetadataKey}); use the residual base the adapter was trained on; nothing was written.");
+    }
+
     /// <summary>Checks that the model's base already holds the residual the file's adapter was trained with (a load into an
     /// existing base-rewriting adapter copies the adapter's tensors only).</summary>
     /// <param name="record">The file's record.</param>

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Peft.Serialization;
 
 /// <summary>
-/// PEFT's conversion of an adapter that rewrote its base (PiSSA, OLoRA) into a plain LoRA for the <em>original</em> base
+/// PEFT's conversion of an adapter that rewrote its base (PiSSA, OLoRA, CorDA) into a plain LoRA for the <em>original</em> base
 /// (<c>save_pretrained(path_initial_model_for_weight_conversion=...)</c>): with the trained factors <c>A, B</c> and the initial
 /// ones <c>A₀, B₀</c> (the adapter saved right after initialisation), <c>A' = [A; A₀]</c> and <c>B' = [B, −B₀]</c>, so that
 /// <c>W + s·B'A' = (W − s·B₀A₀) + s·B A</c>: the original base plus the converted adapter computes what the residual base plus the
@@ -17,7 +17,7 @@ public static class LoRAConversion
 {
     /// <summary>Converts <paramref name="trainedDirectory"/> with the initial adapter <paramref name="initialDirectory"/> into a
     /// plain LoRA adapter directory <paramref name="outputDirectory"/>.</summary>
-    /// <param name="trainedDirectory">The trained adapter (init_lora_weights "pissa", "pissa_niter_K", "olora", or true).</param>
+    /// <param name="trainedDirectory">The trained adapter (init_lora_weights "pissa", "pissa_niter_K", "olora", "corda", or true).</param>
     /// <param name="initialDirectory">The same adapter saved right after initialisation, before training.</param>
     /// <param name="outputDirectory">The converted adapter's directory (created if needed).</param>
     /// <returns>The number of converted modules.</returns>
@@ -109,12 +109,12 @@ public static class LoRAConversion
         if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"The {role} adapter directory was not found: {directory}");
         var config = AdapterConfig.Read(Path.Combine(directory, AdapterFiles.ConfigFileName));
         if (config.PeftType != "LORA" || config.GetBool("use_dora", false))
-            throw new AdapterFormatException($"{config.Source}: the {role} adapter is {config.PeftType}{(config.GetBool("use_dora", false) ? " with use_dora" : string.Empty)}; only plain LoRA adapters initialised by PiSSA or OLoRA convert.");
+            throw new AdapterFormatException($"{config.Source}: the {role} adapter is {config.PeftType}{(config.GetBool("use_dora", false) ? " with use_dora" : string.Empty)}; only plain LoRA adapters initialised by PiSSA, OLoRA or CorDA convert.");
         var options = LoRAConfigFields.Read(config, null);
         if (options.Init == LoRAInit.LoftQ)
             throw new AdapterFormatException($"{config.Source}: the {role} adapter is LoftQ (init_lora_weights \"loftq\"), whose base is the quantized Q, not W − s·B₀A₀, so [A; A₀], [B, −B₀] would not give its model on the original base; PEFT converts PiSSA, OLoRA and CorDA only. Use it with the LoftQ base (the original base quantized by the adapter's load), or merge it with peft merge.");
         if (!options.RewritesBase && options.Init != LoRAInit.KaimingUniform)
-            throw new AdapterFormatException($"{config.Source}: init_lora_weights of the {role} adapter is {options.Init}; the conversion is for adapters initialised by PiSSA or OLoRA (\"pissa\", \"pissa_niter_K\", \"olora\", or true once marked for the residual base).");
+            throw new AdapterFormatException($"{config.Source}: init_lora_weights of the {role} adapter is {options.Init}; the conversion is for adapters initialised by PiSSA, OLoRA or CorDA (\"pissa\", \"pissa_niter_K\", \"olora\", \"corda\", or true once marked for the residual base).");
         return config;
     }
 

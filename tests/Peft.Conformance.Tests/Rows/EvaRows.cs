@@ -14,7 +14,7 @@ public static class EvaRows
     {
         new("eva-r2", new LoRAOptions(Rank: 2, Alpha: 4, Init: LoRAInit.EVA), "fc1", "fc2")
         {
-            Prepare = Calibrate,
+            Calibrate = Calibrate,
             ExpectedKeys = new[] { "fc1", "fc2" }.SelectMany(m => new[] { "lora_A.weight", "lora_B.weight" }.Select(n => $"base_model.model.{m}.{n}")).ToArray(),
             ConfigKeys = LoRARows.LoraConfigKeys,
             ExpectedConfig = new Dictionary<string, JsonNode?>

@@ -26,7 +26,7 @@ namespace Conformance
         private void InitializePeft()
         {
             this.m = global::Peft.PeftLayers.Wrap(this.m, "m")
-                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 2, Alpha: 2.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.LoftQ, PissaIterations: 0, LoftQBits: 8, LoftQIterations: 1));
+                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 2, Alpha: 2.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.LoftQ, PissaIterations: 0, LoftQBits: 8, LoftQIterations: 1, CorDAMethod: global::Peft.CorDAMethod.Ipm));
             if (this.m is not null) this.register_module("m", this.m);
             global::Peft.PeftModel.ApplyTrainability(this);
         }

@@ -177,7 +177,7 @@ public sealed class PissaFileTests : IDisposable
     {
         var (baseFile, _, trainedDir, trained) = Train();
         using var _t = trained;
-        foreach (var value in new[] { "pissa_niter_0", "pissa_niter_x", "corda", "orthogonal" })
+        foreach (var value in new[] { "pissa_niter_0", "pissa_niter_x", "orthogonal", "lora_ga" })
         {
             var config = JsonNode.Parse(File.ReadAllText(Path.Combine(trainedDir, AdapterFiles.ConfigFileName)))!.AsObject();
             config["init_lora_weights"] = value;

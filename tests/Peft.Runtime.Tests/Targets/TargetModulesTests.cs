@@ -105,7 +105,7 @@ public sealed class TargetModulesTests
     [Theory]
     [InlineData("""{"peft_type": "LORA"}""", "no \"target_modules\"")]
     [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "bias": "all"}""", "bias \"all\"")]
-    [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "init_lora_weights": "corda"}""", "init_lora_weights")]
+    [InlineData("""{"peft_type": "LORA", "target_modules": ["q"], "init_lora_weights": "orthogonal"}""", "init_lora_weights")]
     [InlineData("""{"peft_type": "BOFT", "target_modules": ["q"]}""", "peft_type \"BOFT\"")]
     public void UnsupportedConfigsAreRefusedByName(string json, string expected)
     {

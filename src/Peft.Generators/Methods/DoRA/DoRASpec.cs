@@ -5,7 +5,7 @@ using Peft.Generators.Model;
 namespace Peft.Generators.Methods.DoRA;
 
 /// <summary><c>[DoRA(rank, alpha, dropout, UseRsLora, Init)]</c> → <c>Peft.DoRAOptions</c>; LoRA's arguments and rules
-/// (PEFT0001-0004; PEFT0021 for Init = PiSSA, OLoRA, LoftQ or EVA, which DoRA does not support), r·(in + out) + out parameters (the magnitude is one per output row).</summary>
+/// (PEFT0001-0004; PEFT0021 for Init = PiSSA, OLoRA, LoftQ, EVA or CorDA, which DoRA does not support), r·(in + out) + out parameters (the magnitude is one per output row).</summary>
 internal sealed class DoRASpec : MethodSpec
 {
     public override string Name => "DoRA";
@@ -20,10 +20,10 @@ internal sealed class DoRASpec : MethodSpec
     {
         LowRankSpec.Validate(context);
         int init = context.Adapter.Int("Init");
-        if (init is LowRankSpec.PiSSA or LowRankSpec.OLoRA or LoRASpec.LoftQ)
+        if (init is LowRankSpec.PiSSA or LowRankSpec.OLoRA or LoRASpec.LoftQ or LoRASpec.CorDA)
         {
             context.Report(LoRASpec.InitArgumentsId, "Init", Name, context.Member.Name,
-                "Init = LoRAInit." + (init == LowRankSpec.PiSSA ? "PiSSA" : init == LowRankSpec.OLoRA ? "OLoRA" : "LoftQ") + " rewrites the base weight, which is supported for [LoRA] only; use [LoRA(..., Init = ...)] or another Init");
+                "Init = LoRAInit." + (init == LowRankSpec.PiSSA ? "PiSSA" : init == LowRankSpec.OLoRA ? "OLoRA" : init == LoRASpec.LoftQ ? "LoftQ" : "CorDA") + " rewrites the base weight, which is supported for [LoRA] only; use [LoRA(..., Init = ...)] or another Init");
         }
         else if (init == LoRASpec.Eva)
         {

@@ -4,11 +4,11 @@ using Peft.Generators.Parsing;
 
 namespace Peft.Generators.Methods.LoRA;
 
-/// <summary><c>[LoRA(rank, alpha, dropout, UseRsLora, Init, PissaIterations, LoftQBits, LoftQIterations)]</c> →
+/// <summary><c>[LoRA(rank, alpha, dropout, UseRsLora, Init, PissaIterations, LoftQBits, LoftQIterations, CorDAMethod)]</c> →
 /// <c>Peft.LoRAOptions</c>; r·(in + out) parameters. PEFT0021 reports initialisation arguments that do not go together
 /// (PissaIterations below 0, or set without Init = PiSSA); PEFT0050 LoftQ's (LoftQBits not 4 or 8, LoftQIterations below 1,
 /// either changed without Init = LoftQ); PEFT0043 an EVA rank whose default largest rank round(2r) exceeds a constant-size layer's
-/// input width.</summary>
+/// input width; PEFT0038 CorDAMethod changed without Init = CorDA.</summary>
 internal sealed class LoRASpec : MethodSpec
 {
     /// <summary>PEFT0021: the initialisation arguments do not go together (LoRA's PissaIterations; PiSSA/OLoRA on DoRA).</summary>
@@ -19,12 +19,16 @@ internal sealed class LoRASpec : MethodSpec
 
     /// <summary>PEFT0043: with Init = EVA, EVA's default largest rank round(r · 2) exceeds the layer's input width.</summary>
     public const string EvaRankId = "PEFT0043";
+    /// <summary>PEFT0038: CorDA's arguments are set without Init = CorDA.</summary>
+    public const string CorDAArgumentsId = "PEFT0038";
 
     /// <summary><c>LoRAInit.LoftQ</c>'s value.</summary>
     public const int LoftQ = 5;
 
     /// <summary><c>LoRAInit.EVA</c>'s value.</summary>
     public const int Eva = 6;
+    /// <summary><c>LoRAInit.CorDA</c>'s value.</summary>
+    public const int CorDA = 7;
 
 #if PEFT_ANALYZERS
     /// <summary>PEFT0021's descriptor (docs/diagnostics/PEFT0021.md).</summary>
@@ -57,7 +61,17 @@ internal sealed class LoRASpec : MethodSpec
         isEnabledByDefault: true,
         helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0043"));
 
-    public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(InitArguments, LoftQArguments, EvaRank);
+    /// <summary>PEFT0038's descriptor (docs/diagnostics/PEFT0038.md).</summary>
+    public static readonly Microsoft.CodeAnalysis.DiagnosticDescriptor CorDAArguments = new(
+        "PEFT0038",
+        "Invalid CorDA arguments",
+        "[{0}] on '{1}': {2}",
+        global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.Category,
+        Microsoft.CodeAnalysis.DiagnosticSeverity.Error,
+        isEnabledByDefault: true,
+        helpLinkUri: global::Peft.Analyzers.Diagnostics.DiagnosticDescriptors.HelpLink("PEFT0038"));
+
+    public override ImmutableArray<Microsoft.CodeAnalysis.DiagnosticDescriptor> Diagnostics { get; } = ImmutableArray.Create(InitArguments, LoftQArguments, EvaRank, CorDAArguments);
 #endif
 
     public override string Name => "LoRA";
@@ -71,6 +85,7 @@ internal sealed class LoRASpec : MethodSpec
         ArgumentSpec.Int("PissaIterations", "PissaIterations", 0),
         ArgumentSpec.Int("LoftQBits", "LoftQBits", 4),
         ArgumentSpec.Int("LoftQIterations", "LoftQIterations", 1),
+        ArgumentSpec.Enum("CorDAMethod", "CorDAMethod", "global::Peft.CorDAMethod", "Ipm", "Kpm"),
     });
 
     public override void Validate(ValidationContext context)
@@ -97,6 +112,12 @@ internal sealed class LoRASpec : MethodSpec
                 "EVA's PCA keeps round(r * rho) = " + ValidationContext.Format(global::Peft.Generators.Rules.EvaRules.DefaultMaxComponents(rank)) +
                 " components with the default rho 2, more than the layer's " + ValidationContext.Format(inFeatures) +
                 " input features; lower the rank, or pass new EvaConfig(Rho: ...) with round(r * rho) <= in_features to InitializeEva and suppress this warning");
+        }
+
+        if (context.Adapter.Int("CorDAMethod") != 0 && context.Adapter.Int("Init") != CorDA)
+        {
+            context.Report(CorDAArgumentsId, "CorDAMethod", Name, context.Member.Name,
+                "CorDAMethod applies to Init = LoRAInit.CorDA only (PEFT's corda_config.corda_method); set Init = LoRAInit.CorDA or remove CorDAMethod");
         }
     }
 
@@ -149,7 +170,7 @@ internal static class LowRankSpec
         ArgumentSpec.Double("alpha", "Alpha", 8.0),
         ArgumentSpec.Double("dropout", "Dropout", 0.0),
         ArgumentSpec.Bool("UseRsLora", "UseRsLora", false),
-        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random", "PiSSA", "OLoRA", "LoftQ", "EVA"));
+        ArgumentSpec.Enum("Init", "Init", "global::Peft.LoRAInit", "KaimingUniform", "Gaussian", "Random", "PiSSA", "OLoRA", "LoftQ", "EVA", "CorDA"));
 
     /// <summary><c>LoRAInit.PiSSA</c>'s value.</summary>
     public const int PiSSA = 3;

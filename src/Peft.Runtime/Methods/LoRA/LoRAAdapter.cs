@@ -13,11 +13,15 @@ namespace Peft;
 /// <remarks>With <see cref="LoRAInit.PiSSA"/> or <see cref="LoRAInit.OLoRA"/> the adapter is an <see cref="IBaseRewritingAdapter"/>:
 /// when it joins its layer, A and B are set from the base weight and the base keeps the residual <c>W − s·B A</c>. With
 /// <see cref="LoRAInit.LoftQ"/> the base becomes the quantized <c>Q</c> and the adapter keeps its codes until
-/// <see cref="AdaptedLinear.QuantizeBase"/> takes them (<see cref="IQuantizedResidualAdapter"/>).</remarks>
+/// <see cref="AdaptedLinear.QuantizeBase"/> takes them (<see cref="IQuantizedResidualAdapter"/>). With <see cref="LoRAInit.CorDA"/>
+/// the adapter waits for calibration (<see cref="AwaitsCalibration"/>: zero factors, refusing to run) until
+/// <c>model.PreprocessCorDA(...)</c> hands it its decomposition and the layer initialises it (<see cref="AdaptedLayer.InitializeAdapterFromBase"/>).</remarks>
 public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IQuantizedResidualAdapter
 {
     private readonly LowRankPair _pair;
     private QuantizedWeight? _loftq;
+    private CorDAEigens? _corda;
+    private bool _calibrated;
 
     /// <summary>Creates a LoRA adapter initialised as PEFT does (A per <see cref="LoRAOptions.Init"/>, B zeros).</summary>
     /// <param name="adapterName">The adapter name.</param>
@@ -62,7 +66,11 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IQuantizedResidu
     Parameter ILowRankFactors.Up => B;
 
     /// <inheritdoc />
-    public bool RewritesBase => Options.RewritesBase;
+    public bool RewritesBase => Options.Init == LoRAInit.CorDA ? _calibrated || _corda is not null : Options.RewritesBase;
+
+    /// <summary>True while a CorDA adapter has not been initialised from calibration data (<c>model.PreprocessCorDA</c>): its
+    /// factors are zero and its forward refuses to run.</summary>
+    public bool AwaitsCalibration => Options.Init == LoRAInit.CorDA && !_calibrated;
 
     /// <inheritdoc />
     public string BaseRewriteName => Options.Init switch
@@ -70,6 +78,7 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IQuantizedResidu
         LoRAInit.PiSSA => $"PiSSA, init_lora_weights \"{LoRABaseInitialization.PeftName(Options.Init, Options.PissaIterations)}\"",
         LoRAInit.OLoRA => "OLoRA, init_lora_weights \"olora\"",
         LoRAInit.LoftQ => $"LoftQ, init_lora_weights \"loftq\" with loftq_bits {Options.LoftQBits}, loftq_iter {Options.LoftQIterations}",
+        LoRAInit.CorDA => $"CorDA, init_lora_weights \"corda\" with corda_method \"{CorDAInitialization.PeftName(Options.CorDAMethod)}\"",
         _ => "LoRA",
     };
 
@@ -91,12 +100,40 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IQuantizedResidu
     public void InitializeFromBase(LayerParameters layer)
     {
         ArgumentNullException.ThrowIfNull(layer);
+        if (Options.Init == LoRAInit.CorDA)
+        {
+            InitializeCorDA(layer.Weight);
+            return;
+        }
+
         if (RewritesBase)
         {
             var codes = LoRABaseInitialization.Apply(Options, layer.Weight, _pair.A, _pair.B);
             DisposeCodes();
             _loftq = codes;
         }
+    }
+
+    /// <summary>Hands a CorDA adapter its layer's decomposition (<c>model.PreprocessCorDA</c> does); the layer's
+    /// <see cref="AdaptedLayer.InitializeAdapterFromBase"/> then sets A, B and the residual from it. The adapter owns
+    /// <paramref name="eigens"/> from here on.</summary>
+    /// <param name="eigens">The decomposition cropped to this adapter's rank.</param>
+    /// <exception cref="InvalidOperationException">The adapter is not CorDA, is calibrated already, or the shapes do not fit.</exception>
+    public void SetCorDAEigens(CorDAEigens eigens)
+    {
+        ArgumentNullException.ThrowIfNull(eigens);
+        string where = $"LoRA adapter '{AdapterName}'{AdapterNameRules.Describe(MemberName)}";
+        if (Options.Init != LoRAInit.CorDA) throw new InvalidOperationException($"{where} is {Options.Init}, not CorDA.");
+        if (_calibrated) throw new InvalidOperationException($"{where} is calibrated already: its base holds the residual. Load the original base weights and call model.ReinitializeFromBase() first.");
+        if (eigens.S.shape[0] != Rank || !eigens.U.shape.SequenceEqual(new[] { OutFeatures, (long)Rank }) || !eigens.V.shape.SequenceEqual(new[] { InFeatures, (long)Rank }))
+        {
+            throw new InvalidOperationException(
+                $"{where}: the CorDA decomposition has S [{string.Join(", ", eigens.S.shape)}], U [{string.Join(", ", eigens.U.shape)}], V [{string.Join(", ", eigens.V.shape)}], " +
+                $"but the adapter needs S [{Rank}], U [{OutFeatures}, {Rank}], V [{InFeatures}, {Rank}] (rank {Rank}); was it computed for another model or rank?");
+        }
+
+        _corda?.Dispose();
+        _corda = eigens;
     }
 
     /// <summary>
@@ -114,6 +151,14 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IQuantizedResidu
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(output);
+        if (AwaitsCalibration)
+        {
+            throw new PeftConfigurationException(
+                $"LoRA adapter '{AdapterName}'{AdapterNameRules.Describe(MemberName)} is CorDA (init_lora_weights \"corda\") and has not been calibrated: its factors come from the " +
+                "layer's input covariance. Call model.PreprocessCorDA(run) with forward passes over calibration batches (or CorDASettings with an existing cache or covariance file) " +
+                "before running or training the model.", MemberName, AdapterName);
+        }
+
         if (input.Dimensions != 2 || output.Dimensions != 2)
         {
             using var x2 = input.reshape(-1, InFeatures);
@@ -143,9 +188,39 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IQuantizedResidu
         if (disposing)
         {
             DisposeCodes();
+            _corda?.Dispose();
+            _corda = null;
         }
 
         base.Dispose(disposing);
+    }
+
+    /// <summary>CorDA: with a decomposition handed over, A and B from it and the residual <c>W − s·B A</c> written into the weight
+    /// (in float32, or float64 for a float64 layer; the residual cast back); without one (an added adapter, or a re-initialisation
+    /// after the base was reloaded) zero factors and waiting for calibration again.</summary>
+    private void InitializeCorDA(Tensor weight)
+    {
+        if (_corda is not { } eigens)
+        {
+            nn.init.zeros_(_pair.A);
+            nn.init.zeros_(_pair.B);
+            _calibrated = false;
+            return;
+        }
+
+        using (var scope = NewDisposeScope())
+        {
+            var (a, b) = CorDAInitialization.Factors(eigens, Scaling);
+            var compute = weight.dtype == ScalarType.Float64 ? ScalarType.Float64 : ScalarType.Float32;
+            var residual = weight.to(compute) - b.to(compute).matmul(a.to(compute)).mul_(Scaling);
+            _pair.A.copy_(a);
+            _pair.B.copy_(b);
+            weight.copy_(residual);
+        }
+
+        eigens.Dispose();
+        _corda = null;
+        _calibrated = true;
     }
 
     private void DisposeCodes()

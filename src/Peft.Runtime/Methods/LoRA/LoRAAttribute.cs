@@ -52,6 +52,11 @@ public sealed class LoRAAttribute : Attribute
     /// <c>loftq_config.loftq_iter</c>. Must stay 1 with any other initialisation.</summary>
     public int LoftQIterations { get; set; } = 1;
 
+    /// <summary>With <see cref="LoRAInit.CorDA"/>: which components of the context-oriented decomposition the adapter takes,
+    /// <see cref="CorDAMethod.Ipm"/> (the default, the r largest) or <see cref="CorDAMethod.Kpm"/> (the r smallest); PEFT's
+    /// <c>corda_config.corda_method</c>. Must stay <see cref="CorDAMethod.Ipm"/> with any other initialisation.</summary>
+    public CorDAMethod CorDAMethod { get; set; } = CorDAMethod.Ipm;
+
     /// <summary>The adapter name (PEFT's adapter_name). Defaults to <c>"default"</c>.</summary>
     public string Name { get; set; } = AdapterNames.Default;
 }
@@ -91,6 +96,25 @@ public enum LoRAInit
     /// calibration batches, redistributes the ranks across layers by explained variance, sets <c>A</c> to each layer's top principal
     /// components and <c>B = 0</c>. The base weight is not changed.</summary>
     EVA = 6,
+    /// <summary>CorDA (Yang et al., 2024), PEFT's <c>init_lora_weights="corda"</c> with <c>corda_config</c>
+    /// (<see cref="LoRAAttribute.CorDAMethod"/>): from the input covariance <c>C</c> of calibration data,
+    /// <c>U S Vᴴ = svd(W C)</c>, <c>V = (Vᴴ C⁻¹)ᵀ</c>; A and B take r components (the largest for IPM, the smallest for KPM)
+    /// with the singular values over s, and the base weight becomes <c>W − s·B A</c>. The adapter waits for
+    /// <c>model.PreprocessCorDA(...)</c>, which captures the covariance and runs the initialisation; until then it refuses to
+    /// run.</summary>
+    CorDA = 7,
+}
+
+/// <summary>CorDA's mode (PEFT's <c>corda_config.corda_method</c>).</summary>
+public enum CorDAMethod
+{
+    /// <summary>Instruction-previewed mode (<c>"ipm"</c>): the adapter takes the r largest components of <c>W C</c>, the
+    /// directions the calibration task uses most (faster fine-tuning).</summary>
+    Ipm = 0,
+
+    /// <summary>Knowledge-preserved mode (<c>"kpm"</c>): the adapter takes the r smallest components, so the base keeps the
+    /// directions the calibration data (e.g. world-knowledge questions) uses most.</summary>
+    Kpm = 1,
 }
 
 /// <summary>Well-known adapter names.</summary>

@@ -78,7 +78,8 @@ public static class LoRAConfigFields
         double dropout = config.Probability("lora_dropout");
         var (init, iterations) = ReadInit(config);
         var (bits, loftqIterations) = init == LoRAInit.LoftQ ? ReadLoftQ(config) : (4, 1);
-        return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), init, iterations, bits, loftqIterations)
+        var corda = init == LoRAInit.CorDA ? ReadCorDA(config) : CorDAMethod.Ipm;
+        return new LoRAOptions(r, alpha, dropout, config.GetBool("use_rslora", false), init, iterations, bits, loftqIterations, corda)
         {
             // PEFT keeps the declared r and lora_alpha and writes EVA's per-layer ranks and alphas as patterns.
             Eva = init == LoRAInit.EVA ? new EvaSettings(EvaConfig.Read(config), config.Rank(null, 8), config.Alpha(null, "lora_alpha", 8)) : null,
@@ -101,6 +102,7 @@ public static class LoRAConfigFields
         bool rs = writer.Same("use_rslora", o => Of(o).UseRsLora);
         var init = writer.Same("init_lora_weights", o => (Of(o).Init, Of(o).PissaIterations));
         var loftq = writer.Same("loftq_config", o => (Of(o).LoftQBits, Of(o).LoftQIterations));
+        var corda = writer.Same("corda_config", o => Of(o).CorDAMethod);
         double dropout = writer.Same("lora_dropout", o => Of(o).Dropout);
         var eva = init.Item1 == LoRAInit.EVA ? writer.Same(EvaConfig.ConfigField, o => Of(o).Eva) : null;
         // After EVA, r and lora_alpha stay the declared values and the layers whose rank (alpha) EVA changed are the patterns, as
@@ -117,7 +119,7 @@ public static class LoRAConfigFields
         {
             LoRAInit.Gaussian => "gaussian",
             LoRAInit.Random => false,
-            LoRAInit.PiSSA or LoRAInit.OLoRA or LoRAInit.LoftQ => LoRABaseInitialization.PeftName(init.Item1, init.Item2),
+            LoRAInit.PiSSA or LoRAInit.OLoRA or LoRAInit.LoftQ or LoRAInit.CorDA => LoRABaseInitialization.PeftName(init.Item1, init.Item2),
             LoRAInit.EVA => "eva",
             _ => true,
         };
@@ -135,7 +137,19 @@ public static class LoRAConfigFields
             : new JsonObject();
         // PEFT's EvaConfig: null unless init_lora_weights is "eva" (its LoraConfig then fills in the defaults).
         writer.Fields[EvaConfig.ConfigField] = init.Item1 == LoRAInit.EVA ? (eva?.Config ?? new EvaConfig()).ToJson() : null;
-        writer.Fields["corda_config"] = null;
+        // PEFT's CordaConfig (asdict): null unless init_lora_weights is "corda". The preprocessing settings (files, flags) are
+        // CorDASettings at calibration time here; the file records PEFT's defaults for them and the adapter's mode.
+        writer.Fields["corda_config"] = init.Item1 == LoRAInit.CorDA
+            ? new JsonObject
+            {
+                ["cache_file"] = null,
+                ["covariance_file"] = null,
+                ["corda_method"] = CorDAInitialization.PeftName(corda),
+                ["verbose"] = false,
+                ["use_float16_for_covariance"] = false,
+                ["prune_temporary_fields"] = true,
+            }
+            : null;
         writer.Fields["lora_ga_config"] = null;
         writer.Fields["velora_config"] = null;
         writer.Fields["alora_invocation_tokens"] = null;
@@ -168,15 +182,21 @@ public static class LoRAConfigFields
         if (file.Alpha != model.Alpha) yield return $"{path}: lora_alpha is {file.Alpha} in the config, {model.Alpha} in the model";
         if (file.UseRsLora != model.UseRsLora) yield return $"{path}: use_rslora is {Json(file.UseRsLora)} in the config, {Json(model.UseRsLora)} in the model";
         if ((file.RewritesBase || model.RewritesBase)
-            && (file.Init != model.Init || file.PissaIterations != model.PissaIterations || file.LoftQBits != model.LoftQBits || file.LoftQIterations != model.LoftQIterations))
+            && (file.Init != model.Init || file.PissaIterations != model.PissaIterations || file.LoftQBits != model.LoftQBits || file.LoftQIterations != model.LoftQIterations
+                || file.CorDAMethod != model.CorDAMethod))
         {
             yield return $"{path}: init_lora_weights is {InitText(file)} in the config, {InitText(model)} in the model; an initialisation that rewrites the base " +
-                "weight leaves another residual, so the file's A and B belong to another base (PiSSA/OLoRA files: LoRAConversion makes a plain LoRA for the original base)";
+                "weight leaves another residual, so the file's A and B belong to another base (PiSSA/OLoRA/CorDA files: LoRAConversion makes a plain LoRA for the original base)";
         }
 
         static string Json(bool value) => value ? "true" : "false";
         static string InitText(LoRAOptions o) => LoRABaseInitialization.PeftName(o.Init, o.PissaIterations) is { } n
-            ? (o.Init == LoRAInit.LoftQ ? $"\"{n}\" (loftq_bits {o.LoftQBits}, loftq_iter {o.LoftQIterations})" : $"\"{n}\"")
+            ? o.Init switch
+            {
+                LoRAInit.LoftQ => $"\"{n}\" (loftq_bits {o.LoftQBits}, loftq_iter {o.LoftQIterations})",
+                LoRAInit.CorDA => $"\"{n}\" (corda_method \"{CorDAInitialization.PeftName(o.CorDAMethod)}\")",
+                _ => $"\"{n}\"",
+            }
             : o.Init.ToString();
     }
 
@@ -203,9 +223,33 @@ public static class LoRAConfigFields
             JsonValueKind.String when text == "olora" => (LoRAInit.OLoRA, 0),
             JsonValueKind.String when text == "loftq" => (LoRAInit.LoftQ, 0),
             JsonValueKind.String when text == "eva" => (LoRAInit.EVA, 0),
+            JsonValueKind.String when text == "corda" => (LoRAInit.CorDA, 0),
             _ => throw config.Unsupported("init_lora_weights",
-                "true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\", \"olora\", \"loftq\" and \"eva\" are. CorDA (initialised from data " +
-                "and rewriting the base) is not implemented."),
+                "true, false, \"gaussian\", \"pissa\", \"pissa_niter_K\", \"olora\", \"loftq\", \"eva\" and \"corda\" are."),
+        };
+    }
+
+    /// <summary>PEFT's <c>corda_config</c> for <c>init_lora_weights="corda"</c> (PEFT uses its defaults when it is null): every
+    /// field checked by type (<c>cache_file</c> and <c>covariance_file</c> strings or null, <c>corda_method</c> "ipm" or "kpm",
+    /// <c>verbose</c>, <c>use_float16_for_covariance</c> and <c>prune_temporary_fields</c> booleans); the mode is the adapter's,
+    /// the rest steer preprocessing (<see cref="CorDASettings"/>) and do not change what the file's tensors mean.</summary>
+    private static CorDAMethod ReadCorDA(AdapterConfig config)
+    {
+        var node = config.Raw["corda_config"];
+        if (node is null) return CorDAMethod.Ipm;
+        if (node is not JsonObject corda)
+            throw config.Unsupported("corda_config", $"it must be an object (PEFT's CordaConfig) or null, not {node.ToJsonString()}.");
+        var fields = new JsonFields(corda, (field, problem) => config.Unsupported("corda_config", problem + "."));
+        fields.String("cache_file");
+        fields.String("covariance_file");
+        fields.Bool("verbose");
+        fields.Bool("use_float16_for_covariance");
+        fields.Bool("prune_temporary_fields");
+        return fields.String("corda_method") switch
+        {
+            null or "ipm" => CorDAMethod.Ipm,
+            "kpm" => CorDAMethod.Kpm,
+            var other => throw config.Unsupported("corda_config", $"\"corda_method\" must be \"ipm\" or \"kpm\", not \"{other}\"."),
         };
     }
 

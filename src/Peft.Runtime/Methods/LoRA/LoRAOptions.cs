@@ -15,6 +15,8 @@ namespace Peft;
 /// <c>loftq_config.loftq_bits</c>. 4 with any other initialisation.</param>
 /// <param name="LoftQIterations">With <see cref="LoRAInit.LoftQ"/>: the quantize/SVD alternations, at least 1; PEFT's
 /// <c>loftq_config.loftq_iter</c>. 1 with any other initialisation.</param>
+/// <param name="CorDAMethod">With <see cref="LoRAInit.CorDA"/>: IPM (the r largest components of <c>W C</c>) or KPM (the r
+/// smallest); PEFT's <c>corda_config.corda_method</c>. <see cref="CorDAMethod.Ipm"/> with any other initialisation.</param>
 public sealed record LoRAOptions(
     int Rank = 8,
     double Alpha = 8.0,
@@ -23,7 +25,8 @@ public sealed record LoRAOptions(
     LoRAInit Init = LoRAInit.KaimingUniform,
     int PissaIterations = 0,
     int LoftQBits = 4,
-    int LoftQIterations = 1) : PeftAdapterOptions
+    int LoftQIterations = 1,
+    CorDAMethod CorDAMethod = CorDAMethod.Ipm) : PeftAdapterOptions
 {
     /// <inheritdoc />
     public override PeftMethod Method => LoRAMethod.Instance;
@@ -70,11 +73,26 @@ public sealed record LoRAOptions(
         }
 
         Eva?.Config.Validate();
+
+        if (!Enum.IsDefined(CorDAMethod))
+        {
+            throw new PeftConfigurationException($"{where}: unknown CorDAMethod {CorDAMethod}; use CorDAMethod.Ipm or CorDAMethod.Kpm.", memberName, adapterName);
+        }
+
+        if (CorDAMethod != CorDAMethod.Ipm && Init != LoRAInit.CorDA)
+        {
+            throw new PeftConfigurationException(
+                $"{where}: CorDAMethod = {CorDAMethod} applies to Init = LoRAInit.CorDA only, but Init is {Init}. Set Init = LoRAInit.CorDA or remove CorDAMethod.",
+                memberName, adapterName);
+        }
     }
 
     /// <summary>True when the initialisation rewrites the base weight (<see cref="LoRAInit.PiSSA"/>, <see cref="LoRAInit.OLoRA"/>,
-    /// <see cref="LoRAInit.LoftQ"/>).</summary>
+    /// <see cref="LoRAInit.LoftQ"/>, <see cref="LoRAInit.CorDA"/>).</summary>
     public override bool RewritesBase => LoRABaseInitialization.RewritesBase(Init);
+
+    /// <summary>True for <see cref="LoRAInit.CorDA"/>: the adapter waits for <c>model.PreprocessCorDA(...)</c>.</summary>
+    public override bool NeedsCalibration => Init == LoRAInit.CorDA;
 
     /// <inheritdoc />
     public override void Validate(string adapterName, PeftLayerInfo layer)
@@ -127,6 +145,11 @@ public sealed record LoRAOptions(
         {
             yield return ("loftq_bits", LoftQBits);
             yield return ("loftq_iter", LoftQIterations);
+        }
+
+        if (Init == LoRAInit.CorDA)
+        {
+            yield return ("corda_method", CorDAInitialization.PeftName(CorDAMethod));
         }
     }
 

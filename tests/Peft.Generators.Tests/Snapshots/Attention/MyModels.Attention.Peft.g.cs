@@ -27,7 +27,7 @@ namespace MyModels
         private void InitializePeft()
         {
             this.q_proj = global::Peft.PeftLayers.Wrap(this.q_proj, "q_proj")
-                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1));
+                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1, CorDAMethod: global::Peft.CorDAMethod.Ipm));
             this.v_proj = global::Peft.PeftLayers.Wrap(this.v_proj, "v_proj")
                 .WithAdapter("default", new global::Peft.KroneckerOptions(Rank: 4, Alpha: 8.0, Factor: -1, DecomposeBoth: false, FullFactors: false));
             if (this.q_proj is not null) this.register_module("q_proj", this.q_proj);

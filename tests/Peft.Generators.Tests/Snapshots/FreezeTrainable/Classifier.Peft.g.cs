@@ -24,7 +24,7 @@ partial class Classifier : global::Peft.IPeftModule, global::Peft.IPeftTargetabl
     private void InitializePeft()
     {
         this.proj = global::Peft.PeftLayers.Wrap(this.proj, "proj")
-            .WithAdapter("task", new global::Peft.LoRAOptions(Rank: 4, Alpha: 8.0, Dropout: 0.1, UseRsLora: true, Init: global::Peft.LoRAInit.Gaussian, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1));
+            .WithAdapter("task", new global::Peft.LoRAOptions(Rank: 4, Alpha: 8.0, Dropout: 0.1, UseRsLora: true, Init: global::Peft.LoRAInit.Gaussian, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1, CorDAMethod: global::Peft.CorDAMethod.Ipm));
         if (this.backbone is not null) this.register_module("backbone", this.backbone);
         if (this.proj is not null) this.register_module("proj", this.proj);
         if (this.head is not null) this.register_module("head", this.head);

@@ -26,7 +26,7 @@ namespace MyModels.Inheritance
         private void InitializePeft()
         {
             this.inner = global::Peft.PeftLayers.Wrap(this.inner, "inner")
-                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1));
+                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1, CorDAMethod: global::Peft.CorDAMethod.Ipm));
             if (this.inner is not null) this.register_module("inner", this.inner);
             if (this.head is not null) this.register_module("head", this.head);
             global::Peft.PeftModel.ApplyTrainability(this);

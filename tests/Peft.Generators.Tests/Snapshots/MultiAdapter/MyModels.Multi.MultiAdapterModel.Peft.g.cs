@@ -29,11 +29,11 @@ namespace MyModels.Multi
         private void InitializePeft()
         {
             this.fc = global::Peft.PeftLayers.Wrap(this.fc, "fc")
-                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1))
-                .WithAdapter("fast", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.05, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1))
+                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1, CorDAMethod: global::Peft.CorDAMethod.Ipm))
+                .WithAdapter("fast", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.05, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1, CorDAMethod: global::Peft.CorDAMethod.Ipm))
                 .WithAdapter("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 2.0, Factor: -1, DecomposeBoth: false, FullFactors: false));
             this.optional = global::Peft.PeftLayers.Wrap(this.optional, "optional")
-                .WithAdapter("maybe", new global::Peft.LoRAOptions(Rank: 2, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1));
+                .WithAdapter("maybe", new global::Peft.LoRAOptions(Rank: 2, Alpha: 8.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1, CorDAMethod: global::Peft.CorDAMethod.Ipm));
             if (this.fc is not null) this.register_module("fc", this.fc);
             if (this.optional is not null) this.register_module("optional", this.optional);
             global::Peft.PeftModel.ApplyTrainability(this);

@@ -30,7 +30,7 @@ namespace MyModels.Nested
                 private void InitializePeft()
                 {
                     this.proj = global::Peft.PeftLayers.Wrap(this.proj, "proj")
-                        .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1));
+                        .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 4, Alpha: 4.0, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1, CorDAMethod: global::Peft.CorDAMethod.Ipm));
                     if (this.proj is not null) this.register_module("proj", this.proj);
                     global::Peft.PeftModel.ApplyTrainability(this);
                 }

@@ -27,7 +27,7 @@ namespace MyModels.Props
         private void InitializePeft()
         {
             this.Query = global::Peft.PeftLayers.Wrap(this.Query, "Query")
-                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 2, Alpha: 16.5, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1));
+                .WithAdapter("default", new global::Peft.LoRAOptions(Rank: 2, Alpha: 16.5, Dropout: 0.0, UseRsLora: false, Init: global::Peft.LoRAInit.KaimingUniform, PissaIterations: 0, LoftQBits: 4, LoftQIterations: 1, CorDAMethod: global::Peft.CorDAMethod.Ipm));
             this.Key = global::Peft.PeftLayers.Wrap((global::TorchSharp.torch.nn.Module<global::TorchSharp.torch.Tensor, global::TorchSharp.torch.Tensor>?)this.Key, "Key")
                 .WithAdapter("lokr", new global::Peft.KroneckerOptions(Rank: 2, Alpha: 0.001, Factor: 4, DecomposeBoth: true, FullFactors: false));
             if (this.Query is not null) this.register_module("Query", this.Query);

@@ -13,10 +13,10 @@ public static class LoRABaseInitialization
 {
     /// <summary>Whether the initialisation rewrites the base weight.</summary>
     /// <param name="init">The initialisation.</param>
-    /// <returns>True for PiSSA, OLoRA and LoftQ.</returns>
-    public static bool RewritesBase(LoRAInit init) => init is LoRAInit.PiSSA or LoRAInit.OLoRA or LoRAInit.LoftQ;
+    /// <returns>True for PiSSA, OLoRA, LoftQ and CorDA.</returns>
+    public static bool RewritesBase(LoRAInit init) => init is LoRAInit.PiSSA or LoRAInit.OLoRA or LoRAInit.LoftQ or LoRAInit.CorDA;
 
-    /// <summary>PEFT's <c>init_lora_weights</c> value: <c>"pissa"</c>, <c>"pissa_niter_K"</c>, <c>"olora"</c> or <c>"loftq"</c> (null for the
+    /// <summary>PEFT's <c>init_lora_weights</c> value: <c>"pissa"</c>, <c>"pissa_niter_K"</c>, <c>"olora"</c>, <c>"loftq"</c> or <c>"corda"</c> (null for the
     /// initialisations that do not rewrite the base).</summary>
     /// <param name="init">The initialisation.</param>
     /// <param name="pissaIterations">PiSSA's power iterations (0: full SVD).</param>
@@ -27,6 +27,7 @@ public static class LoRABaseInitialization
         LoRAInit.PiSSA => $"pissa_niter_{pissaIterations}",
         LoRAInit.OLoRA => "olora",
         LoRAInit.LoftQ => "loftq",
+        LoRAInit.CorDA => "corda",
         _ => null,
     };
 
@@ -61,7 +62,7 @@ public static class LoRABaseInitialization
         {
             LoRAInit.PiSSA => PissaInitialization.Factors(w, options.Rank, options.Scaling, options.PissaIterations),
             LoRAInit.OLoRA => OloraInitialization.Factors(w, options.Rank),
-            _ => throw new InvalidOperationException($"{options.Init} does not rewrite the base weight."),
+            _ => throw new InvalidOperationException($"{options.Init} does not rewrite the base weight from the weight alone (CorDA's factors come from CorDAInitialization)."),
         };
         var part = fb.matmul(fa).mul_(options.Scaling);
         var residual = w.sub(part);
