@@ -41,7 +41,7 @@ public sealed class BottleneckConfigAnalyzer : DiagnosticAnalyzer
 
     /// <inheritdoc />
     public override ImmutableArray<DiagnosticDescriptor> SupportedDiagnostics => ImmutableArray.Create(
-        DiagnosticDescriptors.BottleneckArgumentOutOfRange, DiagnosticDescriptors.BottleneckUnknownName, DiagnosticDescriptors.BottleneckArgumentsConflict);
+        InsertedMethodDescriptors.BottleneckArgumentOutOfRange, InsertedMethodDescriptors.BottleneckUnknownName, InsertedMethodDescriptors.BottleneckArgumentsConflict);
 
     /// <inheritdoc />
     public override void Initialize(AnalysisContext context)

@@ -22,7 +22,7 @@ public sealed class LoFiTAnalyzer : DiagnosticAnalyzer
 
     /// <inheritdoc />
     public override ImmutableArray<DiagnosticDescriptor> SupportedDiagnostics => ImmutableArray.Create(
-        DiagnosticDescriptors.LoFiTValueOutOfRange, DiagnosticDescriptors.LoFiTHeadCountOutOfRange);
+        InsertedMethodDescriptors.LoFiTValueOutOfRange, InsertedMethodDescriptors.LoFiTHeadCountOutOfRange);
 
     /// <inheritdoc />
     public override void Initialize(AnalysisContext context)

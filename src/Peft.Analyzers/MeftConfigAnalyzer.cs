@@ -24,7 +24,7 @@ public sealed class MeftConfigAnalyzer : DiagnosticAnalyzer
 
     /// <inheritdoc />
     public override ImmutableArray<DiagnosticDescriptor> SupportedDiagnostics => ImmutableArray.Create(
-        DiagnosticDescriptors.MeftVariantUnsupported, DiagnosticDescriptors.MeftFactorZero, DiagnosticDescriptors.MeftValueOutOfRange);
+        InsertedMethodDescriptors.MeftVariantUnsupported, InsertedMethodDescriptors.MeftFactorZero, InsertedMethodDescriptors.MeftValueOutOfRange);
 
     /// <inheritdoc />
     public override void Initialize(AnalysisContext context)

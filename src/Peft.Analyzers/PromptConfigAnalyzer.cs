@@ -30,7 +30,7 @@ public sealed class PromptConfigAnalyzer : DiagnosticAnalyzer
     private const int MaxAdapterLen = 4096;
 
     /// <inheritdoc />
-    public override ImmutableArray<DiagnosticDescriptor> SupportedDiagnostics => ImmutableArray.Create(DiagnosticDescriptors.PromptConfigOutOfRange);
+    public override ImmutableArray<DiagnosticDescriptor> SupportedDiagnostics => ImmutableArray.Create(InsertedMethodDescriptors.PromptConfigOutOfRange);
 
     /// <inheritdoc />
     public override void Initialize(AnalysisContext context)
