@@ -196,6 +196,35 @@ public sealed class LoFiTModelTests
         }
     }
 
+    public static IEnumerable<object[]> Decoders => new[] { "llama", "gpt2" }.Select(f => new object[] { f });
+
+    [Theory]
+    [MemberData(nameof(Decoders))]
+    public void GenerationWithACacheMatchesTheFullForward(string family)
+    {
+        using var _ = no_grad();
+        using var model = Create(family);
+        foreach (var adapter in model.AddLoFiT(new LoFiTConfig(LoFiTComponents.ScaleAndBias)))
+        {
+            adapter.Scale!.normal_(0, 0.5);
+            adapter.Bias!.normal_(0, 0.5);
+        }
+
+        var ids = Ids(2, 9);
+        using var plain = Create(family);
+        var full = Forward(family, model, ids);
+        Assert.True((full - Forward(family, plain, ids)).abs().max().item<float>() > 1e-3, $"{family}: LoFiT does not reach the logits");
+        using var cache = new KvCache(TransformerBlocks.Find(model).Blocks.Count);
+        var parts = new List<Tensor> { Cached(family, model, ids[.., ..4], cache) };
+        for (int t = 4; t < 9; t++) parts.Add(Cached(family, model, ids[.., t..(t + 1)], cache));
+        double diff = (full - cat(parts, 1)).abs().max().item<float>();
+        Assert.True(diff < 1e-5, $"{family}: cached generation with LoFiT differs from the full forward by {diff}");
+    }
+
+    private static Tensor Cached(string family, nn.Module model, Tensor ids, KvCache cache) => family == "llama"
+        ? ((LlamaForCausalLM)model).Forward(ids, cache)
+        : ((Gpt2LMHeadModel)model).Forward(ids, cache);
+
     private static nn.Module Create(string family, bool outputBias = false)
     {
         switch (family)
