@@ -164,7 +164,7 @@ static void WriteIntoDoc(string path, string table)
     string text = File.ReadAllText(path);
     int i = text.IndexOf(begin, StringComparison.Ordinal), j = text.IndexOf(end, StringComparison.Ordinal);
     if (i < 0 || j < i) throw new InvalidOperationException($"{path} has no {begin} ... {end} section to replace.");
-    File.WriteAllText(path, text[..(i + begin.Length)] + "\n" + table + text[j..]);
+    Peft.Checkpoints.AtomicFile.WriteAllText(path, text[..(i + begin.Length)] + "\n" + table + text[j..]);
     Console.Error.WriteLine($"wrote the table into {path}");
 }
 
