@@ -13,7 +13,7 @@ namespace Peft;
 /// <c>lora_alpha</c>, <c>bias</c>, <c>init_lora_weights</c>, <c>hidden_size</c>, <c>max_length</c>,
 /// <c>save_lora_embeddings</c>, <c>load_lora_embeddings</c>, <c>load_lora_embedding_B</c>.
 /// </summary>
-public sealed class DePTMethod : PeftMethod
+public sealed class DePTMethod : PromptLearningMethod
 {
     /// <summary>The registered instance.</summary>
     public static DePTMethod Instance { get; } = new();
@@ -34,16 +34,10 @@ public sealed class DePTMethod : PeftMethod
     public override string PeftType => "PROMPT_TUNING_LORA";
 
     /// <inheritdoc />
-    public override PeftLayerKind LayerKinds => PeftLayerKind.Embedding;
-
-    /// <inheritdoc />
     public override Type AttributeType => typeof(DePTAttribute);
 
     /// <inheritdoc />
     public override Type OptionsType => typeof(DePTOptions);
-
-    /// <inheritdoc />
-    public override bool IsPromptLearning => true;
 
     /// <inheritdoc />
     public override IReadOnlyList<string> TensorNames => s_tensorNames;
@@ -57,9 +51,7 @@ public sealed class DePTMethod : PeftMethod
     public override PeftAdapterOptions ReadOptions(AdapterConfig config, string? modulePath)
     {
         ArgumentNullException.ThrowIfNull(config);
-        int tokens = config.GetInt("num_virtual_tokens", 0);
-        if (tokens <= 0 || tokens > PromptTuningOptions.MaxVirtualTokens)
-            throw new AdapterFormatException($"{config.Source}: \"num_virtual_tokens\" must be an integer in [1, {PromptTuningOptions.MaxVirtualTokens}], found {config.Raw["num_virtual_tokens"]?.ToJsonString() ?? "nothing"}.");
+        int tokens = ReadVirtualTokens(config);
         int maxLength = config.GetInt("max_length", 256);
         if (maxLength <= 0 || maxLength > PromptTuningOptions.MaxVirtualTokens)
             throw new AdapterFormatException($"{config.Source}: \"max_length\" must be an integer in [1, {PromptTuningOptions.MaxVirtualTokens}], found {maxLength}.");
@@ -69,8 +61,6 @@ public sealed class DePTMethod : PeftMethod
         double alpha = config.GetDouble("lora_alpha", 8);
         if (!double.IsFinite(alpha) || alpha <= 0)
             throw new AdapterFormatException($"{config.Source}: \"lora_alpha\" must be a finite number > 0, found {alpha}.");
-        if (config.GetInt("num_transformer_submodules", 1) != 1)
-            throw config.Unsupported("num_transformer_submodules", "only 1 is (encoder-decoder models prepend a prompt to each stack).");
         foreach (var flag in new[] { "save_lora_embeddings", "load_lora_embeddings", "load_lora_embedding_B" })
         {
             if (!config.GetBool(flag, true))
@@ -83,23 +73,10 @@ public sealed class DePTMethod : PeftMethod
     /// <inheritdoc />
     public override void WriteConfig(AdapterConfigWriter writer)
     {
-        ArgumentNullException.ThrowIfNull(writer);
-        if (writer.Layers.Count > 1)
-        {
-            throw new PeftConfigurationException(
-                $"Adapter '{writer.AdapterName}' is DePT on {writer.Layers.Count} embeddings ({string.Join(", ", writer.Layers.Select(l => l.Path))}); the format holds one prompt per adapter.",
-                writer.Layers[1].Path, writer.AdapterName);
-        }
-
-        var adapter = (DePTAdapter)writer.Layers[0].Adapter;
+        var adapter = WritePromptFields<DePTAdapter>(writer, a => a.Options.VirtualTokens);
         var options = adapter.Options;
         string? initText = options.InitText;
         bool text = initText is not null && writer.TokenizerNameOrPath is not null;
-        writer.Fields["num_virtual_tokens"] = options.VirtualTokens;
-        writer.Fields["token_dim"] = adapter.OutFeatures;
-        writer.Fields["num_transformer_submodules"] = 1;
-        writer.Fields["num_attention_heads"] = null;
-        writer.Fields["num_layers"] = null;
         writer.Fields["prompt_tuning_init"] = text ? "TEXT" : "RANDOM";
         writer.Fields["prompt_tuning_init_text"] = initText;
         writer.Fields["tokenizer_name_or_path"] = text ? writer.TokenizerNameOrPath : null;
@@ -117,31 +94,30 @@ public sealed class DePTMethod : PeftMethod
     /// <inheritdoc />
     public override IEnumerable<string> SettingMismatches(string path, PeftAdapterOptions fromFile, PeftAdapterOptions inModel)
     {
+        foreach (var mismatch in base.SettingMismatches(path, fromFile, inModel)) yield return mismatch;
         var file = (DePTOptions)fromFile;
         if (inModel is not DePTOptions model) yield break;
-        if (model.VirtualTokens != file.VirtualTokens) yield return $"{path}: num_virtual_tokens is {file.VirtualTokens} in the config, {model.VirtualTokens} in the model";
         if (model.MaxLength != file.MaxLength) yield return $"{path}: max_length is {file.MaxLength} in the config, {model.MaxLength} in the model";
         if (model.Rank != file.Rank) yield return $"{path}: r is {file.Rank} in the config, {model.Rank} in the model";
         if (model.Alpha != file.Alpha) yield return $"{path}: lora_alpha is {file.Alpha} in the config, {model.Alpha} in the model (the table's scale alpha / sqrt(r) would differ)";
     }
 
-    /// <summary>Creates the adapter on the model's input embedding, as prompt tuning's load does, after checking the file's
-    /// tensors have the sizes the config and the embedding call for.</summary>
-    /// <param name="model">The model.</param>
-    /// <param name="adapterName">The adapter to create.</param>
-    /// <param name="config">The config.</param>
-    /// <param name="fileShapes">The weights file's tensor shapes.</param>
-    public override void CreateFromConfig(nn.Module model, string adapterName, AdapterConfig config, IReadOnlyDictionary<string, long[]> fileShapes)
+    /// <inheritdoc />
+    protected override string AdapterDescription => "DePT";
+
+    /// <inheritdoc />
+    protected override int VirtualTokensOf(PeftAdapterOptions options) => ((DePTOptions)options).VirtualTokens;
+
+    /// <inheritdoc />
+    /// <remarks>The prompt <c>[V, dim]</c>, the table's <c>A [max_length, r]</c> and <c>B [r, dim]</c>.</remarks>
+    protected override IEnumerable<(string Name, long[] Shape)> ExpectedShapes(PeftAdapterOptions options, long embeddingDim)
     {
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(config);
-        ArgumentNullException.ThrowIfNull(fileShapes);
-        var options = (DePTOptions)ReadOptions(config, null);
-        PromptTuningMethod.CreateOnInputEmbedding(model, adapterName, config, options, dim => new[]
-        {
-            (s_tensorNames[0], new long[] { options.VirtualTokens, dim }),
-            (s_tensorNames[1], new long[] { options.MaxLength, options.Rank }),
-            (s_tensorNames[2], new long[] { options.Rank, dim }),
-        }, fileShapes);
+        var dept = (DePTOptions)options;
+        return
+        [
+            (s_tensorNames[0], [dept.VirtualTokens, embeddingDim]),
+            (s_tensorNames[1], [dept.MaxLength, dept.Rank]),
+            (s_tensorNames[2], [dept.Rank, embeddingDim]),
+        ];
     }
 }

@@ -12,7 +12,7 @@ namespace Peft;
 /// <c>encoder_num_layers</c>, <c>encoder_dropout</c>. A file loads as PEFT loads it: into an adapter in inference mode, whose
 /// frozen table is the saved prompt and which runs no encoder.
 /// </summary>
-public sealed class PTuningMethod : PeftMethod
+public sealed class PTuningMethod : PromptLearningMethod
 {
     /// <summary>The registered instance.</summary>
     public static PTuningMethod Instance { get; } = new();
@@ -30,16 +30,10 @@ public sealed class PTuningMethod : PeftMethod
     public override string PeftType => "P_TUNING";
 
     /// <inheritdoc />
-    public override PeftLayerKind LayerKinds => PeftLayerKind.Embedding;
-
-    /// <inheritdoc />
     public override Type AttributeType => typeof(PTuningAttribute);
 
     /// <inheritdoc />
     public override Type OptionsType => typeof(PTuningOptions);
-
-    /// <inheritdoc />
-    public override bool IsPromptLearning => true;
 
     /// <inheritdoc />
     public override IReadOnlyList<string> TensorNames => s_tensorNames;
@@ -54,11 +48,7 @@ public sealed class PTuningMethod : PeftMethod
     public override PeftAdapterOptions ReadOptions(AdapterConfig config, string? modulePath)
     {
         ArgumentNullException.ThrowIfNull(config);
-        int tokens = config.GetInt("num_virtual_tokens", 0);
-        if (tokens <= 0 || tokens > PromptTuningOptions.MaxVirtualTokens)
-            throw new AdapterFormatException($"{config.Source}: \"num_virtual_tokens\" must be an integer in [1, {PromptTuningOptions.MaxVirtualTokens}], found {config.Raw["num_virtual_tokens"]?.ToJsonString() ?? "nothing"}.");
-        if (config.GetInt("num_transformer_submodules", 1) != 1)
-            throw config.Unsupported("num_transformer_submodules", "only 1 is (encoder-decoder models prepend a prompt to each stack).");
+        int tokens = ReadVirtualTokens(config);
         var type = config.GetString("encoder_reparameterization_type") switch
         {
             null or "MLP" => PromptEncoderType.MLP,
@@ -80,55 +70,23 @@ public sealed class PTuningMethod : PeftMethod
     /// <inheritdoc />
     public override void WriteConfig(AdapterConfigWriter writer)
     {
-        ArgumentNullException.ThrowIfNull(writer);
-        if (writer.Layers.Count > 1)
-        {
-            throw new PeftConfigurationException(
-                $"Adapter '{writer.AdapterName}' is P-tuning on {writer.Layers.Count} embeddings ({string.Join(", ", writer.Layers.Select(l => l.Path))}); PEFT's format holds one prompt per adapter.",
-                writer.Layers[1].Path, writer.AdapterName);
-        }
-
-        var adapter = (PTuningAdapter)writer.Layers[0].Adapter;
+        var adapter = WritePromptFields<PTuningAdapter>(writer, a => a.Options.VirtualTokens);
         var options = adapter.Options;
-        writer.Fields["num_virtual_tokens"] = options.VirtualTokens;
-        writer.Fields["token_dim"] = adapter.OutFeatures;
-        writer.Fields["num_transformer_submodules"] = 1;
-        writer.Fields["num_attention_heads"] = null;
-        writer.Fields["num_layers"] = null;
         writer.Fields["encoder_reparameterization_type"] = options.EncoderType.ToString();
         writer.Fields["encoder_hidden_size"] = options.HiddenSize(adapter.OutFeatures);
         writer.Fields["encoder_num_layers"] = options.EncoderNumLayers;
         writer.Fields["encoder_dropout"] = options.EncoderDropout;
     }
 
-    /// <summary>The prompt a file gives depends only on its table: the number of virtual tokens must agree (the table's shape
-    /// is checked with the tensors).</summary>
-    /// <param name="path">The module path, for messages.</param>
-    /// <param name="fromFile">The file's options.</param>
-    /// <param name="inModel">The model adapter's options.</param>
-    /// <returns>The mismatches.</returns>
-    public override IEnumerable<string> SettingMismatches(string path, PeftAdapterOptions fromFile, PeftAdapterOptions inModel)
-    {
-        var file = (PTuningOptions)fromFile;
-        if (inModel is PTuningOptions model && model.VirtualTokens != file.VirtualTokens)
-        {
-            yield return $"{path}: num_virtual_tokens is {file.VirtualTokens} in the config, {model.VirtualTokens} in the model";
-        }
-    }
+    /// <inheritdoc />
+    protected override string AdapterDescription => "P-tuning";
 
-    /// <summary>Creates the inference-mode adapter on the model's input embedding, as prompt tuning's load does, after checking
-    /// the file's <c>prompt_embeddings</c> is <c>[num_virtual_tokens, embedding size]</c>.</summary>
-    /// <param name="model">The model.</param>
-    /// <param name="adapterName">The adapter to create.</param>
-    /// <param name="config">The config.</param>
-    /// <param name="fileShapes">The weights file's tensor shapes.</param>
-    public override void CreateFromConfig(nn.Module model, string adapterName, AdapterConfig config, IReadOnlyDictionary<string, long[]> fileShapes)
-    {
-        ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(config);
-        ArgumentNullException.ThrowIfNull(fileShapes);
-        var options = (PTuningOptions)ReadOptions(config, null);
-        PromptTuningMethod.CreateOnInputEmbedding(model, adapterName, config, options,
-            dim => new[] { (PromptTuningAdapter.PromptEmbeddingsName, new long[] { options.VirtualTokens, dim }) }, fileShapes);
-    }
+    /// <inheritdoc />
+    /// <remarks>The prompt a file gives depends only on its table: only the number of virtual tokens must agree.</remarks>
+    protected override int VirtualTokensOf(PeftAdapterOptions options) => ((PTuningOptions)options).VirtualTokens;
+
+    /// <inheritdoc />
+    /// <remarks>PEFT's file holds the encoder's output, <c>[num_virtual_tokens, embedding size]</c>, not the encoder.</remarks>
+    protected override IEnumerable<(string Name, long[] Shape)> ExpectedShapes(PeftAdapterOptions options, long embeddingDim) =>
+        [(PromptTuningAdapter.PromptEmbeddingsName, [VirtualTokensOf(options), embeddingDim])];
 }
