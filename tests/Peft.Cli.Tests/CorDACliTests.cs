@@ -56,15 +56,7 @@ public sealed class CorDACliTests : IDisposable
         });
         ModelWeights.Save(model, _dir["base.safetensors"]);   // the residual base
         AdapterFiles.Save(model, _dir["initial"]);
-        using (var generator = new Generator(117))
-        using (no_grad())
-        {
-            foreach (var p in model.AdapterParameters())
-            {
-                using var noise = randn(p.shape, generator: generator) * 0.3;
-                p.add_(noise);
-            }
-        }
+        MethodMergeChecks.SimulateTraining(model, 117);
 
         AdapterFiles.Save(model, _dir["adapter"]);
         return model;

@@ -62,15 +62,7 @@ public sealed class LoftQCliTests : IDisposable
         var model = new LoftQMergeNet();
         ModelWeights.Load(model, _dir["base.safetensors"]);
         model.ReinitializeFromBase();
-        using (var generator = new Generator(113))
-        using (no_grad())
-        {
-            foreach (var p in model.AdapterParameters())
-            {
-                using var noise = randn(p.shape, generator: generator) * 0.3;
-                p.add_(noise);
-            }
-        }
+        MethodMergeChecks.SimulateTraining(model, 113);
 
         AdapterFiles.Save(model, _dir["adapter"]);
         return model;

@@ -29,6 +29,19 @@ internal static class MethodMergeChecks
         AdapterFiles.Save(model, dir["adapter"]);
     }
 
+    /// <summary>Stands for training: adds seeded <c>0.3 · randn</c> to every adapter parameter (a trained adapter is its init
+    /// plus an update, which is what a conversion or a merge onto a rewritten base must reproduce).</summary>
+    public static void SimulateTraining(nn.Module model, long seed)
+    {
+        using var generator = new Generator((ulong)seed);
+        using var _ = no_grad();
+        foreach (var p in model.AdapterParameters())
+        {
+            using var noise = randn(p.shape, generator: generator) * 0.3;
+            p.add_(noise);
+        }
+    }
+
     /// <summary>Every tensor of a safetensors file by name.</summary>
     public static Dictionary<string, Tensor> ReadAll(string path)
     {

@@ -64,15 +64,7 @@ public sealed class PiSSACliTests : IDisposable
         ModelWeights.Load(model, _dir["base.safetensors"]);
         model.ReinitializeFromBase();
         AdapterFiles.Save(model, _dir["init"]);
-        using (var generator = new Generator(112))
-        using (no_grad())
-        {
-            foreach (var p in model.AdapterParameters())
-            {
-                using var noise = randn(p.shape, generator: generator) * 0.3;
-                p.add_(noise);
-            }
-        }
+        MethodMergeChecks.SimulateTraining(model, 112);
 
         AdapterFiles.Save(model, _dir["adapter"]);
         return model;
