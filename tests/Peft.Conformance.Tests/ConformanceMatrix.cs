@@ -49,6 +49,15 @@ public static class ConformanceMatrix
     /// <summary>The inserted rows whose method merges through its own call (<see cref="InsertedConformanceCase.OwnMerge"/>).</summary>
     public static IEnumerable<object[]> InsertedMergeableNames => Inserted.Where(c => c.OwnMerge is not null).Select(c => new object[] { c.Name });
 
+    /// <summary>The selective rows (<see cref="SelectiveConformanceCase"/>): methods that choose which existing weights train.</summary>
+    public static readonly IReadOnlyList<SelectiveConformanceCase> Selective = SelectiveRows.Cases;
+
+    /// <summary>The selective rows as xunit theory data (by name).</summary>
+    public static IEnumerable<object[]> SelectiveNames => Selective.Select(c => new object[] { c.Name });
+
+    /// <summary>The selective row named <paramref name="name"/>.</summary>
+    public static SelectiveConformanceCase GetSelective(string name) => Selective.Single(c => c.Name == name);
+
     /// <summary>The inserted-adapter rows as xunit theory data (by name).</summary>
     public static IEnumerable<object[]> InsertedNames => Inserted.Select(c => new object[] { c.Name });
 
