@@ -53,6 +53,11 @@ public sealed record ConformanceCase(string Name, PeftAdapterOptions Options, pa
     /// calibration). False where the base is untouched (EVA: its files load into a fresh model).</summary>
     public bool CalibrationRewritesBase { get; init; }
 
+    /// <summary>Runs before the merge checks, after <see cref="Calibrate"/>: the step a method's documented merge path takes
+    /// first (QLoRA: <c>DequantizeBase()</c>, since a quantized base cannot take a dense update); with
+    /// <see cref="CalibrationRewritesBase"/> the base file <c>peft merge</c> reads is saved after it. Null for none.</summary>
+    public Action<TinyModel>? BeforeMerge { get; init; }
+
     /// <summary>Attributes the analyzers must reject: (attribute, layer, expected diagnostic IDs).</summary>
     public IReadOnlyList<(string Attribute, string Layer, string[] Ids)> BadAttributes { get; init; } = Array.Empty<(string, string, string[])>();
 

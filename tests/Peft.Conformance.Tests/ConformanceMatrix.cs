@@ -19,6 +19,7 @@ public static class ConformanceMatrix
         SSFRows.Cases,
         PiSSARows.Cases,
         LoftQRows.Cases,
+        QLoRARows.Cases,
         EvaRows.Cases,
         CorDARows.Cases,
         RandLoRARows.Cases,

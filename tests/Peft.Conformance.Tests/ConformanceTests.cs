@@ -80,6 +80,7 @@ public sealed class ConformanceTests : IDisposable
         var row = ConformanceMatrix.Get(name);
         using var model = new TinyModel();
         Apply(model, row);
+        row.BeforeMerge?.Invoke(model);
         Randomize(model);
         model.eval();
         var original = BaseParameters(model).Select(p => (p.Key, Value: p.Value.detach().clone())).ToList();
@@ -172,6 +173,7 @@ public sealed class ConformanceTests : IDisposable
         string basePath = Path.Combine(_dir, "base.safetensors");
         ModelWeights.Save(model, basePath);
         Apply(model, row);
+        row.BeforeMerge?.Invoke(model);
         if (row.CalibrationRewritesBase) ModelWeights.Save(model, basePath);   // the residual base: peft merge cannot calibrate
         Randomize(model);
         model.eval();
@@ -205,6 +207,7 @@ public sealed class ConformanceTests : IDisposable
         string basePath = Path.Combine(_dir, "base.safetensors");
         ModelWeights.Save(model, basePath);
         Apply(model, row);
+        row.BeforeMerge?.Invoke(model);
         if (row.CalibrationRewritesBase) ModelWeights.Save(model, basePath);
         Randomize(model);
         string adapterDir = Path.Combine(_dir, "adapter");
