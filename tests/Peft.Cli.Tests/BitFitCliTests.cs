@@ -81,7 +81,7 @@ public sealed class BitFitCliTests : IDisposable
         Assert.True(result.ExitCode == 0, result.ToString());
         var json = JsonNode.Parse(result.Output)!.AsObject();
         Assert.Equal("BITFIT", json["peft_type"]!.GetValue<string>());
-        var tensors = json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
+        var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(2, tensors.Count);
         Assert.Equal(new long[] { 32 }, tensors["base_model.model.fc1.bitfit_bias"]);
         Assert.Equal(new long[] { 32 }, tensors["base_model.model.norm.bitfit_bias"]);

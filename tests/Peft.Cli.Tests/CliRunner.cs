@@ -9,6 +9,10 @@ public sealed record CliResult(int ExitCode, string Output, string Error)
 /// <summary>Runs the <c>peft</c> command line in-process with captured writers.</summary>
 public static class CliRunner
 {
+    /// <summary>The shapes of the tensors <c>peft inspect --json</c> lists, by name.</summary>
+    public static Dictionary<string, long[]> InspectedShapes(System.Text.Json.Nodes.JsonObject json) =>
+        json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
+
     public static CliResult Run(params string[] args)
     {
         using var output = new StringWriter();

@@ -39,7 +39,7 @@ public sealed class DePTCliTests : IDisposable
         Assert.Equal(8, json["token_dim"]!.GetValue<int>());
         Assert.Equal(6, json["max_length"]!.GetValue<int>());
         Assert.Equal(2, json["r"]!.GetValue<int>());
-        var tensors = json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
+        var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(new long[] { 3, 8 }, tensors["prompt_embeddings"]);
         Assert.Equal(new long[] { 6, 2 }, tensors["prompt_encoder.lora_embedding_A"]);
         Assert.Equal(new long[] { 2, 8 }, tensors["prompt_encoder.lora_embedding_B"]);

@@ -72,7 +72,7 @@ public sealed class HiRACliTests : IDisposable
         Assert.True(result.ExitCode == 0, result.ToString());
         var json = JsonNode.Parse(result.Output)!.AsObject();
         Assert.Equal("HIRA", json["peft_type"]!.GetValue<string>());
-        var tensors = json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
+        var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(4, tensors.Count);
         Assert.Equal(new long[] { 2, 16 }, tensors["base_model.model.fc1.hira_A"]);
         Assert.Equal(new long[] { 32, 2 }, tensors["base_model.model.fc1.hira_B"]);

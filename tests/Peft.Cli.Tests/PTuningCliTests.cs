@@ -40,7 +40,7 @@ public sealed class PTuningCliTests : IDisposable
         Assert.Equal(3, json["num_virtual_tokens"]!.GetValue<int>());
         Assert.Equal("LSTM", json["encoder_reparameterization_type"]!.GetValue<string>());
         Assert.Equal(5, json["encoder_hidden_size"]!.GetValue<int>());
-        var tensors = json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
+        var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(new long[] { 3, 8 }, Assert.Single(tensors).Value);
         Assert.Equal("prompt_embeddings", tensors.Keys.Single());
         Assert.Equal(3 * 8, json["trainable_parameters"]!.GetValue<long>());

@@ -84,7 +84,7 @@ public sealed class RandLoRACliTests : IDisposable
         Assert.True(result.ExitCode == 0, result.ToString());
         var json = JsonNode.Parse(result.Output)!.AsObject();
         Assert.Equal("RANDLORA", json["peft_type"]!.GetValue<string>());
-        var tensors = json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
+        var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(6, tensors.Count);
         Assert.Equal(new long[] { 8, 2 }, tensors["base_model.model.fc1.randlora_lambda"]);   // min 16, n = 2
         Assert.Equal(new long[] { 2, 16 }, tensors["base_model.model.fc1.randlora_gamma"]);

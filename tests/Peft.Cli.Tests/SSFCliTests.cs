@@ -96,7 +96,7 @@ public sealed class SSFCliTests : IDisposable
         Assert.True(result.ExitCode == 0, result.ToString());
         var json = JsonNode.Parse(result.Output)!.AsObject();
         Assert.Equal("SSF", json["peft_type"]!.GetValue<string>());
-        var tensors = json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
+        var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(4, tensors.Count);
         Assert.Equal(new long[] { 32 }, tensors["base_model.model.fc1.ssf_scale"]);
         Assert.Equal(new long[] { 32 }, tensors["base_model.model.norm.ssf_shift"]);

@@ -64,7 +64,7 @@ public sealed class VBLoRACliTests : IDisposable
         Assert.True(result.ExitCode == 0, result.ToString());
         var json = JsonNode.Parse(result.Output)!.AsObject();
         Assert.Equal("VBLORA", json["peft_type"]!.GetValue<string>());
-        var tensors = json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
+        var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(5, tensors.Count);
         Assert.Equal(new long[] { 4, 2, 10 }, tensors["base_model.model.fc1.vblora_logits_A"]);   // [r, in/L, N]
         Assert.Equal(new long[] { 3, 4, 10 }, tensors["base_model.model.fc2.vblora_logits_B"]);   // [out/L, r, N]

@@ -82,7 +82,7 @@ public sealed class VeRACliTests : IDisposable
         Assert.True(result.ExitCode == 0, result.ToString());
         var json = JsonNode.Parse(result.Output)!.AsObject();
         Assert.Equal("VERA", json["peft_type"]!.GetValue<string>());
-        var tensors = json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
+        var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(6, tensors.Count);
         Assert.Equal(new long[] { 32 }, tensors["base_model.model.fc1.vera_lambda_b"]);
         Assert.Equal(new long[] { 8 }, tensors["base_model.model.fc2.vera_lambda_d"]);
