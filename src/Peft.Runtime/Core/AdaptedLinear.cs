@@ -122,6 +122,11 @@ public sealed partial class AdaptedLinear : AdaptedLayer
     public override Tensor forward(Tensor input)
     {
         InputObserver?.Invoke(input);
+        if (Siblings is not null && TakeSiblingShare(input) is { } share)
+        {
+            return share;
+        }
+
         EnsureUnmergedWhenDisabled();
         var plan = _plan;
         if (plan is null && _quantized is null)
