@@ -29,16 +29,21 @@ int rounds = 15;
 string? output = null;
 string? memoryMode = null;
 string? freezingMode = null;
-bool freezingOnly = false;
 bool initOnly = false;
 bool methodsOnly = false;
-bool selectiveOnly = false;
-bool bottleneckOnly = false;
-bool prefixOnly = false;
-bool meftOnly = false;
 string? meftProbe = null;
-bool promptsOnly = false;
-bool attentionOnly = false;
+string? alone = null;
+// The sections that run alone with their flag, printing their lines only.
+var sectionsAlone = new Dictionary<string, Func<int, IEnumerable<(string Name, string Value, string Note)>>>
+{
+    ["--freezing"] = FreezingProbe.Results,
+    ["--selective"] = SelectiveProbe.Results,
+    ["--bottleneck"] = BottleneckProbe.Results,
+    ["--prefix"] = PrefixProbe.Results,
+    ["--meft"] = _ => MeftProbe.Results(),
+    ["--prompts"] = PromptProbe.Results,
+    ["--attention"] = AttentionProbe.Results,
+};
 for (int i = 0; i < args.Length; i++)
 {
     switch (args[i])
@@ -47,62 +52,20 @@ for (int i = 0; i < args.Length; i++)
         case "--output": output = args[++i]; break;
         case "--memory": memoryMode = args[++i]; break;
         case "--freezing-probe": freezingMode = args[++i]; break;
-        case "--freezing": freezingOnly = true; break;
         case "--init-only": initOnly = true; break;
         case "--methods-only": methodsOnly = true; break;
-        case "--selective": selectiveOnly = true; break;
-        case "--bottleneck": bottleneckOnly = true; break;
-        case "--prefix": prefixOnly = true; break;
-        case "--meft": meftOnly = true; break;
         case "--meft-probe": meftProbe = args[++i]; break;
-        case "--prompts": promptsOnly = true; break;
-        case "--attention": attentionOnly = true; break;
+        case var flag when sectionsAlone.ContainsKey(flag): alone = flag; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
 
 if (memoryMode is not null) return MemoryProbe.Run(memoryMode);
 if (meftProbe is not null) return MeftProbe.Run(meftProbe);
-if (meftOnly)
-{
-    foreach (var (name, value, note) in MeftProbe.Results()) Console.WriteLine($"| {name} | {value} | {note} |");
-    return 0;
-}
-
 if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
-if (selectiveOnly)
+if (alone is not null)
 {
-    foreach (var (name, value, note) in SelectiveProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
-    return 0;
-}
-
-if (promptsOnly)
-{
-    foreach (var (name, value, note) in PromptProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
-    return 0;
-}
-
-if (bottleneckOnly)
-{
-    foreach (var (name, value, note) in BottleneckProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
-    return 0;
-}
-
-if (attentionOnly)
-{
-    foreach (var (name, value, note) in AttentionProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
-    return 0;
-}
-
-if (prefixOnly)
-{
-    foreach (var (name, value, note) in PrefixProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
-    return 0;
-}
-
-if (freezingOnly)
-{
-    foreach (var (name, value, note) in FreezingProbe.Results(rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
+    foreach (var (name, value, note) in sectionsAlone[alone](rounds)) Console.WriteLine($"| {name} | {value} | {note} |");
     return 0;
 }
 
