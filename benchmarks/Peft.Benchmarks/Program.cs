@@ -20,7 +20,8 @@ using static Peft.Benchmarks.Steps;
 // --prefix runs section 10 (prefix tuning and MAM inside attention) alone;
 // --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process;
 // --prompts runs section 12 (prompt tuning, DePT and P-tuning against LoRA on a transformer stack) alone;
-// --attention runs section 13 (methods inside attention: the adaption prompt, LoFiT) alone.
+// --attention runs section 13 (methods inside attention: the adaption prompt, LoFiT) alone;
+// --siblings runs section 14 (sibling projections run as one product against separate layers, Siblings.cs) alone.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -43,6 +44,7 @@ var sectionsAlone = new Dictionary<string, Func<int, IEnumerable<(string Name, s
     ["--meft"] = _ => MeftProbe.Results(),
     ["--prompts"] = PromptProbe.Results,
     ["--attention"] = AttentionProbe.Results,
+    ["--siblings"] = SiblingProbe.Results,
 };
 for (int i = 0; i < args.Length; i++)
 {
@@ -364,6 +366,9 @@ if (!initOnly && !methodsOnly) results.AddRange(PromptProbe.Results(rounds));
 // 13. Methods inside attention (AttentionInsertions): the adaption prompt and LoFiT's two stages against LoRA r=8 on
 //     q_proj/v_proj of the same 4-block stack with real attention.
 if (!initOnly && !methodsOnly) results.AddRange(AttentionProbe.Results(rounds));
+
+// 14. Sibling projections (q/k/v, gate/up) run as one product against the same layers run separately (Siblings.cs).
+if (!initOnly && !methodsOnly) results.AddRange(SiblingProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");
