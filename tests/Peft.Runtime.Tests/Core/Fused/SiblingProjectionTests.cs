@@ -170,6 +170,49 @@ public class SiblingProjectionTests
     }
 
     [Fact]
+    public void BaseWeightsSaveFromAndLoadIntoTheSharedBuffer()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"peft-siblings-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            using var fused = LoRAModule();
+            var group = Assert.Single(fused.FuseSiblingProjections().Linked);
+            using var other = LoRAModule();
+            using (no_grad())
+            {
+                foreach (var (name, p) in other.named_parameters().Where(n => n.name.EndsWith("weight", StringComparison.Ordinal) && !n.name.Contains("lora", StringComparison.Ordinal)))
+                {
+                    p.add_(randn_like(p)); // other base weights, same adapters
+                }
+            }
+
+            // Saved from the fused model's views, the file is the separate model's weights.
+            string saved = Path.Combine(dir, "fused.safetensors");
+            global::Peft.Serialization.ModelWeights.Save(fused, saved);
+            using var fresh = new Qkv(bias: true);
+            global::Peft.Serialization.ModelWeights.Load(fresh, saved);
+            foreach (var (name, value) in fresh.state_dict())
+            {
+                AssertClose(fused.state_dict()[name], value, 0);
+            }
+
+            // Loaded into the fused model, another base reaches the one product.
+            string replaced = Path.Combine(dir, "other.safetensors");
+            global::Peft.Serialization.ModelWeights.Save(other, replaced);
+            global::Peft.Serialization.ModelWeights.Load(fused, replaced);
+            var expected = Run(other, [3, 12]);
+            AssertSameRun(expected, Run(fused, [3, 12]));
+            Assert.Equal(1, group.FusedProducts);
+            Assert.Equal(1, group.BufferBuilds);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void SharesGoOnlyToTheSameInputObject()
     {
         using var m = LoRAModule();
@@ -228,6 +271,7 @@ public class SiblingProjectionTests
             var x = randn(4, 12);
             var fused = m.Project(x);
             Assert.Equal(1, group.FusedProducts);
+            Assert.Equal(2, group.BufferBuilds);
             Assert.Equal(ScalarType.Float32, fused[0].dtype);
             m.UnfuseSiblingProjections();
             var separate = m.Project(x);
