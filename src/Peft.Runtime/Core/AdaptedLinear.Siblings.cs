@@ -29,7 +29,7 @@ public sealed partial class AdaptedLinear
             return true;
         }
 
-        if (plan.Fused is { } fused && fused is not IRowRescalingAdapter)
+        if (plan.Fused is { FactorsReady: true } fused && fused is not IRowRescalingAdapter)
         {
             lowRank = fused;
             return true;

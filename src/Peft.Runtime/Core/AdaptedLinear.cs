@@ -215,7 +215,7 @@ public sealed partial class AdaptedLinear : AdaptedLayer
 
     private Tensor Run(ForwardPlan? plan, Tensor x) =>
         plan is null ? BaseProduct(x, _bias)
-        : plan.Fused is { } fused && _quantized is null && (FusedKernel ?? PeftKernels.FusedPaths) ? RunFused(fused, x) ?? Compose(plan, x)
+        : plan.Fused is { FactorsReady: true } fused && _quantized is null && (FusedKernel ?? PeftKernels.FusedPaths) ? RunFused(fused, x) ?? Compose(plan, x)
         : Compose(plan, x);
 
     /// <summary>One LoRA (or one DoRA sharing the base product) as one autograd node with its own backward

@@ -73,6 +73,10 @@ public interface ILowRankFactors
 
     /// <summary>The dropout probability on the adapter's input (0 when none); applied in training mode only.</summary>
     double Dropout { get; }
+
+    /// <summary>False while the factors cannot be used yet (CorDA before calibration): paths that read the factors directly
+    /// (the fused kernel, sibling products) then leave the layer to the adapter's own forward, which says what to do.</summary>
+    bool FactorsReady => true;
 }
 
 /// <summary>

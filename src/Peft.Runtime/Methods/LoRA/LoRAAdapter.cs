@@ -66,6 +66,9 @@ public sealed class LoRAAdapter : PeftAdapter, ILowRankAdapter, IQuantizedResidu
     Parameter ILowRankFactors.Up => B;
 
     /// <inheritdoc />
+    bool ILowRankFactors.FactorsReady => !AwaitsCalibration;
+
+    /// <inheritdoc />
     public bool RewritesBase => Options.Init == LoRAInit.CorDA ? _calibrated || _corda is not null : Options.RewritesBase;
 
     /// <summary>True while a CorDA adapter has not been initialised from calibration data (<c>model.PreprocessCorDA</c>): its

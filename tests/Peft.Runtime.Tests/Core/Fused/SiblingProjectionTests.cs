@@ -247,6 +247,20 @@ public class SiblingProjectionTests
     }
 
     [Fact]
+    public void AnUncalibratedCorDAMemberStillRefusesToRun()
+    {
+        using var m = new Qkv(bias: false);
+        Adapt(m.q, new LoRAOptions(Rank: 2, Init: LoRAInit.CorDA));
+        Adapt(m.k, new LoRAOptions(Rank: 2));
+        m.q.FusedKernel = true; // neither the sibling product nor the fused kernel may read its zero factors
+        var group = Assert.Single(m.FuseSiblingProjections().Linked);
+        using var x = randn(2, 12, dtype: ScalarType.Float64);
+        var error = Assert.Throws<PeftConfigurationException>(() => m.Project(x));
+        Assert.Contains("PreprocessCorDA", error.Message, StringComparison.Ordinal);
+        Assert.Equal(0, group.FusedProducts);
+    }
+
+    [Fact]
     public void DropoutDrawsTheSameMasksAsTheSeparateLayers()
     {
         using var m = new Qkv(bias: false);
