@@ -32,6 +32,7 @@ internal static class PeftParser
         bool isModule = DerivesFrom(type, KnownNames.Module);
 
         var members = new List<((string File, int Position) Order, MemberModel Member)>();
+        var fuseDeclarations = new List<((string File, int Position) Order, FuseDeclarationModel Declaration)>();
         foreach (var symbol in type.GetMembers())
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -65,6 +66,11 @@ internal static class PeftParser
                 if (adapter is not null) adapters.Add(adapter);
                 else if (Is(attribute, KnownNames.FreezeAttribute)) frozen = true;
                 else if (Is(attribute, KnownNames.TrainableAttribute)) trainable = true;
+                else if (Is(attribute, KnownNames.FuseProjectionsAttribute))
+                {
+                    string? group = attribute.ConstructorArguments is { Length: 1 } fuse ? fuse[0].Value as string : null;
+                    fuseDeclarations.Add((DeclarationOrder(symbol), new FuseDeclarationModel(symbol.Name, group)));
+                }
             }
 
             var component = ClassifyComponent(memberType);
@@ -103,6 +109,10 @@ internal static class PeftParser
         {
             BaseHasPeftDescriptor = isModule && BaseHasPeftDescriptor(type, compilation, cancellationToken),
             Adaptable = adaptable,
+            ForwardCalls = SiblingProjectionParser.ForwardCalls(type, cancellationToken),
+            FuseDeclarations = fuseDeclarations.OrderBy(d => d.Order.File, StringComparer.Ordinal).ThenBy(d => d.Order.Position)
+                .Select(d => d.Declaration).ToEquatableArray(),
+            SiblingProjectionsByHand = SiblingProjectionParser.ImplementsByHand(type, cancellationToken),
         };
     }
 
