@@ -147,6 +147,22 @@ public class SiblingProjectionTests
         Assert.Empty(TestCompilation.WarningsAndErrors(run.Output).Where(d => d.Id != "CS1591"));
     }
 
+    [Fact]
+    public void TheAnalyzersViewWithTheGeneratedFile_IsTheGeneratorsView()
+    {
+        // The analyzers parse the class in a compilation that holds the generated ISiblingProjections: that file is not a
+        // hand-written implementation, so they report the same groups (PEFT0051) the generator emitted.
+        var run = TestCompilation.Run(TestCompilation.Create(Sources.Siblings));
+        var type = run.Output.GetTypeByMetadataName("MyModels.Siblings.SelfAttention")!;
+        Assert.Contains(type.AllInterfaces, i => i.Name == "ISiblingProjections");
+        var model = PeftParser.Parse(type, run.Output, CancellationToken.None)!;
+
+        Assert.False(model.SiblingProjectionsByHand);
+        Assert.Equal(new[] { "q_proj", "k_proj", "v_proj" }, Single(model));
+        var info = Assert.Single(PeftModelValidator.Validate(model, null), p => p.Id == PeftDiagnosticIds.SiblingProjections);
+        Assert.Equal(new[] { "'q_proj', 'k_proj', 'v_proj'", "SelfAttention", "x" }, info.MessageArgs);
+    }
+
     /// <summary>A class with adapted Linear(8, 8) members q, k, v, q2, a plain one and a field, and the given forward.</summary>
     private static string Forward(
         string expression, string statement = "", string extraMembers = "", Dictionary<string, string>? fuse = null, string baseList = "")
