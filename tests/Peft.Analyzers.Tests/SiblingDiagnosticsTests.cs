@@ -73,6 +73,14 @@ public class SiblingDiagnosticsTests
             """, "        " + forwardBody));
 
     [Fact]
+    public Task AClassThatGetsNoGeneratedCode_ReportsItsErrorButNoPEFT0051()
+        => PeftAnalyzerTest.VerifyAsync(
+            Class(Qkv, "        return o_proj.call(q_proj.call(x) + k_proj.call(x).repeat(1, 2));", name: "{|#0:Attention|}")
+                .Replace("public partial class", "public class").Replace("public {|#0:Attention|}()", "public Attention()")
+                .Replace("base(nameof({|#0:Attention|}))", "base(nameof(Attention))").Replace(" => InitializePeft();", " { }"),
+            PeftAnalyzerTest.Diagnostic("PEFT0007").WithLocation(0).WithArguments("Attention"));
+
+    [Fact]
     public Task AValidDeclaredGroup_ReportsNothing_EvenWhenForwardNeverCallsIt()
         => PeftAnalyzerTest.VerifyAsync(Class("""
                 [LoRA, FuseProjections("qkv")] private Module<Tensor, Tensor> q_proj = Linear(16, 16);

@@ -49,10 +49,11 @@ internal static partial class PeftModelValidator
         return groups.OrderBy(g => g.FirstCall < 0 ? int.MaxValue : g.FirstCall).ToList();
     }
 
-    /// <summary>PEFT0051 for each automatic group the class gets, PEFT0052 for each problem of a declared group.</summary>
+    /// <summary>PEFT0051 for each automatic group the class gets (none when no code is generated: the errors say why),
+    /// PEFT0052 for each problem of a declared group.</summary>
     private static void ValidateSiblings(ImmutableArray<PeftProblem>.Builder problems, PeftClassModel model, string className)
     {
-        if (EmitsSiblingProjections(model))
+        if (CanEmit(model) && EmitsSiblingProjections(model))
         {
             foreach (var group in AutomaticGroups(model))
             {
