@@ -130,6 +130,20 @@ public class SiblingDiagnosticsTests
                 "forward passes it 'x.narrow(-1,0,8)' but passes 'x' to 'q_proj'; only members called with the same input run as one product, so pass them the same tensor or remove the member from the group"));
 
     [Fact]
+    public Task DeclaredMembersWithDifferentConstantDTypes_ReportPEFT0052()
+        => PeftAnalyzerTest.VerifyAsync(
+            Class("""
+                [LoRA, FuseProjections("qkv")] private Module<Tensor, Tensor> q_proj = Linear(16, 16);
+                [LoRA, FuseProjections("qkv")] private Module<Tensor, Tensor> k_proj = Linear(16, 16, dtype: null);
+                [LoRA, {|#0:FuseProjections("qkv")|}] private Module<Tensor, Tensor> v_proj = Linear(16, 16, dtype: ScalarType.Float64);
+                [LoRA, FuseProjections("gu")] private Module<Tensor, Tensor> gate = Linear(16, 16, dtype: ScalarType.Float64);
+                [LoRA, FuseProjections("gu")] private Module<Tensor, Tensor> up = Linear(16, 16, dtype: Wide);
+                private static readonly ScalarType? Wide = ScalarType.Float32;
+            """, "        return q_proj.call(x) + k_proj.call(x) + v_proj.call(x).to(ScalarType.Float32) + gate.call(y) + up.call(y);"),
+            PeftAnalyzerTest.Diagnostic("PEFT0052").WithLocation(0).WithArguments("qkv", "v_proj",
+                "it is built with dtype Float64 but 'q_proj' with the default dtype; one product runs in one dtype, so build them with the same dtype or give them different group names"));
+
+    [Fact]
     public Task DeclaredMembersGivenDifferentArguments_ReportPEFT0052AtTheCall()
         => PeftAnalyzerTest.VerifyAsync(
             Class("""

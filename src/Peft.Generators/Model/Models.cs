@@ -212,4 +212,9 @@ internal enum LayerKind
 /// default, true, when omitted); null for other layers or when unknown.</param>
 /// <param name="HasAffine">LayerNorm's <c>elementwise_affine</c> argument when it is a compile-time constant (true when
 /// omitted): false means the norm has no parameters at all; null for other layers or when unknown.</param>
-internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures, bool? HasBias = null, bool? HasAffine = null);
+internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures, bool? HasBias = null, bool? HasAffine = null)
+{
+    /// <summary>A Linear's <c>dtype</c> argument: "default" when omitted or null, the <c>ScalarType</c> member's name when a
+    /// compile-time constant, null when not constant or for other layers.</summary>
+    public string? DType { get; init; }
+}

@@ -153,6 +153,7 @@ internal static partial class PeftModelValidator
         }
 
         (string Member, long In)? firstSize = null;
+        (string Member, string DType)? firstDType = null;
         foreach (string name in group.Members)
         {
             var member = Member(model, name);
@@ -170,6 +171,16 @@ internal static partial class PeftModelValidator
                     Report(PeftProblemTarget.FuseAttribute, name, -1, string.Format(CultureInfo.InvariantCulture,
                         "it is a Linear with {0} input features but '{1}' has {2}; members of one product take one input, so give them the same in_features or different group names",
                         inFeatures, firstSize.Value.Member, firstSize.Value.In));
+                }
+            }
+            if (member.Layer is { Kind: LayerKind.Linear, DType: { } dtype })
+            {
+                if (firstDType is null) firstDType = (name, dtype);
+                else if (firstDType.Value.DType != dtype)
+                {
+                    Report(PeftProblemTarget.FuseAttribute, name, -1,
+                        "it is built with " + DTypeDisplay(dtype) + " but '" + firstDType.Value.Member + "' with " + DTypeDisplay(firstDType.Value.DType)
+                        + "; one product runs in one dtype, so build them with the same dtype or give them different group names");
                 }
             }
         }
@@ -232,6 +243,8 @@ internal static partial class PeftModelValidator
         }
         return -1;
     }
+
+    private static string DTypeDisplay(string dtype) => dtype == PeftParser.DefaultDType ? "the default dtype" : "dtype " + dtype;
 
     private static string Quote(string text) => text.Replace("\\", "\\\\").Replace("\"", "\\\"");
 }

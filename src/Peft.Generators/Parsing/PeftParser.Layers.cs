@@ -38,12 +38,18 @@ internal static partial class PeftParser
             long? first = null, second = null;
             bool? hasBias = null;
             bool? hasAffine = null;
+            string? dtype = null;
             foreach (var argument in invocation.Arguments)
             {
                 if (argument.Parameter is null) continue;
                 if (kind == LayerKind.Norm && argument.Parameter.Name == "elementwise_affine")
                 {
                     hasAffine = argument.Value.ConstantValue is { HasValue: true, Value: bool affine } ? affine : null;
+                    continue;
+                }
+                if (kind == LayerKind.Linear && argument.Parameter.Name == "dtype")
+                {
+                    dtype = DTypeText(argument);
                     continue;
                 }
                 if ((kind == LayerKind.Linear && argument.Parameter.Name == "hasBias") || (kind == LayerKind.Norm && argument.Parameter.Name == "bias"))
@@ -63,10 +69,28 @@ internal static partial class PeftParser
             }
             // LayerNorm(d) normalises d values: its weight (and bias) are [d], which both sizes describe.
             if (kind == LayerKind.Norm) second = first;
-            return new LayerInfo(kind, first, second, hasBias, hasAffine);
+            return new LayerInfo(kind, first, second, hasBias, hasAffine) { DType = dtype };
         }
         return null;
     }
+
+    /// <summary><c>Linear(..)</c>'s dtype argument: "default" when omitted or null, the <c>ScalarType</c> member's name when
+    /// a constant, else null (not known at compile time).</summary>
+    private static string? DTypeText(IArgumentOperation argument)
+    {
+        if (argument.ArgumentKind == Microsoft.CodeAnalysis.Operations.ArgumentKind.DefaultValue) return DefaultDType;
+        var value = argument.Value;
+        while (value is IConversionOperation conversion) value = conversion.Operand;
+        if (value is IFieldReferenceOperation { Field: { IsConst: true, ContainingType.TypeKind: TypeKind.Enum } field }) return field.Name;
+        if (value.ConstantValue is { HasValue: true } constant)
+        {
+            return constant.Value is null ? DefaultDType : System.Convert.ToString(constant.Value, System.Globalization.CultureInfo.InvariantCulture);
+        }
+        return null;
+    }
+
+    /// <summary>What <see cref="LayerInfo.DType"/> holds for a Linear built without a dtype (the default dtype).</summary>
+    public const string DefaultDType = "default";
 
     /// <summary>The one element of <c>new long[] { d }</c> / <c>new[] { d }</c> when it is a compile-time constant.</summary>
     private static long? SingleElementArray(IOperation operation)
