@@ -13,7 +13,7 @@ using Peft.Generators.Parsing;
 namespace Peft.Analyzers;
 
 /// <summary>
-/// Reports every PEFT diagnostic (PEFT0001 to PEFT0017) for classes that carry a Peft attribute. It parses each such class
+/// Reports every PEFT diagnostic of declarations (PEFT0001 to PEFT0017, the methods' own, PEFT0051 and PEFT0052) for classes that carry a Peft attribute. It parses each such class
 /// with the generator's own <see cref="PeftParser"/>, validates the model with <see cref="PeftModelValidator"/>, and maps
 /// each problem to the attribute argument, attribute, member or class it is about, so <c>#pragma warning disable</c> and
 /// .editorconfig severities apply as usual.
@@ -142,6 +142,7 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
         private readonly INamedTypeSymbol _type;
         private readonly Location _classLocation;
         private readonly CancellationToken _cancellationToken;
+        private List<SiblingProjectionParser.FoundCall>? _forwardCalls;
 
         public ProblemLocator(INamedTypeSymbol type, Location classLocation, CancellationToken cancellationToken)
         {
@@ -153,6 +154,12 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
         public Location Locate(PeftProblem problem)
         {
             if (problem.Target == PeftProblemTarget.Class || problem.MemberName is null) return _classLocation;
+            if (problem.Target == PeftProblemTarget.ForwardCall)
+            {
+                // The same walk that numbered the calls in the model.
+                _forwardCalls ??= SiblingProjectionParser.FindForwardCalls(_type, _cancellationToken);
+                if (problem.AdapterIndex >= 0 && problem.AdapterIndex < _forwardCalls.Count) return _forwardCalls[problem.AdapterIndex].Syntax.GetLocation();
+            }
             var member = FindMember(problem.MemberName);
             if (member is null) return _classLocation;
             var memberLocation = member.Locations.FirstOrDefault() ?? _classLocation;
@@ -160,7 +167,11 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
             switch (problem.Target)
             {
                 case PeftProblemTarget.Member:
+                case PeftProblemTarget.ForwardCall:
                     return memberLocation;
+                case PeftProblemTarget.FuseAttribute:
+                    var fuse = member.GetAttributes().FirstOrDefault(a => PeftParser.Is(a, KnownNames.FuseProjectionsAttribute));
+                    return fuse?.ApplicationSyntaxReference?.GetSyntax(_cancellationToken).GetLocation() ?? memberLocation;
                 case PeftProblemTarget.MemberType:
                     return MemberTypeLocation(member) ?? memberLocation;
                 default:

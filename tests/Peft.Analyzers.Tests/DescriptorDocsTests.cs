@@ -96,7 +96,7 @@ public class DescriptorDocsTests
         var methodOwned = MethodCatalogue.All.SelectMany(m => m.Diagnostics).Select(d => d.Id).OrderBy(id => id, StringComparer.Ordinal).ToArray();
         var ids = DiagnosticDescriptors.All.Select(d => d.Id).ToArray();
 
-        Assert.Equal(27, constants.Length);   // shared IDs: PEFT0001-0018, 0033-0034 (LoFiT), 0035-0037 (bottleneck), 0040-0042 (MEFT), 0049 (prefix, adaption prompt)
+        Assert.Equal(29, constants.Length);   // shared IDs: PEFT0001-0018, 0033-0034 (LoFiT), 0035-0037 (bottleneck), 0040-0042 (MEFT), 0049 (prefix, adaption prompt), 0051-0052 (sibling projections)
         Assert.Equal(constants.Concat(methodOwned).OrderBy(id => id, StringComparer.Ordinal), ids);
         Assert.Equal(ids.Length, ids.Distinct(StringComparer.Ordinal).Count());
         Assert.Equal(ids.OrderBy(id => id, StringComparer.Ordinal), ids);
@@ -113,14 +113,19 @@ public class DescriptorDocsTests
     }
 
     [Fact]
-    public void OnlyPEFT0019PEFT0025AndPEFT0043AreWarnings_AndPEFT0011IsACompilationEndDiagnostic()
+    public void OnlyPEFT0019PEFT0025PEFT0043AndPEFT0052AreWarnings_PEFT0051IsInfo_AndPEFT0011IsACompilationEndDiagnostic()
     {
         // PEFT0013 is an error: a model built without InitializePeft() silently trains every parameter (issue 9, item 4).
         // PEFT0019 (IA3 random init) and PEFT0025 (SSF without a bias: only its merge is refused) describe models that work;
-        // PEFT0043 (an EVA rank whose default 2r components exceed the layer's input) works with a rho given at run time.
+        // PEFT0043 (an EVA rank whose default 2r components exceed the layer's input) works with a rho given at run time;
+        // PEFT0052 (a declared sibling group that cannot apply) only leaves the group unfused. PEFT0051 (a sibling group
+        // found in forward) is information.
         Assert.Equal(DiagnosticSeverity.Error, DiagnosticDescriptors.MissingInitializeCall.DefaultSeverity);
-        Assert.Equal(new[] { "PEFT0019", "PEFT0025", "PEFT0043" },
-            DiagnosticDescriptors.All.Where(d => d.DefaultSeverity != DiagnosticSeverity.Error).Select(d => d.Id).Order(StringComparer.Ordinal));
+        Assert.Equal(new[] { "PEFT0019", "PEFT0025", "PEFT0043", "PEFT0052" },
+            DiagnosticDescriptors.All.Where(d => d.DefaultSeverity == DiagnosticSeverity.Warning).Select(d => d.Id).Order(StringComparer.Ordinal));
+        Assert.Equal(new[] { "PEFT0051" },
+            DiagnosticDescriptors.All.Where(d => d.DefaultSeverity == DiagnosticSeverity.Info).Select(d => d.Id));
+        Assert.All(DiagnosticDescriptors.All, d => Assert.NotEqual(DiagnosticSeverity.Hidden, d.DefaultSeverity));
         Assert.Contains(WellKnownDiagnosticTags.CompilationEnd, DiagnosticDescriptors.InvalidMSBuildProperty.CustomTags);
     }
 

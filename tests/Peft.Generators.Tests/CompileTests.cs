@@ -22,7 +22,7 @@ public class CompileTests
     {
         var run = TestCompilation.Run(TestCompilation.Create(Sources.All.Select(c => c.Source).ToArray()));
 
-        Assert.Equal(10, run.Sources.Length);
+        Assert.Equal(13, run.Sources.Length);
         var problems = TestCompilation.WarningsAndErrors(run.Output);
         Assert.True(problems.IsEmpty, TestCompilation.Describe(problems));
     }

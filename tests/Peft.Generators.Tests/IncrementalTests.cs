@@ -145,6 +145,44 @@ public class IncrementalTests
     }
 
     [Fact]
+    public void SiblingGroupsStayCachedAcrossAnUnrelatedEdit()
+    {
+        var compilation = TestCompilation.Create(Sources.Siblings, UnrelatedFile);
+        var driver = TestCompilation.CreateDriver().RunGenerators(compilation);
+
+        var edited = ReplaceText(compilation, "Input1.cs", "/// <summary>Adds one.</summary>", "// a comment\n/// <summary>Adds one.</summary>");
+        var result = driver.RunGenerators(edited).GetRunResult().Results[0];
+
+        AssertAllCachedOrUnchanged(result, StepsOnLoRAPath);
+        AssertOutputsCached(result);
+    }
+
+    [Fact]
+    public void EditingForwardsCallsChangesTheGroups()
+    {
+        var compilation = TestCompilation.Create(Sources.Siblings, UnrelatedFile);
+        var driver = TestCompilation.CreateDriver().RunGenerators(compilation);
+        string before = Generated(driver, "MyModels.Siblings.SelfAttention.Peft.g.cs");
+
+        // k_proj now takes q: q_proj and v_proj still share x.
+        var edited = ReplaceText(compilation, "Input0.cs", "var k = this.k_proj.call(x);", "var k = this.k_proj.call(q);");
+        driver = driver.RunGenerators(edited);
+        var result = driver.GetRunResult().Results[0];
+        string after = Generated(driver, "MyModels.Siblings.SelfAttention.Peft.g.cs");
+
+        Assert.Contains(IncrementalStepRunReason.Modified, Reasons(result, PeftTrackingNames.ClassModels));
+        Assert.Contains(IncrementalStepRunReason.Modified, result.TrackedOutputSteps["SourceOutput"].SelectMany(s => s.Outputs).Select(o => o.Reason));
+        Assert.Contains("new string[] { \"q_proj\", \"k_proj\", \"v_proj\" },", before);
+        Assert.Contains("new string[] { \"q_proj\", \"v_proj\" },", after);
+        Assert.DoesNotContain("k_proj\", \"v_proj", after);
+        // The other classes of the file keep their output.
+        Assert.Equal(Generated(driver, "MyModels.Siblings.Mlp.Peft.g.cs"), Generated(TestCompilation.CreateDriver().RunGenerators(compilation), "MyModels.Siblings.Mlp.Peft.g.cs"));
+    }
+
+    private static string Generated(GeneratorDriver driver, string hintName)
+        => driver.GetRunResult().Results[0].GeneratedSources.Single(s => s.HintName == hintName).SourceText.ToString();
+
+    [Fact]
     public void TogglingDisablePeftSourceGeneratorRemovesAndRestoresTheOutput()
     {
         var compilation = TestCompilation.Create(Sources.Attention);

@@ -44,6 +44,9 @@ public class SnapshotTests
                 "MyModels.Nested.Outer`1.Registry.Block`2.Peft.g.cs",
                 "MyModels.Prompts.PromptModel.Peft.g.cs",
                 "MyModels.Props.PropertyModel.Peft.g.cs",
+                "MyModels.Siblings.DeclaredAttention.Peft.g.cs",
+                "MyModels.Siblings.Mlp.Peft.g.cs",
+                "MyModels.Siblings.SelfAttention.Peft.g.cs",
                 "MyModels.Targets.FeedForward.Peft.g.cs",
             },
             hintNames);

@@ -271,6 +271,76 @@ internal static class Sources
         }
         """;
 
+    /// <summary>
+    /// Sibling projections: a Llama-like attention (q/k/v called with x, o_proj with the attention's output), a Llama MLP
+    /// (gate/up with x, down with their product) and a BERT-like attention whose forward reaches q/k/v through a helper,
+    /// grouped with [FuseProjections] instead.
+    /// </summary>
+    public const string Siblings = """
+        using Peft;
+        using static TorchSharp.torch;
+        using static TorchSharp.torch.nn;
+
+        namespace MyModels.Siblings
+        {
+            /// <summary>A Llama-like attention.</summary>
+            public sealed partial class SelfAttention : Module<Tensor, Tensor>
+            {
+                private const int Dim = 16;
+
+                [LoRA(4)] private Module<Tensor, Tensor> q_proj = Linear(Dim, Dim, hasBias: false);
+                [LoRA(4)] private Module<Tensor, Tensor> k_proj = Linear(Dim, Dim / 2, hasBias: false);
+                [DoRA(4)] private Module<Tensor, Tensor> v_proj = Linear(Dim, Dim / 2, hasBias: false);
+                [LoRA(4)] private Module<Tensor, Tensor> o_proj = Linear(Dim, Dim, hasBias: false);
+
+                /// <summary>Builds the attention.</summary>
+                public SelfAttention() : base(nameof(SelfAttention)) => InitializePeft();
+
+                /// <inheritdoc />
+                public override Tensor forward(Tensor x)
+                {
+                    var q = q_proj.call(x);
+                    var k = this.k_proj.call(x);
+                    var v = v_proj.forward(x);
+                    var scores = functional.softmax(q.narrow(-1, 0, Dim / 2).matmul(k.transpose(-2, -1)), -1);
+                    var attended = cat(new[] { scores.matmul(v), scores.matmul(v) }, -1);
+                    return o_proj.call(attended);
+                }
+            }
+
+            /// <summary>A Llama MLP.</summary>
+            public sealed partial class Mlp : Module<Tensor, Tensor>
+            {
+                [LoRA(2)] private Module<Tensor, Tensor> gate_proj = Linear(16, 32, hasBias: false);
+                [LoRA(2)] private Module<Tensor, Tensor> up_proj = Linear(16, 32, hasBias: false);
+                [LoRA(2)] private Module<Tensor, Tensor> down_proj = Linear(32, 16, hasBias: false);
+
+                /// <summary>Builds the MLP.</summary>
+                public Mlp() : base(nameof(Mlp)) => InitializePeft();
+
+                /// <inheritdoc />
+                public override Tensor forward(Tensor x) => down_proj.call(functional.silu(gate_proj.call(x)) * up_proj.call(x));
+            }
+
+            /// <summary>A BERT-like attention whose projections forward reaches through a helper.</summary>
+            public sealed partial class DeclaredAttention : Module<Tensor, Tensor>
+            {
+                [LoRA(2), FuseProjections("qkv")] private Module<Tensor, Tensor> query = Linear(16, 16);
+                [LoRA(2), FuseProjections("qkv")] private Module<Tensor, Tensor> key = Linear(16, 16);
+                [LoRA(2), FuseProjections("qkv")] private Module<Tensor, Tensor> value = Linear(16, 16);
+                [LoRA(2)] private Module<Tensor, Tensor> dense = Linear(16, 16);
+
+                /// <summary>Builds the attention.</summary>
+                public DeclaredAttention() : base(nameof(DeclaredAttention)) => InitializePeft();
+
+                /// <inheritdoc />
+                public override Tensor forward(Tensor x) => dense.call(Mix(x));
+
+                private Tensor Mix(Tensor h) => query.call(h) + key.call(h) + value.call(h);
+            }
+        }
+        """;
+
     /// <summary>Every snapshot case: name and source.</summary>
     public static readonly (string Name, string Source)[] All =
     {
@@ -282,5 +352,6 @@ internal static class Sources
         (nameof(MultiAdapter), MultiAdapter),
         (nameof(Inheritance), Inheritance),
         (nameof(Adaptable), Adaptable),
+        (nameof(Siblings), Siblings),
     };
 }

@@ -252,7 +252,9 @@ internal static class DiagnosticDescriptors
         InsertedMethodDescriptors.MeftVariantUnsupported,
         InsertedMethodDescriptors.MeftFactorZero,
         InsertedMethodDescriptors.MeftValueOutOfRange,
-        InsertedMethodDescriptors.PromptConfigOutOfRange);
+        InsertedMethodDescriptors.PromptConfigOutOfRange,
+        SiblingProjectionDescriptors.SiblingProjections,
+        SiblingProjectionDescriptors.SiblingGroupCannotApply);
 
     /// <summary>The description of a descriptor when the pages' folder is not known (no <see cref="DocsProperty"/>).</summary>
     public const string DescriptionWithoutPath =

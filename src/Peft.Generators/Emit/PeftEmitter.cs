@@ -35,6 +35,7 @@ internal static class PeftEmitter
         }
 
         var types = hierarchy.Types;
+        var siblings = PeftModelValidator.EmittedSiblingGroups(model);
         for (int i = 0; i < types.Count; i++)
         {
             var type = types[i];
@@ -42,6 +43,7 @@ internal static class PeftEmitter
             if (i == types.Count - 1)
             {
                 declaration += EmitsTargeting(model) ? " : global::Peft.IPeftModule, global::Peft.IPeftTargetable" : " : global::Peft.IPeftModule";
+                if (siblings.Count > 0) declaration += ", global::Peft.ISiblingProjections";
             }
             w.Line(declaration);
             w.OpenBrace();
@@ -55,6 +57,11 @@ internal static class PeftEmitter
         {
             w.Line();
             WriteTargeting(w, model, cancellationToken);
+        }
+        if (siblings.Count > 0)
+        {
+            w.Line();
+            WriteSiblingProjections(w, siblings);
         }
 
         for (int i = 0; i < types.Count; i++) w.CloseBrace();
@@ -234,6 +241,24 @@ internal static class PeftEmitter
             w.CloseBrace();
         }
         w.CloseBrace();
+    }
+
+    /// <summary>
+    /// <c>ISiblingProjections</c>: the groups of <see cref="PeftModelValidator.EmittedSiblingGroups"/> (found from forward's
+    /// calls or declared with <c>[FuseProjections]</c>), each in the order forward first calls its members.
+    /// </summary>
+    private static void WriteSiblingProjections(SourceWriter w, IReadOnlyList<SiblingGroup> groups)
+    {
+        w.Line("private static readonly string[][] s_peftSiblingProjections = new string[][]");
+        w.OpenBrace();
+        foreach (var group in groups)
+        {
+            w.Line(StringArray(group.Members.AsImmutableArray()) + ",");
+        }
+        w.CloseBrace(";");
+        w.Line();
+        w.Line("/// <inheritdoc />");
+        w.Line("global::System.Collections.Generic.IReadOnlyList<global::System.Collections.Generic.IReadOnlyList<string>> global::Peft.ISiblingProjections.SiblingProjections => s_peftSiblingProjections;");
     }
 
     /// <summary><c>new global::Peft.LoRAOptions(Rank: 8, Alpha: 16.0, ...)</c>: the method's options record with every

@@ -31,7 +31,47 @@ internal sealed record PeftClassModel(
     /// cannot hold the adapter wrapper is an error (PEFT0017) instead of being reported as untargetable at run time.
     /// </summary>
     public bool Adaptable { get; init; }
+
+    /// <summary>
+    /// The calls of the class's members in its <c>forward</c> methods (<c>m.call(arg)</c>, <c>m.forward(arg)</c>,
+    /// <c>this.m.call(arg)</c>), in textual order: what sibling projections are found from (<c>SiblingProjectionParser</c>).
+    /// </summary>
+    public EquatableArray<ForwardCallModel> ForwardCalls { get; init; } = EquatableArray<ForwardCallModel>.Empty;
+
+    /// <summary>The <c>[FuseProjections("g")]</c> declarations on the class's instance fields and properties, in declaration order.</summary>
+    public EquatableArray<FuseDeclarationModel> FuseDeclarations { get; init; } = EquatableArray<FuseDeclarationModel>.Empty;
+
+    /// <summary>
+    /// True when the class lists <c>Peft.ISiblingProjections</c> in a hand-written declaration, or a base class implements it:
+    /// the generated implementation would then duplicate or hide that one, so none is emitted.
+    /// </summary>
+    public bool SiblingProjectionsByHand { get; init; }
 }
+
+/// <summary>How the argument of a member call in <c>forward</c> is written.</summary>
+internal enum CallArgumentKind
+{
+    /// <summary>A parameter or local of the <c>forward</c> method, assigned nowhere but at its declaration.</summary>
+    Identifier = 0,
+
+    /// <summary>A parameter or local of the <c>forward</c> method that is assigned again (or declared twice): not one value.</summary>
+    ReassignedIdentifier = 1,
+
+    /// <summary>Any other expression (a call, an operator, a field): compared by its text only.</summary>
+    Expression = 2,
+}
+
+/// <summary>One call <c>m.call(arg)</c> / <c>m.forward(arg)</c> of a member of the class in one of its <c>forward</c> methods.</summary>
+/// <param name="Member">The member called.</param>
+/// <param name="Argument">The argument's text (its identifier, or the expression without trivia).</param>
+/// <param name="Kind">How the argument is written.</param>
+/// <param name="Scope">Which <c>forward</c> method (0, 1, ... in source order): identifiers of different methods are different values.</param>
+internal sealed record ForwardCallModel(string Member, string Argument, CallArgumentKind Kind, int Scope);
+
+/// <summary>A <c>[FuseProjections(group)]</c> on a member.</summary>
+/// <param name="Member">The member it is on.</param>
+/// <param name="Group">The group's name (null when the argument is null).</param>
+internal sealed record FuseDeclarationModel(string Member, string? Group);
 
 /// <summary>The namespace and the chain of types that contain the annotated class (outermost first).</summary>
 /// <param name="Namespace">The namespace, or "" for the global namespace.</param>
@@ -172,4 +212,9 @@ internal enum LayerKind
 /// default, true, when omitted); null for other layers or when unknown.</param>
 /// <param name="HasAffine">LayerNorm's <c>elementwise_affine</c> argument when it is a compile-time constant (true when
 /// omitted): false means the norm has no parameters at all; null for other layers or when unknown.</param>
-internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures, bool? HasBias = null, bool? HasAffine = null);
+internal sealed record LayerInfo(LayerKind Kind, long? InFeatures, long? OutFeatures, bool? HasBias = null, bool? HasAffine = null)
+{
+    /// <summary>A Linear's <c>dtype</c> argument: "default" when omitted or null, the <c>ScalarType</c> member's name when a
+    /// compile-time constant, null when not constant or for other layers.</summary>
+    public string? DType { get; init; }
+}

@@ -7,6 +7,12 @@ internal static class KnownNames
     public const string TrainableAttribute = "Peft.TrainableAttribute";
     public const string AdaptableAttribute = "Peft.AdaptableAttribute";
 
+    /// <summary>Declares a sibling projection group; not a generation trigger (it means nothing without an adapter).</summary>
+    public const string FuseProjectionsAttribute = "Peft.FuseProjectionsAttribute";
+
+    /// <summary>The interface the generator implements for a class with sibling projection groups (simple name as written in code).</summary>
+    public const string SiblingProjectionsInterface = "ISiblingProjections";
+
     /// <summary>Every attribute that makes a class take part in generation: each method's (<see cref="Methods.MethodCatalogue"/>)
     /// and the three structural ones.</summary>
     public static readonly string[] AllAttributes = System.Linq.Enumerable.ToArray(System.Linq.Enumerable.Concat(

@@ -121,6 +121,7 @@ internal static partial class PeftModelValidator
         }
 
         ValidateAdaptable(problems, model, className);
+        ValidateSiblings(problems, model, className);
 
         if (maxTrainableParameters is long budget)
         {

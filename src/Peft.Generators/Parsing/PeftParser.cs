@@ -18,7 +18,7 @@ namespace Peft.Generators.Parsing;
 /// (which emits code for valid models) and the analyzers (which validate the same model), so both agree
 /// on what a declaration means. It reports nothing itself: validation lives in <c>PeftModelValidator</c>.
 /// </summary>
-internal static class PeftParser
+internal static partial class PeftParser
 {
     /// <summary>Builds the model of <paramref name="type"/>, or null when it is not a class.</summary>
     public static PeftClassModel? Parse(INamedTypeSymbol type, Compilation compilation, CancellationToken cancellationToken)
@@ -32,6 +32,7 @@ internal static class PeftParser
         bool isModule = DerivesFrom(type, KnownNames.Module);
 
         var members = new List<((string File, int Position) Order, MemberModel Member)>();
+        var fuseDeclarations = new List<((string File, int Position) Order, FuseDeclarationModel Declaration)>();
         foreach (var symbol in type.GetMembers())
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -65,6 +66,11 @@ internal static class PeftParser
                 if (adapter is not null) adapters.Add(adapter);
                 else if (Is(attribute, KnownNames.FreezeAttribute)) frozen = true;
                 else if (Is(attribute, KnownNames.TrainableAttribute)) trainable = true;
+                else if (Is(attribute, KnownNames.FuseProjectionsAttribute))
+                {
+                    string? group = attribute.ConstructorArguments is { Length: 1 } fuse ? fuse[0].Value as string : null;
+                    fuseDeclarations.Add((DeclarationOrder(symbol), new FuseDeclarationModel(symbol.Name, group)));
+                }
             }
 
             var component = ClassifyComponent(memberType);
@@ -103,6 +109,10 @@ internal static class PeftParser
         {
             BaseHasPeftDescriptor = isModule && BaseHasPeftDescriptor(type, compilation, cancellationToken),
             Adaptable = adaptable,
+            ForwardCalls = SiblingProjectionParser.ForwardCalls(type, cancellationToken),
+            FuseDeclarations = fuseDeclarations.OrderBy(d => d.Order.File, StringComparer.Ordinal).ThenBy(d => d.Order.Position)
+                .Select(d => d.Declaration).ToEquatableArray(),
+            SiblingProjectionsByHand = SiblingProjectionParser.ImplementsByHand(type, cancellationToken),
         };
     }
 
@@ -299,73 +309,6 @@ internal static class PeftParser
         return location is null ? ("\uffff", int.MaxValue) : (location.SourceTree?.FilePath ?? string.Empty, location.SourceSpan.Start);
     }
 
-    /// <summary>
-    /// Finds the expression that builds the member (field/property initializer or an assignment in a
-    /// constructor) and, if it is a call to <c>torch.nn.Linear</c>/<c>Embedding</c>, reads the sizes that are
-    /// compile-time constants.
-    /// </summary>
-    private static LayerInfo? FindLayer(ISymbol member, INamedTypeSymbol type, Compilation compilation, CancellationToken cancellationToken)
-    {
-        foreach (var expression in CandidateExpressions(member, type, cancellationToken))
-        {
-            var model = compilation.GetSemanticModel(expression.SyntaxTree);
-            var operation = model.GetOperation(expression, cancellationToken);
-            while (operation is IConversionOperation conversion) operation = conversion.Operand;
-            if (operation is not IInvocationOperation invocation) continue;
-            var method = invocation.TargetMethod;
-            if (method.ContainingType?.ToDisplayString() != KnownNames.NnStaticClass) continue;
-            LayerKind kind = method.Name switch
-            {
-                "Linear" => LayerKind.Linear,
-                "Embedding" => LayerKind.Embedding,
-                "LayerNorm" => LayerKind.Norm,
-                _ => LayerKind.Unknown,
-            };
-            if (kind == LayerKind.Unknown) return new LayerInfo(LayerKind.Unknown, null, null);
-            long? first = null, second = null;
-            bool? hasBias = null;
-            bool? hasAffine = null;
-            foreach (var argument in invocation.Arguments)
-            {
-                if (argument.Parameter is null) continue;
-                if (kind == LayerKind.Norm && argument.Parameter.Name == "elementwise_affine")
-                {
-                    hasAffine = argument.Value.ConstantValue is { HasValue: true, Value: bool affine } ? affine : null;
-                    continue;
-                }
-                if ((kind == LayerKind.Linear && argument.Parameter.Name == "hasBias") || (kind == LayerKind.Norm && argument.Parameter.Name == "bias"))
-                {
-                    // Omitted arguments appear with their default value (true).
-                    hasBias = argument.Value.ConstantValue is { HasValue: true, Value: bool b } ? b : null;
-                    continue;
-                }
-                long? value = argument.Value.ConstantValue.HasValue
-                    ? ToLong(argument.Value.ConstantValue.Value)
-                    : kind == LayerKind.Norm ? SingleElementArray(argument.Value) : null;
-                switch (argument.Parameter.Ordinal)
-                {
-                    case 0: first = value; break;
-                    case 1: second = value; break;
-                }
-            }
-            // LayerNorm(d) normalises d values: its weight (and bias) are [d], which both sizes describe.
-            if (kind == LayerKind.Norm) second = first;
-            return new LayerInfo(kind, first, second, hasBias, hasAffine);
-        }
-        return null;
-    }
-
-    /// <summary>The one element of <c>new long[] { d }</c> / <c>new[] { d }</c> when it is a compile-time constant.</summary>
-    private static long? SingleElementArray(IOperation operation)
-    {
-        while (operation is IConversionOperation conversion) operation = conversion.Operand;
-        if (operation is IArrayCreationOperation { Initializer.ElementValues: { Length: 1 } elements } && elements[0].ConstantValue.HasValue)
-        {
-            return ToLong(elements[0].ConstantValue.Value);
-        }
-        return null;
-    }
-
     private static long? ToLong(object? value) => value switch
     {
         int i => i,
@@ -375,37 +318,6 @@ internal static class PeftParser
         uint u => u,
         _ => null,
     };
-
-    private static IEnumerable<ExpressionSyntax> CandidateExpressions(ISymbol member, INamedTypeSymbol type, CancellationToken cancellationToken)
-    {
-        foreach (var reference in member.DeclaringSyntaxReferences)
-        {
-            var syntax = reference.GetSyntax(cancellationToken);
-            if (syntax is VariableDeclaratorSyntax { Initializer.Value: { } fieldValue }) yield return fieldValue;
-            if (syntax is PropertyDeclarationSyntax { Initializer.Value: { } propertyValue }) yield return propertyValue;
-        }
-
-        foreach (var constructor in type.InstanceConstructors)
-        {
-            foreach (var reference in constructor.DeclaringSyntaxReferences)
-            {
-                if (reference.GetSyntax(cancellationToken) is not ConstructorDeclarationSyntax ctor) continue;
-                SyntaxNode? body = (SyntaxNode?)ctor.Body ?? ctor.ExpressionBody;
-                if (body is null) continue;
-                foreach (var assignment in body.DescendantNodes().OfType<AssignmentExpressionSyntax>())
-                {
-                    if (!assignment.IsKind(SyntaxKind.SimpleAssignmentExpression)) continue;
-                    string? target = assignment.Left switch
-                    {
-                        IdentifierNameSyntax id => id.Identifier.ValueText,
-                        MemberAccessExpressionSyntax { Expression: ThisExpressionSyntax, Name: var name } => name.Identifier.ValueText,
-                        _ => null,
-                    };
-                    if (target == member.Name) yield return assignment.Right;
-                }
-            }
-        }
-    }
 
     /// <summary>Formats a double for C# source (invariant culture, round-trippable, always with a decimal point).</summary>
     public static string FormatDouble(double value)

@@ -35,6 +35,8 @@ internal static class PeftDiagnosticIds
     public const string MeftFactorZero = "PEFT0041";
     public const string MeftValueOutOfRange = "PEFT0042";
     public const string PromptConfigOutOfRange = "PEFT0049";
+    public const string SiblingProjections = "PEFT0051";
+    public const string SiblingGroupCannotApply = "PEFT0052";
 }
 
 /// <summary>Where in source a <see cref="PeftProblem"/> belongs; the analyzer maps it to a real location.</summary>
@@ -57,6 +59,15 @@ internal enum PeftProblemTarget
     /// attribute number <see cref="PeftProblem.AdapterIndex"/>; the whole attribute when the argument is not written.
     /// </summary>
     AttributeArgument = 4,
+
+    /// <summary>The <c>[FuseProjections]</c> attribute on the member named <see cref="PeftProblem.MemberName"/>.</summary>
+    FuseAttribute = 5,
+
+    /// <summary>
+    /// The call number <see cref="PeftProblem.AdapterIndex"/> of <see cref="PeftClassModel.ForwardCalls"/> in <c>forward</c>
+    /// (a call of the member named <see cref="PeftProblem.MemberName"/>).
+    /// </summary>
+    ForwardCall = 6,
 }
 
 /// <summary>
@@ -66,7 +77,8 @@ internal enum PeftProblemTarget
 /// <param name="Id">The diagnostic ID.</param>
 /// <param name="Target">What the problem is about.</param>
 /// <param name="MemberName">The member, for member, type, attribute and argument targets; null for the class.</param>
-/// <param name="AdapterIndex">Index into the member's <see cref="MemberModel.Adapters"/> (source order), or -1.</param>
+/// <param name="AdapterIndex">Index into the member's <see cref="MemberModel.Adapters"/> (source order), the call number for
+/// <see cref="PeftProblemTarget.ForwardCall"/>, or -1.</param>
 /// <param name="ArgumentName">The attribute argument (<c>rank</c>, <c>alpha</c>, <c>dropout</c>, <c>virtualTokens</c>, <c>Factor</c>, <c>Name</c>), or null.</param>
 /// <param name="MessageArgs">The arguments of the diagnostic's message format.</param>
 internal sealed record PeftProblem(

@@ -3,7 +3,7 @@
 
 namespace MyModels
 {
-    partial class Attention : global::Peft.IPeftModule, global::Peft.IPeftTargetable
+    partial class Attention : global::Peft.IPeftModule, global::Peft.IPeftTargetable, global::Peft.ISiblingProjections
     {
         private static readonly global::Peft.PeftModuleDescriptor s_peftDescriptor = new global::Peft.PeftModuleDescriptor(
             typeName: "MyModels.Attention",
@@ -70,5 +70,13 @@ namespace MyModels
                 global::Peft.PeftTargeting.ReplaceChild(this, "o_proj", this.o_proj);
             }
         }
+
+        private static readonly string[][] s_peftSiblingProjections = new string[][]
+        {
+            new string[] { "q_proj", "v_proj" },
+        };
+
+        /// <inheritdoc />
+        global::System.Collections.Generic.IReadOnlyList<global::System.Collections.Generic.IReadOnlyList<string>> global::Peft.ISiblingProjections.SiblingProjections => s_peftSiblingProjections;
     }
 }
