@@ -163,6 +163,47 @@ public class SiblingProjectionTests
         Assert.Equal(new[] { "'q_proj', 'k_proj', 'v_proj'", "SelfAttention", "x" }, info.MessageArgs);
     }
 
+    private const string AdaptableBlock = """
+        #pragma warning disable CS1591, CS8618, CS0169
+        using Peft;
+        using static TorchSharp.torch;
+        using static TorchSharp.torch.nn;
+
+        namespace Checks
+        {
+            [Adaptable]
+            public sealed partial class Block : Module<Tensor, Tensor>
+            {
+                private Module<Tensor, Tensor> q = Linear(8, 8);
+                private Module<Tensor, Tensor> k = Linear(8, 8);
+                private Module<Tensor, Tensor> v = Linear(8, 8);
+                private readonly Module<Tensor, Tensor> fixedLayer = Linear(8, 8);
+                [FuseProjections("norms")] private Module<Tensor, Tensor> n1 = LayerNorm(8);
+                [FuseProjections("norms")] private Module<Tensor, Tensor> n2 = LayerNorm(8);
+
+                public Block() : base("Block") => InitializePeft();
+
+                public override Tensor forward(Tensor x) => q.call(x) + k.call(x) + v.call(x) + fixedLayer.call(x) + n1.call(x) + n2.call(x);
+            }
+        }
+        """;
+
+    [Fact]
+    public void AnAdaptableClassGroupsTheLinearMembersConfigurationCanAdapt_AndTheRunTimeLinksTheAdaptedOnes()
+    {
+        var model = Parse(AdaptableBlock);
+        Assert.Equal(new[] { "q", "k", "v" }, Single(model)); // not the readonly layer, not the norms
+        var problems = PeftModelValidator.Validate(model, null);
+        Assert.Equal(2, problems.Count(p => p.Id == PeftDiagnosticIds.SiblingGroupCannotApply)); // the norms: not Linear
+        Assert.Contains(problems, p => p.Id == PeftDiagnosticIds.SiblingGroupCannotApply && p.MessageArgs.Any(a => a.Contains("configuration targeting", StringComparison.Ordinal)));
+
+        using var block = Create(Build(AdaptableBlock), "Checks.Block");
+        Assert.Equal(new[] { new[] { "q", "k", "v" } }, Groups(block));
+        block.ApplyTargets(new PeftTargets(TargetModules.Names("q", "v"), new LoRAOptions(Rank: 2)));
+        var report = block.FuseSiblingProjections();
+        Assert.Equal(new[] { "q", "v" }, Assert.Single(report.Linked).Members);
+    }
+
     /// <summary>A class with adapted Linear(8, 8) members q, k, v, q2, a plain one and a field, and the given forward.</summary>
     private static string Forward(
         string expression, string statement = "", string extraMembers = "", Dictionary<string, string>? fuse = null, string baseList = "")

@@ -78,7 +78,7 @@ internal static partial class PeftModelValidator
         for (int i = 0; i < model.ForwardCalls.Count; i++)
         {
             var call = model.ForwardCalls[i];
-            if (declared.Contains(call.Member) || Member(model, call.Member) is not { } member || IsAdaptedLinear(member, strict: true) is not null) continue;
+            if (declared.Contains(call.Member) || Member(model, call.Member) is not { } member || IsAdaptedLinear(member, strict: true, model.Adaptable) is not null) continue;
             if (!arguments.TryGetValue(call.Member, out var set)) arguments[call.Member] = set = new();
             set.Add((call.Scope, call.Argument, call.Kind));
             if (!firstCall.ContainsKey(call.Member)) firstCall[call.Member] = i;
@@ -157,7 +157,7 @@ internal static partial class PeftModelValidator
         foreach (string name in group.Members)
         {
             var member = Member(model, name);
-            string? notAdapted = member is null ? NoAdapterReason : IsAdaptedLinear(member, strict: false);
+            string? notAdapted = member is null ? NoAdapterReason : IsAdaptedLinear(member, strict: false, model.Adaptable);
             if (notAdapted is not null)
             {
                 Report(PeftProblemTarget.FuseAttribute, name, -1, notAdapted);
@@ -200,17 +200,28 @@ internal static partial class PeftModelValidator
         return problems.Count > before;
     }
 
+    private const string AdaptableNotLinearReason =
+        "it is not a writable member built with Linear(...), so configuration targeting cannot wrap it into an AdaptedLinear; build it with Linear(in, out) in a Module<Tensor, Tensor> member, or remove [FuseProjections]";
+
     private const string NoAdapterReason =
         "it has no adapter attribute, so it is not wrapped into an AdaptedLinear; add one (such as [LoRA]) or remove [FuseProjections]";
 
     /// <summary>
-    /// Null when the member is wrapped into an <c>AdaptedLinear</c> by the generated code, else why not. Strict (the
-    /// automatic groups): the layer must be seen to be a <c>Linear(..)</c>, or be unknown with adapters that adapt linear
-    /// layers only. A member whose type or writability is an error of its own (PEFT0006, PEFT0012) is not one.
+    /// Null when the member is wrapped into an <c>AdaptedLinear</c> by the generated code, or, in an <c>[Adaptable]</c>
+    /// class, can be by configuration targeting (a writable member built with <c>Linear(..)</c>; the run time then links the
+    /// members that were adapted), else why not. Strict (the automatic groups): the layer must be seen to be a
+    /// <c>Linear(..)</c>, or be unknown with adapters that adapt linear layers only. A member whose type or writability is an
+    /// error of its own (PEFT0006, PEFT0012) is not one.
     /// </summary>
-    private static string? IsAdaptedLinear(MemberModel member, bool strict)
+    private static string? IsAdaptedLinear(MemberModel member, bool strict, bool adaptable)
     {
-        if (member.Adapters.Count == 0) return NoAdapterReason;
+        if (member.Adapters.Count == 0)
+        {
+            bool targetable = adaptable && member.AcceptsWrapper && !member.IsReadOnly
+                && (member.Layer is { Kind: LayerKind.Linear } || (!strict && member.Layer is null));
+            return targetable ? null : adaptable ? AdaptableNotLinearReason : NoAdapterReason;
+        }
+
         var kinds = CommonLayerKinds(member);
         if ((kinds & LayerKind.Linear) == 0)
         {
