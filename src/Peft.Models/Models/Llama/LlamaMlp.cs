@@ -10,16 +10,11 @@ namespace Peft.Models.Llama;
 /// configuration (<see cref="PeftTargeting.ApplyTargets"/>, docs/targets.md).
 /// </summary>
 [Adaptable]
-public sealed partial class LlamaMlp : Module<Tensor, Tensor>, ISiblingProjections
+public sealed partial class LlamaMlp : Module<Tensor, Tensor>
 {
     private Module<Tensor, Tensor> gate_proj;
     private Module<Tensor, Tensor> up_proj;
     private Module<Tensor, Tensor> down_proj;
-
-    private static readonly IReadOnlyList<IReadOnlyList<string>> s_siblingProjections = [[nameof(gate_proj), nameof(up_proj)]];
-
-    /// <inheritdoc />
-    IReadOnlyList<IReadOnlyList<string>> ISiblingProjections.SiblingProjections => s_siblingProjections;
 
     /// <summary>Creates the feed-forward for <paramref name="config"/>.</summary>
     /// <param name="config">Model sizes.</param>

@@ -13,7 +13,7 @@ namespace Peft.Models.UseLite;
 /// (<see cref="UseLiteTargets"/>).
 /// </summary>
 [Adaptable]
-public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Tensor>, ITransformerBlock, ISiblingProjections
+public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Tensor>, ITransformerBlock
 {
     private readonly int _heads;
 
@@ -21,11 +21,6 @@ public sealed partial class UseLiteTransformerLayer : Module<Tensor, Tensor, Ten
     private Module<Tensor, Tensor> q_proj;
     private Module<Tensor, Tensor> k_proj;
     private Module<Tensor, Tensor> v_proj;
-
-    private static readonly IReadOnlyList<IReadOnlyList<string>> s_siblingProjections = [[nameof(q_proj), nameof(k_proj), nameof(v_proj)]];
-
-    /// <inheritdoc />
-    IReadOnlyList<IReadOnlyList<string>> ISiblingProjections.SiblingProjections => s_siblingProjections;
     private Module<Tensor, Tensor> out_proj;
     private Module<Tensor, Tensor>? residual_proj;
     private Module<Tensor, Tensor> ffn_norm;
