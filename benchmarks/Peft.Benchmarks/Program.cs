@@ -21,7 +21,8 @@ using static Peft.Benchmarks.Steps;
 // --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process;
 // --prompts runs section 12 (prompt tuning, DePT and P-tuning against LoRA on a transformer stack) alone;
 // --attention runs section 13 (methods inside attention: the adaption prompt, LoFiT) alone;
-// --siblings runs section 14 (sibling projections run as one product against separate layers, Siblings.cs) alone.
+// --siblings runs section 14 (sibling projections run as one product against separate layers, Siblings.cs) alone;
+// --dispatch runs section 15 (the general layer against a one-LoRA forward written out by hand, Dispatch.cs) alone.
 
 CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
 CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
@@ -45,6 +46,7 @@ var sectionsAlone = new Dictionary<string, Func<int, IEnumerable<(string Name, s
     ["--prompts"] = PromptProbe.Results,
     ["--attention"] = AttentionProbe.Results,
     ["--siblings"] = SiblingProbe.Results,
+    ["--dispatch"] = DispatchProbe.Results,
 };
 for (int i = 0; i < args.Length; i++)
 {
@@ -369,6 +371,9 @@ if (!initOnly && !methodsOnly) results.AddRange(AttentionProbe.Results(rounds));
 
 // 14. Sibling projections (q/k/v, gate/up) run as one product against the same layers run separately (Siblings.cs).
 if (!initOnly && !methodsOnly) results.AddRange(SiblingProbe.Results(rounds));
+
+// 15. What code specialised to one declared LoRA could save: the general layer against the same forward written out by hand.
+if (!initOnly && !methodsOnly) results.AddRange(DispatchProbe.Results(rounds));
 
 report.AppendLine("| measurement | value | note |");
 report.AppendLine("| --- | --- | --- |");
