@@ -12,8 +12,8 @@ public sealed partial class AdaptedLinear
     public SiblingProjectionGroup? Siblings { get; internal set; }
 
     /// <summary>Whether this layer's forward can be a share of its group's one product now: a dense frozen base, and no live
-    /// adapter or exactly one plain low-rank one (LoRA; not DoRA, whose row scale needs the layer's own product). Anything
-    /// else runs the layer alone, which computes the same function.</summary>
+    /// adapter or exactly one low-rank one (LoRA, or DoRA sharing the base product: its row scale then multiplies this
+    /// layer's columns of the product). Anything else runs the layer alone, which computes the same function.</summary>
     internal bool CanShareProduct(out ILowRankFactors? lowRank)
     {
         lowRank = null;
@@ -29,7 +29,7 @@ public sealed partial class AdaptedLinear
             return true;
         }
 
-        if (plan.Fused is { FactorsReady: true } fused && fused is not IRowRescalingAdapter)
+        if (plan.Fused is { FactorsReady: true } fused && fused is not IRowRescalingAdapter { SharesBaseProduct: false })
         {
             lowRank = fused;
             return true;

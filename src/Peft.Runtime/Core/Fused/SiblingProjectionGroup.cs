@@ -9,15 +9,16 @@ namespace Peft;
 /// (Llama's <c>q_proj</c>/<c>k_proj</c>/<c>v_proj</c>). Their frozen weights live in one concatenated buffer (each layer's
 /// weight is a view of its rows, so merges and checkpoint loads write through), and when the group's first member is called
 /// the group computes <c>y = x [W_1; …; W_k]ᵀ + b</c> in one product, adds every member's LoRA update with one more product
-/// (<c>h = x [A_1; …; A_k]ᵀ</c>, then <c>y += h · blockdiag(s_i B_i)ᵀ</c>), and splits <c>y</c> by columns. The first member
+/// (<c>h = x [A_1; …; A_k]ᵀ</c>, then <c>y += h · blockdiag(s_i B_i)ᵀ</c>; a DoRA member's columns are then multiplied by
+/// its row scale <c>m / ‖W + sBA‖</c> before the bias), and splits <c>y</c> by columns. The first member
 /// returns its share; each other member, when called next with the same input tensor object, returns its share without
 /// computing anything.
 /// </summary>
 /// <remarks>
-/// <para>A member whose state needs its own product (a trained or quantized base weight, DoRA, several live adapters,
-/// scaling adapters, calibration capture) makes the whole group run as separate layers for that forward; the result is the
-/// same function. Shares are handed out only for the very input object the first member saw, and only once each: a forward
-/// that modifies its input in place between the sibling calls must not be fused.</para>
+/// <para>A member whose state needs its own product (a trained or quantized base weight, DoRA with training-time dropout,
+/// several live adapters, scaling adapters, calibration capture) makes the whole group run as separate layers for that
+/// forward; the result is the same function. Shares are handed out only for the very input object the first member saw,
+/// and only once each: a forward that modifies its input in place between the sibling calls must not be fused.</para>
 /// <para>The shares are column views of one <c>[rows, Σ out]</c> product (not contiguous): <c>view</c> calls that split the
 /// batch or the feature dimension work, as in Llama's and BERT's attention; others need <c>reshape</c>.</para>
 /// </remarks>
@@ -133,7 +134,7 @@ public sealed class SiblingProjectionGroup
         {
             if (!_members[i].CanShareProduct(out lowRank[i]))
             {
-                return $"member '{Members[i]}' needs its own product (a trained or quantized base weight, or adapters other than one LoRA)";
+                return $"member '{Members[i]}' needs its own product (a trained or quantized base weight, DoRA with training-time dropout, or adapters other than one LoRA or DoRA)";
             }
         }
 
@@ -190,10 +191,22 @@ public sealed class SiblingProjectionGroup
             bias = cat(_members.Select((m, i) => m.Bias is { } b ? (Tensor)b : zeros(_outs[i], dtype: x.dtype, device: x.device)).ToArray(), 0);
         }
 
-        var y = F.linear(x, _weights!, bias);
+        bool rescaled = lowRank.Any(a => a is IRowRescalingAdapter);
+        var y = F.linear(x, _weights!, rescaled ? null : bias);
         if (lowRank.Any(a => a is not null))
         {
             AddLowRank(x, y, lowRank);
+        }
+
+        if (rescaled)
+        {
+            // DoRA: c ⊙ (W x + s B A x) on its columns (c = 1 on the others), then the bias, as AdaptedLinear's OneRescaled.
+            var scale = cat(_members.Select((m, i) => lowRank[i] is IRowRescalingAdapter r ? r.RowScale(m.Weight) : ones(_outs[i], dtype: x.dtype, device: x.device)).ToArray(), 0);
+            y = y * scale;
+            if (bias is not null)
+            {
+                y.add_(bias);
+            }
         }
 
         var shares = y.split(_outs, 1);

@@ -230,20 +230,46 @@ public class SiblingProjectionTests
     }
 
     [Fact]
+    public void DoRAMembersShareTheProductWithTheirRowScale()
+    {
+        using var m = new Qkv(bias: true);
+        Adapt(m.q, new DoRAOptions(Rank: 2, Alpha: 4));
+        Adapt(m.k, new LoRAOptions(Rank: 3));
+        Adapt(m.v, new DoRAOptions(Rank: 2, Alpha: 2));
+        var separate = Run(m, [2, 4, 12]);
+        var group = Assert.Single(m.FuseSiblingProjections().Linked);
+        var fused = Run(m, [2, 4, 12]);
+        Assert.Equal(1, group.FusedProducts);
+        AssertSameRun(separate, fused);
+        Assert.Equal(8, fused.Grads.Length); // A, B and the magnitude of each DoRA member; A and B of the LoRA one
+    }
+
+    [Fact]
     public void MembersThatNeedTheirOwnProductRunSeparately()
     {
         using var m = new Qkv(bias: true);
-        Adapt(m.q, new LoRAOptions(Rank: 2));
-        Adapt(m.k, new DoRAOptions(Rank: 2));
-        var separate = Run(m, [4, 12]);
+        Adapt(m.q, new DoRAOptions(Rank: 2, Dropout: 0.5));
+        Adapt(m.k, new LoRAOptions(Rank: 2));
         var group = Assert.Single(m.FuseSiblingProjections().Linked);
-        AssertSameRun(separate, Run(m, [4, 12]));
-        Assert.Equal(0, group.FusedProducts);
-        Assert.Contains("'k'", group.LastFallbackReason, StringComparison.Ordinal);
 
-        m.k.DisableAdapters();
+        // DoRA with dropout in training takes its base term from the dropped-out input: not the group's product.
+        m.train();
+        var separate = Run(m, [4, 12], seed: 9);
+        m.UnfuseSiblingProjections();
+        AssertSameRun(separate, Run(m, [4, 12], seed: 9));
+        group = Assert.Single(m.FuseSiblingProjections().Linked);
+        AssertSameRun(separate, Run(m, [4, 12], seed: 9));
+        Assert.Equal(0, group.FusedProducts);
+        Assert.Contains("'q'", group.LastFallbackReason, StringComparison.Ordinal);
+
+        // In eval mode it shares the product; a base weight unfrozen after linking makes the layers run separately again.
+        m.eval();
         Run(m, [4, 12]);
         Assert.Equal(1, group.FusedProducts);
+        m.v.Weight.requires_grad = true;
+        Run(m, [4, 12]);
+        Assert.Equal(1, group.FusedProducts);
+        Assert.Contains("'v'", group.LastFallbackReason, StringComparison.Ordinal);
     }
 
     [Fact]
