@@ -18,7 +18,8 @@ using static Peft.Benchmarks.Steps;
 // against LoRA's and the frozen base's), the table a new method joins; --selective runs section 6's ID3 and SPT lines
 // alone (against LoRA r=8 and the frozen base, Selective.cs); --bottleneck runs section 9 (bottleneck adapters) alone;
 // --prefix runs section 10 (prefix tuning and MAM inside attention) alone;
-// --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --meft-probe MODE:LAYERS is its child process;
+// --meft runs section 11 (MEFT's activation memory against LoRA, Meft.cs) alone; --step-memory MODE:LAYERS is the child
+// process that measures one configuration's step memory (StepMemory.cs);
 // --prompts runs section 12 (prompt tuning, DePT and P-tuning against LoRA on a transformer stack) alone;
 // --attention runs section 13 (methods inside attention: the adaption prompt, LoFiT) alone;
 // --siblings runs section 14 (sibling projections run as one product against separate layers, Siblings.cs) alone;
@@ -33,7 +34,7 @@ string? memoryMode = null;
 string? freezingMode = null;
 bool initOnly = false;
 bool methodsOnly = false;
-string? meftProbe = null;
+string? stepMemory = null;
 string? alone = null;
 // The sections that run alone with their flag, printing their lines only.
 var sectionsAlone = new Dictionary<string, Func<int, IEnumerable<(string Name, string Value, string Note)>>>
@@ -58,14 +59,14 @@ for (int i = 0; i < args.Length; i++)
         case "--freezing-probe": freezingMode = args[++i]; break;
         case "--init-only": initOnly = true; break;
         case "--methods-only": methodsOnly = true; break;
-        case "--meft-probe": meftProbe = args[++i]; break;
+        case "--step-memory": stepMemory = args[++i]; break;
         case var flag when sectionsAlone.ContainsKey(flag): alone = flag; break;
         default: Console.Error.WriteLine($"unknown argument {args[i]}"); return 2;
     }
 }
 
 if (memoryMode is not null) return MemoryProbe.Run(memoryMode);
-if (meftProbe is not null) return MeftProbe.Run(meftProbe);
+if (stepMemory is not null) return StepMemory.Run(stepMemory);
 if (freezingMode is not null) return FreezingProbe.Run(freezingMode);
 if (alone is not null)
 {
