@@ -37,8 +37,9 @@ public sealed class QkvBlock : nn.Module<Tensor, Tensor>, ISiblingProjections
 /// <summary>
 /// Sibling projections run as one product (<see cref="SiblingProjectionExtensions.FuseSiblingProjections"/>) against the same
 /// layers run separately (section 14, or <c>--siblings</c> alone): the Llama-layout decoder of section 5 with LoRA r=8 on all
-/// linear layers (q/k/v and gate/up fused), its training step and its unmerged inference; and a 1024-wide q/k/v block, 1024
-/// rows, forward + backward. Each pair is two models built from one seed, interleaved in one run.
+/// linear layers (q/k/v and gate/up fused), its training step, its unmerged inference and its step activation peak (with the
+/// fused kernel's too, <see cref="StepMemory"/>); and a 1024-wide q/k/v block, 1024 rows, forward + backward. Each timed
+/// pair is two models built from one seed, interleaved in one run.
 /// </summary>
 internal static class SiblingProbe
 {
@@ -86,6 +87,11 @@ internal static class SiblingProbe
         yield return ("**Llama all-linear LoRA step, only q/k/v fused / separate**", Timing.Ratio(steps["attention"], steps["separate"]), "same run");
         yield return ("Llama all-linear LoRA unmerged inference (no_grad), separate", Timing.Ms(inference["separate"]), "median");
         yield return ("**Llama all-linear LoRA unmerged inference, siblings fused / separate**", Timing.Ratio(inference["fused"], inference["separate"]), "same run");
+
+        var memory = new[] { "lora-all", "lora-all-fused", "lora-all-siblings" }.Select(mode => StepMemory.Measure(mode, 4)).ToArray();
+        yield return ("Llama-layout decoder, 4 layers, all-linear LoRA r=8: step activation peak, separate / fused kernel / siblings fused",
+            string.Join(" / ", memory.Select(m => $"{m.Peak / 1048576.0:F1}")) + " MiB", "peak RSS over the step minus its baseline (StepMemory, one process each)");
+        yield return ("same: held for the backward at the end of the forward", string.Join(" / ", memory.Select(m => $"{m.Held / 1048576.0:F1}")) + " MiB", "RSS after the forward minus the baseline");
 
         var lora = new LoRAOptions(Rank: 8, Alpha: 16);
         manual_seed(3);
