@@ -105,6 +105,14 @@ public class SiblingProjectionTests
     }
 
     [Fact]
+    public void AForwardWithAnotherSignatureIsReadToo()
+    {
+        // Modules whose forward takes a mask or a cache name it Forward (Llama's and BERT's attention).
+        var model = Parse(Forward("x", extraMembers: "public Tensor Forward(Tensor h, Tensor mask) => q.call(h) + k.call(h) + mask;"));
+        Assert.Equal(new[] { "q", "k" }, Single(model));
+    }
+
+    [Fact]
     public void EachForwardOverloadHasItsOwnIdentifiers()
     {
         var model = Parse(Forward("q.call(x) + k.call(y)", extraMembers: "public Tensor forward(Tensor x, Tensor y, Tensor z) => k.call(x);"));

@@ -10,10 +10,10 @@ using Peft.Generators.Model;
 namespace Peft.Generators.Parsing;
 
 /// <summary>
-/// Reads what sibling projections are found from: the calls of the class's members in its <c>forward</c> methods
-/// (<c>m.call(arg)</c>, <c>m.forward(arg)</c>, <c>this.m.call(arg)</c>) with how each argument is written, and whether the class
-/// already has an <c>ISiblingProjections</c> of its own. Syntax only: it walks the bodies of the methods named
-/// <c>forward</c> and resolves a receiver by name against the class's instance fields and properties (a parameter or local of
+/// Reads what sibling projections are found from: the calls of the class's members in its <c>forward</c> methods, and its
+/// <c>Forward</c> methods (the name modules with other signatures use, as Llama's attention), that is <c>m.call(arg)</c>,
+/// <c>m.forward(arg)</c> and <c>this.m.call(arg)</c>, with how each argument is written, and whether the class already has
+/// an <c>ISiblingProjections</c> of its own. Syntax only: it walks the bodies of those methods and resolves a receiver by name against the class's instance fields and properties (a parameter or local of
 /// the same name shadows it) and an argument identifier against the method's own parameters and locals, so it asks the
 /// semantic model nothing. What the calls mean (which members group) is <c>PeftModelValidator.SiblingGroups</c>.
 /// </summary>
@@ -40,7 +40,7 @@ internal static class SiblingProjectionParser
         if (memberNames.Count == 0) return result;
 
         var methods = new List<((string File, int Position) Order, MethodDeclarationSyntax Syntax)>();
-        foreach (var symbol in type.GetMembers("forward"))
+        foreach (var symbol in type.GetMembers("forward").Concat(type.GetMembers("Forward")))
         {
             if (symbol is not IMethodSymbol { IsStatic: false } method) continue;
             foreach (var reference in method.DeclaringSyntaxReferences)

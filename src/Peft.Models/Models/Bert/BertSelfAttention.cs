@@ -11,7 +11,7 @@ namespace Peft.Models.Bert;
 /// PEFT's default targets (LoRA on <c>query</c> and <c>value</c>).
 /// </summary>
 [Adaptable]
-public sealed partial class BertSelfAttention : nn.Module, ISiblingProjections
+public sealed partial class BertSelfAttention : nn.Module
 {
     private readonly int _heads;
     private readonly int _headDim;
@@ -20,11 +20,6 @@ public sealed partial class BertSelfAttention : nn.Module, ISiblingProjections
     private Module<Tensor, Tensor> query;
     private Module<Tensor, Tensor> key;
     private Module<Tensor, Tensor> value;
-
-    private static readonly IReadOnlyList<IReadOnlyList<string>> s_siblingProjections = [[nameof(query), nameof(key), nameof(value)]];
-
-    /// <inheritdoc />
-    IReadOnlyList<IReadOnlyList<string>> ISiblingProjections.SiblingProjections => s_siblingProjections;
 
     /// <summary>Creates the self-attention for <paramref name="config"/>.</summary>
     /// <param name="config">Model sizes.</param>

@@ -13,7 +13,7 @@ namespace Peft.Models.Llama;
 /// configuration (<see cref="PeftTargeting.ApplyTargets"/>); <see cref="LlamaTargets"/> holds PEFT's default targets.
 /// </summary>
 [Adaptable]
-public sealed partial class LlamaAttention : nn.Module, ISiblingProjections
+public sealed partial class LlamaAttention : nn.Module
 {
     private readonly int _heads;
     private readonly int _kvHeads;
@@ -24,11 +24,6 @@ public sealed partial class LlamaAttention : nn.Module, ISiblingProjections
     private Module<Tensor, Tensor> k_proj;
     private Module<Tensor, Tensor> v_proj;
     private Module<Tensor, Tensor> o_proj;
-
-    private static readonly IReadOnlyList<IReadOnlyList<string>> s_siblingProjections = [[nameof(q_proj), nameof(k_proj), nameof(v_proj)]];
-
-    /// <inheritdoc />
-    IReadOnlyList<IReadOnlyList<string>> ISiblingProjections.SiblingProjections => s_siblingProjections;
 
     /// <summary>Creates the attention of layer <paramref name="layer"/>.</summary>
     /// <param name="config">Model sizes.</param>
