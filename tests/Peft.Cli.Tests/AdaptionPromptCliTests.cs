@@ -24,9 +24,7 @@ public sealed class AdaptionPromptCliTests : IDisposable
         model.AddAdaptionPrompt(new AdaptionPromptConfig(AdapterLen: 6, AdapterLayers: 2));
         model.SaveAdaptionPrompt(_dir["adaption"], options: new AdapterSaveOptions { BaseModelNameOrPath = "tiny/llama", TaskType = "CAUSAL_LM" });
 
-        var result = CliRunner.Run("inspect", _dir["adaption"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adaption"]);
         Assert.Equal("ADAPTION_PROMPT", json["peft_type"]!.GetValue<string>());
         Assert.Equal("AdaptionPrompt", json["method"]!.GetValue<string>());
         Assert.Equal("tiny/llama", json["base_model"]!.GetValue<string>());

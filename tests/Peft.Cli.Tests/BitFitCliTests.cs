@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Peft.Serialization;
 using Peft.Training;
 using TorchSharp;
@@ -77,9 +76,7 @@ public sealed class BitFitCliTests : IDisposable
     public void Inspect_lists_the_bias_tensors_and_counts_one_parameter_per_bias_entry()
     {
         using var model = SaveModel();
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("BITFIT", json["peft_type"]!.GetValue<string>());
         var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(2, tensors.Count);

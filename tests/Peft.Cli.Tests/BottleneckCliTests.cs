@@ -22,9 +22,7 @@ public sealed class BottleneckCliTests : IDisposable
         long trainable = encoder.GetTrainableSummary().TrainableParameters;
         encoder.SaveBottleneckAdapters(_dir["compacter"], "task");
 
-        var result = CliRunner.Run("inspect", _dir["compacter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["compacter"]);
         Assert.Equal("BOTTLENECK", json["peft_type"]!.GetValue<string>());
         Assert.Equal("compacter", json["method"]!.GetValue<string>());
         Assert.Equal("task", json["adapter_name"]!.GetValue<string>());

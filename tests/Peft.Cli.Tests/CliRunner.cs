@@ -13,6 +13,14 @@ public static class CliRunner
     public static Dictionary<string, long[]> InspectedShapes(System.Text.Json.Nodes.JsonObject json) =>
         json["tensors"]!.AsArray().ToDictionary(t => t!["name"]!.GetValue<string>(), t => t!["shape"]!.AsArray().Select(d => d!.GetValue<long>()).ToArray());
 
+    /// <summary>Runs <c>peft inspect --json</c> on <paramref name="path"/>, asserts it succeeded and returns its JSON.</summary>
+    public static System.Text.Json.Nodes.JsonObject InspectJson(string path)
+    {
+        var result = Run("inspect", path, "--json");
+        Assert.True(result.ExitCode == 0, result.ToString());
+        return System.Text.Json.Nodes.JsonNode.Parse(result.Output)!.AsObject();
+    }
+
     public static CliResult Run(params string[] args)
     {
         using var output = new StringWriter();

@@ -115,9 +115,7 @@ public sealed class CorDACliTests : IDisposable
     public void Inspect_shows_the_initialisation_and_corda_method()
     {
         using var model = SaveModel();
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         var fc1 = json["modules"]!.AsArray().Single(m => m!["module"]!.GetValue<string>() == "fc1")!;
         Assert.Equal("corda", fc1["init_lora_weights"]!.GetValue<string>());
         Assert.Equal("kpm", fc1["corda_method"]!.GetValue<string>());

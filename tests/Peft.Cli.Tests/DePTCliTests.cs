@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Peft.Serialization;
 using Peft.Training;
 using TorchSharp;
@@ -32,9 +31,7 @@ public sealed class DePTCliTests : IDisposable
         Seeding.SetSeed(3);
         using var model = new DePTNet();
         MethodMergeChecks.RandomizeAndSave(model, _dir, seed: 7);
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("PROMPT_TUNING_LORA", json["peft_type"]!.GetValue<string>());
         Assert.Equal(8, json["token_dim"]!.GetValue<int>());
         Assert.Equal(6, json["max_length"]!.GetValue<int>());

@@ -110,9 +110,7 @@ public sealed class EvaCliTests : IDisposable
     public void Inspect_shows_each_layers_rank_and_the_eva_settings()
     {
         using var model = SaveModel();
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         JsonNode Module(string name) => json["modules"]!.AsArray().Single(m => m!["module"]!.GetValue<string>() == name)!;
         Assert.Equal("eva", Module("fc1")["init_lora_weights"]!.GetValue<string>());
         Assert.Equal(1, Module("fc1")["r"]!.GetValue<int>());

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 
 namespace Peft.Cli.Tests;
 
@@ -21,9 +20,7 @@ public sealed class KaSACliTests : IDisposable
     public void Inspect_shows_the_method_rank_and_regulariser_weights()
     {
         using var model = SvdCliNet.SaveAdapted(_dir, new KaSAOptions(Rank: 3, Alpha: 6, Beta: 0.01, Gamma: 0.02));
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("LORA", json["peft_type"]!.GetValue<string>());
         Assert.Equal("KaSA", json["method"]!.GetValue<string>());
         var fc2 = json["modules"]!.AsArray().Single(m => m!["module"]!.GetValue<string>() == "fc2")!;

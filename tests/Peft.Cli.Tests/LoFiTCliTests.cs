@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Peft.Models.Llama;
 using Peft.Serialization;
 using static TorchSharp.torch;
@@ -23,9 +22,7 @@ public sealed class LoFiTCliTests : IDisposable
         model.AddLoFiT(new LoFiTConfig(LoFiTComponents.ScaleAndBias, L1Lambda: 0.001, InitStd: 0.3), selection);
         model.SaveLoFiT(_dir["lofit"]);
 
-        var result = CliRunner.Run("inspect", _dir["lofit"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["lofit"]);
         Assert.Equal("LOFIT", json["peft_type"]!.GetValue<string>());
         Assert.Equal("LoFiT", json["method"]!.GetValue<string>());
         Assert.Equal("scale_and_bias", json["components"]!.GetValue<string>());

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Peft.Serialization;
 using Peft.Training;
 using TorchSharp;
@@ -65,9 +64,7 @@ public sealed class LoHaCliTests : IDisposable
     public void Inspect_lists_the_hada_tensors_the_settings_per_module_and_the_parameter_count()
     {
         using var model = SaveModel();
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("LOHA", json["peft_type"]!.GetValue<string>());
         var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(8, tensors.Count);

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 
 namespace Peft.Cli.Tests;
 
@@ -17,9 +16,7 @@ public sealed class LoLDUCliTests : IDisposable
     public void Inspect_shows_the_format_rank_and_alpha()
     {
         using var model = SvdCliNet.SaveAdapted(_dir, new LoLDUOptions(Rank: 3, Alpha: 6));
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("LOLDU", json["peft_type"]!.GetValue<string>());
         var fc2 = json["modules"]!.AsArray().Single(m => m!["module"]!.GetValue<string>() == "fc2")!;
         Assert.Equal(3, fc2["r"]!.GetValue<int>());

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Peft.Serialization;
 using Peft.Training;
 using TorchSharp;
@@ -97,9 +96,7 @@ public sealed class LoftQCliTests : IDisposable
     public void Inspect_shows_the_initialisation_and_loftq_config()
     {
         using var model = SaveModel();
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         var fc1 = json["modules"]!.AsArray().Single(m => m!["module"]!.GetValue<string>() == "fc1")!;
         Assert.Equal("loftq", fc1["init_lora_weights"]!.GetValue<string>());
         Assert.Equal(4, fc1["loftq_bits"]!.GetValue<int>());

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Peft.Serialization;
 using Peft.Training;
 using TorchSharp;
@@ -67,9 +66,7 @@ public sealed class ModulesToSaveTests : IDisposable
     public void Inspect_shows_modules_to_save_and_the_saved_module_tensors()
     {
         using var model = Prepare();
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal(new[] { "classifier" }, json["modules_to_save"]!.AsArray().Select(n => n!.GetValue<string>()));
         Assert.Equal(new[] { "fc1" }, json["modules"]!.AsArray().Select(m => m!["module"]!.GetValue<string>()));
         var saved = json["saved_modules"]!.AsArray().Single()!;

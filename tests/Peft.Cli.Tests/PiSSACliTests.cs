@@ -126,9 +126,7 @@ public sealed class PiSSACliTests : IDisposable
     public void Inspect_shows_the_initialisation()
     {
         using var model = SaveModel();
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("LORA", json["peft_type"]!.GetValue<string>());
         var fc2 = json["modules"]!.AsArray().Single(m => m!["module"]!.GetValue<string>() == "fc2")!;
         Assert.Equal(3, fc2["r"]!.GetValue<int>());

@@ -80,9 +80,7 @@ public sealed class RandLoRACliTests : IDisposable
     public void Inspect_lists_the_scale_and_basis_tensors_and_counts_only_the_scales_as_trainable()
     {
         using var model = SaveModel(saveProjection: true);
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("RANDLORA", json["peft_type"]!.GetValue<string>());
         var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(6, tensors.Count);

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Peft.Serialization;
 using Peft.Training;
 using TorchSharp;
@@ -92,9 +91,7 @@ public sealed class SSFCliTests : IDisposable
         Seeding.SetSeed(33);
         using var model = new SSFMergeNet();
         MethodMergeChecks.RandomizeAndSave(model, _dir, seed: 133);
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("SSF", json["peft_type"]!.GetValue<string>());
         var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(4, tensors.Count);

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Peft.Serialization;
 using Peft.Training;
 using TorchSharp;
@@ -88,9 +87,7 @@ public sealed class SVFitCliTests : IDisposable
     {
         using var model = SvdCliNet.SaveAdapted(_dir, new SVFitOptions(EnergyThreshold: 0.9));
         var ranks = model.AdaptedLayers().ToDictionary(l => l.Path, l => ((SVFitAdapter)l.Layer.GetAdapter("default")).Rank);
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("SVFIT", json["peft_type"]!.GetValue<string>());
         foreach (var (path, rank) in ranks)
         {

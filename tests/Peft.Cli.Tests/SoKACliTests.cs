@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 
 namespace Peft.Cli.Tests;
 
@@ -21,9 +20,7 @@ public sealed class SoKACliTests : IDisposable
     {
         using var model = SvdCliNet.SaveAdapted(_dir, new SoKAOptions(EnergyThreshold: 0.8));
         var ranks = model.AdaptedLayers().ToDictionary(l => l.Path, l => ((SoKAAdapter)l.Layer.GetAdapter("default")).Rank);
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("SOKA", json["peft_type"]!.GetValue<string>());
         foreach (var (path, rank) in ranks)
         {

@@ -1,4 +1,3 @@
-using System.Text.Json.Nodes;
 using Peft.Training;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -60,9 +59,7 @@ public sealed class VBLoRACliTests : IDisposable
     public void Inspect_lists_the_logits_and_the_bank_and_counts_the_bank_once_as_trainable()
     {
         using var model = SaveModel();
-        var result = CliRunner.Run("inspect", _dir["adapter"], "--json");
-        Assert.True(result.ExitCode == 0, result.ToString());
-        var json = JsonNode.Parse(result.Output)!.AsObject();
+        var json = CliRunner.InspectJson(_dir["adapter"]);
         Assert.Equal("VBLORA", json["peft_type"]!.GetValue<string>());
         var tensors = CliRunner.InspectedShapes(json);
         Assert.Equal(5, tensors.Count);
