@@ -61,13 +61,19 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
             .ToImmutableArray();
         if (attributeTypes.IsEmpty) return; // Peft.Runtime is not referenced.
 
-        context.RegisterSymbolAction(c => AnalyzeType(c, attributeTypes, budget, descriptors), SymbolKind.NamedType);
+        var fuseAttribute = context.Compilation.GetTypeByMetadataName(KnownNames.FuseProjectionsAttribute);
+        context.RegisterSymbolAction(c => AnalyzeType(c, attributeTypes, fuseAttribute, budget, descriptors), SymbolKind.NamedType);
     }
 
-    private static void AnalyzeType(SymbolAnalysisContext context, ImmutableArray<INamedTypeSymbol> attributeTypes, long? budget, DescriptorSet descriptors)
+    private static void AnalyzeType(
+        SymbolAnalysisContext context, ImmutableArray<INamedTypeSymbol> attributeTypes, INamedTypeSymbol? fuseAttribute, long? budget, DescriptorSet descriptors)
     {
         if (context.Symbol is not INamedTypeSymbol { TypeKind: TypeKind.Class } type) return;
-        if (!HasPeftAttribute(type, attributeTypes)) return;
+        if (!HasPeftAttribute(type, attributeTypes))
+        {
+            ReportFuseWithoutPeftClass(context, type, fuseAttribute, descriptors);
+            return;
+        }
 
         var cancellationToken = context.CancellationToken;
         var model = PeftParser.Parse(type, context.Compilation, cancellationToken);
@@ -95,6 +101,32 @@ public sealed class PeftAttributeAnalyzer : DiagnosticAnalyzer
                     lacking.Select(c => c.Syntax.Identifier.GetLocation()),
                     PeftModelValidator.ClassDisplayName(model),
                     constructors));
+            }
+        }
+    }
+
+    /// <summary>
+    /// PEFT0052 on each <c>[FuseProjections]</c> of a class that carries no other Peft attribute: nothing is generated for it,
+    /// so the declared group would be silently ignored.
+    /// </summary>
+    private static void ReportFuseWithoutPeftClass(SymbolAnalysisContext context, INamedTypeSymbol type, INamedTypeSymbol? fuseAttribute, DescriptorSet descriptors)
+    {
+        if (fuseAttribute is null) return;
+        foreach (var member in type.GetMembers())
+        {
+            if (member is not (IFieldSymbol or IPropertySymbol)) continue;
+            foreach (var attribute in member.GetAttributes())
+            {
+                if (!SymbolEqualityComparer.Default.Equals(attribute.AttributeClass, fuseAttribute)) continue;
+                string group = attribute.ConstructorArguments.Length == 1 && attribute.ConstructorArguments[0].Value is string g ? g : string.Empty;
+                var location = attribute.ApplicationSyntaxReference?.GetSyntax(context.CancellationToken).GetLocation() ?? member.Locations.FirstOrDefault() ?? Location.None;
+                context.ReportDiagnostic(Diagnostic.Create(
+                    descriptors[PeftDiagnosticIds.SiblingGroupCannotApply],
+                    location,
+                    group,
+                    member.Name,
+                    "the class '" + type.Name + "' declares no adapter and is not [Adaptable], so no code is generated for it and nothing lists the group; "
+                    + "put an adapter attribute (such as [LoRA]) on its projections or [Adaptable] on the class, or remove [FuseProjections]"));
             }
         }
     }

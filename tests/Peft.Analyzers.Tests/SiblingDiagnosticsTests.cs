@@ -102,6 +102,27 @@ public class SiblingDiagnosticsTests
                 .WithMessage("[FuseProjections(\"qkv\")] on 'q_proj' cannot apply: no other member has this group name; give the members that take the same input in forward the same name, or remove the attribute"));
 
     [Fact]
+    public Task FuseProjectionsInAClassWithNothingGenerated_ReportsPEFT0052_InsteadOfBeingIgnored()
+    {
+        const string reason = "the class 'Plain' declares no adapter and is not [Adaptable], so no code is generated for it and nothing lists the group; "
+            + "put an adapter attribute (such as [LoRA]) on its projections or [Adaptable] on the class, or remove [FuseProjections]";
+        return PeftAnalyzerTest.VerifyAsync(
+            """
+            public class Plain : Module<Tensor, Tensor>
+            {
+                [{|#0:FuseProjections("qk")|}] private Module<Tensor, Tensor> q = Linear(16, 16);
+                [{|#1:FuseProjections("qk")|}] private Module<Tensor, Tensor> k = Linear(16, 16);
+
+                public Plain() : base(nameof(Plain)) => RegisterComponents();
+
+                public override Tensor forward(Tensor x) => q.call(x) + k.call(x);
+            }
+            """,
+            PeftAnalyzerTest.Diagnostic("PEFT0052").WithLocation(0).WithArguments("qk", "q", reason),
+            PeftAnalyzerTest.Diagnostic("PEFT0052").WithLocation(1).WithArguments("qk", "k", reason));
+    }
+
+    [Fact]
     public Task DeclaredMemberWithoutAdapter_OrNotALinear_ReportsPEFT0052()
         => PeftAnalyzerTest.VerifyAsync(
             Class("""
